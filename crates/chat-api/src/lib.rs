@@ -1,0 +1,131 @@
+//! `POST /bedrock/chat` as a Lambda handler: read the authorizer's claims, call the chat service, map the
+//! result to HTTP. The same handler is mounted by the local API server.
+
+use std::collections::HashMap;
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use metering_core::chat::ChatService;
+use metering_core::error::REQUEST_ID_HEADER;
+use metering_core::identity::TenantIdentity;
+use metering_core::metering::Metering;
+use metering_core::ApiError;
+use serde_json::{json, Value};
+
+pub mod flush_extension;
+
+#[derive(Clone)]
+pub struct ChatHandler {
+    service: ChatService,
+}
+
+impl ChatHandler {
+    pub fn new(service: ChatService) -> Self {
+        Self { service }
+    }
+
+    pub fn metering(&self) -> &Metering {
+        self.service.metering()
+    }
+
+    /// Answers one API Gateway request; never fails: every error becomes its JSON answer.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let request_id = request_id_of(&request);
+        match self.answer(&request, &request_id).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status().is_server_error() {
+                    tracing::warn!(request_id = %request_id, status = error.status().as_u16(), %error, "chat request failed");
+                }
+                error.to_response(Some(&request_id)).map(Body::from)
+            }
+        }
+    }
+
+    async fn answer(&self, request: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
+        if request.method() != http::Method::POST {
+            return Err(ApiError::MethodNotAllowed("use POST for /bedrock/chat".into()));
+        }
+        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let text = self.service.chat(&identity, request_id, request.body().as_ref()).await?;
+        let (content_type, body) = if prefers_plain_text(request.headers()) {
+            ("text/plain; charset=utf-8", text)
+        } else {
+            ("application/json", json!({ "response": text }).to_string())
+        };
+        Response::builder()
+            .status(200)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(REQUEST_ID_HEADER, request_id)
+            .body(Body::from(body))
+            .map_err(|error| ApiError::Internal(format!("could not build the response: {error}")))
+    }
+}
+
+/// The claims API Gateway's Cognito authorizer verified (`requestContext.authorizer.claims`).
+pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, ApiError> {
+    let unauthenticated = || ApiError::Unauthenticated("the request carries no verified identity".into());
+    let authorizer = request.request_context_ref().and_then(RequestContext::authorizer).ok_or_else(unauthenticated)?;
+    match authorizer.fields.get("claims") {
+        Some(Value::Object(claims)) => Ok(claims.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
+        // Some integrations pass the claims as a JSON string.
+        Some(Value::String(text)) => serde_json::from_str(text).map_err(|_| unauthenticated()),
+        _ => Err(unauthenticated()),
+    }
+}
+
+/// API Gateway's request id (what the caller sees), else the Lambda invocation id.
+pub fn request_id_of(request: &Request) -> String {
+    let from_gateway = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
+        _ => None,
+    };
+    from_gateway
+        .or_else(|| request.lambda_context_ref().map(|context| context.request_id.clone()))
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// True when the client ranks `text/plain` above JSON in `Accept`.
+pub fn prefers_plain_text(headers: &http::HeaderMap) -> bool {
+    let mut best: Option<(f32, bool)> = None;
+    for value in headers.get_all(http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()) {
+        for media_range in value.split(',') {
+            let mut parts = media_range.split(';');
+            let media_type = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let quality = parts
+                .filter_map(|param| param.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let plain = match media_type.as_str() {
+                "text/plain" => true,
+                "application/json" | "application/*" | "*/*" => false,
+                _ => continue,
+            };
+            if quality > 0.0 && best.is_none_or(|(best_quality, _)| quality > best_quality) {
+                best = Some((quality, plain));
+            }
+        }
+    }
+    best.is_some_and(|(_, plain)| plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::ACCEPT, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn plain_text_only_when_the_client_prefers_it() {
+        assert!(prefers_plain_text(&accept("text/plain")));
+        assert!(prefers_plain_text(&accept("application/json;q=0.5, text/plain")));
+        assert!(!prefers_plain_text(&accept("application/json, text/plain")));
+        assert!(!prefers_plain_text(&accept("*/*")));
+        assert!(!prefers_plain_text(&http::HeaderMap::new()));
+    }
+}

@@ -1,0 +1,169 @@
+//! The chat use case: validate the body, ask the model, meter the answer. Knows nothing of HTTP or Lambda.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::identity::TenantIdentity;
+use crate::metering::Metering;
+use crate::model::{ChatModel, ModelPrompt};
+use crate::usage::{RequestType, UsageEvent};
+
+pub const MAX_PROMPT_CHARS: usize = 100_000;
+pub const MAX_OUTPUT_TOKENS: i64 = 4096;
+
+/// The validated body of `POST /bedrock/chat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRequest {
+    pub prompt: String,
+    pub max_tokens: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatRequestBody {
+    prompt: String,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+}
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::InvalidRequest(
+                "the request body is empty; send JSON like {\"prompt\": \"...\"}".into(),
+            ));
+        }
+        let parsed: ChatRequestBody = serde_json::from_slice(body)
+            .map_err(|error| ApiError::InvalidRequest(format!("invalid request body: {error}")))?;
+        if parsed.prompt.trim().is_empty() {
+            return Err(ApiError::InvalidRequest("prompt must not be empty".into()));
+        }
+        let prompt_chars = parsed.prompt.chars().count();
+        if prompt_chars > MAX_PROMPT_CHARS {
+            return Err(ApiError::InvalidRequest(format!(
+                "prompt is too long: {prompt_chars} characters, at most {MAX_PROMPT_CHARS}"
+            )));
+        }
+        let max_tokens = match parsed.max_tokens {
+            None => None,
+            Some(value @ 1..=MAX_OUTPUT_TOKENS) => Some(value as u32),
+            Some(value) => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "max_tokens must be between 1 and {MAX_OUTPUT_TOKENS}, got {value}"
+                )))
+            }
+        };
+        Ok(Self { prompt: parsed.prompt, max_tokens })
+    }
+}
+
+#[derive(Clone)]
+pub struct ChatService {
+    model: Arc<dyn ChatModel>,
+    model_id: String,
+    metering: Metering,
+}
+
+impl ChatService {
+    pub fn new(model: Arc<dyn ChatModel>, model_id: String, metering: Metering) -> Self {
+        Self { model, model_id, metering }
+    }
+
+    pub fn metering(&self) -> &Metering {
+        &self.metering
+    }
+
+    /// Answers one chat request for `identity`; its usage is metered in the background.
+    #[tracing::instrument(skip(self, identity, body), fields(tenant_id = %identity.tenant_id, request_id = %request_id))]
+    pub async fn chat(&self, identity: &TenantIdentity, request_id: &str, body: &[u8]) -> Result<String, ApiError> {
+        let received_at = Utc::now();
+        let started = Instant::now();
+        let request = ChatRequest::parse(body)?;
+        let prompt = ModelPrompt { model_id: self.model_id.clone(), prompt: request.prompt, max_tokens: request.max_tokens };
+        let reply = self.model.converse(&prompt).await.map_err(|error| {
+            tracing::warn!(%error, retryable = error.is_retryable(), "model call failed");
+            ApiError::from(error)
+        })?;
+        self.metering.record(UsageEvent {
+            received_at,
+            request_id: request_id.to_owned(),
+            tenant_id: identity.tenant_id.clone(),
+            user_id: identity.user_id.clone(),
+            model_id: self.model_id.clone(),
+            request_type: RequestType::Bedrock,
+            tokens: reply.tokens,
+            latency_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok(reply.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_message(body: &str) -> String {
+        match ChatRequest::parse(body.as_bytes()) {
+            Err(ApiError::InvalidRequest(message)) => message,
+            other => panic!("expected a 400 for {body:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_prompt_is_accepted() {
+        let request = ChatRequest::parse(br#"{"prompt": "hi", "max_tokens": 4096}"#).unwrap();
+        assert_eq!(request, ChatRequest { prompt: "hi".into(), max_tokens: Some(4096) });
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_reason() {
+        assert!(error_message("").contains("empty"));
+        assert!(error_message("{not json").contains("invalid request body"));
+        assert!(error_message("{}").contains("prompt"));
+        assert!(error_message(r#"{"prompt": 5}"#).contains("invalid type"));
+        assert!(error_message(r#"{"prompt": "  \n "}"#).contains("must not be empty"));
+        assert!(error_message(r#"{"prompt": "x", "max_tokens": 0}"#).contains("max_tokens"));
+        assert!(error_message(r#"{"prompt": "x", "max_tokens": 4097}"#).contains("max_tokens"));
+        assert!(error_message(r#"{"prompt": "x", "max_tokens": "9"}"#).contains("invalid type"));
+        assert!(error_message(r#"{"prompt": "x", "tenant_id": "other"}"#).contains("unknown field"));
+    }
+
+    #[test]
+    fn the_prompt_limit_counts_characters_not_bytes() {
+        let at_limit = format!(r#"{{"prompt": "{}"}}"#, "é".repeat(MAX_PROMPT_CHARS));
+        assert!(ChatRequest::parse(at_limit.as_bytes()).is_ok());
+        let over = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(MAX_PROMPT_CHARS + 1));
+        assert!(error_message(&over).contains("too long"));
+    }
+}
+
+/// Wires the chat service to the real AWS clients (Bedrock Runtime, DynamoDB) from one shared SDK config.
+/// Endpoints follow the standard chain (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, ...).
+pub fn chat_service_on_aws(
+    config: &crate::config::ChatConfig,
+    sdk_config: &aws_config::SdkConfig,
+    usage_log: Arc<dyn crate::usage::UsageLog>,
+) -> ChatService {
+    let model = crate::model::BedrockChatModel::new(
+        sdk_config,
+        config.bedrock_timeout,
+        config.bedrock_max_attempts,
+        config.throttle_retry_after_seconds,
+    );
+    let counters = crate::counters::DynamoUsageCounters::new(
+        crate::counters::dynamodb_client(sdk_config),
+        config.usage_table_name.clone(),
+        config.daily_ttl,
+        config.weekly_ttl,
+    );
+    ChatService::new(Arc::new(model), config.model_id.clone(), Metering::new(Arc::new(counters), usage_log))
+}
+
+/// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain.
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+}

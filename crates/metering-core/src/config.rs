@@ -1,0 +1,127 @@
+//! One typed configuration for the chat function, read from the environment once at cold start.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub const DEFAULT_MODEL_ID: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required but not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
+    Invalid { name: &'static str, value: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatConfig {
+    /// Bedrock model id (or inference profile id) every chat request goes to.
+    pub model_id: String,
+    /// DynamoDB table of the usage counters.
+    pub usage_table_name: String,
+    /// How long daily counter items live (DynamoDB TTL).
+    pub daily_ttl: Duration,
+    /// How long weekly counter items live (DynamoDB TTL).
+    pub weekly_ttl: Duration,
+    /// Upper bound of one Bedrock call, retries included; past it the tenant gets 504.
+    pub bedrock_timeout: Duration,
+    /// Attempts per Bedrock call (1 = no retry).
+    pub bedrock_max_attempts: u32,
+    /// Seconds advertised in `Retry-After` when Bedrock throttles without saying how long to wait.
+    pub throttle_retry_after_seconds: u64,
+}
+
+impl ChatConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let model_id = non_empty("BEDROCK_MODEL_ID").unwrap_or_else(|| DEFAULT_MODEL_ID.to_owned());
+        let usage_table_name = non_empty("USAGE_TABLE_NAME").ok_or(ConfigError::Missing("USAGE_TABLE_NAME"))?;
+        let days = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            let value = parse_number(name, non_empty(name), default, 1..=3650)?;
+            Ok(Duration::from_secs(value * 86_400))
+        };
+        Ok(Self {
+            model_id,
+            usage_table_name,
+            daily_ttl: days("USAGE_DAILY_TTL_DAYS", 90)?,
+            weekly_ttl: days("USAGE_WEEKLY_TTL_DAYS", 400)?,
+            bedrock_timeout: Duration::from_millis(parse_number(
+                "BEDROCK_TIMEOUT_MS",
+                non_empty("BEDROCK_TIMEOUT_MS"),
+                60_000,
+                100..=900_000,
+            )?),
+            bedrock_max_attempts: parse_number("BEDROCK_MAX_ATTEMPTS", non_empty("BEDROCK_MAX_ATTEMPTS"), 2, 1..=5)?
+                as u32,
+            throttle_retry_after_seconds: parse_number(
+                "THROTTLE_RETRY_AFTER_SECONDS",
+                non_empty("THROTTLE_RETRY_AFTER_SECONDS"),
+                5,
+                1..=3600,
+            )?,
+        })
+    }
+}
+
+fn parse_number(
+    name: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(value) = value else { return Ok(default) };
+    let parsed: u64 = value.trim().parse().map_err(|_| ConfigError::Invalid {
+        name,
+        value: value.clone(),
+        reason: "not a whole number".to_owned(),
+    })?;
+    if !range.contains(&parsed) {
+        return Err(ConfigError::Invalid {
+            name,
+            value,
+            reason: format!("must be between {} and {}", range.start(), range.end()),
+        });
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_table_is_set() {
+        let config = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "usage")])).unwrap();
+        assert_eq!(config.model_id, DEFAULT_MODEL_ID);
+        assert_eq!(config.daily_ttl, Duration::from_secs(90 * 86_400));
+        assert_eq!(config.bedrock_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn missing_table_fails_fast_with_its_name() {
+        let error = ChatConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(error, ConfigError::Missing("USAGE_TABLE_NAME"));
+        assert!(error.to_string().contains("USAGE_TABLE_NAME"));
+    }
+
+    #[test]
+    fn out_of_range_or_garbage_numbers_are_refused() {
+        let garbage = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("BEDROCK_TIMEOUT_MS", "soon")]));
+        assert!(matches!(garbage, Err(ConfigError::Invalid { name: "BEDROCK_TIMEOUT_MS", .. })));
+        let zero_ttl = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("USAGE_DAILY_TTL_DAYS", "0")]));
+        assert!(matches!(zero_ttl, Err(ConfigError::Invalid { name: "USAGE_DAILY_TTL_DAYS", .. })));
+    }
+}

@@ -1,0 +1,189 @@
+//! The one error type every API answers with, and its one mapping to HTTP:
+//! `{"error": {"type": ..., "message": ...}}` with the right status (and `Retry-After` where it helps).
+
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::json;
+use thiserror::Error;
+
+use crate::model::ModelError;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// The request itself is wrong (body, parameters): the client must change it.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No valid credentials were presented.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The model provider asked us to slow down.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_seconds: u64 },
+    /// The upstream model failed in a way the client cannot fix (misconfiguration, model error).
+    #[error("{0}")]
+    Upstream(String),
+    /// The upstream model is temporarily unavailable.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_seconds: u64 },
+    /// The upstream model did not answer in time.
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    /// A defect on our side; the message is safe to show.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable `error.type` of the body.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request_error",
+            Self::Unauthenticated(_) => "authentication_error",
+            Self::Forbidden(_) => "permission_error",
+            Self::NotFound(_) => "not_found_error",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limit_error",
+            Self::Upstream(_) => "upstream_error",
+            Self::Unavailable { .. } => "overloaded_error",
+            Self::UpstreamTimeout(_) => "timeout_error",
+            Self::Internal(_) => "api_error",
+        }
+    }
+
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_seconds, .. } | Self::Unavailable { retry_after_seconds, .. } => {
+                Some(*retry_after_seconds)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"type": self.error_type(), "message": self.to_string()}})
+    }
+
+    /// The HTTP answer for this error; `request_id` is echoed so an operator can find the log lines.
+    pub fn to_response(&self, request_id: Option<&str>) -> Response<String> {
+        let mut response = Response::new(self.body().to_string());
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(seconds) = self.retry_after_seconds() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            headers.insert(REQUEST_ID_HEADER, value);
+        }
+        response
+    }
+}
+
+/// Response header carrying the request id that the usage line also carries.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+impl From<ModelError> for ApiError {
+    fn from(error: ModelError) -> Self {
+        match error {
+            ModelError::Throttled { retry_after_seconds } => Self::RateLimited {
+                message: "The model is receiving too many requests; retry after the delay in Retry-After.".into(),
+                retry_after_seconds,
+            },
+            ModelError::InvalidInput(message) => Self::InvalidRequest(format!("The model rejected the request: {message}")),
+            ModelError::AccessDenied { model_id, detail } => Self::Upstream(format!(
+                "The gateway may not invoke model {model_id}: enable model access for it in the Amazon Bedrock console \
+                 of this region and allow bedrock:InvokeModel on it in the function's role ({detail})"
+            )),
+            ModelError::ModelNotFound { model_id, detail } => Self::Upstream(format!(
+                "Model {model_id} is not available in this region or account: check BEDROCK_MODEL_ID and model access \
+                 in the Amazon Bedrock console ({detail})"
+            )),
+            ModelError::Unavailable { retry_after_seconds, detail } => Self::Unavailable {
+                message: format!("The model is temporarily unavailable: {detail}"),
+                retry_after_seconds,
+            },
+            ModelError::Timeout(detail) => Self::UpstreamTimeout(format!("The model did not answer in time: {detail}")),
+            ModelError::Upstream(detail) => Self::Upstream(format!("The model call failed: {detail}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_renders_the_same_json_shape() {
+        let error = ApiError::InvalidRequest("prompt must not be empty".into());
+        let response = error.to_response(Some("req-1"));
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["message"], "prompt must not be empty");
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-1");
+    }
+
+    #[test]
+    fn throttling_becomes_429_with_retry_after() {
+        let error = ApiError::from(ModelError::Throttled { retry_after_seconds: 7 });
+        let response = error.to_response(None);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn model_errors_map_to_the_documented_statuses() {
+        let cases = [
+            (ModelError::InvalidInput("bad".into()), StatusCode::BAD_REQUEST),
+            (
+                ModelError::AccessDenied { model_id: "m".into(), detail: "d".into() },
+                StatusCode::BAD_GATEWAY,
+            ),
+            (
+                ModelError::ModelNotFound { model_id: "m".into(), detail: "d".into() },
+                StatusCode::BAD_GATEWAY,
+            ),
+            (ModelError::Timeout("slow".into()), StatusCode::GATEWAY_TIMEOUT),
+            (
+                ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (ModelError::Upstream("boom".into()), StatusCode::BAD_GATEWAY),
+        ];
+        for (model_error, status) in cases {
+            assert_eq!(ApiError::from(model_error).status(), status);
+        }
+    }
+
+    #[test]
+    fn access_denied_tells_the_operator_what_to_do() {
+        let message = ApiError::from(ModelError::AccessDenied { model_id: "anthropic.x".into(), detail: "d".into() })
+            .to_string();
+        assert!(message.contains("anthropic.x") && message.contains("model access"));
+    }
+}

@@ -1,0 +1,15 @@
+//! The domain of bedrock-metering: who is calling (identity from verified claims), what a call costs in
+//! tokens (the usage record and its log line), where usage is counted (DynamoDB counters), how errors
+//! become HTTP answers, and the ports in front of AWS (Bedrock, DynamoDB, CloudWatch Logs).
+
+pub mod chat;
+pub mod config;
+pub mod counters;
+pub mod error;
+pub mod identity;
+pub mod metering;
+pub mod model;
+pub mod telemetry;
+pub mod usage;
+
+pub use error::ApiError;

@@ -1,0 +1,155 @@
+//! The model port: one prompt in, text and token counts out. `BedrockChatModel` is the real one (Converse
+//! API); its endpoint comes from the standard AWS configuration chain, which is how the local stack points
+//! it at the fake Bedrock Runtime without another code path.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::error::{DisplayErrorContext, SdkError};
+use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
+use thiserror::Error;
+
+use crate::usage::TokenCounts;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPrompt {
+    pub model_id: String,
+    pub prompt: String,
+    pub max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelReply {
+    pub text: String,
+    pub tokens: TokenCounts,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("throttled (retry after {retry_after_seconds}s)")]
+    Throttled { retry_after_seconds: u64 },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("access denied to {model_id}: {detail}")]
+    AccessDenied { model_id: String, detail: String },
+    #[error("model {model_id} not found: {detail}")]
+    ModelNotFound { model_id: String, detail: String },
+    #[error("unavailable: {detail}")]
+    Unavailable { retry_after_seconds: u64, detail: String },
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("upstream failure: {0}")]
+    Upstream(String),
+}
+
+impl ModelError {
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Throttled { .. } | Self::Unavailable { .. } | Self::Timeout(_))
+    }
+}
+
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    async fn converse(&self, prompt: &ModelPrompt) -> Result<ModelReply, ModelError>;
+}
+
+/// Amazon Bedrock through the Converse API.
+#[derive(Debug, Clone)]
+pub struct BedrockChatModel {
+    client: aws_sdk_bedrockruntime::Client,
+    default_retry_after_seconds: u64,
+}
+
+impl BedrockChatModel {
+    /// Builds the client from the shared AWS config, bounding every call by `timeout` (retries included).
+    pub fn new(
+        sdk_config: &aws_config::SdkConfig,
+        timeout: Duration,
+        max_attempts: u32,
+        default_retry_after_seconds: u64,
+    ) -> Self {
+        let config = aws_sdk_bedrockruntime::config::Builder::from(sdk_config)
+            .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).connect_timeout(Duration::from_secs(3)).build())
+            .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
+            .build();
+        Self { client: aws_sdk_bedrockruntime::Client::from_conf(config), default_retry_after_seconds }
+    }
+}
+
+#[async_trait]
+impl ChatModel for BedrockChatModel {
+    #[tracing::instrument(skip(self, prompt), fields(model_id = %prompt.model_id))]
+    async fn converse(&self, prompt: &ModelPrompt) -> Result<ModelReply, ModelError> {
+        let message = Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text(prompt.prompt.clone()))
+            .build()
+            .map_err(|error| ModelError::InvalidInput(error.to_string()))?;
+        let mut request = self.client.converse().model_id(&prompt.model_id).messages(message);
+        if let Some(max_tokens) = prompt.max_tokens {
+            request = request.inference_config(InferenceConfiguration::builder().max_tokens(max_tokens as i32).build());
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify_converse_error(error, &prompt.model_id, self.default_retry_after_seconds))?;
+        let text = match output.output() {
+            Some(aws_sdk_bedrockruntime::types::ConverseOutput::Message(message)) => message
+                .content()
+                .iter()
+                .filter_map(|block| block.as_text().ok().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(""),
+            _ => return Err(ModelError::Upstream("the Converse answer carried no message".into())),
+        };
+        let usage = output.usage();
+        let count = |value: Option<i32>| value.map(|n| n.max(0) as u64).unwrap_or_default();
+        Ok(ModelReply {
+            text,
+            tokens: TokenCounts {
+                input_tokens: count(usage.map(|u| u.input_tokens())),
+                output_tokens: count(usage.map(|u| u.output_tokens())),
+                cache_creation_input_tokens: count(usage.and_then(|u| u.cache_write_input_tokens())),
+                cache_read_input_tokens: count(usage.and_then(|u| u.cache_read_input_tokens())),
+            },
+        })
+    }
+}
+
+fn classify_converse_error(error: SdkError<ConverseError>, model_id: &str, default_retry_after: u64) -> ModelError {
+    let detail = DisplayErrorContext(&error).to_string();
+    match &error {
+        SdkError::ServiceError(service_error) => {
+            let retry_after = service_error
+                .raw()
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .filter(|seconds| *seconds > 0)
+                .unwrap_or(default_retry_after);
+            let message = service_error.err().meta().message().unwrap_or("no message").to_owned();
+            match service_error.err() {
+                ConverseError::ThrottlingException(_) => ModelError::Throttled { retry_after_seconds: retry_after },
+                ConverseError::ValidationException(_) => ModelError::InvalidInput(message),
+                ConverseError::AccessDeniedException(_) => {
+                    ModelError::AccessDenied { model_id: model_id.to_owned(), detail: message }
+                }
+                ConverseError::ResourceNotFoundException(_) => {
+                    ModelError::ModelNotFound { model_id: model_id.to_owned(), detail: message }
+                }
+                ConverseError::ModelTimeoutException(_) => ModelError::Timeout(message),
+                ConverseError::ServiceUnavailableException(_) | ConverseError::ModelNotReadyException(_) => {
+                    ModelError::Unavailable { retry_after_seconds: retry_after, detail: message }
+                }
+                _ => ModelError::Upstream(message),
+            }
+        }
+        SdkError::TimeoutError(_) => ModelError::Timeout(detail),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => ModelError::Timeout(detail),
+        _ => ModelError::Upstream(detail),
+    }
+}
