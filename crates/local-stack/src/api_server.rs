@@ -1,0 +1,73 @@
+//! The local API server: mounts the Lambda handlers behind a Cognito authorizer, as API Gateway does.
+//! An axum request becomes the `lambda_http::Request` API Gateway would deliver (claims in
+//! `requestContext.authorizer.claims`, a request id), and the handler's response goes back unchanged.
+
+use std::sync::Arc;
+
+use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
+use axum::body::Body as AxumBody;
+use axum::extract::{Request as AxumRequest, State};
+use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::routing::{any, get};
+use axum::Router;
+use chat_api::ChatHandler;
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use metering_core::ApiError;
+use serde_json::Value;
+
+use crate::authorizer::CognitoAuthorizer;
+
+/// API Gateway's own payload limit is 10 MB; a chat body is far smaller (100,000 characters of prompt).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub authorizer: Arc<CognitoAuthorizer>,
+    pub chat: ChatHandler,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/bedrock/chat", any(chat))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(|| async { error_response(&ApiError::NotFound("no such route".into()), None) })
+        .with_state(state)
+}
+
+fn error_response(error: &ApiError, request_id: Option<&str>) -> AxumResponse {
+    error.to_response(request_id).map(AxumBody::from).into_response()
+}
+
+/// Authorizes like API Gateway, then turns the request into the Lambda event's shape.
+async fn to_lambda_request(
+    authorizer: &CognitoAuthorizer,
+    request: AxumRequest,
+    request_id: &str,
+) -> Result<lambda_http::Request, ApiError> {
+    let authorization = request.headers().get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let claims = authorizer.authorize(authorization).await.map_err(ApiError::from)?;
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::PayloadTooLarge(format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
+    })?;
+    let mut context = ApiGatewayProxyRequestContext::default();
+    context.request_id = Some(request_id.to_owned());
+    context.stage = Some("local".to_owned());
+    context.http_method = parts.method.clone();
+    context.path = Some(parts.uri.path().to_owned());
+    context.authorizer.fields.insert("claims".to_owned(), Value::Object(claims));
+    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    Ok(http::Request::from_parts(parts, body).with_request_context(RequestContext::ApiGatewayV1(context)))
+}
+
+async fn chat(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let lambda_request = match to_lambda_request(&state.authorizer, request, &request_id).await {
+        Ok(lambda_request) => lambda_request,
+        Err(error) => return error_response(&error, Some(&request_id)),
+    };
+    let response = state.chat.handle(lambda_request).await;
+    let (parts, body) = response.into_parts();
+    AxumResponse::from_parts(parts, AxumBody::from(body.to_vec()))
+}

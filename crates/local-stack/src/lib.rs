@@ -1,0 +1,8 @@
+//! The laptop stack's own servers: the local API (the Lambda handlers behind a Cognito authorizer) and a
+//! wire-compatible fake Amazon Bedrock Runtime. AWS services themselves come from moto.
+
+pub mod api_server;
+pub mod authorizer;
+pub mod cloudwatch_usage_log;
+pub mod fake_bedrock;
+pub mod serve;

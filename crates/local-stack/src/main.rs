@@ -1,0 +1,99 @@
+//! `local-stack`: the project's own local servers (see `local-stack --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use local_stack::api_server::{self, ApiState};
+use local_stack::authorizer::{CognitoAuthorizer, CognitoSettings};
+use local_stack::cloudwatch_usage_log::{CloudWatchUsageLog, TeeUsageLog};
+use local_stack::fake_bedrock::{self, FakeBedrockSettings};
+use local_stack::serve::{bind, shutdown_signal};
+use metering_core::chat::{chat_service_on_aws, load_sdk_config};
+use metering_core::config::ChatConfig;
+
+#[derive(Parser)]
+#[command(version, about = "Local servers of bedrock-metering: the API (Lambda handlers behind a Cognito authorizer) \
+and a fake Amazon Bedrock Runtime. AWS services come from moto; scripts/dev starts everything.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve POST /bedrock/chat (and GET /health) with the chat Lambda's handler, verifying Cognito IdTokens.
+    /// AWS endpoints, region and credentials come from the standard AWS environment (AWS_ENDPOINT_URL,
+    /// AWS_ENDPOINT_URL_BEDROCK_RUNTIME, AWS_REGION, ...); the chat settings from the chat Lambda's variables
+    /// (USAGE_TABLE_NAME, BEDROCK_MODEL_ID, BEDROCK_TIMEOUT_MS, ...).
+    Api {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// File to write the bound port to, once listening.
+        #[arg(long)]
+        port_file: Option<PathBuf>,
+        /// The user pool's JWKS URL (moto: http://127.0.0.1:<port>/<pool_id>/.well-known/jwks.json).
+        #[arg(long, env = "COGNITO_JWKS_URL")]
+        jwks_url: String,
+        /// Expected `iss`: https://cognito-idp.<region>.amazonaws.com/<pool_id>.
+        #[arg(long, env = "COGNITO_ISSUER")]
+        issuer: String,
+        /// Expected `aud`: the app client id.
+        #[arg(long, env = "COGNITO_CLIENT_ID")]
+        client_id: String,
+        /// CloudWatch Logs group that also receives the usage lines (as Lambda's log capture would).
+        #[arg(long, env = "USAGE_LOG_GROUP")]
+        usage_log_group: Option<String>,
+    },
+    /// Serve a wire-compatible fake of the Bedrock Runtime Converse and ConverseStream APIs.
+    FakeBedrock {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        addr: SocketAddr,
+        /// File to write the bound port to, once listening.
+        #[arg(long)]
+        port_file: Option<PathBuf>,
+        /// Delay added to every answer, in milliseconds (for benchmarks).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    metering_core::telemetry::init_json_tracing();
+    match Cli::parse().command {
+        Command::Api { addr, port_file, jwks_url, issuer, client_id, usage_log_group } => {
+            let config = ChatConfig::from_env()?;
+            let sdk_config = load_sdk_config().await;
+            let cloudwatch = match usage_log_group {
+                Some(group) if !group.trim().is_empty() => {
+                    let client = aws_sdk_cloudwatchlogs::Client::new(&sdk_config);
+                    Some(CloudWatchUsageLog::create(client, group).await?)
+                }
+                _ => None,
+            };
+            let chat = chat_api::ChatHandler::new(chat_service_on_aws(
+                &config,
+                &sdk_config,
+                Arc::new(TeeUsageLog { cloudwatch }),
+            ));
+            let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id }));
+            let state = ApiState { authorizer, chat: chat.clone() };
+            let listener = bind(addr, port_file.as_deref()).await?;
+            axum::serve(listener, api_server::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+            // The answers are out; finish metering every one of them before exiting.
+            tracing::info!(pending = chat.metering().pending_jobs(), "draining metering jobs");
+            chat.metering().flush().await;
+        }
+        Command::FakeBedrock { addr, port_file, delay_ms } => {
+            let settings = FakeBedrockSettings { fixed_delay: Duration::from_millis(delay_ms) };
+            let listener = bind(addr, port_file.as_deref()).await?;
+            axum::serve(listener, fake_bedrock::router(settings)).with_graceful_shutdown(shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
