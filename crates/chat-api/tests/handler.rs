@@ -1,0 +1,170 @@
+//! Handler tests fed from the API Gateway event files in `events/` (the files `cargo lambda invoke` uses).
+//! The model and the counters are in-memory stand-ins here: these tests prove the handler's mapping
+//! (claims -> identity, body -> request, result -> HTTP); the end-to-end tests prove the feature.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chat_api::ChatHandler;
+use metering_core::chat::ChatService;
+use metering_core::counters::{MeteringError, UsageCounters};
+use metering_core::metering::Metering;
+use metering_core::model::{ChatModel, ModelError, ModelPrompt, ModelReply};
+use metering_core::usage::{TokenCounts, UsageEvent, UsageLog, UsageRecord};
+
+#[derive(Default)]
+struct RecordingModel {
+    prompts: Mutex<Vec<ModelPrompt>>,
+}
+
+#[async_trait]
+impl ChatModel for RecordingModel {
+    async fn converse(&self, prompt: &ModelPrompt) -> Result<ModelReply, ModelError> {
+        self.prompts.lock().unwrap().push(prompt.clone());
+        if prompt.prompt.contains("throttle me") {
+            return Err(ModelError::Throttled { retry_after_seconds: 9 });
+        }
+        Ok(ModelReply {
+            text: "Hello there, demo tenant!".into(),
+            tokens: TokenCounts { input_tokens: 11, output_tokens: 5, ..TokenCounts::default() },
+        })
+    }
+}
+
+#[derive(Default)]
+struct RecordingCounters(Mutex<Vec<UsageEvent>>);
+
+#[async_trait]
+impl UsageCounters for RecordingCounters {
+    async fn add(&self, event: &UsageEvent) -> Result<(), MeteringError> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RecordingLog(Mutex<Vec<UsageRecord>>);
+
+#[async_trait]
+impl UsageLog for RecordingLog {
+    async fn write(&self, record: &UsageRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+struct Harness {
+    handler: ChatHandler,
+    model: Arc<RecordingModel>,
+    counters: Arc<RecordingCounters>,
+    log: Arc<RecordingLog>,
+}
+
+fn harness() -> Harness {
+    let model = Arc::new(RecordingModel::default());
+    let counters = Arc::new(RecordingCounters::default());
+    let log = Arc::new(RecordingLog::default());
+    let metering = Metering::new(counters.clone(), log.clone());
+    let service = ChatService::new(model.clone(), "anthropic.claude-3-haiku-20240307-v1:0".into(), metering);
+    Harness { handler: ChatHandler::new(service), model, counters, log }
+}
+
+fn event(name: &str) -> lambda_http::Request {
+    let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    lambda_http::request::from_str(&text).unwrap()
+}
+
+fn json_body(response: &lambda_http::Response<lambda_http::Body>) -> serde_json::Value {
+    serde_json::from_slice(response.body().as_ref()).unwrap()
+}
+
+#[tokio::test]
+async fn chat_event_answers_with_text_only_and_meters_the_verified_tenant() {
+    let harness = harness();
+    let response = harness.handler.handle(event("chat")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
+    let body = json_body(&response);
+    assert_eq!(body, serde_json::json!({"response": "Hello there, demo tenant!"}), "no token counts for the tenant");
+
+    let prompts = harness.model.prompts.lock().unwrap().clone();
+    assert_eq!(prompts[0].prompt, "Say hello to the demo tenant in five words.");
+    assert_eq!(prompts[0].max_tokens, Some(256));
+
+    harness.handler.metering().flush().await;
+    let lines = harness.log.0.lock().unwrap().clone();
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(line.tenant_id, "demo-tenant");
+    assert_eq!(line.user_id, "5f1c2a4e-1111-4c2b-9d3e-000000000001");
+    assert_eq!(line.request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
+    assert_eq!((line.input_tokens, line.output_tokens, line.total_tokens), (11, 5, 16));
+    assert_eq!(line.metering_error, None);
+    assert_eq!(harness.counters.0.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn accept_text_plain_gets_the_bare_text() {
+    let harness = harness();
+    let response = harness.handler.handle(event("chat-plain-text")).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(response.body().as_ref(), b"Hello there, demo tenant!");
+}
+
+#[tokio::test]
+async fn a_user_without_tenant_claim_is_forbidden_and_nothing_is_metered() {
+    let harness = harness();
+    let response = harness.handler.handle(event("chat-no-tenant")).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(json_body(&response)["error"]["type"], "permission_error");
+    harness.handler.metering().flush().await;
+    assert!(harness.model.prompts.lock().unwrap().is_empty());
+    assert!(harness.log.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_body_is_a_400_with_the_error_json() {
+    let harness = harness();
+    let response = harness.handler.handle(event("chat-bad-body")).await;
+    assert_eq!(response.status(), 400);
+    let body = json_body(&response);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("invalid type"));
+}
+
+#[tokio::test]
+async fn a_tenant_id_in_the_body_is_refused_never_used() {
+    let harness = harness();
+    let response = harness.handler.handle(event("chat-tenant-in-body")).await;
+    assert_eq!(response.status(), 400);
+    assert!(json_body(&response)["error"]["message"].as_str().unwrap().contains("tenant_id"));
+    assert!(harness.model.prompts.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_request_without_authorizer_claims_is_unauthenticated() {
+    let harness = harness();
+    let mut raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/../../events/chat.json", env!("CARGO_MANIFEST_DIR"))).unwrap())
+            .unwrap();
+    raw["requestContext"]["authorizer"] = serde_json::Value::Null;
+    let request = lambda_http::request::from_str(&raw.to_string()).unwrap();
+    let response = harness.handler.handle(request).await;
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn model_throttling_is_a_429_with_retry_after() {
+    let harness = harness();
+    let mut raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/../../events/chat.json", env!("CARGO_MANIFEST_DIR"))).unwrap())
+            .unwrap();
+    raw["body"] = serde_json::Value::String(r#"{"prompt": "throttle me"}"#.into());
+    let response = harness.handler.handle(lambda_http::request::from_str(&raw.to_string()).unwrap()).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "9");
+    harness.handler.metering().flush().await;
+    assert!(harness.log.0.lock().unwrap().is_empty(), "an unanswered request is not billed");
+}
