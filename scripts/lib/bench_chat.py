@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Benchmark of POST /bedrock/chat through the local API server (release build), against the same load
+sent straight to the fake Bedrock Runtime with the same fixed delay, in one run. The gateway's added
+latency is the difference between the two.
+
+Load generator: wrk (Debian package), fixed connection count, fixed duration, loopback only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from processes import REPO_ROOT, base_env, start_local_stack_service  # noqa: E402
+from provision import DEFAULT_MODEL_ID, local_users  # noqa: E402
+
+BENCH_TARGET_DIR = REPO_ROOT / "target" / "bench"
+PROMPT = "Summarise the benefits of metering every token per tenant in a multi-tenant gateway."
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("installing wrk (Debian package)...", file=sys.stderr)
+    subprocess.run(["apt-get", "update", "-qq"], check=False)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is required for the benchmark and could not be installed")
+    return found
+
+
+def lua_post(path: Path, body: dict, headers: dict[str, str]) -> Path:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
+    for name, value in headers.items():
+        lines.append(f'wrk.headers["{name}"] = "{value}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _millis(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"unexpected latency {text!r}")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def run_wrk(wrk: str, url: str, script: Path, connections: int, seconds: int) -> dict:
+    command = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
+    result = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": _millis(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1)),
+        "p99_ms": _millis(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result["errors"] = int(non_2xx.group(1)) if non_2xx else 0
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each measured run (default 15)")
+    parser.add_argument("--delay-ms", type=int, default=50, help="fixed delay of the fake Bedrock (default 50)")
+    parser.add_argument("--no-build", action="store_true", help="use the existing target/bench/release/local-stack")
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    if not args.no_build:
+        print("building local-stack (release)...", file=sys.stderr)
+        # A target dir of its own, so the long release build never holds the dev builds' lock.
+        subprocess.run(["cargo", "build", "--release", "-p", "local-stack"], cwd=REPO_ROOT, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=str(BENCH_TARGET_DIR)))
+    os.environ["BM_LOCAL_STACK_BIN"] = str(BENCH_TARGET_DIR / "release" / "local-stack")
+    from localstack import LocalStack  # noqa: E402  (reads BM_LOCAL_STACK_BIN)
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-chat-"))
+    stack = LocalStack.start(run_dir)
+    try:
+        slow_bedrock = start_local_stack_service(
+            "fake-bedrock", "fake-bedrock-delayed", run_dir, base_env(),
+            extra_args=["--delay-ms", str(args.delay_ms)], require_health=False,
+        )
+        stack.extra_apis.append(slow_bedrock)
+        # Usage lines still go to stdout (as in Lambda); the local-only copy to moto's CloudWatch Logs is off.
+        api = stack.start_api("api-bench", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url, USAGE_LOG_GROUP=None)
+        users = local_users(stack.resources)
+        password = "Bench-Passw0rd!-Bench"
+        users.create_tenant_user("bench-user", "bench-user@example.com", "bench-tenant", password=password)
+        token = users.get_id_token("bench-user", password)
+
+        gateway_script = lua_post(run_dir / "gateway.lua", {"prompt": PROMPT},
+                                  {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        converse_body = {"messages": [{"role": "user", "content": [{"text": PROMPT}]}]}
+        direct_script = lua_post(run_dir / "direct.lua", converse_body, {"Content-Type": "application/json"})
+        model_path = "/model/" + DEFAULT_MODEL_ID.replace(":", "%3A") + "/converse"
+        targets = {
+            "direct to fake Bedrock": (slow_bedrock.url + model_path, direct_script),
+            "through the gateway": (api.url + "/bedrock/chat", gateway_script),
+        }
+        results = {}
+        for name, (url, script) in targets.items():
+            run_wrk(wrk, url, script, args.connections, 3)  # warm-up
+            results[name] = run_wrk(wrk, url, script, args.connections, args.seconds)
+        time.sleep(1)
+        api.stop()  # drains the counter writes
+        metered = sum(1 for line in api.usage_lines() if line.get("tenant_id") == "bench-tenant")
+    finally:
+        stack.stop()
+
+    direct, gateway = results["direct to fake Bedrock"], results["through the gateway"]
+    print(f"\n/bedrock/chat benchmark: wrk, {args.connections} connections, {args.seconds}s per run, "
+          f"fake Bedrock delay {args.delay_ms} ms, {os.cpu_count()} cores, loopback")
+    print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    for name, r in results.items():
+        print(f"{name:<26}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>10}")
+    print(f"throughput ratio gateway/direct: {gateway['rps'] / direct['rps']:.3f}")
+    print(f"added latency p50: {gateway['p50_ms'] - direct['p50_ms']:.2f} ms, "
+          f"p99: {gateway['p99_ms'] - direct['p99_ms']:.2f} ms")
+    answered = gateway["requests"] - gateway["errors"]
+    print(f"usage lines written: {metered} (answered requests incl. warm-up: >= {answered})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
