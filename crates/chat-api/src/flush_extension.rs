@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use lambda_extension::{service_fn, Error, Extension, LambdaEvent, NextEvent, RegisteredExtension, Service};
 use metering_core::metering::Metering;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::Mutex;
 
 /// Registers the extension. `invocation_done` receives one message per handled invocation.
@@ -34,4 +34,13 @@ pub async fn register(
         }))
         .register()
         .await
+}
+
+/// Sends "this invocation is done" to the extension when dropped.
+pub struct InvocationDone(pub UnboundedSender<()>);
+
+impl Drop for InvocationDone {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }

@@ -20,10 +20,10 @@ async fn main() -> Result<(), Error> {
         let handler = Arc::clone(&handler);
         let invocation_done = invocation_done.clone();
         async move {
-            let response = handler.handle(request).await;
-            // Tells the extension this invocation's metering jobs exist; it flushes them after the response.
-            let _ = invocation_done.send(());
-            Ok::<_, Error>(response)
+            // Tells the extension, when dropped, that this invocation's metering jobs exist; it flushes them
+            // after the response. A guard, so the signal is sent however the handler ends.
+            let _done = flush_extension::InvocationDone(invocation_done);
+            Ok::<_, Error>(handler.handle(request).await)
         }
     });
     tokio::try_join!(lambda_http::run(chat), extension.run())?;
