@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Operator commands: scripts/create-tenant-user, scripts/get-token, scripts/chat.
+
+They work against the local stack (.local/stack.env, written by scripts/dev) by default, and against the
+deployed stack with --aws or BM_STACK=aws.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import requests  # noqa: E402
+from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
+
+import stack_state  # noqa: E402
+from provision import CognitoUsers, generate_password  # noqa: E402
+from targets import Target, TargetError, resolve, wants_aws  # noqa: E402
+
+DEFAULT_USER = "demo-user"
+
+
+def _add_target_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--aws", action="store_true", help="use the deployed stack (also: BM_STACK=aws)")
+    group.add_argument("--local", action="store_true", help="use the local stack even if BM_STACK=aws")
+
+
+def _users(target: Target) -> CognitoUsers:
+    return CognitoUsers(target.cognito, target.user_pool_id, target.client_id)
+
+
+def _password_for(target: Target, username: str, given: str | None) -> str:
+    """--password, then $BM_PASSWORD, then the local password store, then a prompt on a terminal."""
+    if given:
+        return given
+    if os.environ.get("BM_PASSWORD"):
+        return os.environ["BM_PASSWORD"]
+    if target.is_local:
+        stored = stack_state.PasswordStore().get(username)
+        if stored:
+            return stored
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password of {username}: ")
+    where = "" if not target.is_local else f" and none is stored in {stack_state.PasswordStore().path}"
+    raise TargetError(f"no password for {username}: pass --password or set BM_PASSWORD{where}")
+
+
+def _id_token(target: Target, username: str, password: str | None) -> str:
+    password = _password_for(target, username, password)
+    try:
+        return _users(target).get_id_token(username, password)
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        if code in ("NotAuthorizedException", "UserNotFoundException"):
+            raise TargetError(f"sign-in of {username} refused: wrong username or password ({code})") from None
+        raise
+
+
+def create_tenant_user(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/create-tenant-user",
+        description="Create a confirmed Cognito user bound to a tenant (custom:tenant_id, immutable), with a "
+        "permanent password. Locally the password is kept in .local/users.json for get-token/chat; "
+        "on AWS it is printed once and not stored.",
+    )
+    parser.add_argument("username")
+    parser.add_argument("email")
+    parser.add_argument("tenant_id")
+    parser.add_argument("--admin", action="store_true", help="add the user to the `admin` group")
+    parser.add_argument("--password", help="the password (default: a generated strong one)")
+    _add_target_flags(parser)
+    args = parser.parse_args(argv)
+
+    target = resolve(wants_aws(args.aws, args.local))
+    password = args.password or generate_password()
+    try:
+        sub = _users(target).create_tenant_user(args.username, args.email, args.tenant_id, password, admin=args.admin)
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        if code == "UsernameExistsException":
+            raise TargetError(f"user {args.username} already exists in pool {target.user_pool_id}") from None
+        if code == "InvalidPasswordException":
+            raise TargetError(f"password refused by the pool's policy: {error.response['Error'].get('Message')}") from None
+        raise
+    print(f"created {args.username} (sub {sub}) in tenant {args.tenant_id}{' [admin]' if args.admin else ''} "
+          f"in {target.kind} pool {target.user_pool_id}")
+    if target.is_local:
+        stack_state.PasswordStore().put(args.username, password)
+        print(f"password stored in {stack_state.PasswordStore().path}")
+    elif not args.password:
+        print(f"password (shown once, not stored): {password}")
+    return 0
+
+
+def get_token(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/get-token",
+        description="Print a Cognito IdToken (USER_PASSWORD_AUTH) for a user, e.g. "
+        'TOKEN=$(scripts/get-token demo-user). Password: --password, $BM_PASSWORD, the local password store, '
+        "or a prompt.",
+    )
+    parser.add_argument("username", nargs="?", default=DEFAULT_USER, help=f"default: {DEFAULT_USER}")
+    parser.add_argument("--password")
+    _add_target_flags(parser)
+    args = parser.parse_args(argv)
+    target = resolve(wants_aws(args.aws, args.local))
+    print(_id_token(target, args.username, args.password))
+    return 0
+
+
+def chat(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/chat",
+        description="Sign in as a user and POST a prompt to /bedrock/chat; prints the model's answer.",
+    )
+    parser.add_argument("prompt")
+    parser.add_argument("--user", default=DEFAULT_USER, help=f"default: {DEFAULT_USER}")
+    parser.add_argument("--password")
+    parser.add_argument("--max-tokens", type=int)
+    parser.add_argument("--json", action="store_true", help="print the JSON body instead of the bare text")
+    _add_target_flags(parser)
+    args = parser.parse_args(argv)
+
+    target = resolve(wants_aws(args.aws, args.local))
+    token = _id_token(target, args.user, args.password)
+    body: dict = {"prompt": args.prompt}
+    if args.max_tokens is not None:
+        body["max_tokens"] = args.max_tokens
+    try:
+        response = requests.post(
+            target.chat_url(), json=body, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
+    except requests.RequestException as error:
+        raise TargetError(f"cannot reach {target.chat_url()}: {error}") from None
+    request_id = response.headers.get("x-request-id", "-")
+    if response.status_code != 200:
+        print(f"HTTP {response.status_code} (request {request_id}): {response.text}", file=sys.stderr)
+        return 1
+    print(response.text if args.json else response.json()["response"])
+    print(f"(request {request_id})", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"create-tenant-user": create_tenant_user, "get-token": get_token, "chat": chat}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: operator_tools.py {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except TargetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as error:
+        print(f"error: AWS call failed: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
