@@ -1,0 +1,50 @@
+"""Session fixtures of the end-to-end tests: one local stack (moto + fake Bedrock + local API) on free ports.
+
+The stack's logs (each process's stdout/stderr) go to a temporary directory, printed at the end of the run.
+Tests that need an API process with other settings start their own against the same moto and fake Bedrock
+(`stack.start_api(name, **env)`); they are stopped with the stack.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
+
+from localstack import LocalStack  # noqa: E402
+from support import UserFactory  # noqa: E402
+
+_run_dirs: list[Path] = []
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("local-stack")
+    _run_dirs.append(run_dir)
+    local_stack = LocalStack.start(run_dir)
+    yield local_stack
+    local_stack.stop()
+
+
+@pytest.fixture(scope="session")
+def resources(stack: LocalStack):
+    return stack.resources
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: LocalStack) -> str:
+    return stack.api.url
+
+
+@pytest.fixture(scope="session")
+def user_factory(stack: LocalStack) -> UserFactory:
+    return UserFactory(stack.resources)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for run_dir in _run_dirs:
+        terminalreporter.write_line(f"local stack logs (stdout/stderr of moto, fake-bedrock, api*): {run_dir}")

@@ -1,0 +1,98 @@
+"""The Cognito authorizer of the local API: only a valid IdToken of this pool and app client gets through,
+and only a user bound to a tenant may chat.
+
+Tokens re-signed with moto's own key (see tokens.py) change one claim at a time; the control case proves a
+re-signed token is otherwise accepted, so each 401 below is caused by the one claim it changes.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+import tokens
+from provision import create_app_client
+from support import assert_error_body, chat, fake_reply, new_tenant_id
+
+PROMPT = "auth check"
+
+
+@pytest.fixture(scope="module")
+def alice(user_factory):
+    return user_factory.create(new_tenant_id("auth"), prefix="alice")
+
+
+@pytest.fixture(scope="module")
+def claims(alice) -> dict:
+    return tokens.claims_of(alice.token)
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def test_the_real_id_token_is_accepted(api_url, alice):
+    response = chat(api_url, alice.token, {"prompt": PROMPT})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"response": fake_reply(PROMPT)}
+
+
+def test_a_token_re_signed_with_moto_key_is_accepted(api_url, claims):
+    """Control: without this, the forged-claim cases below would prove nothing."""
+    response = chat(api_url, tokens.sign_rs256(dict(claims)), {"prompt": PROMPT})
+    assert response.status_code == 200, response.text
+
+
+UNAUTHENTICATED = {
+    "no authorization header": lambda c, u, r: None,
+    "empty bearer": lambda c, u, r: "",
+    "garbage token": lambda c, u, r: "not-a-jwt",
+    "three garbage segments": lambda c, u, r: "abc.def.ghi",
+    "expired": lambda c, u, r: tokens.sign_rs256({**c, "iat": _now() - 7200, "auth_time": _now() - 7200, "exp": _now() - 3600}),
+    "expired a minute ago": lambda c, u, r: tokens.sign_rs256({**c, "exp": _now() - 60}),
+    "wrong issuer": lambda c, u, r: tokens.sign_rs256({**c, "iss": c["iss"].rsplit("/", 1)[0] + "/us-east-1_other"}),
+    "access token_use": lambda c, u, r: tokens.sign_rs256({**c, "token_use": "access"}),
+    "wrong audience (forged)": lambda c, u, r: tokens.sign_rs256({**c, "aud": "someone-elses-client"}),
+    "no exp": lambda c, u, r: tokens.sign_rs256({k: v for k, v in c.items() if k != "exp"}),
+    "unknown kid": lambda c, u, r: tokens.sign_rs256(dict(c), kid="not-in-jwks"),
+    "signed by another key": lambda c, u, r: tokens.sign_rs256(dict(c), key=tokens.other_rsa_key()),
+    "alg none": lambda c, u, r: tokens.unsigned(dict(c)),
+    "HS256 keyed with the public key": lambda c, u, r: tokens.hs256_with_public_key(dict(c)),
+    "tenant claim tampered": lambda c, u, r: tokens.tampered(u.token, **{"custom:tenant_id": "victim-tenant"}),
+    "real access token": lambda c, u, r: r["access_token"],
+    "real token of another app client": lambda c, u, r: r["other_client_id_token"],
+}
+
+
+@pytest.fixture(scope="module")
+def real_tokens(resources, user_factory, alice):
+    other_client = create_app_client(user_factory.users.cognito, resources.user_pool_id, f"other-{uuid.uuid4().hex[:6]}")
+    result = user_factory.users.authenticate(alice.username, alice.password)
+    return {
+        "access_token": result["AccessToken"],
+        "other_client_id_token": user_factory.users.get_id_token(alice.username, alice.password, client_id=other_client),
+    }
+
+
+@pytest.mark.parametrize("case", list(UNAUTHENTICATED))
+def test_invalid_tokens_get_401(api_url, alice, claims, real_tokens, case):
+    token = UNAUTHENTICATED[case](claims, alice, real_tokens)
+
+    response = chat(api_url, token, {"prompt": PROMPT})
+
+    assert_error_body(response, 401)
+
+
+def test_other_schemes_get_401(api_url, alice):
+    response = chat(api_url, None, {"prompt": PROMPT}, headers={"Authorization": f"Basic {alice.token}"})
+    assert_error_body(response, 401)
+
+
+def test_a_user_without_tenant_gets_403(api_url, user_factory):
+    orphan = user_factory.create(None, prefix="orphan")
+    assert "custom:tenant_id" not in tokens.claims_of(orphan.token)
+
+    response = chat(api_url, orphan.token, {"prompt": PROMPT})
+
+    assert_error_body(response, 403)
