@@ -212,9 +212,12 @@ def cmd_status() -> int:
         alive = process.is_alive()
         answer = "-"
         if alive:
-            probe = process.url + ("/health" if process.name == "api" else "/moto-api/" if process.name == "moto" else "/")
+            probe = process.url + {"api": "/health", "moto": "/moto-api/"}.get(process.name, "/")
             try:
-                answer = f"HTTP {requests.get(probe, timeout=2).status_code}"
+                status = requests.get(probe, timeout=2).status_code
+                # Only the API has a health route; the others are up when they answer HTTP at all.
+                answer = f"GET /health -> {status}" if process.name == "api" else "answers HTTP"
+                alive = status == 200 if process.name == "api" else alive
             except requests.RequestException as error:
                 answer = f"no answer ({type(error).__name__})"
                 alive = False

@@ -74,24 +74,30 @@ def local_target() -> Target:
     return Target("local", state["AWS_REGION"], state["USER_POOL_ID"], state["USER_POOL_CLIENT_ID"], state["API_URL"], cognito)
 
 
-def _drop_loopback_endpoints() -> None:
-    # A shell that sourced .local/stack.env with `set -a` would send boto3 to moto instead of AWS.
+def _forget_sourced_local_stack() -> None:
+    """A shell that exported .local/stack.env (`set -a; source ...`, as the README shows) carries BM_STACK=local,
+    moto's endpoint and dummy keys; with --aws those would send boto3 to moto or fail with odd errors."""
+    if os.environ.get("BM_STACK") != "local":
+        return
     for key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
-        if "127.0.0.1" in os.environ[key] or "localhost" in os.environ[key]:
-            print(f"note: ignoring {key}={os.environ[key]} (a local endpoint) for --aws", file=sys.stderr)
-            del os.environ[key]
+        print(f"note: --aws ignores {key}={os.environ.pop(key)} (exported from .local/stack.env)", file=sys.stderr)
+    if os.environ.get("AWS_ACCESS_KEY_ID") == "testing":
+        print("note: --aws ignores the local stack's dummy AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", file=sys.stderr)
+        os.environ.pop("AWS_ACCESS_KEY_ID", None)
+        os.environ.pop("AWS_SECRET_ACCESS_KEY", None)
 
 
 def aws_target() -> Target:
-    _drop_loopback_endpoints()
-    session = boto3.Session()
+    _forget_sourced_local_stack()
+    # boto3 reads AWS_DEFAULT_REGION and the profile's region, not AWS_REGION (which the project uses).
+    session = boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
     if session.get_credentials() is None:
         raise TargetError(
             "no AWS credentials found: set AWS_PROFILE (after `aws sso login`) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
         )
     region = session.region_name
     if not region:
-        raise TargetError("no AWS region: set AWS_REGION (the region BedrockMeteringStack is deployed in)")
+        raise TargetError(f"no AWS region: set AWS_REGION (the region {APP_STACK_NAME} is deployed in)")
     cloudformation = session.client("cloudformation")
     try:
         stack = cloudformation.describe_stacks(StackName=APP_STACK_NAME)["Stacks"][0]
