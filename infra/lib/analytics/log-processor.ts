@@ -1,0 +1,87 @@
+/**
+ * The daily export: at 01:00 UTC the log processor reads the previous day's usage lines from the chat log
+ * group(s) and writes them as Parquet under `logs/year=YYYY/month=MM/day=DD/` of the analytics bucket.
+ * It may filter those log groups and put objects under `logs/`, nothing more.
+ */
+import { CfnResource, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { RustFunction } from '../lambda/rust-function';
+
+export const DAILY_EXPORT_SCHEDULE = 'cron(0 1 * * ? *)';
+
+export interface LogProcessorProps {
+  /** The log groups holding the usage lines (the chat function's, from BedrockMeteringStack). */
+  readonly usageLogGroups: readonly logs.ILogGroup[];
+  readonly bucket: s3.IBucket;
+  /** With a trailing slash, e.g. `logs/`. */
+  readonly logsPrefix: string;
+  readonly assetDir: string;
+  readonly logRetention: logs.RetentionDays;
+  readonly removalPolicy: RemovalPolicy;
+}
+
+export class LogProcessor extends Construct {
+  public readonly processor: RustFunction;
+  public readonly schedule: events.Rule;
+
+  constructor(scope: Construct, id: string, props: LogProcessorProps) {
+    super(scope, id);
+    const stack = Stack.of(this);
+
+    this.processor = new RustFunction(this, 'Default', {
+      binaryName: 'log-processor',
+      functionName: `${stack.stackName}-LogProcessor`,
+      description: 'Daily export of the usage lines from CloudWatch Logs to Parquet in S3 (for Athena)',
+      // A day of usage lines is held and encoded as Parquet in memory; 512 MB also buys CPU for the encoding.
+      memorySize: 512,
+      // Paging through a busy day of FilterLogEvents takes minutes, not seconds.
+      timeout: Duration.minutes(10),
+      environment: {
+        USAGE_LOG_GROUPS: props.usageLogGroups.map((group) => group.logGroupName).join(','),
+        ANALYTICS_BUCKET: props.bucket.bucketName,
+        LOGS_PREFIX: props.logsPrefix,
+      },
+      assetDir: props.assetDir,
+      logRetention: props.logRetention,
+      removalPolicy: props.removalPolicy,
+    });
+
+    this.processor.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadUsageLines',
+        actions: ['logs:FilterLogEvents'],
+        // The log groups' `Arn` attribute, `arn:...:log-group:<name>:*`: the form IAM evaluates FilterLogEvents
+        // against (https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_LogGroup.html).
+        resources: props.usageLogGroups.map((group) => group.logGroupArn),
+      }),
+    );
+    this.processor.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'WriteExports',
+        actions: ['s3:PutObject'],
+        resources: [props.bucket.arnForObjects(`${props.logsPrefix}*`)],
+      }),
+    );
+    const bucketResource = props.bucket.node.defaultChild as CfnResource;
+    Validations.of(this.processor.role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::<${stack.getLogicalId(bucketResource)}.Arn>/${props.logsPrefix}*]`,
+      reason: 'The exporter writes one object per day under logs/year=YYYY/month=MM/day=DD/: the prefix, not the bucket.',
+    });
+
+    this.schedule = new events.Rule(this, 'DailyExport', {
+      description: 'Exports the previous day of usage lines at 01:00 UTC',
+      schedule: events.Schedule.expression(DAILY_EXPORT_SCHEDULE),
+      targets: [
+        new targets.LambdaFunction(this.processor.function, {
+          retryAttempts: 2,
+          maxEventAge: Duration.hours(6),
+        }),
+      ],
+    });
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * BedrockMeteringStack: tenants' identities, the REST API, the chat and usage functions and the usage counters.
+ */
+import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps, Token, Validations } from 'aws-cdk-lib';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { MeteringApi } from './api';
+import { ADMIN_GROUP, TenantAuth } from './auth';
+import { bedrockModelArns, invokeModelStatement } from './bedrock/model-access';
+import { MeteringConfig } from './config';
+import { RustFunction } from './lambda/rust-function';
+import { UsageTable } from './usage-table';
+
+export interface BedrockMeteringStackProps extends StackProps {
+  readonly config: MeteringConfig;
+}
+
+export class BedrockMeteringStack extends Stack {
+  public readonly auth: TenantAuth;
+  public readonly usageTable: UsageTable;
+  public readonly chatApi: RustFunction;
+  public readonly usageApi: RustFunction;
+  public readonly api: MeteringApi;
+  /** The log groups holding the usage lines (one JSON line per answered chat request). */
+  public readonly usageLogGroups: logs.ILogGroup[];
+
+  constructor(scope: Construct, id: string, props: BedrockMeteringStackProps) {
+    super(scope, id, props);
+    const { config } = props;
+    const removalPolicy = config.retainData ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
+
+    this.auth = new TenantAuth(this, 'Auth', { removalPolicy });
+    this.usageTable = new UsageTable(this, 'Usage', { removalPolicy });
+
+    const corsEnvironment: Record<string, string> =
+      config.api.corsAllowOrigins.length > 0 ? { CORS_ALLOW_ORIGINS: config.api.corsAllowOrigins.join(',') } : {};
+
+    this.chatApi = new RustFunction(this, 'ChatApi', {
+      binaryName: 'chat-api',
+      functionName: `${this.stackName}-ChatApi`,
+      description: 'POST /bedrock/chat: answers a tenant with Bedrock and meters its tokens',
+      // Mostly waiting on Bedrock; 256 MB gives enough CPU for TLS and JSON at a low price per ms.
+      memorySize: 256,
+      // API Gateway stops waiting after 29 s; the function gives Bedrock BEDROCK_TIMEOUT_MS (25 s by default)
+      // and then still has time to answer 504 itself and flush the usage counters.
+      timeout: Duration.seconds(30),
+      environment: {
+        BEDROCK_MODEL_ID: config.modelId,
+        USAGE_TABLE_NAME: this.usageTable.table.tableName,
+        USAGE_DAILY_TTL_DAYS: String(config.chat.usageDailyTtlDays),
+        USAGE_WEEKLY_TTL_DAYS: String(config.chat.usageWeeklyTtlDays),
+        BEDROCK_TIMEOUT_MS: String(config.chat.bedrockTimeoutMs),
+        ...(config.anthropic.version ? { ANTHROPIC_VERSION: config.anthropic.version } : {}),
+        ...(config.anthropic.maxTokens ? { ANTHROPIC_MAX_TOKENS: String(config.anthropic.maxTokens) } : {}),
+        ...corsEnvironment,
+      },
+      assetDir: config.lambdaAssetDir,
+      logRetention: config.logRetention,
+      removalPolicy,
+    });
+    this.usageTable.grantIncrementCounters(this.chatApi.role);
+    const modelTarget = {
+      partition: this.partition,
+      region: this.region,
+      account: this.account,
+      profileRegions: config.inferenceProfileRegions,
+    };
+    this.chatApi.role.addToPrincipalPolicy(invokeModelStatement(config.modelId, modelTarget));
+    for (const arn of bedrockModelArns(config.modelId, modelTarget).filter((arn) => arn.includes('*'))) {
+      Validations.of(this.chatApi.role).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::${this.resolveForNag(arn)}]`,
+        reason: 'A global cross-region inference profile routes to the model in any region; Bedrock documents this ARN.',
+      });
+    }
+
+    this.usageApi = new RustFunction(this, 'UsageApi', {
+      binaryName: 'usage-api',
+      functionName: `${this.stackName}-UsageApi`,
+      description: 'GET /v1/usage*: token usage per tenant from the counters; GET /ui: the usage UI',
+      // DynamoDB queries and small JSON bodies: the smallest sensible size is enough.
+      memorySize: 256,
+      timeout: Duration.seconds(10),
+      environment: {
+        USAGE_TABLE_NAME: this.usageTable.table.tableName,
+        ADMIN_GROUP,
+        ...corsEnvironment,
+      },
+      assetDir: config.lambdaAssetDir,
+      logRetention: config.logRetention,
+      removalPolicy,
+    });
+    this.usageTable.grantQueryCounters(this.usageApi.role);
+
+    this.api = new MeteringApi(this, 'Api', {
+      config: config.api,
+      userPool: this.auth.userPool,
+      chatFunction: this.chatApi.function,
+      usageFunction: this.usageApi.function,
+      logRetention: config.logRetention,
+      removalPolicy,
+    });
+
+    this.usageLogGroups = [this.chatApi.logGroup];
+
+    // Exact names: scripts/* and the operators read these outputs.
+    output(this, 'UserPoolId', this.auth.userPool.userPoolId, 'Cognito user pool of the tenants');
+    output(this, 'UserPoolClientId', this.auth.userPoolClient.userPoolClientId, 'App client (no secret): USER_PASSWORD_AUTH, SRP');
+    output(this, 'ApiGatewayUrl', this.api.url, 'Base URL of the API (no trailing slash): POST <url>/bedrock/chat');
+    output(this, 'UiUrl', `${this.api.url}/ui`, 'The usage UI');
+    output(this, 'UsageTableName', this.usageTable.table.tableName, 'DynamoDB table of the usage counters');
+    output(this, 'ChatLogGroupName', this.chatApi.logGroup.logGroupName, 'Log group of the chat function: the usage lines');
+    output(this, 'ChatFunctionName', this.chatApi.function.functionName, 'The chat Lambda');
+    output(this, 'UsageFunctionName', this.usageApi.function.functionName, 'The usage Lambda');
+    output(this, 'UsageLogGroupName', this.usageApi.logGroup.logGroupName, 'Log group of the usage function');
+    output(this, 'ApiAccessLogGroupName', this.api.accessLogGroup.logGroupName, 'API Gateway access logs (JSON)');
+    output(this, 'BedrockModelId', config.modelId, 'The model every chat request goes to');
+    output(this, 'AdminGroupName', ADMIN_GROUP, 'Cognito group of the operators');
+  }
+
+  /** cdk-nag spells unresolved pseudo parameters `<AWS::Partition>` etc. in its finding ids. */
+  private resolveForNag(arn: string): string {
+    const pseudo: [string, string][] = [
+      [this.partition, '<AWS::Partition>'],
+      [this.region, '<AWS::Region>'],
+      [this.account, '<AWS::AccountId>'],
+    ];
+    return pseudo
+      .filter(([value]) => Token.isUnresolved(value))
+      .reduce((text, [value, spelled]) => text.split(value).join(spelled), arn);
+  }
+}
+
+function output(stack: Stack, id: string, value: string, description: string): void {
+  new CfnOutput(stack, id, { value, description });
+}

@@ -1,0 +1,54 @@
+/**
+ * MeteringAnalyticsStack: the daily export of usage lines to S3 and the Glue/Athena layer over it.
+ */
+import { CfnOutput, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { UsageAnalyticsWorkgroup } from './analytics/athena';
+import { AnalyticsBucket, LOGS_PREFIX } from './analytics/bucket';
+import { UsageLogCatalog } from './analytics/glue-catalog';
+import { LogProcessor } from './analytics/log-processor';
+import { MeteringConfig } from './config';
+
+export interface MeteringAnalyticsStackProps extends StackProps {
+  readonly config: MeteringConfig;
+  /** The log groups of BedrockMeteringStack holding the usage lines (cross-stack references). */
+  readonly usageLogGroups: readonly logs.ILogGroup[];
+}
+
+export class MeteringAnalyticsStack extends Stack {
+  public readonly analyticsBucket: AnalyticsBucket;
+  public readonly catalog: UsageLogCatalog;
+  public readonly workgroup: UsageAnalyticsWorkgroup;
+  public readonly logProcessor: LogProcessor;
+
+  constructor(scope: Construct, id: string, props: MeteringAnalyticsStackProps) {
+    super(scope, id, props);
+    const { config } = props;
+    const removalPolicy = config.retainData ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
+
+    this.analyticsBucket = new AnalyticsBucket(this, 'Analytics', { removalPolicy });
+    const bucket = this.analyticsBucket.bucket;
+
+    this.catalog = new UsageLogCatalog(this, 'Catalog', { bucket, logsPrefix: LOGS_PREFIX });
+    this.workgroup = new UsageAnalyticsWorkgroup(this, 'Athena', {
+      bucket,
+      bytesScannedCutoffPerQuery: config.athenaBytesScannedCutoffBytes,
+    });
+    this.logProcessor = new LogProcessor(this, 'LogProcessor', {
+      usageLogGroups: props.usageLogGroups,
+      bucket,
+      logsPrefix: LOGS_PREFIX,
+      assetDir: config.lambdaAssetDir,
+      logRetention: config.logRetention,
+      removalPolicy,
+    });
+
+    new CfnOutput(this, 'AnalyticsBucketName', { value: bucket.bucketName, description: 'Exports under logs/, Athena results under athena-results/' });
+    new CfnOutput(this, 'LogProcessorFunctionName', { value: this.logProcessor.processor.function.functionName, description: 'Daily export Lambda (invoke it to export a day now)' });
+    new CfnOutput(this, 'LogProcessorLogGroupName', { value: this.logProcessor.processor.logGroup.logGroupName, description: 'Log group of the export Lambda' });
+    new CfnOutput(this, 'AthenaWorkgroupName', { value: this.workgroup.workgroupName, description: 'Athena workgroup to query the exports in' });
+    new CfnOutput(this, 'GlueDatabaseName', { value: this.catalog.databaseName, description: 'Glue database of the exports' });
+    new CfnOutput(this, 'GlueTableName', { value: this.catalog.tableName, description: 'Glue table of the exports (partitioned by year, month, day)' });
+  }
+}

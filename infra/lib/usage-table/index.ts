@@ -1,0 +1,64 @@
+/**
+ * The usage counters: one item per tenant, period (day or ISO week), request type and model, incremented by
+ * the chat function with `UpdateItem ... ADD` and read by the usage function with `Query` (see /tmp/contract.md).
+ */
+import { RemovalPolicy } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import { Construct } from 'constructs';
+
+export const USAGE_BY_PERIOD_INDEX = 'gsi1';
+
+export interface UsageTableProps {
+  readonly removalPolicy: RemovalPolicy;
+}
+
+export class UsageTable extends Construct {
+  public readonly table: dynamodb.Table;
+
+  constructor(scope: Construct, id: string, props: UsageTableProps) {
+    super(scope, id);
+    this.table = new dynamodb.Table(this, 'Table', {
+      // pk = TENANT#<tenant_id>, sk = DAY#<date>#<request_type>#<model_id> | WEEK#<week>#...
+      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'sk', type: dynamodb.AttributeType.STRING },
+      // Traffic follows tenants' chats: on-demand costs nothing while idle.
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      // Counters expire by themselves (USAGE_DAILY_TTL_DAYS / USAGE_WEEKLY_TTL_DAYS of the chat function).
+      timeToLiveAttribute: 'ttl',
+      // Encrypted at rest with an AWS owned key: no KMS request charges on every counter update.
+      encryption: dynamodb.TableEncryption.DEFAULT,
+      removalPolicy: props.removalPolicy,
+    });
+    // All tenants of one period (the admin view): gsi1pk = DAY#<date> | WEEK#<week>.
+    this.table.addGlobalSecondaryIndex({
+      indexName: USAGE_BY_PERIOD_INDEX,
+      partitionKey: { name: 'gsi1pk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'gsi1sk', type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.ALL,
+    });
+  }
+
+  /** The chat function only increments counters: UpdateItem on the table, not on its index. */
+  public grantIncrementCounters(grantee: iam.IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'IncrementUsageCounters',
+        actions: ['dynamodb:UpdateItem'],
+        resources: [this.table.tableArn],
+      }),
+    );
+  }
+
+  /** The usage function only reads counters: Query on the table and on gsi1, nothing else. */
+  public grantQueryCounters(grantee: iam.IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'QueryUsageCounters',
+        actions: ['dynamodb:Query'],
+        resources: [this.table.tableArn, `${this.table.tableArn}/index/${USAGE_BY_PERIOD_INDEX}`],
+      }),
+    );
+  }
+}
