@@ -1,0 +1,43 @@
+/** The configuration: context first, then BM_* environment variables, then defaults; bad values fail early. */
+import * as assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { ConfigError, envVarName, INFRA_DIR, loadConfig, lookupFrom } from '../lib/config';
+
+const load = (context: Record<string, unknown>, env: NodeJS.ProcessEnv = {}) =>
+  loadConfig(lookupFrom((key) => context[key], env));
+
+describe('loadConfig', () => {
+  it('has defaults that need no account and point at the cargo-lambda output', () => {
+    const config = load({});
+    assert.equal(config.modelId, 'anthropic.claude-3-haiku-20240307-v1:0');
+    assert.equal(config.lambdaAssetDir, path.resolve(INFRA_DIR, '..', 'target', 'lambda'));
+    assert.equal(config.logRetention, RetentionDays.ONE_MONTH);
+    assert.equal(config.retainData, false);
+    assert.deepEqual(config.api, { stageName: 'prod', throttlingRateLimit: 50, throttlingBurstLimit: 100, corsAllowOrigins: [] });
+    assert.equal(config.chat.bedrockTimeoutMs, 25_000);
+    assert.deepEqual(config.anthropic, { version: undefined, maxTokens: undefined });
+  });
+
+  it('prefers context over the environment', () => {
+    assert.equal(load({ modelId: 'a.b-v1:0' }, { BM_MODEL_ID: 'c.d-v1:0' }).modelId, 'a.b-v1:0');
+    assert.equal(load({}, { BM_MODEL_ID: 'c.d-v1:0' }).modelId, 'c.d-v1:0');
+    assert.equal(envVarName('athenaBytesScannedCutoffBytes'), 'BM_ATHENA_BYTES_SCANNED_CUTOFF_BYTES');
+  });
+
+  it('parses strings from -c as numbers, booleans and lists', () => {
+    const config = load({ logRetentionDays: '90', retainData: 'true', corsAllowOrigins: 'https://a.example, https://b.example' });
+    assert.equal(config.logRetention, RetentionDays.THREE_MONTHS);
+    assert.equal(config.retainData, true);
+    assert.deepEqual(config.api.corsAllowOrigins, ['https://a.example', 'https://b.example']);
+  });
+
+  it('fails early with the key and its environment variable on bad values', () => {
+    assert.throws(() => load({ logRetentionDays: '31' }), (e: unknown) => e instanceof ConfigError && /BM_LOG_RETENTION_DAYS/.test(String(e)));
+    assert.throws(() => load({ bedrockTimeoutMs: '60000' }), /bedrockTimeoutMs.*between 1000 and 28000/);
+    assert.throws(() => load({ retainData: 'yes' }), /true or false/);
+    assert.throws(() => load({ modelId: 'arn:aws:bedrock:us-east-1::foundation-model/x' }), /not an ARN/);
+    assert.throws(() => load({ athenaBytesScannedCutoffBytes: '1000' }), /athenaBytesScannedCutoffBytes/);
+  });
+});

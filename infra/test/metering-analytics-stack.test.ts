@@ -1,0 +1,285 @@
+/**
+ * MeteringAnalyticsStack's synthesized template: the bucket, the Glue table with partition projection, the
+ * Athena workgroup and its named queries, the log processor with its schedule and narrow permissions.
+ */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { before, describe, it } from 'node:test';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { EXAMPLE_QUERIES } from '../lib/analytics/example-queries';
+import {
+  actionsOf,
+  INFRA_DIR,
+  logicalIdOf,
+  resourcesOf,
+  resourcesOfStatement,
+  statementsOfRole,
+  synth,
+  SynthesizedApp,
+} from './helpers';
+
+let built: SynthesizedApp;
+let template: Template;
+let bucketId: string;
+
+before(() => {
+  built = synth();
+  template = built.analyticsTemplate;
+  bucketId = logicalIdOf(template, 'AWS::S3::Bucket', 'AnalyticsBucket');
+});
+
+describe('analytics bucket', () => {
+  it('is encrypted, private, versioned, lifecycle-managed and logs access to its own log bucket', () => {
+    const logsBucket = logicalIdOf(template, 'AWS::S3::Bucket', 'AnalyticsAccessLogs');
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+      },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      VersioningConfiguration: { Status: 'Enabled' },
+      LoggingConfiguration: { DestinationBucketName: { Ref: logsBucket }, LogFilePrefix: 'analytics-bucket/' },
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({ Prefix: 'athena-results/', ExpirationInDays: 30, Status: 'Enabled' }),
+          Match.objectLike({ NoncurrentVersionExpiration: { NoncurrentDays: 30 }, Status: 'Enabled' }),
+        ]),
+      },
+    });
+  });
+
+  it('refuses requests without TLS', () => {
+    template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      Bucket: { Ref: bucketId },
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: 'Deny',
+            Principal: { AWS: '*' },
+            Action: 's3:*',
+            Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+          }),
+        ]),
+      },
+    });
+  });
+});
+
+describe('Glue catalog', () => {
+  it('has the bedrock_metering_db database', () => {
+    template.hasResourceProperties('AWS::Glue::Database', { DatabaseInput: { Name: 'bedrock_metering_db' } });
+  });
+
+  it('has token_usage_logs: Parquet over logs/, the export columns, year/month/day string partitions', () => {
+    template.hasResourceProperties('AWS::Glue::Table', {
+      DatabaseName: 'bedrock_metering_db',
+      TableInput: {
+        Name: 'token_usage_logs',
+        TableType: 'EXTERNAL_TABLE',
+        PartitionKeys: [
+          Match.objectLike({ Name: 'year', Type: 'string' }),
+          Match.objectLike({ Name: 'month', Type: 'string' }),
+          Match.objectLike({ Name: 'day', Type: 'string' }),
+        ],
+        StorageDescriptor: Match.objectLike({
+          Location: { 'Fn::Join': ['', ['s3://', { Ref: bucketId }, '/logs/']] },
+          InputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat',
+          OutputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat',
+          SerdeInfo: Match.objectLike({
+            SerializationLibrary: 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe',
+          }),
+        }),
+      },
+    });
+    const table = Object.values(resourcesOf(template, 'AWS::Glue::Table'))[0];
+    const columns = (table.Properties?.TableInput as { StorageDescriptor: { Columns: { Name: string; Type: string }[] } })
+      .StorageDescriptor.Columns.map((column) => `${column.Name}:${column.Type}`);
+    assert.deepEqual(columns, [
+      'timestamp:string',
+      'tenant_id:string',
+      'user_id:string',
+      'model_id:string',
+      'request_type:string',
+      'request_id:string',
+      'input_tokens:bigint',
+      'output_tokens:bigint',
+      'total_tokens:bigint',
+      'latency_ms:bigint',
+      'cache_creation_input_tokens:bigint',
+      'cache_read_input_tokens:bigint',
+    ]);
+  });
+
+  it('projects partitions, so new days are queryable without a crawler or MSCK REPAIR', () => {
+    template.hasResourceProperties('AWS::Glue::Table', {
+      TableInput: Match.objectLike({
+        Parameters: Match.objectLike({
+          classification: 'parquet',
+          'projection.enabled': 'true',
+          'projection.year.type': 'integer',
+          'projection.year.range': Match.stringLikeRegexp('^20\\d\\d,20\\d\\d$'),
+          'projection.month.type': 'integer',
+          'projection.month.range': '1,12',
+          'projection.month.digits': '2',
+          'projection.day.type': 'integer',
+          'projection.day.range': '1,31',
+          'projection.day.digits': '2',
+          'storage.location.template': {
+            'Fn::Join': ['', ['s3://', { Ref: bucketId }, '/logs/year=${year}/month=${month}/day=${day}/']],
+          },
+        }),
+      }),
+    });
+  });
+});
+
+describe('Athena workgroup', () => {
+  it('is bedrock-metering-workgroup, enforced, with encrypted results under athena-results/ and a scan cutoff', () => {
+    template.hasResourceProperties('AWS::Athena::WorkGroup', {
+      Name: 'bedrock-metering-workgroup',
+      State: 'ENABLED',
+      RecursiveDeleteOption: true,
+      WorkGroupConfiguration: {
+        EnforceWorkGroupConfiguration: true,
+        BytesScannedCutoffPerQuery: 1073741824,
+        PublishCloudWatchMetricsEnabled: true,
+        ResultConfiguration: {
+          OutputLocation: { 'Fn::Join': ['', ['s3://', { Ref: bucketId }, '/athena-results/']] },
+          EncryptionConfiguration: { EncryptionOption: 'SSE_S3' },
+        },
+      },
+    });
+  });
+
+  it('takes the cutoff from the athenaBytesScannedCutoffBytes context key', () => {
+    synth({ athenaBytesScannedCutoffBytes: '104857600' }).analyticsTemplate.hasResourceProperties('AWS::Athena::WorkGroup', {
+      WorkGroupConfiguration: Match.objectLike({ BytesScannedCutoffPerQuery: 104857600 }),
+    });
+  });
+
+  it('installs every example query as a named query of the workgroup', () => {
+    const workgroup = logicalIdOf(template, 'AWS::Athena::WorkGroup', 'AthenaWorkgroup');
+    template.resourceCountIs('AWS::Athena::NamedQuery', EXAMPLE_QUERIES.length);
+    for (const query of EXAMPLE_QUERIES) {
+      template.hasResourceProperties('AWS::Athena::NamedQuery', {
+        Name: query.name,
+        Database: 'bedrock_metering_db',
+        WorkGroup: { Ref: workgroup },
+        QueryString: query.sql,
+      });
+    }
+  });
+});
+
+describe('example queries', () => {
+  it('cover tenants of a day, models used, daily usage, hourly pattern and monthly cost', () => {
+    assert.deepEqual(
+      EXAMPLE_QUERIES.map((query) => query.name),
+      ['tenants-of-a-day', 'models-used', 'daily-usage-per-tenant', 'hourly-pattern-per-tenant', 'cost-per-tenant-per-month'],
+    );
+  });
+
+  it('read bedrock_metering_db.token_usage_logs and prune partitions', () => {
+    for (const query of EXAMPLE_QUERIES) {
+      assert.match(query.sql, /FROM bedrock_metering_db\.token_usage_logs/, query.name);
+      assert.match(query.sql, /WHERE[\s\S]*\byear\b/, `${query.name} must filter on the partition keys`);
+      assert.doesNotMatch(query.sql, /[^"]\btimestamp\b[^"]/i, `${query.name}: quote "timestamp", a reserved word`);
+    }
+  });
+
+  it('are quoted verbatim by infra/README.md (the operator section)', () => {
+    const readme = fs.readFileSync(path.join(INFRA_DIR, 'README.md'), 'utf8');
+    for (const query of EXAMPLE_QUERIES) {
+      assert.ok(readme.includes(`\`\`\`sql\n${query.sql}\n\`\`\``), `README lacks the current SQL of ${query.name}`);
+    }
+  });
+
+  it('use the Trino date and time functions', () => {
+    const all = EXAMPLE_QUERIES.map((query) => query.sql).join('\n');
+    for (const fn of ['from_iso8601_timestamp(', 'date(', 'extract(hour from', 'date_trunc(', 'date_format(']) {
+      assert.ok(all.includes(fn), `no query uses ${fn}`);
+    }
+  });
+});
+
+describe('log processor', () => {
+  it('is an arm64 Rust function named *LogProcessor*, 512 MB, configured through its environment', () => {
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      FunctionName: Match.stringLikeRegexp('LogProcessor'),
+      Runtime: 'provided.al2023',
+      Architectures: ['arm64'],
+      Handler: 'bootstrap',
+      MemorySize: 512,
+      Timeout: 600,
+      LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logicalIdOf(template, 'AWS::Logs::LogGroup', 'LogProcessorLogGroup') } },
+      Environment: {
+        Variables: Match.objectLike({
+          ANALYTICS_BUCKET: { Ref: bucketId },
+          LOGS_PREFIX: 'logs/',
+          USAGE_LOG_GROUPS: Match.anyValue(),
+        }),
+      },
+    });
+  });
+
+  it('reads the chat log group name from BedrockMeteringStack (cross-stack reference)', () => {
+    const fn = Object.values(resourcesOf(template, 'AWS::Lambda::Function')).find((f) =>
+      String(f.Properties?.FunctionName).includes('LogProcessor'),
+    );
+    const usageLogGroups = JSON.stringify((fn?.Properties?.Environment as { Variables: Record<string, unknown> }).Variables.USAGE_LOG_GROUPS);
+    const chatLogGroup = logicalIdOf(built.meteringTemplate, 'AWS::Logs::LogGroup', 'ChatApiLogGroup');
+    assert.match(usageLogGroups, /BedrockMeteringStack/);
+    assert.ok(usageLogGroups.includes(chatLogGroup), usageLogGroups);
+    const dependencies = built.analytics.dependencies.map((stack) => stack.stackName);
+    assert.deepEqual(dependencies, ['BedrockMeteringStack']);
+  });
+
+  it('may only FilterLogEvents on the chat log group and PutObject under logs/', () => {
+    const statements = statementsOfRole(template, 'LogProcessorRole');
+    assert.deepEqual(
+      statements.map((s) => [s.Sid, actionsOf(s)]),
+      [
+        ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
+        ['ReadUsageLines', ['logs:FilterLogEvents']],
+        ['WriteExports', ['s3:PutObject']],
+      ],
+    );
+    const [, read, write] = statements;
+    const readResources = resourcesOfStatement(read);
+    assert.equal(readResources.length, 1);
+    const chatLogGroup = logicalIdOf(built.meteringTemplate, 'AWS::Logs::LogGroup', 'ChatApiLogGroup');
+    assert.ok(JSON.stringify(readResources[0]).includes(chatLogGroup), JSON.stringify(readResources[0]));
+    assert.deepEqual(resourcesOfStatement(write), [{ 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/logs/*']] }]);
+  });
+
+  it('runs every day at 01:00 UTC', () => {
+    const fn = logicalIdOf(template, 'AWS::Lambda::Function', 'LogProcessorFunction');
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'cron(0 1 * * ? *)',
+      State: 'ENABLED',
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [fn, 'Arn'] }, RetryPolicy: Match.objectLike({ MaximumRetryAttempts: 2 }) })],
+    });
+    template.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      Principal: 'events.amazonaws.com',
+      FunctionName: { 'Fn::GetAtt': [fn, 'Arn'] },
+    });
+  });
+});
+
+describe('outputs', () => {
+  it('has the names the scripts read', () => {
+    template.hasOutput('AnalyticsBucketName', { Value: { Ref: bucketId } });
+    template.hasOutput('LogProcessorFunctionName', {
+      Value: { Ref: logicalIdOf(template, 'AWS::Lambda::Function', 'LogProcessorFunction') },
+    });
+    template.hasOutput('AthenaWorkgroupName', { Value: 'bedrock-metering-workgroup' });
+    template.hasOutput('GlueDatabaseName', { Value: 'bedrock_metering_db' });
+    template.hasOutput('GlueTableName', { Value: 'token_usage_logs' });
+  });
+});
