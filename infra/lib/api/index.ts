@@ -143,6 +143,7 @@ export class MeteringApi extends Construct {
         });
       }
       // Browsers must see the CORS headers on API Gateway's own errors too (401 of the authorizer, 429).
+      // A gateway response header is a constant, so this works for a single allowed origin only.
       const corsHeaders = { 'Access-Control-Allow-Origin': `'${config.corsAllowOrigins[0]}'` };
       if (config.corsAllowOrigins.length === 1) {
         this.restApi.addGatewayResponse('Default4xx', { type: apigw.ResponseType.DEFAULT_4XX, responseHeaders: corsHeaders });
