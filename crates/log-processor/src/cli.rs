@@ -1,0 +1,163 @@
+//! The command line of the same binary: the Lambda when started by the Lambda service (no subcommand),
+//! the export run by hand against moto or AWS (`export`), and the transform benchmark (`bench-transform`).
+
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::aws::{exporter_with, load_sdk_config};
+use crate::config::ExportConfig;
+use crate::error::ExportError;
+use crate::export::ExportSettings;
+use crate::line::{classify, LineOutcome};
+use crate::parquet_file::{writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP};
+use crate::request::ExportRequest;
+use crate::synthetic::SyntheticDay;
+
+#[derive(Parser)]
+#[command(
+    name = "log-processor",
+    version,
+    about = "Exports the usage lines of CloudWatch Logs to S3 as Parquet (s3://$ANALYTICS_BUCKET/$LOGS_PREFIX\
+year=YYYY/month=MM/day=DD/part-NNNNN.parquet). Without a subcommand it runs as the Lambda function."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Set by the Lambda service; without it and without a subcommand there is nothing to do.
+    #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true)]
+    pub lambda_runtime_api: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Export now, from this machine: USAGE_LOG_GROUPS, ANALYTICS_BUCKET, LOGS_PREFIX and the standard AWS
+    /// environment (AWS_REGION, credentials, AWS_ENDPOINT_URL for moto). Prints the JSON summary.
+    Export(ExportArgs),
+    /// Transform N synthetic usage lines into Parquet in memory on this thread; prints events per second.
+    BenchTransform(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// One UTC day, YYYY-MM-DD (default: today so far).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub date: Option<String>,
+    /// First day of a range (at most 31 days), with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Last day of the range, included.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Split a day into objects of about this many rows (default 5,000,000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows_per_object: Option<u64>,
+    /// Rows per Parquet row group (default 100,000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub rows_per_row_group: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Number of synthetic lines.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
+}
+
+impl ExportArgs {
+    /// The same payload the Lambda would get, so both paths share one validation.
+    fn payload(&self) -> Value {
+        match (&self.date, &self.from, &self.to) {
+            (Some(date), _, _) => json!({ "date": date }),
+            (None, Some(from), Some(to)) => json!({ "from": from, "to": to }),
+            _ => json!({}),
+        }
+    }
+}
+
+/// `log-processor export`: returns the process exit code (0 done, 1 failed, 2 bad request or config).
+pub async fn export(args: ExportArgs) -> i32 {
+    let config = match ExportConfig::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return 2;
+        }
+    };
+    let mut settings = ExportSettings::from_config(&config);
+    if let Some(rows) = args.max_rows_per_object {
+        settings.max_rows_per_object = rows;
+    }
+    if let Some(rows) = args.rows_per_row_group {
+        settings.rows_per_row_group = rows as usize;
+    }
+    let request = match ExportRequest::from_payload(&args.payload()) {
+        Ok(request) => request,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return 2;
+        }
+    };
+    let exporter = exporter_with(&config, &load_sdk_config().await, settings);
+    match exporter.export(&request, chrono::Utc::now()).await {
+        Ok(summary) => {
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            0
+        }
+        Err(error @ ExportError::BadRequest(_)) => {
+            eprintln!("error: {error}");
+            2
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            1
+        }
+    }
+}
+
+/// `log-processor bench-transform`: JSON line -> row -> Parquet row groups, on the calling thread.
+/// The lines are generated before the clock starts; the Parquet bytes are drained and counted, as the
+/// export drains them into upload parts.
+pub fn bench_transform(args: BenchArgs) -> i32 {
+    let lines: Vec<String> = SyntheticDay::new("2026-11-23", args.lines, 42).lines().collect();
+    let json_bytes: usize = lines.iter().map(|line| line.len() + 1).sum();
+    let started = Instant::now();
+    let result = (|| -> Result<(u64, usize), ExportError> {
+        let mut writer = ParquetFileWriter::new(writer_properties(DEFAULT_ROWS_PER_ROW_GROUP))?;
+        let mut batch = RowBatch::with_capacity(DEFAULT_ROWS_PER_ROW_GROUP);
+        let mut parquet_bytes = 0;
+        for line in &lines {
+            if let LineOutcome::Usage { record, .. } = classify(line) {
+                batch.push(record);
+                if batch.len() >= DEFAULT_ROWS_PER_ROW_GROUP {
+                    writer.write_row_group(&mut batch)?;
+                    parquet_bytes += writer.take_bytes()?.len();
+                }
+            }
+        }
+        writer.write_row_group(&mut batch)?;
+        let rows = writer.rows();
+        parquet_bytes += writer.finish()?.len();
+        Ok((rows, parquet_bytes))
+    })();
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok((rows, parquet_bytes)) => {
+            let report = json!({
+                "lines": args.lines,
+                "rows": rows,
+                "seconds": (seconds * 1000.0).round() / 1000.0,
+                "events_per_second": (rows as f64 / seconds.max(1e-9)).round(),
+                "json_bytes": json_bytes,
+                "parquet_bytes": parquet_bytes,
+            });
+            println!("{report}");
+            0
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            1
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The log export: usage lines in CloudWatch Logs become Parquet rows in S3, one Hive-style partition per UTC
+//! day (`logs/year=YYYY/month=MM/day=DD/part-NNNNN.parquet`), the table `bedrock_metering_db.token_usage_logs`
+//! of Athena.
+//!
+//! - [`request`]: which days an invocation exports (schedule, `{}`, `{"date"}`, `{"from","to"}`).
+//! - [`line`]: one log message -> one row, or a reason to skip it (pure).
+//! - [`parquet_file`]: rows -> row groups -> Parquet bytes, drained in parts as they are produced (pure).
+//! - [`ports`]: the two AWS services the export needs, behind narrow traits; [`aws`] implements them.
+//! - [`export`]: the day loop that streams pages -> row groups -> multipart upload, in bounded memory.
+
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod line;
+pub mod parquet_file;
+pub mod ports;
+pub mod request;
+pub mod summary;
+pub mod synthetic;
+
+pub use config::ExportConfig;
+pub use error::ExportError;
+pub use export::{ExportSettings, Exporter};
+pub use request::ExportRequest;
+pub use summary::ExportSummary;
