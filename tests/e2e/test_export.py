@@ -1,0 +1,351 @@
+"""The log export end to end: usage lines in CloudWatch Logs (moto) -> `log-processor export` -> Parquet in
+S3 (moto) -> SQL with DuckDB (scripts/query) -> reconciliation with the DynamoDB counters (scripts/reconcile).
+
+The scripts run as an operator runs them, against a `.local/stack.env` of this session's stack written into a
+temporary BM_LOCAL_DIR. Tests with synthetic lines use a log group and an S3 prefix of their own, so they do
+not disturb the day of the chat tests in the stack's real log group.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from datetime import date, datetime, time as day_time, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from support import chat, fake_tokens, new_tenant_id, poll, request_id_of
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
+
+import stack_state  # noqa: E402
+from synthetic_usage import put_lines, synthetic_day, usage_line  # noqa: E402
+
+COLUMNS = [
+    "timestamp", "tenant_id", "user_id", "model_id", "request_type", "request_id",
+    "input_tokens", "output_tokens", "total_tokens", "latency_ms", "cache_creation_input_tokens", "cache_read_input_tokens",
+]
+METRICS = ["input_tokens", "output_tokens", "total_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
+TABLE = "bedrock_metering_db.token_usage_logs"
+
+
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+@pytest.fixture(scope="module")
+def log_processor_bin() -> Path:
+    """The log processor, built once (or $BM_LOG_PROCESSOR_BIN)."""
+    override = os.environ.get("BM_LOG_PROCESSOR_BIN")
+    if override:
+        return Path(override)
+    cargo = shutil.which("cargo")
+    assert cargo, "cargo is needed to build the log processor"
+    subprocess.run([cargo, "build", "--quiet", "-p", "log-processor"], cwd=REPO_ROOT, check=True)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
+    return target / "debug" / "log-processor"
+
+
+@pytest.fixture(scope="module")
+def operator_env(stack, tmp_path_factory, log_processor_bin) -> dict[str, str]:
+    """The environment of an operator whose .local/stack.env points at this session's stack."""
+    local_dir = tmp_path_factory.mktemp("bm-local")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"BM_LOCAL_DIR": str(local_dir), "BM_LOG_PROCESSOR_BIN": str(log_processor_bin), "BM_STACK": "local"})
+    previous = os.environ.get("BM_LOCAL_DIR")
+    os.environ["BM_LOCAL_DIR"] = str(local_dir)
+    try:
+        stack_state.write_state(stack.state())
+    finally:
+        if previous is None:
+            os.environ.pop("BM_LOCAL_DIR", None)
+        else:
+            os.environ["BM_LOCAL_DIR"] = previous
+    return env
+
+
+def run_script(env: dict[str, str], name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(REPO_ROOT / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def export(env: dict[str, str], *args: str) -> dict:
+    result = run_script(env, "export-logs", "--json", "--no-build", *args)
+    assert result.returncode == 0, f"export-logs {args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def query(env: dict[str, str], sql: str, *args: str) -> list[dict]:
+    result = run_script(env, "query", "--format", "json", *args, sql)
+    assert result.returncode == 0, f"query failed ({result.returncode}): {sql}\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def own_space(resources) -> tuple[str, str]:
+    """A log group and an export prefix for one test's synthetic lines."""
+    tag = uuid.uuid4().hex[:10]
+    group = f"/test/log-export/{tag}"
+    resources.client("logs").create_log_group(logGroupName=group)
+    return group, f"test-{tag}/"
+
+
+def usage_lines_of_day(resources, group: str, day: date) -> list[dict]:
+    """Every usage line in `group` whose own timestamp is on `day` (filtered here: moto ignores patterns)."""
+    logs = resources.client("logs")
+    lines = []
+    for page in logs.get_paginator("filter_log_events").paginate(logGroupName=group):
+        for event in page["events"]:
+            try:
+                line = json.loads(event["message"])
+            except ValueError:
+                continue
+            if isinstance(line, dict) and line.get("event") == "token_usage" and line["timestamp"][:10] == day.isoformat():
+                lines.append(line)
+    return lines
+
+
+def as_row(line: dict) -> dict:
+    """The export row a usage line must become (cache fields default to 0)."""
+    return {column: line.get(column, 0) for column in COLUMNS}
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_chats_are_exported_field_by_field_and_reconcile(stack, resources, api_url, user_factory, operator_env):
+    # GIVEN 9 answered chats across 3 tenants (two users in the first)
+    tenants = [new_tenant_id("export") for _ in range(3)]
+    users = [user_factory.create(tenants[0]), user_factory.create(tenants[0]),
+             user_factory.create(tenants[1]), user_factory.create(tenants[2])]
+    request_ids = []
+    for index in range(9):
+        user = users[index % len(users)]
+        prompt = " ".join(["word"] * (index + 1))
+        body = {"prompt": prompt, "max_tokens": 4} if index % 3 == 0 else {"prompt": prompt}
+        response = chat(api_url, user.token, body)
+        assert response.status_code == 200, response.text
+        request_ids.append(request_id_of(response))
+    today = utc_today()
+    lines = poll(
+        "usage lines in CloudWatch Logs",
+        lambda: [l for l in usage_lines_of_day(resources, resources.usage_log_group, today) if l["request_id"] in request_ids],
+        lambda found: len(found) == len(request_ids),
+        timeout=20,
+    )
+    assert len(lines) == len(request_ids)
+    by_id = {line["request_id"]: line for line in lines}
+    assert (by_id[request_ids[0]]["input_tokens"], by_id[request_ids[0]]["output_tokens"]) == fake_tokens("word", 4)
+
+    # WHEN today is exported
+    summary = export(operator_env)
+
+    # THEN every usage line of today in the log group is one row, and ours come back field by field
+    day_summary = summary["days"][0]
+    assert (summary["trigger"], day_summary["day"]) == ("today", today.isoformat())
+    everything_today = usage_lines_of_day(resources, resources.usage_log_group, today)
+    assert day_summary["rows_written"] == len(everything_today), day_summary
+    assert day_summary["objects"] == [f"s3://{resources.analytics_bucket}/logs/year={today:%Y}/month={today:%m}/day={today:%d}/part-00000.parquet"]
+    quoted = ", ".join(f"'{r}'" for r in request_ids)
+    rows = query(operator_env, f"SELECT * FROM {TABLE} WHERE request_id IN ({quoted}) ORDER BY request_id")
+    assert [{c: r[c] for c in COLUMNS} for r in rows] == sorted(map(as_row, lines), key=lambda r: r["request_id"])
+    assert {(r["year"], r["month"], r["day"]) for r in rows} == {(f"{today:%Y}", f"{today:%m}", f"{today:%d}")}
+
+    # AND the SQL sums per tenant equal the DynamoDB counters of the day
+    tenant_list = ", ".join(f"'{t}'" for t in tenants)
+    sums = query(operator_env, f"SELECT tenant_id, count(*) AS requests, sum(input_tokens) AS input_tokens, "
+                               f"sum(output_tokens) AS output_tokens, sum(total_tokens) AS total_tokens FROM {TABLE} "
+                               f"WHERE tenant_id IN ({tenant_list}) GROUP BY tenant_id")
+    dynamodb = resources.client("dynamodb")
+    for row in sums:
+        items = dynamodb.query(
+            TableName=resources.usage_table, KeyConditionExpression="pk = :pk AND begins_with(sk, :day)",
+            ExpressionAttributeValues={":pk": {"S": f"TENANT#{row['tenant_id']}"}, ":day": {"S": f"DAY#{today}#"}},
+            ConsistentRead=True,
+        )["Items"]
+        counters = {name: sum(int(item[name]["N"]) for item in items)
+                    for name in ("request_count", "input_tokens", "output_tokens", "total_tokens")}
+        assert counters == {"request_count": row["requests"], "input_tokens": row["input_tokens"],
+                            "output_tokens": row["output_tokens"], "total_tokens": row["total_tokens"]}, row
+    assert sorted(r["tenant_id"] for r in sums) == sorted(tenants)
+
+    # AND scripts/reconcile agrees for these tenants
+    result = run_script(operator_env, "reconcile", "--date", today.isoformat(), *sum((["--tenant", t] for t in tenants), []))
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "OK: 3 tenant(s) agree" in result.stdout
+
+
+def test_reconcile_reports_a_counter_that_disagrees(stack, resources, api_url, user_factory, operator_env):
+    # GIVEN an exported chat whose day counter is then tampered with
+    tenant = new_tenant_id("drift")
+    user = user_factory.create(tenant)
+    request_id = request_id_of(chat(api_url, user.token, {"prompt": "count me twice"}))
+    today = utc_today()
+    poll("line", lambda: [l for l in usage_lines_of_day(resources, resources.usage_log_group, today) if l["request_id"] == request_id], bool, timeout=20)
+    export(operator_env)
+    dynamodb = resources.client("dynamodb")
+    item = dynamodb.query(
+        TableName=resources.usage_table, KeyConditionExpression="pk = :pk AND begins_with(sk, :day)",
+        ExpressionAttributeValues={":pk": {"S": f"TENANT#{tenant}"}, ":day": {"S": f"DAY#{today}#"}},
+    )["Items"][0]
+    dynamodb.update_item(TableName=resources.usage_table, Key={"pk": item["pk"], "sk": item["sk"]},
+                         UpdateExpression="ADD input_tokens :one", ExpressionAttributeValues={":one": {"N": "1"}})
+    # WHEN reconciled THEN it fails and names the tenant, the metric and the three values
+    result = run_script(operator_env, "reconcile", "--date", today.isoformat(), "--tenant", tenant)
+    assert result.returncode == 1, f"{result.stdout}\n{result.stderr}"
+    assert f"DIFFERENCE {tenant}: input_tokens differs: counters 4, log lines 3, export 3" in result.stdout
+
+
+def test_reruns_midnight_and_empty_days(resources, operator_env):
+    group, prefix = own_space(resources)
+    today = utc_today()
+    yesterday = today - timedelta(days=1)
+    midnight = datetime.combine(today, day_time(), tzinfo=timezone.utc)
+    before = [usage_line(midnight - timedelta(milliseconds=1 + i), "tenant-night") for i in range(3)]
+    after = [usage_line(midnight + timedelta(milliseconds=i), "tenant-night") for i in range(2)]
+    # A request that arrived before midnight, its line written (and stamped by CloudWatch) after it.
+    late = usage_line(midnight - timedelta(seconds=2), "tenant-night", latency_ms=2500)
+    put_lines(resources.client("logs"), group, before + after)
+    put_lines(resources.client("logs"), group, [late], at_ms=[int((midnight + timedelta(milliseconds=500)).timestamp() * 1000)])
+    put_lines(resources.client("logs"), group, ["START RequestId: 42 Version: $LATEST", '{"event":"token_usage","tenant_id":"broken"}'],
+              at_ms=[int(midnight.timestamp() * 1000) + 1] * 2)
+    space = ["--log-group", group, "--prefix", prefix]
+
+    # WHEN yesterday and today are exported
+    first = export(operator_env, "--from", yesterday.isoformat(), "--to", today.isoformat(), *space)
+
+    # THEN each line lands in the day of its own timestamp, the late one included
+    by_day = {d["day"]: d for d in first["days"]}
+    assert by_day[yesterday.isoformat()]["rows_written"] == 4
+    assert by_day[today.isoformat()]["rows_written"] == 2
+    assert by_day[today.isoformat()]["outside_day"] >= 1, "yesterday's lines read in today's window are not today's rows"
+    # The two junk lines sit right after midnight: inside both days' windows, skipped by each.
+    for day_summary in first["days"]:
+        assert (day_summary["skipped_not_usage"], day_summary["skipped_malformed"]) == (1, 1), day_summary
+    counted = query(operator_env, f"SELECT day, count(*) AS n FROM {TABLE} WHERE tenant_id = 'tenant-night' GROUP BY day ORDER BY day", "--prefix", prefix)
+    assert {r["day"]: r["n"] for r in counted} == {f"{yesterday:%d}": 4, f"{today:%d}": 2}
+
+    # WHEN the same export runs again THEN the row counts and objects are the same
+    second = export(operator_env, "--from", yesterday.isoformat(), "--to", today.isoformat(), *space)
+    assert [d["rows_written"] for d in second["days"]] == [4, 2]
+    assert [d["objects"] for d in second["days"]] == [d["objects"] for d in first["days"]]
+    assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 6}]
+
+    # WHEN yesterday is split into 4 objects, then exported whole again THEN the stale parts are deleted
+    split = export(operator_env, "--date", yesterday.isoformat(), "--max-rows-per-object", "1", *space)
+    assert len(split["days"][0]["objects"]) == 4
+    whole = export(operator_env, "--date", yesterday.isoformat(), *space)
+    assert (len(whole["days"][0]["objects"]), whole["days"][0]["stale_objects_deleted"]) == (1, 3)
+    keys = [o["Key"] for o in resources.client("s3").list_objects_v2(Bucket=resources.analytics_bucket, Prefix=prefix)["Contents"]]
+    assert len(keys) == 2, keys
+    assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 6}]
+
+    # WHEN a day without usage lines is exported THEN nothing is written and the summary says so
+    empty_day = today - timedelta(days=10)
+    empty = export(operator_env, "--date", empty_day.isoformat(), *space)
+    assert (empty["rows_written"], empty["objects"]) == (0, 0)
+    assert "no usage lines" in empty["days"][0]["note"]
+    listed = resources.client("s3").list_objects_v2(Bucket=resources.analytics_bucket, Prefix=f"{prefix}year={empty_day:%Y}/month={empty_day:%m}/day={empty_day:%d}/")
+    assert listed.get("KeyCount", 0) == 0
+
+
+def test_bad_requests_and_missing_prerequisites_are_explained(operator_env, tmp_path):
+    result = run_script(operator_env, "export-logs", "--no-build", "--date", "2026-02-30")
+    assert result.returncode == 2 and "must be a date like" in result.stderr, result.stderr
+    result = run_script(operator_env, "export-logs", "--no-build", "--from", "2026-01-01", "--to", "2026-03-01")
+    assert result.returncode == 2 and "at most 31 days" in result.stderr, result.stderr
+    no_stack = {**operator_env, "BM_LOCAL_DIR": str(tmp_path)}
+    for script, args in (("export-logs", ["--no-build"]), ("reconcile", ["--date", "2026-01-01"]), ("query", ["SELECT 1"])):
+        result = run_script(no_stack, script, *args)
+        assert result.returncode != 0 and "scripts/dev" in result.stderr, (script, result.stderr)
+
+
+def test_example_queries_run_locally_as_written(resources, operator_env):
+    # GIVEN synthetic usage of yesterday and of today so far, exported
+    group, prefix = own_space(resources)
+    today = utc_today()
+    yesterday = today - timedelta(days=1)
+    now = datetime.now(timezone.utc) - timedelta(seconds=5)
+    old = synthetic_day(yesterday, 400, seed=11, tenants=6)
+    new = synthetic_day(today, 150, seed=12, tenants=6, until=now)
+    put_lines(resources.client("logs"), group, old + new)
+    export(operator_env, "--from", yesterday.isoformat(), "--to", today.isoformat(), "--log-group", group, "--prefix", prefix)
+
+    # WHEN every example query of the README runs through scripts/query
+    results = {}
+    for name in ("tenants-of-a-day", "models-used", "daily-usage-per-tenant", "hourly-pattern-per-tenant", "cost-per-tenant-per-month"):
+        results[name] = query(operator_env, "", "--example", name, "--prefix", prefix)
+
+    # THEN each answers, with the numbers of the lines
+    per_tenant = defaultdict(lambda: defaultdict(int))
+    for line in old:
+        per_tenant[line["tenant_id"]]["requests"] += 1
+        for metric in METRICS:
+            per_tenant[line["tenant_id"]][metric] += line[metric]
+    assert {r["tenant_id"]: (r["requests"], r["total_tokens"]) for r in results["tenants-of-a-day"]} == {
+        t: (v["requests"], v["total_tokens"]) for t, v in per_tenant.items()
+    }
+    assert sum(r["requests"] for r in results["models-used"]) == len(old) + len(new)
+    daily = {(r["usage_date"], r["tenant_id"]): r["requests"] for r in results["daily-usage-per-tenant"]}
+    assert sum(v for (d, _), v in daily.items() if d == yesterday.isoformat()) == len(old)
+    assert sum(v for (d, _), v in daily.items() if d == today.isoformat()) == len(new)
+    hourly = results["hourly-pattern-per-tenant"]
+    assert sum(r["requests"] for r in hourly) == len(old) + len(new)
+    assert all(0 <= r["hour_utc"] <= 23 for r in hourly)
+    months = {(r["billing_month"], r["tenant_id"]): r for r in results["cost-per-tenant-per-month"]}
+    if yesterday.year == today.year:
+        assert sum(r["input_tokens"] for r in months.values()) == sum(l["input_tokens"] for l in old + new)
+    priced = [r for r in months.values() if r["estimated_cost_usd"] is not None]
+    assert priced or all(r["models_without_price"] for r in months.values())
+
+
+def test_example_queries_are_the_athena_named_queries():
+    """scripts/lib/example_queries.sql must hold the SQL of infra/lib/analytics/example-queries.ts."""
+    source = REPO_ROOT / "infra" / "lib" / "analytics" / "example-queries.ts"
+    tsx = REPO_ROOT / "infra" / "node_modules" / ".bin" / "tsx"
+    if not source.exists() or not tsx.exists() or shutil.which("node") is None:
+        pytest.skip("needs node and infra/node_modules (npm ci in infra/)")
+    script = ("import('./lib/analytics/example-queries.ts').then(m => { const q = m.EXAMPLE_QUERIES ?? "
+              "m.default.EXAMPLE_QUERIES; console.log(JSON.stringify(q)); })")
+    result = subprocess.run(["node", "--import", "tsx", "-e", script], cwd=REPO_ROOT / "infra", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    from analytics import example_queries
+
+    athena = [(q["name"], q["sql"].strip()) for q in json.loads(result.stdout)]
+    local = [(q.name, q.sql) for q in example_queries()]
+    assert local == athena, "regenerate scripts/lib/example_queries.sql from infra/lib/analytics/example-queries.ts"
+
+
+def test_a_day_of_200000_lines_is_exported_whole(resources, operator_env):
+    # GIVEN 200,000 usage lines of yesterday, put 10,000 per PutLogEvents call
+    group, prefix = own_space(resources)
+    day = utc_today() - timedelta(days=1)
+    lines = synthetic_day(day, 200_000, seed=7)
+    started = time.monotonic()
+    put_lines(resources.client("logs"), group, lines)
+    put_seconds = time.monotonic() - started
+
+    # WHEN the day is exported
+    started = time.monotonic()
+    summary = export(operator_env, "--date", day.isoformat(), "--log-group", group, "--prefix", prefix)
+    export_seconds = time.monotonic() - started
+    print(f"200,000 lines: put {put_seconds:.1f}s, export {export_seconds:.1f}s ({summary['bytes']} bytes of Parquet)")
+
+    # THEN every line is one row, and the sums per tenant are the lines'
+    assert (summary["events_read"], summary["rows_written"], summary["skipped"]) == (200_000, 200_000, 0)
+    expected = defaultdict(lambda: defaultdict(int))
+    for line in lines:
+        expected[line["tenant_id"]]["requests"] += 1
+        for metric in METRICS:
+            expected[line["tenant_id"]][metric] += line[metric]
+    sums = ", ".join(f"sum({m}) AS {m}" for m in METRICS)
+    rows = query(operator_env, f"SELECT tenant_id, count(*) AS requests, count(DISTINCT request_id) AS ids, {sums} FROM {TABLE} GROUP BY tenant_id", "--prefix", prefix)
+    assert sum(r["ids"] for r in rows) == 200_000
+    assert {r["tenant_id"]: {k: r[k] for k in ["requests", *METRICS]} for r in rows} == {t: dict(v) for t, v in expected.items()}
