@@ -15,6 +15,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use metering_core::ApiError;
 use serde_json::Value;
+use usage_api::UsageHandler;
 
 use crate::authorizer::CognitoAuthorizer;
 
@@ -25,11 +26,18 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct ApiState {
     pub authorizer: Arc<CognitoAuthorizer>,
     pub chat: ChatHandler,
+    /// `/v1/usage...` behind the authorizer, `/ui...` (the dashboard) without it, as in API Gateway.
+    pub usage: UsageHandler,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/bedrock/chat", any(chat))
+        .route("/v1/usage", any(usage))
+        .route("/v1/usage/{*rest}", any(usage))
+        .route("/ui", any(dashboard))
+        .route("/ui/", any(dashboard))
+        .route("/ui/{*rest}", any(dashboard))
         .route("/health", get(|| async { "ok" }))
         .fallback(|| async { error_response(&ApiError::NotFound("no such route".into()), None) })
         .with_state(state)
@@ -47,6 +55,15 @@ async fn to_lambda_request(
 ) -> Result<lambda_http::Request, ApiError> {
     let authorization = request.headers().get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     let claims = authorizer.authorize(authorization).await.map_err(ApiError::from)?;
+    into_lambda_request(request, request_id, Some(claims)).await
+}
+
+/// The request in the Lambda event's shape, with the verified claims (none on routes without the authorizer).
+async fn into_lambda_request(
+    request: AxumRequest,
+    request_id: &str,
+    claims: Option<serde_json::Map<String, Value>>,
+) -> Result<lambda_http::Request, ApiError> {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::PayloadTooLarge(format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
@@ -56,7 +73,9 @@ async fn to_lambda_request(
     context.stage = Some("local".to_owned());
     context.http_method = parts.method.clone();
     context.path = Some(parts.uri.path().to_owned());
-    context.authorizer.fields.insert("claims".to_owned(), Value::Object(claims));
+    if let Some(claims) = claims {
+        context.authorizer.fields.insert("claims".to_owned(), Value::Object(claims));
+    }
     let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
     Ok(http::Request::from_parts(parts, body).with_request_context(RequestContext::ApiGatewayV1(context)))
 }
@@ -69,5 +88,25 @@ async fn chat(State(state): State<ApiState>, request: AxumRequest) -> AxumRespon
     };
     let response = state.chat.handle(lambda_request).await;
     let (parts, body) = response.into_parts();
+    AxumResponse::from_parts(parts, AxumBody::from(body.to_vec()))
+}
+
+async fn usage(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let lambda_request = match to_lambda_request(&state.authorizer, request, &request_id).await {
+        Ok(lambda_request) => lambda_request,
+        Err(error) => return error_response(&error, Some(&request_id)),
+    };
+    let (parts, body) = state.usage.handle(lambda_request).await.into_parts();
+    AxumResponse::from_parts(parts, AxumBody::from(body.to_vec()))
+}
+
+async fn dashboard(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let lambda_request = match into_lambda_request(request, &request_id, None).await {
+        Ok(lambda_request) => lambda_request,
+        Err(error) => return error_response(&error, Some(&request_id)),
+    };
+    let (parts, body) = state.usage.handle(lambda_request).await.into_parts();
     AxumResponse::from_parts(parts, AxumBody::from(body.to_vec()))
 }

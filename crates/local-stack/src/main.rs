@@ -13,6 +13,7 @@ use local_stack::fake_bedrock::{self, FakeBedrockSettings};
 use local_stack::serve::{bind, shutdown_signal};
 use metering_core::chat::{chat_service_on_aws, load_sdk_config};
 use metering_core::config::ChatConfig;
+use metering_core::usage_config::UsageApiConfig;
 
 #[derive(Parser)]
 #[command(version, about = "Local servers of bedrock-metering: the API (Lambda handlers behind a Cognito authorizer) \
@@ -24,7 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve POST /bedrock/chat (and GET /health) with the chat Lambda's handler, verifying Cognito IdTokens.
+    /// Serve POST /bedrock/chat and GET /v1/usage... (and GET /health) with the Lambdas' handlers, verifying
+    /// Cognito IdTokens, and the /ui dashboard without a token (the usage settings: USAGE_TABLE_NAME,
+    /// ADMIN_GROUP, PRICING_JSON/PRICING_FILE; the dashboard signs in at AWS_ENDPOINT_URL, moto).
     /// AWS endpoints, region and credentials come from the standard AWS environment (AWS_ENDPOINT_URL,
     /// AWS_ENDPOINT_URL_BEDROCK_RUNTIME, AWS_REGION, ...); the chat settings from the chat Lambda's variables
     /// (USAGE_TABLE_NAME, BEDROCK_MODEL_ID, BEDROCK_TIMEOUT_MS, ...).
@@ -81,8 +84,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &sdk_config,
                 Arc::new(TeeUsageLog { cloudwatch }),
             ));
+            let usage = usage_api::usage_handler_on_aws(UsageApiConfig::from_env()?, &sdk_config);
             let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id }));
-            let state = ApiState { authorizer, chat: chat.clone() };
+            let state = ApiState { authorizer, chat: chat.clone(), usage };
             let listener = bind(addr, port_file.as_deref()).await?;
             axum::serve(listener, api_server::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
             // The answers are out; finish metering every one of them before exiting.

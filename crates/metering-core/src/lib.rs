@@ -9,7 +9,10 @@ pub mod error;
 pub mod identity;
 pub mod metering;
 pub mod model;
+pub mod pricing;
 pub mod telemetry;
 pub mod usage;
+pub mod usage_config;
+pub mod usage_report;
 
 pub use error::ApiError;

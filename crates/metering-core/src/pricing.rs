@@ -1,0 +1,235 @@
+//! Model prices for the *estimated* cost of usage reports (never for billing: the usage lines are the
+//! record). One table in the repository (`pricing.json`, embedded at build time), replaceable as a whole by
+//! the environment (`PRICING_JSON` inline, or `PRICING_FILE` a path). A model the table does not know
+//! yields no cost at all (`null` in the report, with a warning) rather than a wrong number.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::usage::TokenCounts;
+
+const BUILTIN_PRICING: &str = include_str!("../pricing.json");
+
+/// Prefixes of cross-region inference profile ids (`us.anthropic.claude-...`), which bill like their base model.
+const INFERENCE_PROFILE_PREFIXES: [&str; 8] = ["us.", "us-gov.", "eu.", "apac.", "jp.", "au.", "ca.", "global."];
+
+/// Prices of one model in USD per 1,000 tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_per_1k: f64,
+    pub output_per_1k: f64,
+    /// Prompt-cache writes; absent for models without prompt caching.
+    #[serde(default)]
+    pub cache_write_per_1k: Option<f64>,
+    /// Prompt-cache reads; absent for models without prompt caching.
+    #[serde(default)]
+    pub cache_read_per_1k: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingTable {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub currency: String,
+    #[serde(default)]
+    pub as_of: Option<String>,
+    pub models: HashMap<String, ModelPrice>,
+}
+
+/// Where the table in use came from (logged at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PricingSource {
+    Builtin,
+    Inline,
+    File(String),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PricingError {
+    #[error("the pricing table from {source_name} is not valid JSON of the expected shape: {detail}")]
+    Parse { source_name: String, detail: String },
+    #[error("the pricing table from {source_name} is not valid: {detail}")]
+    Invalid { source_name: String, detail: String },
+    #[error("PRICING_FILE {path:?} could not be read: {detail}")]
+    File { path: String, detail: String },
+}
+
+/// Why a cost could not be estimated; the text goes into the report's warnings.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Unpriced {
+    #[error("model {0} has no price in the pricing table")]
+    UnknownModel(String),
+    #[error("model {0} has prompt-cache writes but no cache_write_per_1k price")]
+    NoCacheWritePrice(String),
+    #[error("model {0} has prompt-cache reads but no cache_read_per_1k price")]
+    NoCacheReadPrice(String),
+}
+
+impl PricingTable {
+    /// The table committed in the repository.
+    pub fn builtin() -> Self {
+        // The embedded file is checked by a unit test; failing here is a build defect, caught at start-up.
+        Self::parse(BUILTIN_PRICING, "the built-in pricing.json").expect("the built-in pricing.json is valid")
+    }
+
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, PricingError> {
+        let table: Self = serde_json::from_str(text)
+            .map_err(|error| PricingError::Parse { source_name: source_name.to_owned(), detail: error.to_string() })?;
+        table.validate().map_err(|detail| PricingError::Invalid { source_name: source_name.to_owned(), detail })?;
+        Ok(table)
+    }
+
+    /// `PRICING_JSON` (inline JSON), else `PRICING_FILE` (a path), else the built-in table.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<(Self, PricingSource), PricingError> {
+        let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        if let Some(inline) = non_empty("PRICING_JSON") {
+            return Ok((Self::parse(&inline, "PRICING_JSON")?, PricingSource::Inline));
+        }
+        if let Some(path) = non_empty("PRICING_FILE") {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|error| PricingError::File { path: path.clone(), detail: error.to_string() })?;
+            return Ok((Self::parse(&text, &format!("PRICING_FILE {path}"))?, PricingSource::File(path)));
+        }
+        Ok((Self::builtin(), PricingSource::Builtin))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.currency != "USD" {
+            return Err(format!("currency must be \"USD\", not {:?}", self.currency));
+        }
+        for (model_id, price) in &self.models {
+            let all = [Some(price.input_per_1k), Some(price.output_per_1k), price.cache_write_per_1k, price.cache_read_per_1k];
+            if all.into_iter().flatten().any(|value| !value.is_finite() || value < 0.0) {
+                return Err(format!("model {model_id} has a negative or non-finite price"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The price of `model_id`: the exact id, else the base model of an inference profile id or ARN.
+    pub fn price_of(&self, model_id: &str) -> Option<&ModelPrice> {
+        if let Some(price) = self.models.get(model_id) {
+            return Some(price);
+        }
+        // `arn:aws:bedrock:<region>:<account>:inference-profile/us.anthropic...` or `...foundation-model/anthropic...`
+        let base = model_id.rsplit('/').next().unwrap_or(model_id);
+        if let Some(price) = self.models.get(base) {
+            return Some(price);
+        }
+        INFERENCE_PROFILE_PREFIXES
+            .iter()
+            .find_map(|prefix| base.strip_prefix(prefix))
+            .and_then(|unprefixed| self.models.get(unprefixed))
+    }
+
+    /// Estimated cost in USD of `tokens` on `model_id`.
+    pub fn cost_usd(&self, model_id: &str, tokens: &TokenCounts) -> Result<f64, Unpriced> {
+        let price = self.price_of(model_id).ok_or_else(|| Unpriced::UnknownModel(model_id.to_owned()))?;
+        let per_token = |count: u64, per_1k: f64| count as f64 * per_1k / 1000.0;
+        let cache_write = match (tokens.cache_creation_input_tokens, price.cache_write_per_1k) {
+            (0, _) => 0.0,
+            (count, Some(per_1k)) => per_token(count, per_1k),
+            (_, None) => return Err(Unpriced::NoCacheWritePrice(model_id.to_owned())),
+        };
+        let cache_read = match (tokens.cache_read_input_tokens, price.cache_read_per_1k) {
+            (0, _) => 0.0,
+            (count, Some(per_1k)) => per_token(count, per_1k),
+            (_, None) => return Err(Unpriced::NoCacheReadPrice(model_id.to_owned())),
+        };
+        Ok(per_token(tokens.input_tokens, price.input_per_1k)
+            + per_token(tokens.output_tokens, price.output_per_1k)
+            + cache_write
+            + cache_read)
+    }
+}
+
+/// Costs are shown to the millionth of a dollar; more digits would claim a precision prices do not have.
+pub fn round_usd(amount: f64) -> f64 {
+    (amount * 1_000_000.0).round() / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+    fn tokens(input: u64, output: u64) -> TokenCounts {
+        TokenCounts { input_tokens: input, output_tokens: output, ..TokenCounts::default() }
+    }
+
+    #[test]
+    fn the_builtin_table_parses_and_prices_the_default_model() {
+        let table = PricingTable::builtin();
+        assert_eq!(table.currency, "USD");
+        // GIVEN 1M input and 1M output tokens on Claude 3 Haiku ($0.25 / $1.25 per million)
+        let cost = table.cost_usd(HAIKU, &tokens(1_000_000, 1_000_000)).unwrap();
+        assert!((cost - 1.5).abs() < 1e-9, "{cost}");
+    }
+
+    #[test]
+    fn an_unknown_model_has_no_cost_rather_than_a_wrong_one() {
+        let table = PricingTable::builtin();
+        assert_eq!(
+            table.cost_usd("acme.mystery-model", &tokens(1, 1)),
+            Err(Unpriced::UnknownModel("acme.mystery-model".into()))
+        );
+    }
+
+    #[test]
+    fn inference_profiles_and_arns_fall_back_to_the_base_model() {
+        let table = PricingTable::builtin();
+        let base = table.price_of(HAIKU).copied();
+        assert_eq!(table.price_of(&format!("us.{HAIKU}")).copied(), base);
+        assert_eq!(table.price_of(&format!("global.{HAIKU}")).copied(), base);
+        let arn = format!("arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.{HAIKU}");
+        assert_eq!(table.price_of(&arn).copied(), base);
+        assert_eq!(table.price_of("xx.anthropic.claude-3-haiku-20240307-v1:0"), None);
+    }
+
+    #[test]
+    fn cache_tokens_need_their_own_price() {
+        let table = PricingTable::parse(
+            r#"{"currency":"USD","models":{"m":{"input_per_1k":1.0,"output_per_1k":2.0,"cache_read_per_1k":0.1}}}"#,
+            "test",
+        )
+        .unwrap();
+        let read = TokenCounts { cache_read_input_tokens: 1000, ..tokens(1000, 1000) };
+        assert!((table.cost_usd("m", &read).unwrap() - 3.1).abs() < 1e-9);
+        let write = TokenCounts { cache_creation_input_tokens: 1, ..tokens(0, 0) };
+        assert_eq!(table.cost_usd("m", &write), Err(Unpriced::NoCacheWritePrice("m".into())));
+    }
+
+    #[test]
+    fn the_environment_replaces_the_table() {
+        let inline = r#"{"currency":"USD","models":{"only":{"input_per_1k":1,"output_per_1k":1}}}"#;
+        let (table, source) =
+            PricingTable::from_lookup(|name| (name == "PRICING_JSON").then(|| inline.to_owned())).unwrap();
+        assert_eq!(source, PricingSource::Inline);
+        assert!(table.price_of("only").is_some() && table.price_of(HAIKU).is_none());
+        let (_, source) = PricingTable::from_lookup(|_| None).unwrap();
+        assert_eq!(source, PricingSource::Builtin);
+    }
+
+    #[test]
+    fn bad_tables_are_refused_with_their_source() {
+        let typo = PricingTable::parse(r#"{"currency":"USD","models":{"m":{"input":1,"output_per_1k":1}}}"#, "X");
+        assert!(matches!(typo, Err(PricingError::Parse { ref source_name, .. }) if source_name == "X"));
+        let negative = PricingTable::parse(r#"{"currency":"USD","models":{"m":{"input_per_1k":-1,"output_per_1k":1}}}"#, "X");
+        assert!(matches!(negative, Err(PricingError::Invalid { .. })));
+        let euros = PricingTable::parse(r#"{"currency":"EUR","models":{}}"#, "X");
+        assert!(matches!(euros, Err(PricingError::Invalid { .. })));
+        let missing = PricingTable::from_lookup(|name| (name == "PRICING_FILE").then(|| "/nonexistent/p.json".into()));
+        assert!(matches!(missing, Err(PricingError::File { .. })));
+    }
+
+    #[test]
+    fn costs_round_to_micro_dollars() {
+        assert_eq!(round_usd(0.000_001_4), 0.000_001);
+        assert_eq!(round_usd(1.234_567_89), 1.234_568);
+    }
+}

@@ -1,0 +1,42 @@
+//! What API Gateway hands the function besides the HTTP request: the authorizer's verified claims and the
+//! request id. (The chat function reads them the same way; a shared Lambda-support module can take both.)
+
+use std::collections::HashMap;
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use metering_core::ApiError;
+use serde_json::Value;
+
+/// The claims API Gateway's Cognito authorizer verified (`requestContext.authorizer.claims`).
+pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, ApiError> {
+    let unauthenticated = || ApiError::Unauthenticated("the request carries no verified identity".into());
+    let authorizer = request.request_context_ref().and_then(RequestContext::authorizer).ok_or_else(unauthenticated)?;
+    match authorizer.fields.get("claims") {
+        Some(Value::Object(claims)) => Ok(claims.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
+        // Some integrations pass the claims as a JSON string.
+        Some(Value::String(text)) => serde_json::from_str(text).map_err(|_| unauthenticated()),
+        _ => Err(unauthenticated()),
+    }
+}
+
+/// API Gateway's request id (what the caller sees), else the Lambda invocation id.
+pub fn request_id_of(request: &Request) -> String {
+    let from_gateway = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
+        _ => None,
+    };
+    from_gateway
+        .or_else(|| request.lambda_context_ref().map(|context| context.request_id.clone()))
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The path without the API Gateway stage (`/v1/usage/me`, not `/prod/v1/usage/me`), still percent-encoded
+/// as the client sent it.
+pub fn route_path(request: &Request) -> &str {
+    match request.raw_http_path() {
+        "" => request.uri().path(),
+        raw => raw,
+    }
+}
