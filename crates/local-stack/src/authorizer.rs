@@ -85,6 +85,7 @@ impl CognitoAuthorizer {
         validation.set_audience(&[&self.settings.client_id]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         let data = decode::<HashMap<String, Value>>(token, &key, &validation)
             .map_err(|error| TokenError::Invalid(error.to_string()))?;
         if data.claims.get("token_use").and_then(Value::as_str) != Some("id") {
@@ -128,6 +129,9 @@ impl CognitoAuthorizer {
 
 fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     let value = authorization?.trim();
+    if value.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
     let token = match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
         // API Gateway's Cognito authorizer also accepts the bare token.

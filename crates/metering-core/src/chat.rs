@@ -37,7 +37,15 @@ impl ChatRequest {
                 "the request body is empty; send JSON like {\"prompt\": \"...\"}".into(),
             ));
         }
-        let parsed: ChatRequestBody = serde_json::from_slice(body)
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|error| ApiError::InvalidRequest(format!("invalid request body: {error}")))?;
+        // Checked first: serde would otherwise read a JSON array as the fields in order.
+        if !value.is_object() {
+            return Err(ApiError::InvalidRequest(
+                "invalid request body: expected a JSON object like {\"prompt\": \"...\"}".into(),
+            ));
+        }
+        let parsed: ChatRequestBody = serde_json::from_value(value)
             .map_err(|error| ApiError::InvalidRequest(format!("invalid request body: {error}")))?;
         if parsed.prompt.trim().is_empty() {
             return Err(ApiError::InvalidRequest("prompt must not be empty".into()));
@@ -124,6 +132,8 @@ mod tests {
         assert!(error_message("").contains("empty"));
         assert!(error_message("{not json").contains("invalid request body"));
         assert!(error_message("{}").contains("prompt"));
+        assert!(error_message(r#"["hi"]"#).contains("JSON object"));
+        assert!(error_message(r#""hi""#).contains("JSON object"));
         assert!(error_message(r#"{"prompt": 5}"#).contains("invalid type"));
         assert!(error_message(r#"{"prompt": "  \n "}"#).contains("must not be empty"));
         assert!(error_message(r#"{"prompt": "x", "max_tokens": 0}"#).contains("max_tokens"));
