@@ -123,6 +123,7 @@ class LocalStack:
         return {
             "BM_STACK": "local",
             "AWS_REGION": r.region,
+            "AWS_DEFAULT_REGION": r.region,  # what the AWS CLI v1 and boto3 read
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_ENDPOINT_URL": r.endpoint_url,
