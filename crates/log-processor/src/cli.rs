@@ -1,8 +1,6 @@
 //! The command line of the same binary: the Lambda when started by the Lambda service (no subcommand),
 //! the export run by hand against moto or AWS (`export`), and the transform benchmark (`bench-transform`).
 
-use std::time::Instant;
-
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
@@ -10,10 +8,7 @@ use crate::aws::{exporter_with, load_sdk_config};
 use crate::config::ExportConfig;
 use crate::error::ExportError;
 use crate::export::ExportSettings;
-use crate::line::{classify, LineOutcome};
-use crate::parquet_file::{writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP};
 use crate::request::ExportRequest;
-use crate::synthetic::SyntheticDay;
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +31,14 @@ pub enum Command {
     /// environment (AWS_REGION, credentials, AWS_ENDPOINT_URL for moto). Prints the JSON summary.
     Export(ExportArgs),
     /// Transform N synthetic usage lines into Parquet in memory on this thread; prints events per second.
-    BenchTransform(BenchArgs),
+    BenchTransform(BenchTransformArgs),
+    /// Run the whole day loop over N synthetic lines into a byte-counting store; prints the peak memory.
+    BenchDay(BenchDayArgs),
+}
+
+pub enum BenchCommand {
+    Transform(BenchTransformArgs),
+    Day(BenchDayArgs),
 }
 
 #[derive(Args)]
@@ -59,10 +61,17 @@ pub struct ExportArgs {
 }
 
 #[derive(Args)]
-pub struct BenchArgs {
+pub struct BenchTransformArgs {
     /// Number of synthetic lines.
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
+}
+
+#[derive(Args)]
+pub struct BenchDayArgs {
+    /// Number of synthetic events in the day.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: u64,
 }
 
 impl ExportArgs {
@@ -116,42 +125,14 @@ pub async fn export(args: ExportArgs) -> i32 {
     }
 }
 
-/// `log-processor bench-transform`: JSON line -> row -> Parquet row groups, on the calling thread.
-/// The lines are generated before the clock starts; the Parquet bytes are drained and counted, as the
-/// export drains them into upload parts.
-pub fn bench_transform(args: BenchArgs) -> i32 {
-    let lines: Vec<String> = SyntheticDay::new("2026-11-23", args.lines, 42).lines().collect();
-    let json_bytes: usize = lines.iter().map(|line| line.len() + 1).sum();
-    let started = Instant::now();
-    let result = (|| -> Result<(u64, usize), ExportError> {
-        let mut writer = ParquetFileWriter::new(writer_properties(DEFAULT_ROWS_PER_ROW_GROUP))?;
-        let mut batch = RowBatch::with_capacity(DEFAULT_ROWS_PER_ROW_GROUP);
-        let mut parquet_bytes = 0;
-        for line in &lines {
-            if let LineOutcome::Usage { record, .. } = classify(line) {
-                batch.push(record);
-                if batch.len() >= DEFAULT_ROWS_PER_ROW_GROUP {
-                    writer.write_row_group(&mut batch)?;
-                    parquet_bytes += writer.take_bytes()?.len();
-                }
-            }
-        }
-        writer.write_row_group(&mut batch)?;
-        let rows = writer.rows();
-        parquet_bytes += writer.finish()?.len();
-        Ok((rows, parquet_bytes))
-    })();
-    let seconds = started.elapsed().as_secs_f64();
+/// `log-processor bench-transform` / `bench-day`: prints the measurement as one JSON line.
+pub async fn bench(command: BenchCommand) -> i32 {
+    let result = match command {
+        BenchCommand::Transform(args) => crate::bench::transform(args.lines),
+        BenchCommand::Day(args) => crate::bench::day(args.events).await,
+    };
     match result {
-        Ok((rows, parquet_bytes)) => {
-            let report = json!({
-                "lines": args.lines,
-                "rows": rows,
-                "seconds": (seconds * 1000.0).round() / 1000.0,
-                "events_per_second": (rows as f64 / seconds.max(1e-9)).round(),
-                "json_bytes": json_bytes,
-                "parquet_bytes": parquet_bytes,
-            });
+        Ok(report) => {
             println!("{report}");
             0
         }

@@ -23,7 +23,7 @@ use crate::ports::{LogPage, LogQuery, LogSource, ObjectStore, ObjectUpload, USAG
 use crate::request::ExportRequest;
 use crate::summary::{DaySummary, ExportSummary};
 
-/// Pages fetched ahead of the transform (each at most 1 MB / 10,000 events).
+/// Pages fetched ahead of the transform, per query (each at most 1 MB / 10,000 events).
 const PAGES_AHEAD: usize = 2;
 /// Malformed lines quoted in the log, per day (the count is in the summary).
 const MALFORMED_SAMPLES: u64 = 5;
@@ -44,6 +44,9 @@ pub struct ExportSettings {
     /// timeout, at most 15 minutes) but is stamped with the time the request arrived. Keep it under an hour:
     /// the schedule runs at 01:00 UTC.
     pub read_after: Duration,
+    /// The day's window is read as this many time slices at once: FilterLogEvents answers ~10,000 lines per
+    /// call, one call at a time would leave a day of 10 million lines near the 15-minute Lambda limit.
+    pub read_slices: u32,
 }
 
 impl ExportSettings {
@@ -56,6 +59,7 @@ impl ExportSettings {
             part_bytes: 8 * 1024 * 1024,
             read_before: Duration::from_secs(5 * 60),
             read_after: Duration::from_secs(20 * 60),
+            read_slices: 4,
         }
     }
 }
@@ -131,51 +135,74 @@ impl Exporter {
         let mut run = DayRun::new(self, day);
         run.summary.read_from = rfc3339(start_ms);
         run.summary.read_to = rfc3339(end_ms);
-        for log_group in &self.settings.log_groups {
-            let query = LogQuery {
-                log_group: log_group.clone(),
-                start_ms,
-                end_ms,
-                filter_pattern: USAGE_FILTER_PATTERN.to_owned(),
-            };
-            let mut pages = read_ahead(Arc::clone(&self.logs), query);
-            while let Some(page) = pages.recv().await {
-                let page = match page {
-                    Ok(page) => page,
-                    Err(source) => {
-                        run.abort().await;
-                        return Err(ExportError::ReadLogs { log_group: log_group.clone(), source });
-                    }
-                };
-                if let Err(error) = run.add_page(page).await {
+        let queries = slice_queries(&self.settings.log_groups, start_ms, end_ms, self.settings.read_slices);
+        let mut pages = read_ahead(Arc::clone(&self.logs), queries);
+        while let Some(page) = pages.recv().await {
+            let page = match page {
+                Ok(page) => page,
+                Err((log_group, source)) => {
                     run.abort().await;
-                    return Err(error);
+                    return Err(ExportError::ReadLogs { log_group, source });
                 }
+            };
+            if let Err(error) = run.add_page(page).await {
+                run.abort().await;
+                return Err(error);
             }
         }
         run.finish().await
     }
 }
 
-/// Fetches the pages of `query` in a task of its own, at most [`PAGES_AHEAD`] ahead of the consumer.
-/// Dropping the receiver stops it.
-fn read_ahead(logs: Arc<dyn LogSource>, query: LogQuery) -> mpsc::Receiver<Result<LogPage, BoxError>> {
-    let (sender, receiver) = mpsc::channel(PAGES_AHEAD);
-    tokio::spawn(async move {
-        let mut next_token = None;
-        loop {
-            let page = logs.page(&query, next_token.take()).await;
-            let following = page.as_ref().ok().and_then(|page| page.next_token.clone());
-            let failed = page.is_err();
-            if sender.send(page).await.is_err() || failed {
-                return;
-            }
-            match following {
-                Some(token) => next_token = Some(token),
-                None => return,
+/// One query per log group and time slice: the slices split `[start_ms, end_ms]` (both included) into
+/// `slices` contiguous windows that do not overlap, so every event is read exactly once.
+pub fn slice_queries(log_groups: &[String], start_ms: i64, end_ms: i64, slices: u32) -> Vec<LogQuery> {
+    let slices = i64::from(slices.max(1));
+    let length = end_ms - start_ms + 1;
+    let mut queries = Vec::new();
+    for log_group in log_groups {
+        for slice in 0..slices {
+            let from = start_ms + length * slice / slices;
+            let to = start_ms + length * (slice + 1) / slices - 1;
+            if to >= from {
+                queries.push(LogQuery {
+                    log_group: log_group.clone(),
+                    start_ms: from,
+                    end_ms: to,
+                    filter_pattern: USAGE_FILTER_PATTERN.to_owned(),
+                });
             }
         }
-    });
+    }
+    queries
+}
+
+/// A page, or the log group whose query failed and why.
+type PageResult = Result<LogPage, (String, BoxError)>;
+
+/// Pages through every query, each in a task of its own, into one channel of [`PAGES_AHEAD`] pages per
+/// query: the next pages are fetched while this one is transformed, and memory holds a few pages at most.
+/// Dropping the receiver stops the tasks.
+fn read_ahead(logs: Arc<dyn LogSource>, queries: Vec<LogQuery>) -> mpsc::Receiver<PageResult> {
+    let (sender, receiver) = mpsc::channel(PAGES_AHEAD * queries.len().max(1));
+    for query in queries {
+        let (logs, sender) = (Arc::clone(&logs), sender.clone());
+        tokio::spawn(async move {
+            let mut next_token = None;
+            loop {
+                let page = logs.page(&query, next_token.take()).await;
+                let following = page.as_ref().ok().and_then(|page| page.next_token.clone());
+                let failed = page.is_err();
+                if sender.send(page.map_err(|error| (query.log_group.clone(), error))).await.is_err() || failed {
+                    return;
+                }
+                match following {
+                    Some(token) => next_token = Some(token),
+                    None => return,
+                }
+            }
+        });
+    }
     receiver
 }
 
@@ -421,18 +448,49 @@ mod tests {
     #[tokio::test]
     async fn the_window_reaches_past_midnight_for_late_lines_but_not_past_now() {
         let logs = Arc::new(PagedLogs::new(Vec::new(), 10));
-        let mut two_groups = settings();
+        let mut two_groups = ExportSettings { read_slices: 1, ..settings() };
         two_groups.log_groups.push("/aws/lambda/other".into());
         let exporter = Exporter::new(logs.clone(), Arc::new(MemoryStore::default()), two_groups);
         exporter.export(&ExportRequest::Day(day("2026-11-22")), at(NOW)).await.unwrap();
         exporter.export(&ExportRequest::Today, at(NOW)).await.unwrap();
-        let queries = logs.queries.lock().unwrap().clone();
+        let mut queries = logs.queries.lock().unwrap().clone();
+        queries.sort_by_key(|query| (query.start_ms, query.log_group.clone()));
         assert_eq!(queries.len(), 4, "each group, each day");
         assert_eq!(queries[0].start_ms, at("2026-11-21T23:55:00Z").timestamp_millis());
         assert_eq!(queries[0].end_ms, at("2026-11-23T00:19:59.999Z").timestamp_millis());
+        assert_eq!(queries[0].log_group, "/aws/lambda/bedrock-metering-chat");
         assert_eq!(queries[1].log_group, "/aws/lambda/other");
         assert_eq!(queries[2].end_ms, at(NOW).timestamp_millis());
         assert!(queries.iter().all(|query| query.filter_pattern == USAGE_FILTER_PATTERN));
+    }
+
+    #[test]
+    fn slices_cover_the_window_once() {
+        let groups = vec!["a".to_owned()];
+        for (start, end, slices) in [(0, 99, 4), (0, 100, 3), (5, 6, 4), (1_000, 87_001_000, 4)] {
+            let queries = slice_queries(&groups, start, end, slices);
+            assert_eq!(queries.first().unwrap().start_ms, start);
+            assert_eq!(queries.last().unwrap().end_ms, end);
+            for pair in queries.windows(2) {
+                assert_eq!(pair[1].start_ms, pair[0].end_ms + 1, "{start}..{end} in {slices}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_day_read_in_slices_has_every_line_once() {
+        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 1_000, 8).records().collect();
+        let store = Arc::new(MemoryStore::default());
+        let sliced = ExportSettings { read_slices: 7, rows_per_row_group: 100, ..settings() };
+        let summary = exporter(PagedLogs::new(events_of(&records), 33), store.clone(), sliced)
+            .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
+            .await
+            .unwrap();
+        assert_eq!((summary.events_read, summary.rows_written), (1_000, 1_000));
+        let rows = rows_of(store.object("logs/year=2026/month=11/day=23/part-00000.parquet"));
+        let ids: std::collections::HashSet<String> =
+            rows.iter().map(|row| if let Field::Str(id) = &row[5] { id.clone() } else { panic!() }).collect();
+        assert_eq!(ids.len(), 1_000);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 //! - [`export`]: the day loop that streams pages -> row groups -> multipart upload, in bounded memory.
 
 pub mod aws;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::{CommandFactory, Parser};
 use lambda_runtime::{service_fn, LambdaEvent};
 use log_processor::aws::{exporter_on_aws, load_sdk_config};
-use log_processor::cli::{self, Cli, Command};
+use log_processor::cli::{self, BenchCommand, Cli, Command};
 use log_processor::ExportConfig;
 use serde_json::Value;
 
@@ -15,7 +15,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Export(args)) => std::process::exit(cli::export(args).await),
-        Some(Command::BenchTransform(args)) => std::process::exit(cli::bench_transform(args)),
+        Some(Command::BenchTransform(args)) => std::process::exit(cli::bench(BenchCommand::Transform(args)).await),
+        Some(Command::BenchDay(args)) => std::process::exit(cli::bench(BenchCommand::Day(args)).await),
         None if cli.lambda_runtime_api.is_none() => {
             Cli::command().print_help()?;
             std::process::exit(2);

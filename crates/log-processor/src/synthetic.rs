@@ -32,41 +32,46 @@ impl SyntheticDay {
     }
 
     pub fn records(&self) -> impl Iterator<Item = UsageRecord> + '_ {
+        (0..self.count).map(|index| self.record(index))
+    }
+
+    /// The `index`-th record of the day, computed on its own (random access: a benchmark can page through
+    /// ten million lines without holding them).
+    pub fn record(&self, index: u64) -> UsageRecord {
         let midnight = self.day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
         let step_ms = 86_400_000 / self.count.max(1);
-        let mut random = XorShift(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        (0..self.count).map(move |index| {
-            let tenant = random.below(TENANTS);
-            let user = random.below(USERS_PER_TENANT);
-            let input_tokens = 5 + random.below(2_000);
-            let output_tokens = 1 + random.below(800);
-            let (cache_creation, cache_read) =
-                if random.below(10) == 0 { (random.below(500), random.below(4_000)) } else { (0, 0) };
-            let at = midnight + Duration::milliseconds((index * step_ms + random.below(step_ms.max(1))) as i64);
-            UsageRecord {
-                event: USAGE_EVENT.to_owned(),
-                timestamp: at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                request_id: format!(
-                    "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-                    random.next() as u32,
-                    random.next() as u16,
-                    random.below(0x1000),
-                    random.below(0x1000),
-                    random.next() & 0xffff_ffff_ffff
-                ),
-                tenant_id: format!("tenant-{tenant:03}"),
-                user_id: format!("user-{tenant:03}-{user}"),
-                model_id: MODELS[random.below(MODELS.len() as u64) as usize].to_owned(),
-                request_type: if random.below(10) == 0 { RequestType::Anthropic } else { RequestType::Bedrock },
-                input_tokens,
-                output_tokens,
-                total_tokens: input_tokens + output_tokens + cache_creation + cache_read,
-                cache_creation_input_tokens: cache_creation,
-                cache_read_input_tokens: cache_read,
-                latency_ms: 80 + random.below(6_000),
-                metering_error: None,
-            }
-        })
+        let mut random = XorShift((self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
+        random.next();
+        let tenant = random.below(TENANTS);
+        let user = random.below(USERS_PER_TENANT);
+        let input_tokens = 5 + random.below(2_000);
+        let output_tokens = 1 + random.below(800);
+        let (cache_creation, cache_read) =
+            if random.below(10) == 0 { (random.below(500), random.below(4_000)) } else { (0, 0) };
+        let at = midnight + Duration::milliseconds((index * step_ms + random.below(step_ms.max(1))) as i64);
+        UsageRecord {
+            event: USAGE_EVENT.to_owned(),
+            timestamp: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            request_id: format!(
+                "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+                random.next() as u32,
+                random.next() as u16,
+                random.below(0x1000),
+                random.below(0x1000),
+                random.next() & 0xffff_ffff_ffff
+            ),
+            tenant_id: format!("tenant-{tenant:03}"),
+            user_id: format!("user-{tenant:03}-{user}"),
+            model_id: MODELS[random.below(MODELS.len() as u64) as usize].to_owned(),
+            request_type: if random.below(10) == 0 { RequestType::Anthropic } else { RequestType::Bedrock },
+            input_tokens,
+            output_tokens,
+            total_tokens: input_tokens + output_tokens + cache_creation + cache_read,
+            cache_creation_input_tokens: cache_creation,
+            cache_read_input_tokens: cache_read,
+            latency_ms: 80 + random.below(6_000),
+            metering_error: None,
+        }
     }
 
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {

@@ -1,0 +1,151 @@
+//! Benchmarks of the binary itself (`log-processor bench-transform`, `log-processor bench-day`), run by
+//! scripts/bench-export on a release build.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{Duration, NaiveDate, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::config::ExportConfig;
+use crate::error::{BoxError, ExportError};
+use crate::export::{ExportSettings, Exporter};
+use crate::line::{classify, LineOutcome};
+use crate::parquet_file::{writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP};
+use crate::ports::{LogPage, LogQuery, LogSource, ObjectStore};
+use crate::request::ExportRequest;
+use crate::synthetic::SyntheticDay;
+
+const BENCH_DAY: &str = "2026-11-23";
+
+/// JSON line -> row -> Parquet row groups, on the calling thread. The lines are generated before the clock
+/// starts; the Parquet bytes are drained and counted as the export drains them into upload parts.
+pub fn transform(lines: u64) -> Result<Value, ExportError> {
+    let input: Vec<String> = SyntheticDay::new(BENCH_DAY, lines, 42).lines().collect();
+    let json_bytes: usize = input.iter().map(|line| line.len() + 1).sum();
+    let started = Instant::now();
+    let mut writer = ParquetFileWriter::new(writer_properties(DEFAULT_ROWS_PER_ROW_GROUP))?;
+    let mut batch = RowBatch::with_capacity(DEFAULT_ROWS_PER_ROW_GROUP);
+    let mut parquet_bytes = 0;
+    for line in &input {
+        if let LineOutcome::Usage { record, .. } = classify(line) {
+            batch.push(record);
+            if batch.len() >= DEFAULT_ROWS_PER_ROW_GROUP {
+                writer.write_row_group(&mut batch)?;
+                parquet_bytes += writer.take_bytes()?.len();
+            }
+        }
+    }
+    writer.write_row_group(&mut batch)?;
+    let rows = writer.rows();
+    parquet_bytes += writer.finish()?.len();
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "lines": lines,
+        "rows": rows,
+        "seconds": round3(seconds),
+        "events_per_second": (rows as f64 / seconds.max(1e-9)).round(),
+        "json_bytes": json_bytes,
+        "parquet_bytes": parquet_bytes,
+    }))
+}
+
+/// The whole day loop of the export (pages -> rows -> row groups -> multipart parts) over `events`
+/// synthetic lines generated page by page, into a store that only counts bytes: the working set of a day
+/// of any size, without the network. Reports the process's peak resident memory.
+pub async fn day(events: u64) -> Result<Value, ExportError> {
+    let day = NaiveDate::parse_from_str(BENCH_DAY, "%Y-%m-%d").unwrap_or_default();
+    let config = ExportConfig { log_groups: vec!["bench".into()], bucket: "bench".into(), prefix: "logs/".into() };
+    let store = Arc::new(CountingStore::default());
+    let exporter = Exporter::new(
+        Arc::new(SyntheticLogs { day: SyntheticDay::of(day, events, 42), events, page_size: 10_000 }),
+        store.clone(),
+        // One slice: the synthetic source ignores the query window.
+        ExportSettings { read_slices: 1, ..ExportSettings::from_config(&config) },
+    );
+    let now = Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap_or_default()) + Duration::days(2);
+    let started = Instant::now();
+    let summary = exporter.export(&ExportRequest::Day(day), now).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "events": events,
+        "rows": summary.rows_written,
+        "seconds": round3(seconds),
+        "events_per_second": (summary.rows_written as f64 / seconds.max(1e-9)).round(),
+        "parquet_bytes": summary.bytes,
+        "objects": summary.objects,
+        "parts": store.parts.load(Ordering::Relaxed),
+        "peak_rss_bytes": peak_rss_bytes(),
+    }))
+}
+
+fn round3(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// VmHWM of /proc/self/status (Linux), in bytes.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Pages of synthetic usage lines; the page token is the index of the next line.
+struct SyntheticLogs {
+    day: SyntheticDay,
+    events: u64,
+    page_size: u64,
+}
+
+#[async_trait]
+impl LogSource for SyntheticLogs {
+    async fn page(&self, _query: &LogQuery, next_token: Option<String>) -> Result<LogPage, BoxError> {
+        let start: u64 = next_token.as_deref().unwrap_or("0").parse()?;
+        let end = (start + self.page_size).min(self.events);
+        Ok(LogPage {
+            messages: (start..end).map(|index| self.day.record(index).to_line()).collect(),
+            next_token: (end < self.events).then(|| end.to_string()),
+        })
+    }
+}
+
+/// Takes every byte, keeps none.
+#[derive(Default)]
+struct CountingStore {
+    bytes: AtomicU64,
+    parts: AtomicU64,
+}
+
+#[async_trait]
+impl ObjectStore for CountingStore {
+    fn bucket(&self) -> &str {
+        "bench"
+    }
+    async fn put_object(&self, _key: &str, body: Vec<u8>) -> Result<(), BoxError> {
+        self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn create_multipart_upload(&self, _key: &str) -> Result<String, BoxError> {
+        Ok("bench".into())
+    }
+    async fn upload_part(&self, _key: &str, _id: &str, part: i32, body: Vec<u8>) -> Result<String, BoxError> {
+        self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.parts.fetch_add(1, Ordering::Relaxed);
+        Ok(format!("etag-{part}"))
+    }
+    async fn complete_multipart_upload(&self, _: &str, _: &str, _: Vec<(i32, String)>) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn abort_multipart_upload(&self, _: &str, _: &str) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn list_keys(&self, _prefix: &str) -> Result<Vec<String>, BoxError> {
+        Ok(Vec::new())
+    }
+    async fn delete_keys(&self, _keys: &[String]) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
