@@ -35,7 +35,9 @@ pub fn router(settings: FakeBedrockSettings) -> Router {
         .route("/model/{model_id}/converse", post(converse))
         .route("/model/{model_id}/converse-stream", post(converse_stream))
         .route("/health", axum::routing::get(|| async { "ok" }))
-        .with_state(settings)
+        .with_state(settings.clone())
+        // InvokeModel, InvokeModelWithResponseStream and CountTokens (the Claude proxy's fallback).
+        .merge(crate::fake_bedrock_invoke::router(settings))
 }
 
 /// What the fake will answer for one request body.
@@ -113,7 +115,7 @@ pub fn plan_reply(body: &Value) -> PlannedReply {
     }
 }
 
-fn aws_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
+pub(crate) fn aws_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
     headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -175,7 +177,7 @@ async fn converse(State(settings): State<FakeBedrockSettings>, Path(model_id): P
     ([("content-type", "application/json")], answer.to_string()).into_response()
 }
 
-fn event_frame(event_type: &'static str, payload: Value) -> Vec<u8> {
+pub(crate) fn event_frame(event_type: &'static str, payload: Value) -> Vec<u8> {
     let message = Message::new(payload.to_string().into_bytes())
         .add_header(Header::new(":event-type", EventHeaderValue::String(event_type.into())))
         .add_header(Header::new(":content-type", EventHeaderValue::String("application/json".into())))

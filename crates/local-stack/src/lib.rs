@@ -4,5 +4,8 @@
 pub mod api_server;
 pub mod authorizer;
 pub mod cloudwatch_usage_log;
+pub mod fake_anthropic;
 pub mod fake_bedrock;
+pub mod fake_bedrock_invoke;
+pub mod proxy_routes;
 pub mod serve;

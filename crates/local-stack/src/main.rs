@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use local_stack::api_server::{self, ApiState};
 use local_stack::authorizer::{CognitoAuthorizer, CognitoSettings};
 use local_stack::cloudwatch_usage_log::{CloudWatchUsageLog, TeeUsageLog};
+use local_stack::fake_anthropic::{self, FakeAnthropicSettings};
 use local_stack::fake_bedrock::{self, FakeBedrockSettings};
+use local_stack::proxy_routes::LocalProxy;
 use local_stack::serve::{bind, shutdown_signal};
 use metering_core::chat::{chat_service_on_aws, load_sdk_config};
 use metering_core::config::ChatConfig;
@@ -63,6 +65,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
+    /// Serve a wire-compatible fake of the Anthropic Messages API (/v1/messages, streamed or not, and
+    /// /v1/messages/count_tokens) with deterministic usage and `[fake:...]` directives (429 with retry-after, ...).
+    FakeAnthropic {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        addr: SocketAddr,
+        /// File to write the bound port to, once listening.
+        #[arg(long)]
+        port_file: Option<PathBuf>,
+        /// Delay added to every answer, in milliseconds (for benchmarks).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
 }
 
 #[tokio::main]
@@ -79,16 +94,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 _ => None,
             };
-            let chat = chat_api::ChatHandler::new(chat_service_on_aws(
-                &config,
-                &sdk_config,
-                Arc::new(TeeUsageLog { cloudwatch }),
-            ));
+            let usage_log: Arc<dyn metering_core::usage::UsageLog> = Arc::new(TeeUsageLog { cloudwatch });
+            let chat = chat_api::ChatHandler::new(chat_service_on_aws(&config, &sdk_config, Arc::clone(&usage_log)));
             let usage = usage_api::usage_handler_on_aws(UsageApiConfig::from_env()?, &sdk_config);
             let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id }));
+            // The Claude proxy (/v1/messages, /v1/keys) when API_KEY_TABLE_NAME is set.
+            let proxy = LocalProxy::from_env(&sdk_config, usage_log).await?;
+            let proxy_routes = proxy.as_ref().map(|proxy| proxy.router(Arc::clone(&authorizer)));
             let state = ApiState { authorizer, chat: chat.clone(), usage };
+            let mut router = api_server::router(state);
+            if let Some(proxy_routes) = proxy_routes {
+                router = router.merge(proxy_routes);
+            }
             let listener = bind(addr, port_file.as_deref()).await?;
-            axum::serve(listener, api_server::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+            axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+            if let Some(proxy) = &proxy {
+                proxy.drain().await;
+            }
             // The answers are out; finish metering every one of them before exiting.
             tracing::info!(pending = chat.metering().pending_jobs(), "draining metering jobs");
             chat.metering().flush().await;
@@ -97,6 +119,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let settings = FakeBedrockSettings { fixed_delay: Duration::from_millis(delay_ms) };
             let listener = bind(addr, port_file.as_deref()).await?;
             axum::serve(listener, fake_bedrock::router(settings)).with_graceful_shutdown(shutdown_signal()).await?;
+        }
+        Command::FakeAnthropic { addr, port_file, delay_ms } => {
+            let settings = FakeAnthropicSettings { fixed_delay: Duration::from_millis(delay_ms) };
+            let listener = bind(addr, port_file.as_deref()).await?;
+            axum::serve(listener, fake_anthropic::router(settings)).with_graceful_shutdown(shutdown_signal()).await?;
         }
     }
     Ok(())

@@ -1,0 +1,243 @@
+//! The Anthropic API upstream: one port (`AnthropicApi`), one HTTP implementation. Requests go out with the
+//! client's body bytes untouched; the answer comes back as a status, headers and a body read chunk by
+//! chunk, so a stream can be forwarded as it arrives.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use thiserror::Error;
+
+use crate::config::CredentialMode;
+
+/// Client request headers that go on to Anthropic (credentials are handled by the credential mode).
+const FORWARDED_REQUEST_HEADERS: [&str; 6] =
+    ["anthropic-version", "anthropic-beta", "content-type", "accept", "user-agent", "x-app"];
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    #[error("the Anthropic API did not answer in time: {0}")]
+    Timeout(String),
+    #[error("the Anthropic API could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the Anthropic API's answer broke off: {0}")]
+    Body(String),
+}
+
+/// A body read chunk by chunk.
+#[async_trait]
+pub trait ChunkSource: Send {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>>;
+}
+
+pub struct UpstreamRequest {
+    /// `/v1/messages` or `/v1/messages/count_tokens`, with the query string to forward.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Box<dyn ChunkSource>,
+}
+
+impl UpstreamResponse {
+    /// Reads the whole body (bounded by `limit` bytes).
+    pub async fn read_all(mut self, limit: usize) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        let mut collected = Vec::new();
+        while let Some(chunk) = self.body.next_chunk().await {
+            collected.extend_from_slice(&chunk?);
+            if collected.len() > limit {
+                return Err(UpstreamError::Body(format!("answer larger than {limit} bytes")));
+            }
+        }
+        Ok((self.status, self.headers, Bytes::from(collected)))
+    }
+
+    /// Seconds of the `retry-after` header, if it holds a number.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        retry_after_seconds(&self.headers)
+    }
+}
+
+pub fn retry_after_seconds(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    value.parse::<u64>().ok().or_else(|| value.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| s.ceil() as u64))
+}
+
+#[async_trait]
+pub trait AnthropicApi: Send + Sync {
+    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError>;
+}
+
+/// The headers of the upstream request: the forwarded client headers plus the credentials of the mode.
+pub fn upstream_headers(client: &HeaderMap, mode: CredentialMode, provider_key: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in FORWARDED_REQUEST_HEADERS {
+        for value in client.get_all(name) {
+            headers.append(HeaderName::from_static(name), value.clone());
+        }
+    }
+    if !headers.contains_key("anthropic-version") {
+        headers.insert("anthropic-version", HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+    }
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    match mode {
+        CredentialMode::Managed => {
+            if let Some(value) = provider_key.and_then(|key| HeaderValue::from_str(key).ok()) {
+                let mut value = value;
+                value.set_sensitive(true);
+                headers.insert("x-api-key", value);
+            }
+        }
+        CredentialMode::Passthrough => {
+            // The user's own credentials, exactly as sent; never logged, never stored.
+            for name in ["x-api-key", "authorization"] {
+                if let Some(value) = client.get(name) {
+                    let mut value = value.clone();
+                    value.set_sensitive(true);
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+            }
+        }
+    }
+    headers
+}
+
+/// Response headers that go back to the client.
+pub fn client_response_headers(upstream: &HeaderMap, mode: CredentialMode) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in upstream {
+        let name_text = name.as_str();
+        let keep = matches!(name_text, "content-type" | "request-id" | "retry-after" | "x-should-retry")
+            // The user's own quota headers are theirs to see; the provider's are not.
+            || (mode == CredentialMode::Passthrough && name_text.starts_with("anthropic-ratelimit-"));
+        if keep {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
+/// The Anthropic API over HTTPS.
+#[derive(Debug, Clone)]
+pub struct HttpAnthropic {
+    client: reqwest::Client,
+    base_url: String,
+}
+
+impl HttpAnthropic {
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self { client, base_url: base_url.trim_end_matches('/').to_owned() })
+    }
+}
+
+struct ReqwestBody(reqwest::Response);
+
+#[async_trait]
+impl ChunkSource for ReqwestBody {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
+        match self.0.chunk().await {
+            Ok(Some(bytes)) => Some(Ok(bytes)),
+            Ok(None) => None,
+            Err(error) if error.is_timeout() => Some(Err(UpstreamError::Timeout(error.to_string()))),
+            Err(error) => Some(Err(UpstreamError::Body(error.to_string()))),
+        }
+    }
+}
+
+#[async_trait]
+impl AnthropicApi for HttpAnthropic {
+    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        let url = format!("{}{}", self.base_url, request.path_and_query);
+        let response = self
+            .client
+            .post(url)
+            .headers(request.headers)
+            .body(request.body)
+            .send()
+            .await
+            .map_err(|error| {
+                // Without the URL: it is ours, but the message must stay short and free of anything sensitive.
+                let error = error.without_url();
+                if error.is_timeout() {
+                    UpstreamError::Timeout(error.to_string())
+                } else {
+                    UpstreamError::Unreachable(error.to_string())
+                }
+            })?;
+        Ok(UpstreamResponse {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: Box::new(ReqwestBody(response)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("sk-ant-user-own"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer user-oauth"));
+        headers.insert("x-gateway-key", HeaderValue::from_static("bmk_secret"));
+        headers.insert("anthropic-beta", HeaderValue::from_static("prompt-caching-2024-07-31"));
+        headers.insert("cookie", HeaderValue::from_static("session=1"));
+        headers
+    }
+
+    #[test]
+    fn managed_mode_replaces_the_client_credentials_with_the_providers() {
+        let headers = upstream_headers(&client_headers(), CredentialMode::Managed, Some("sk-ant-provider"));
+        assert_eq!(headers["x-api-key"], "sk-ant-provider");
+        assert!(headers.get("authorization").is_none());
+        assert!(headers.get("x-gateway-key").is_none());
+        assert!(headers.get("cookie").is_none());
+        assert_eq!(headers["anthropic-beta"], "prompt-caching-2024-07-31");
+        assert_eq!(headers["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
+    }
+
+    #[test]
+    fn passthrough_mode_forwards_the_users_own_credentials_untouched() {
+        let headers = upstream_headers(&client_headers(), CredentialMode::Passthrough, None);
+        assert_eq!(headers["x-api-key"], "sk-ant-user-own");
+        assert_eq!(headers["authorization"], "Bearer user-oauth");
+        assert!(headers.get("x-gateway-key").is_none(), "the gateway key never leaves the gateway");
+        assert!(headers["x-api-key"].is_sensitive());
+    }
+
+    #[test]
+    fn quota_headers_reach_the_client_only_in_passthrough_mode() {
+        let mut upstream = HeaderMap::new();
+        upstream.insert("anthropic-ratelimit-requests-remaining", HeaderValue::from_static("5"));
+        upstream.insert("request-id", HeaderValue::from_static("req_1"));
+        upstream.insert("set-cookie", HeaderValue::from_static("x=1"));
+        let managed = client_response_headers(&upstream, CredentialMode::Managed);
+        assert!(managed.get("anthropic-ratelimit-requests-remaining").is_none());
+        assert_eq!(managed["request-id"], "req_1");
+        assert!(managed.get("set-cookie").is_none());
+        let passthrough = client_response_headers(&upstream, CredentialMode::Passthrough);
+        assert_eq!(passthrough["anthropic-ratelimit-requests-remaining"], "5");
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after_seconds(&headers), None);
+        headers.insert("retry-after", HeaderValue::from_static("17"));
+        assert_eq!(retry_after_seconds(&headers), Some(17));
+        headers.insert("retry-after", HeaderValue::from_static("1.2"));
+        assert_eq!(retry_after_seconds(&headers), Some(2));
+    }
+}

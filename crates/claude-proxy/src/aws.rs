@@ -1,0 +1,103 @@
+//! The proxy wired to AWS: DynamoDB (keys, rate-limit memory, usage counters), Bedrock Runtime, and the
+//! provider's Anthropic key from Secrets Manager. Endpoints follow the standard AWS chain
+//! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, ...), which is how the local stack uses moto.
+
+use std::sync::Arc;
+
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use metering_core::counters::{dynamodb_client, DynamoUsageCounters};
+use metering_core::metering::Metering;
+use metering_core::usage::UsageLog;
+use thiserror::Error;
+
+use crate::anthropic::HttpAnthropic;
+use crate::api_keys::{ApiKeys, DynamoKeyStore};
+use crate::bedrock::SdkBedrock;
+use crate::config::{ProviderKeySource, ProxyConfig};
+use crate::proxy::{ProxyService, ProxySettings};
+use crate::rate_limits::{DynamoRateLimitStore, RateLimitMemory};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("the provider's Anthropic key could not be read from Secrets Manager secret {secret_id}: {detail}")]
+    Secret { secret_id: String, detail: String },
+    #[error("the HTTP client for the Anthropic API could not be built: {0}")]
+    HttpClient(String),
+}
+
+/// The key inside a secret string: the string itself, or the `api_key` (or `ANTHROPIC_API_KEY`) field of a
+/// JSON object.
+pub fn key_from_secret(secret: &str) -> Option<String> {
+    let trimmed = secret.trim();
+    if trimmed.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(trimmed).ok()?;
+        ["api_key", "ANTHROPIC_API_KEY"]
+            .iter()
+            .find_map(|field| value.get(field).and_then(|key| key.as_str()))
+            .map(|key| key.trim().to_owned())
+            .filter(|key| !key.is_empty())
+    } else {
+        (!trimmed.is_empty()).then(|| trimmed.to_owned())
+    }
+}
+
+pub async fn provider_key(config: &ProxyConfig, sdk_config: &aws_config::SdkConfig) -> Result<Option<String>, StartError> {
+    match &config.provider_key {
+        None => Ok(None),
+        Some(ProviderKeySource::Environment(key)) => Ok(Some(key.clone())),
+        Some(ProviderKeySource::SecretsManager(secret_id)) => {
+            let client = aws_sdk_secretsmanager::Client::new(sdk_config);
+            let failed = |detail: String| StartError::Secret { secret_id: secret_id.clone(), detail };
+            let output = client
+                .get_secret_value()
+                .secret_id(secret_id)
+                .send()
+                .await
+                .map_err(|error| failed(DisplayErrorContext(&error).to_string()))?;
+            let secret = output.secret_string().ok_or_else(|| failed("the secret has no string value".into()))?;
+            key_from_secret(secret).map(Some).ok_or_else(|| failed("the secret holds no key".into()))
+        }
+    }
+}
+
+pub async fn proxy_service_on_aws(
+    config: &ProxyConfig,
+    sdk_config: &aws_config::SdkConfig,
+    usage_log: Arc<dyn UsageLog>,
+) -> Result<ProxyService, StartError> {
+    let dynamodb = dynamodb_client(sdk_config);
+    let keys = ApiKeys::new(
+        Arc::new(DynamoKeyStore::new(dynamodb.clone(), config.api_key_table_name.clone())),
+        config.api_key_cache,
+    );
+    let rate_limits = config.rate_limit_table_name.as_ref().map(|table| {
+        RateLimitMemory::new(Arc::new(DynamoRateLimitStore::new(dynamodb.clone(), table.clone())), config.rate_limit_scope)
+    });
+    let counters = DynamoUsageCounters::new(dynamodb, config.usage_table_name.clone(), config.daily_ttl, config.weekly_ttl);
+    let anthropic = HttpAnthropic::new(&config.anthropic_base_url, config.anthropic_timeout)
+        .map_err(|error| StartError::HttpClient(error.to_string()))?;
+    let bedrock = SdkBedrock::new(sdk_config, config.bedrock_timeout, config.default_retry_after_seconds);
+    let settings = ProxySettings::from_config(config, provider_key(config, sdk_config).await?);
+    Ok(ProxyService::new(
+        settings,
+        keys,
+        rate_limits,
+        Arc::new(anthropic),
+        Arc::new(bedrock),
+        Metering::new(Arc::new(counters), usage_log),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_holds_the_key_plain_or_in_json() {
+        assert_eq!(key_from_secret(" sk-ant-1 \n").as_deref(), Some("sk-ant-1"));
+        assert_eq!(key_from_secret(r#"{"api_key": "sk-ant-2"}"#).as_deref(), Some("sk-ant-2"));
+        assert_eq!(key_from_secret(r#"{"ANTHROPIC_API_KEY": "sk-ant-3"}"#).as_deref(), Some("sk-ant-3"));
+        assert_eq!(key_from_secret(r#"{"other": "x"}"#), None);
+        assert_eq!(key_from_secret("  "), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Bedrock as the fallback: `InvokeModel` and `InvokeModelWithResponseStream` with the Anthropic-native
+//! body (whose answers are Messages API JSON and stream events), and `CountTokens`. The endpoint comes from
+//! the standard AWS chain, which is how the local stack points it at the fake Bedrock.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_bedrockruntime::config::http::HttpResponse;
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::{CountTokensInput, InvokeModelTokensRequest, ResponseStream};
+use bytes::Bytes;
+use metering_core::model::ModelError;
+use metering_core::ApiError;
+
+/// Stream events (each the JSON of one Messages API stream event), read one by one.
+#[async_trait]
+pub trait EventSource: Send {
+    async fn next_event(&mut self) -> Option<Result<Bytes, ModelError>>;
+}
+
+#[async_trait]
+pub trait BedrockApi: Send + Sync {
+    /// The whole answer: Messages API JSON.
+    async fn invoke(&self, model_id: &str, body: Vec<u8>) -> Result<Bytes, ModelError>;
+    async fn invoke_stream(&self, model_id: &str, body: Vec<u8>) -> Result<Box<dyn EventSource>, ModelError>;
+    async fn count_tokens(&self, model_id: &str, body: Vec<u8>) -> Result<u64, ModelError>;
+}
+
+/// What a Bedrock failure means for the client, in the Anthropic error shape.
+pub fn api_error(error: ModelError, model_id: &str) -> ApiError {
+    match error {
+        ModelError::Throttled { retry_after_seconds } => ApiError::RateLimited {
+            message: "Both Anthropic and the Bedrock fallback are rate limited; retry after the delay in retry-after".into(),
+            retry_after_seconds,
+        },
+        ModelError::InvalidInput(message) => ApiError::InvalidRequest(format!("Bedrock refused the request: {message}")),
+        ModelError::AccessDenied { detail, .. } => ApiError::Upstream(format!(
+            "the gateway may not invoke {model_id} on Bedrock (enable model access and allow bedrock:InvokeModel \
+             on it): {detail}"
+        )),
+        ModelError::ModelNotFound { detail, .. } => ApiError::Upstream(format!(
+            "Bedrock model {model_id} is not available in this region or account (check BEDROCK_MODEL_MAP): {detail}"
+        )),
+        ModelError::Unavailable { retry_after_seconds, detail } => {
+            ApiError::Unavailable { message: format!("Bedrock is temporarily unavailable: {detail}"), retry_after_seconds }
+        }
+        ModelError::Timeout(detail) => ApiError::UpstreamTimeout(format!("Bedrock did not answer in time: {detail}")),
+        ModelError::Upstream(detail) => ApiError::Upstream(format!("the Bedrock call failed: {detail}")),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SdkBedrock {
+    client: aws_sdk_bedrockruntime::Client,
+    default_retry_after_seconds: u64,
+}
+
+impl SdkBedrock {
+    pub fn new(sdk_config: &aws_config::SdkConfig, timeout: Duration, default_retry_after_seconds: u64) -> Self {
+        let config = aws_sdk_bedrockruntime::config::Builder::from(sdk_config)
+            .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).connect_timeout(Duration::from_secs(3)).build())
+            // The fallback is already the second chance: one retry at most.
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .build();
+        Self { client: aws_sdk_bedrockruntime::Client::from_conf(config), default_retry_after_seconds }
+    }
+}
+
+fn classify<E>(error: SdkError<E, HttpResponse>, model_id: &str, default_retry_after: u64) -> ModelError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let detail = DisplayErrorContext(&error).to_string();
+    match &error {
+        SdkError::ServiceError(service_error) => {
+            let retry_after = service_error
+                .raw()
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .filter(|seconds| *seconds > 0)
+                .unwrap_or(default_retry_after);
+            let message = service_error.err().message().unwrap_or("no message").to_owned();
+            classify_code(service_error.err().code(), message, model_id, retry_after)
+        }
+        SdkError::TimeoutError(_) => ModelError::Timeout(detail),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => ModelError::Timeout(detail),
+        _ => ModelError::Upstream(detail),
+    }
+}
+
+fn classify_code(code: Option<&str>, message: String, model_id: &str, retry_after: u64) -> ModelError {
+    match code.unwrap_or_default() {
+        "ThrottlingException" | "ServiceQuotaExceededException" => ModelError::Throttled { retry_after_seconds: retry_after },
+        "ValidationException" => ModelError::InvalidInput(message),
+        "AccessDeniedException" => ModelError::AccessDenied { model_id: model_id.to_owned(), detail: message },
+        "ResourceNotFoundException" => ModelError::ModelNotFound { model_id: model_id.to_owned(), detail: message },
+        "ModelTimeoutException" => ModelError::Timeout(message),
+        "ServiceUnavailableException" | "ModelNotReadyException" | "InternalServerException" => {
+            ModelError::Unavailable { retry_after_seconds: retry_after, detail: message }
+        }
+        _ => ModelError::Upstream(message),
+    }
+}
+
+struct SdkEvents {
+    receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
+        ResponseStream,
+        aws_sdk_bedrockruntime::types::error::ResponseStreamError,
+    >,
+    model_id: String,
+    default_retry_after: u64,
+}
+
+#[async_trait]
+impl EventSource for SdkEvents {
+    async fn next_event(&mut self) -> Option<Result<Bytes, ModelError>> {
+        loop {
+            return match self.receiver.recv().await {
+                Ok(Some(ResponseStream::Chunk(part))) => match part.bytes {
+                    Some(bytes) => Some(Ok(Bytes::from(bytes.into_inner()))),
+                    None => continue,
+                },
+                Ok(Some(_)) => continue,
+                Ok(None) => None,
+                Err(error) => {
+                    let detail = DisplayErrorContext(&error).to_string();
+                    Some(Err(match &error {
+                        SdkError::ServiceError(service_error) => classify_code(
+                            service_error.err().code(),
+                            service_error.err().message().unwrap_or("no message").to_owned(),
+                            &self.model_id,
+                            self.default_retry_after,
+                        ),
+                        _ => ModelError::Upstream(detail),
+                    }))
+                }
+            };
+        }
+    }
+}
+
+#[async_trait]
+impl BedrockApi for SdkBedrock {
+    async fn invoke(&self, model_id: &str, body: Vec<u8>) -> Result<Bytes, ModelError> {
+        let output = self
+            .client
+            .invoke_model()
+            .model_id(model_id)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(body))
+            .send()
+            .await
+            .map_err(|error| classify(error, model_id, self.default_retry_after_seconds))?;
+        Ok(Bytes::from(output.body.into_inner()))
+    }
+
+    async fn invoke_stream(&self, model_id: &str, body: Vec<u8>) -> Result<Box<dyn EventSource>, ModelError> {
+        let output = self
+            .client
+            .invoke_model_with_response_stream()
+            .model_id(model_id)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(body))
+            .send()
+            .await
+            .map_err(|error| classify(error, model_id, self.default_retry_after_seconds))?;
+        Ok(Box::new(SdkEvents {
+            receiver: output.body,
+            model_id: model_id.to_owned(),
+            default_retry_after: self.default_retry_after_seconds,
+        }))
+    }
+
+    async fn count_tokens(&self, model_id: &str, body: Vec<u8>) -> Result<u64, ModelError> {
+        let request = InvokeModelTokensRequest::builder()
+            .body(Blob::new(body))
+            .build()
+            .map_err(|error| ModelError::InvalidInput(error.to_string()))?;
+        let output = self
+            .client
+            .count_tokens()
+            .model_id(model_id)
+            .input(CountTokensInput::InvokeModel(request))
+            .send()
+            .await
+            .map_err(|error| classify(error, model_id, self.default_retry_after_seconds))?;
+        Ok(output.input_tokens().max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bedrock_codes_map_to_model_errors() {
+        let m = |code: &str| classify_code(Some(code), "msg".into(), "m", 5);
+        assert_eq!(m("ThrottlingException"), ModelError::Throttled { retry_after_seconds: 5 });
+        assert!(matches!(m("ValidationException"), ModelError::InvalidInput(_)));
+        assert!(matches!(m("AccessDeniedException"), ModelError::AccessDenied { .. }));
+        assert!(matches!(m("ResourceNotFoundException"), ModelError::ModelNotFound { .. }));
+        assert!(matches!(m("ServiceUnavailableException"), ModelError::Unavailable { .. }));
+        assert!(matches!(m("ModelTimeoutException"), ModelError::Timeout(_)));
+        assert!(matches!(m("Whatever"), ModelError::Upstream(_)));
+    }
+
+    #[test]
+    fn a_throttled_fallback_is_a_429_for_the_client() {
+        let error = api_error(ModelError::Throttled { retry_after_seconds: 7 }, "m");
+        assert_eq!(error.retry_after_seconds(), Some(7));
+        assert_eq!(error.status(), http::StatusCode::TOO_MANY_REQUESTS);
+    }
+}

@@ -1,0 +1,184 @@
+//! The proxy function's HTTP surface as a Lambda handler (API Gateway REST events, streamed responses):
+//! - `POST /v1/messages`, `POST /v1/messages/count_tokens`: authenticated by gateway key, Anthropic-shaped;
+//! - `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`: behind the Cognito authorizer (claims).
+//!
+//! The local API server mounts the same handler.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use metering_core::error::REQUEST_ID_HEADER;
+use metering_core::identity::TenantIdentity;
+use metering_core::ApiError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::anthropic_error::error_response;
+use crate::body::{full, ProxyBody};
+use crate::proxy::{Endpoint, ProxyService};
+use crate::request::ProxyRequest;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Proxy(Endpoint),
+    CreateKey,
+    ListKeys,
+    RevokeKey(String),
+}
+
+/// The route of a path, with or without a stage prefix (`/prod/v1/messages`).
+fn route_of(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let path = path.find("/v1/").map_or(path, |at| &path[at..]).trim_end_matches('/');
+    let allowed = |methods: &str| ApiError::MethodNotAllowed(format!("use {methods} for {path}"));
+    match path {
+        "/v1/messages" if method == Method::POST => Ok(Route::Proxy(Endpoint::Messages)),
+        "/v1/messages" => Err(allowed("POST")),
+        "/v1/messages/count_tokens" if method == Method::POST => Ok(Route::Proxy(Endpoint::CountTokens)),
+        "/v1/messages/count_tokens" => Err(allowed("POST")),
+        "/v1/keys" if method == Method::POST => Ok(Route::CreateKey),
+        "/v1/keys" if method == Method::GET => Ok(Route::ListKeys),
+        "/v1/keys" => Err(allowed("GET or POST")),
+        _ => match path.strip_prefix("/v1/keys/") {
+            Some(id) if !id.is_empty() && !id.contains('/') && method == Method::DELETE => Ok(Route::RevokeKey(id.to_owned())),
+            Some(id) if !id.is_empty() && !id.contains('/') => Err(allowed("DELETE")),
+            _ => Err(ApiError::NotFound(format!("no route for {path}"))),
+        },
+    }
+}
+
+#[derive(Clone)]
+pub struct ProxyHandler {
+    service: ProxyService,
+    max_body_bytes: usize,
+}
+
+impl ProxyHandler {
+    pub fn new(service: ProxyService, max_body_bytes: usize) -> Self {
+        Self { service, max_body_bytes }
+    }
+
+    pub fn service(&self) -> &ProxyService {
+        &self.service
+    }
+
+    /// Answers one API Gateway request; never fails: every error becomes its Anthropic-shaped answer.
+    pub async fn handle(&self, request: Request) -> Response<ProxyBody> {
+        let request_id = request_id_of(&request);
+        let route = match route_of(request.method(), request.uri().path()) {
+            Ok(route) => route,
+            Err(error) => return error_response(&error, &request_id),
+        };
+        if request.body().len() > self.max_body_bytes {
+            let error = ApiError::PayloadTooLarge(format!("the request body is larger than {} bytes", self.max_body_bytes));
+            return error_response(&error, &request_id);
+        }
+        let result = match route {
+            Route::Proxy(endpoint) => return self.service.handle(endpoint, proxy_request(request, request_id)).await,
+            Route::CreateKey => self.create_key(&request).await,
+            Route::ListKeys => self.list_keys(&request).await,
+            Route::RevokeKey(id) => self.revoke_key(&request, &id).await,
+        };
+        let mut response = result.unwrap_or_else(|error| error_response(&error, &request_id));
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        response
+    }
+
+    async fn create_key(&self, request: &Request) -> Result<Response<ProxyBody>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct CreateKeyBody {
+            #[serde(default)]
+            name: Option<String>,
+        }
+        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let body = request.body().as_ref();
+        let name = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            serde_json::from_slice::<CreateKeyBody>(body)
+                .map_err(|error| ApiError::InvalidRequest(format!("invalid request body: {error}")))?
+                .name
+        };
+        let (record, key) = self.service.keys().create(&identity, name).await?;
+        let mut answer = serde_json::to_value(&record).unwrap_or_default();
+        answer["key"] = Value::String(key);
+        let mut response = json_answer(StatusCode::CREATED, &answer);
+        // The key exists in this answer only: no cache may keep it.
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
+    }
+
+    async fn list_keys(&self, request: &Request) -> Result<Response<ProxyBody>, ApiError> {
+        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let keys = self.service.keys().list(&identity).await?;
+        Ok(json_answer(StatusCode::OK, &json!({ "data": keys })))
+    }
+
+    async fn revoke_key(&self, request: &Request, key_id: &str) -> Result<Response<ProxyBody>, ApiError> {
+        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let revoked = self.service.keys().revoke(&identity, key_id).await?;
+        Ok(json_answer(StatusCode::OK, &serde_json::to_value(&revoked).unwrap_or_default()))
+    }
+}
+
+fn json_answer(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn proxy_request(request: Request, request_id: String) -> ProxyRequest {
+    let query = request.uri().query().map(str::to_owned).or_else(|| {
+        // Lambda events carry the query parameters apart from the URI.
+        let parameters = request.query_string_parameters_ref()?;
+        let pairs: Vec<String> = parameters.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        (!pairs.is_empty()).then(|| pairs.join("&"))
+    });
+    let (parts, body) = request.into_parts();
+    ProxyRequest { request_id, headers: parts.headers, query, body: Bytes::copy_from_slice(body.as_ref()) }
+}
+
+/// The claims API Gateway's Cognito authorizer verified (`requestContext.authorizer.claims`).
+pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, ApiError> {
+    let unauthenticated = || ApiError::Unauthenticated("the request carries no verified identity".into());
+    let authorizer = request.request_context_ref().and_then(RequestContext::authorizer).ok_or_else(unauthenticated)?;
+    match authorizer.fields.get("claims") {
+        Some(Value::Object(claims)) => Ok(claims.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
+        Some(Value::String(text)) => serde_json::from_str(text).map_err(|_| unauthenticated()),
+        _ => Err(unauthenticated()),
+    }
+}
+
+/// API Gateway's request id (what the caller sees), else the Lambda invocation id, else a fresh one.
+pub fn request_id_of(request: &Request) -> String {
+    let from_gateway = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
+        _ => None,
+    };
+    from_gateway
+        .or_else(|| request.lambda_context_ref().map(|context| context.request_id.clone()))
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_ignore_a_stage_prefix_and_check_the_method() {
+        assert_eq!(route_of(&Method::POST, "/v1/messages"), Ok(Route::Proxy(Endpoint::Messages)));
+        assert_eq!(route_of(&Method::POST, "/prod/v1/messages/count_tokens"), Ok(Route::Proxy(Endpoint::CountTokens)));
+        assert_eq!(route_of(&Method::GET, "/v1/keys/"), Ok(Route::ListKeys));
+        assert_eq!(route_of(&Method::DELETE, "/v1/keys/abc"), Ok(Route::RevokeKey("abc".into())));
+        assert!(matches!(route_of(&Method::GET, "/v1/messages"), Err(ApiError::MethodNotAllowed(_))));
+        assert!(matches!(route_of(&Method::POST, "/v1/keys/abc"), Err(ApiError::MethodNotAllowed(_))));
+        assert!(matches!(route_of(&Method::POST, "/v1/other"), Err(ApiError::NotFound(_))));
+    }
+}

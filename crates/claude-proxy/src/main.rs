@@ -1,0 +1,33 @@
+//! Wiring of the proxy Lambda: tracing, config, AWS clients, the streaming handler and the metering flush.
+
+use std::sync::Arc;
+
+use claude_proxy::aws::proxy_service_on_aws;
+use claude_proxy::config::ProxyConfig;
+use claude_proxy::{flush_extension, ProxyHandler};
+use lambda_http::{service_fn, Error, Request};
+use metering_core::chat::load_sdk_config;
+use metering_core::usage::StdoutUsageLog;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    metering_core::telemetry::init_json_tracing();
+    let config = ProxyConfig::from_env()?;
+    config.log_start();
+    let sdk_config = load_sdk_config().await;
+    let service = proxy_service_on_aws(&config, &sdk_config, Arc::new(StdoutUsageLog)).await?;
+    let handler = Arc::new(ProxyHandler::new(service.clone(), config.max_body_bytes));
+    let (invocation_done, invocation_done_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let extension = flush_extension::register(service, invocation_done_receiver).await?;
+    let proxy = service_fn(move |request: Request| {
+        let handler = Arc::clone(&handler);
+        let invocation_done = invocation_done.clone();
+        async move {
+            let response = handler.handle(request).await;
+            let _ = invocation_done.send(());
+            Ok::<_, Error>(response)
+        }
+    });
+    tokio::try_join!(lambda_http::run_with_streaming_response(proxy), extension.run())?;
+    Ok(())
+}

@@ -1,0 +1,466 @@
+//! The proxy use case: authenticate the gateway key, choose the upstream (Anthropic, or Bedrock when
+//! Anthropic answers 429 — or is known to, or is forced to), forward the answer as it comes, and meter it.
+//! Knows nothing of Lambda or axum: requests arrive as `ProxyRequest`, answers leave as `http::Response`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use metering_core::error::REQUEST_ID_HEADER;
+use metering_core::metering::Metering;
+use metering_core::usage::{RequestType, TokenCounts, UsageEvent};
+use metering_core::ApiError;
+use serde_json::{json, Value};
+
+use crate::anthropic::{client_response_headers, upstream_headers, AnthropicApi, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::anthropic_error::{error_response, OVERLOADED};
+use crate::api_keys::{ApiKeys, KeyOwner};
+use crate::bedrock::{self, BedrockApi};
+use crate::bedrock_body::to_bedrock_body;
+use crate::body::{full, ProxyBody};
+use crate::config::{CredentialMode, FallbackPolicy, ProxyConfig};
+use crate::in_flight::InFlight;
+use crate::rate_limits::{RateLimitEntry, RateLimitMemory};
+use crate::request::{metering_user, MessagesBody, ProxyRequest};
+use crate::streaming::{spawn_stream, StreamSource};
+use crate::sse::usage_of_message;
+
+/// Response header naming the upstream that answered (`anthropic` or `bedrock`).
+pub const UPSTREAM_HEADER: &str = "x-gateway-upstream";
+/// Response header saying why Bedrock answered (`rate_limited`, `remembered`, `forced`, ...).
+pub const FALLBACK_HEADER: &str = "x-gateway-fallback";
+/// Largest whole (non-streamed) answer read from an upstream.
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// The proxy's settings, resolved at start-up (the provider key included).
+#[derive(Clone)]
+pub struct ProxySettings {
+    pub credential_mode: CredentialMode,
+    pub provider_key: Option<String>,
+    pub fallback: FallbackPolicy,
+    pub model_map: BTreeMap<String, String>,
+    pub bedrock_allowed_betas: Vec<String>,
+    pub forced_rate_limit_retry_after: Option<u64>,
+    pub default_retry_after_seconds: u64,
+}
+
+impl ProxySettings {
+    pub fn from_config(config: &ProxyConfig, provider_key: Option<String>) -> Self {
+        Self {
+            credential_mode: config.credential_mode,
+            provider_key,
+            fallback: config.fallback,
+            model_map: config.model_map.clone(),
+            bedrock_allowed_betas: config.bedrock_allowed_betas.clone(),
+            forced_rate_limit_retry_after: config.forced_rate_limit_retry_after,
+            default_retry_after_seconds: config.default_retry_after_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+impl Endpoint {
+    fn upstream_path(self) -> &'static str {
+        match self {
+            Self::Messages => "/v1/messages",
+            Self::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+}
+
+/// Why Bedrock answered instead of Anthropic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    RateLimited,
+    Remembered,
+    Forced,
+    Overloaded,
+    ServerError,
+    Unreachable,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::Remembered => "remembered",
+            Self::Forced => "forced",
+            Self::Overloaded => "overloaded",
+            Self::ServerError => "server_error",
+            Self::Unreachable => "unreachable",
+        }
+    }
+}
+
+enum Route {
+    /// Anthropic answered with success.
+    Anthropic(UpstreamResponse),
+    /// Anthropic's answer goes back as it is (a client error, or a 429 that cannot fall back).
+    AsIs(UpstreamResponse),
+    Bedrock { model_id: String, reason: FallbackReason },
+}
+
+/// Everything needed to write one request's usage line, carried into the stream task.
+#[derive(Clone)]
+pub struct Meter {
+    metering: Metering,
+    received_at: DateTime<Utc>,
+    started: Instant,
+    request_id: String,
+    tenant_id: String,
+    user_id: String,
+}
+
+impl Meter {
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    pub fn record(&self, request_type: RequestType, model_id: &str, tokens: TokenCounts) {
+        self.metering.record(UsageEvent {
+            received_at: self.received_at,
+            request_id: self.request_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            user_id: self.user_id.clone(),
+            model_id: model_id.to_owned(),
+            request_type,
+            tokens,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+        });
+    }
+}
+
+struct Call<'a> {
+    request: &'a ProxyRequest,
+    owner: KeyOwner,
+    user_id: String,
+    body: MessagesBody,
+    meter: Meter,
+}
+
+#[derive(Clone)]
+pub struct ProxyService {
+    settings: Arc<ProxySettings>,
+    keys: ApiKeys,
+    rate_limits: Option<RateLimitMemory>,
+    anthropic: Arc<dyn AnthropicApi>,
+    bedrock: Arc<dyn BedrockApi>,
+    metering: Metering,
+    in_flight: InFlight,
+}
+
+impl ProxyService {
+    pub fn new(
+        settings: ProxySettings,
+        keys: ApiKeys,
+        rate_limits: Option<RateLimitMemory>,
+        anthropic: Arc<dyn AnthropicApi>,
+        bedrock: Arc<dyn BedrockApi>,
+        metering: Metering,
+    ) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            keys,
+            rate_limits,
+            anthropic,
+            bedrock,
+            metering,
+            in_flight: InFlight::default(),
+        }
+    }
+
+    pub fn keys(&self) -> &ApiKeys {
+        &self.keys
+    }
+
+    pub fn metering(&self) -> &Metering {
+        &self.metering
+    }
+
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
+    /// Answers one proxy request; never fails (errors become Anthropic-shaped answers). The work runs in a
+    /// task of its own, so a client that hangs up cannot cancel it halfway: what was generated is metered.
+    pub async fn handle(&self, endpoint: Endpoint, request: ProxyRequest) -> Response<ProxyBody> {
+        let request_id = request.request_id.clone();
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let received_at = Utc::now();
+            let started = Instant::now();
+            match endpoint {
+                Endpoint::Messages => this.messages(&request, received_at, started).await,
+                Endpoint::CountTokens => this.count_tokens(&request, received_at, started).await,
+            }
+        });
+        let mut response = match task.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                if error.status().is_server_error() {
+                    tracing::warn!(request_id = %request_id, status = error.status().as_u16(), %error, "proxy request failed");
+                }
+                error_response(&error, &request_id)
+            }
+            Err(join_error) => {
+                tracing::error!(request_id = %request_id, error = %join_error, "proxy task failed");
+                error_response(&ApiError::Internal("the request could not be completed".into()), &request_id)
+            }
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        response
+    }
+
+    async fn authenticate<'a>(
+        &self,
+        request: &'a ProxyRequest,
+        received_at: DateTime<Utc>,
+        started: Instant,
+    ) -> Result<Call<'a>, ApiError> {
+        let owner = self.keys.verify(request.gateway_key(self.settings.credential_mode)).await?;
+        let body = MessagesBody::parse(&request.body)?;
+        let user_id = metering_user(&body, request, &owner.user_id);
+        let meter = Meter {
+            metering: self.metering.clone(),
+            received_at,
+            started,
+            request_id: request.request_id.clone(),
+            tenant_id: owner.tenant_id.clone(),
+            user_id: user_id.clone(),
+        };
+        Ok(Call { request, owner, user_id, body, meter })
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = %request.request_id))]
+    async fn messages(
+        &self,
+        request: &ProxyRequest,
+        received_at: DateTime<Utc>,
+        started: Instant,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let call = self.authenticate(request, received_at, started).await?;
+        match self.route(&call, Endpoint::Messages).await? {
+            Route::Anthropic(upstream) => self.answer_from_anthropic(&call, upstream).await,
+            Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
+            Route::Bedrock { model_id, reason } => self.answer_from_bedrock(&call, &model_id, reason).await,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = %request.request_id))]
+    async fn count_tokens(
+        &self,
+        request: &ProxyRequest,
+        received_at: DateTime<Utc>,
+        started: Instant,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let call = self.authenticate(request, received_at, started).await?;
+        match self.route(&call, Endpoint::CountTokens).await? {
+            Route::Anthropic(upstream) | Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
+            Route::Bedrock { model_id, reason } => {
+                let mut converted = to_bedrock_body(&call.body.fields, &request.betas(), &self.settings.bedrock_allowed_betas);
+                converted.log_dropped(&request.request_id);
+                // Bedrock validates the body as an InvokeModel body, where max_tokens is required.
+                if let Value::Object(fields) = &mut converted.body {
+                    fields.entry("max_tokens").or_insert(json!(1));
+                }
+                let input_tokens = self
+                    .bedrock
+                    .count_tokens(&model_id, converted.to_bytes())
+                    .await
+                    .map_err(|error| bedrock::api_error(error, &model_id))?;
+                Ok(json_response(StatusCode::OK, json!({"input_tokens": input_tokens}).to_string(), Some(reason)))
+            }
+        }
+    }
+
+    /// Chooses the upstream: forced 429 and a remembered 429 skip Anthropic; otherwise Anthropic is asked
+    /// and its answer decides.
+    async fn route(&self, call: &Call<'_>, endpoint: Endpoint) -> Result<Route, ApiError> {
+        let settings = &self.settings;
+        let bedrock_model = settings.model_map.get(&call.body.model).cloned();
+        if let Some(retry_after) = settings.forced_rate_limit_retry_after {
+            self.remember_429(call, retry_after).await;
+            return match bedrock_model {
+                Some(model_id) if settings.fallback.enabled => Ok(Route::Bedrock { model_id, reason: FallbackReason::Forced }),
+                _ => Err(ApiError::RateLimited {
+                    message: format!(
+                        "rate limited (FORCE_RATE_LIMIT_TEST) and model {:?} has no Bedrock fallback",
+                        call.body.model
+                    ),
+                    retry_after_seconds: retry_after,
+                }),
+            };
+        }
+        if let (Some(memory), Some(model_id)) = (&self.rate_limits, &bedrock_model) {
+            if settings.fallback.enabled {
+                if let Some(until) = memory.in_force(&call.owner.tenant_id, &call.user_id).await {
+                    tracing::info!(limited_until = %until, "Anthropic 429 in force for this caller; asking Bedrock directly");
+                    return Ok(Route::Bedrock { model_id: model_id.clone(), reason: FallbackReason::Remembered });
+                }
+            }
+        }
+        let upstream = self
+            .anthropic
+            .send(UpstreamRequest {
+                path_and_query: format!("{}{}", endpoint.upstream_path(), call.request.upstream_query()),
+                headers: upstream_headers(&call.request.headers, settings.credential_mode, settings.provider_key.as_deref()),
+                body: call.request.body.clone(),
+            })
+            .await;
+        let upstream = match upstream {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                return match bedrock_model {
+                    Some(model_id) if settings.fallback.enabled && settings.fallback.on_server_error => {
+                        tracing::warn!(%error, "Anthropic unreachable; asking Bedrock");
+                        Ok(Route::Bedrock { model_id, reason: FallbackReason::Unreachable })
+                    }
+                    _ => Err(match error {
+                        UpstreamError::Timeout(detail) => ApiError::UpstreamTimeout(detail),
+                        other => ApiError::Upstream(other.to_string()),
+                    }),
+                };
+            }
+        };
+        let status = upstream.status;
+        if status.is_success() {
+            return Ok(Route::Anthropic(upstream));
+        }
+        if !settings.fallback.applies_to(status) {
+            return Ok(Route::AsIs(upstream));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = upstream.retry_after_seconds().unwrap_or(settings.default_retry_after_seconds);
+            self.remember_429(call, retry_after).await;
+        }
+        let reason = match status.as_u16() {
+            429 => FallbackReason::RateLimited,
+            OVERLOADED => FallbackReason::Overloaded,
+            _ => FallbackReason::ServerError,
+        };
+        match bedrock_model {
+            Some(model_id) => {
+                tracing::info!(status = status.as_u16(), reason = reason.as_str(), "Anthropic refused; asking Bedrock");
+                Ok(Route::Bedrock { model_id, reason })
+            }
+            None => {
+                tracing::info!(status = status.as_u16(), model = %call.body.model, "no Bedrock mapping; passing Anthropic's answer on");
+                Ok(Route::AsIs(upstream))
+            }
+        }
+    }
+
+    async fn remember_429(&self, call: &Call<'_>, retry_after_seconds: u64) {
+        if let Some(memory) = &self.rate_limits {
+            memory
+                .record(RateLimitEntry {
+                    tenant_id: call.owner.tenant_id.clone(),
+                    user_id: call.user_id.clone(),
+                    recorded_at: Utc::now(),
+                    retry_after_seconds,
+                })
+                .await;
+        }
+    }
+
+    async fn answer_from_anthropic(&self, call: &Call<'_>, upstream: UpstreamResponse) -> Result<Response<ProxyBody>, ApiError> {
+        let mode = self.settings.credential_mode;
+        let is_event_stream = upstream
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        let mut headers = client_response_headers(&upstream.headers, mode);
+        headers.insert(UPSTREAM_HEADER, HeaderValue::from_static("anthropic"));
+        if is_event_stream {
+            let body = spawn_stream(
+                StreamSource::AnthropicSse(upstream.body),
+                call.meter.clone(),
+                RequestType::Anthropic,
+                call.body.model.clone(),
+                self.in_flight.enter(),
+            );
+            return Ok(with_headers(Response::new(body), upstream.status, headers));
+        }
+        let (status, _, bytes) = upstream.read_all(MAX_ANSWER_BYTES).await.map_err(|error| ApiError::Upstream(error.to_string()))?;
+        let tokens = serde_json::from_slice::<Value>(&bytes).ok().as_ref().and_then(usage_of_message);
+        if tokens.is_none() {
+            tracing::warn!("Anthropic's answer carried no usage; metered as zero tokens");
+        }
+        call.meter.record(RequestType::Anthropic, &call.body.model, tokens.unwrap_or_default());
+        Ok(with_headers(Response::new(full(bytes)), status, headers))
+    }
+
+    async fn as_is(&self, upstream: UpstreamResponse, request_id: &str) -> Result<Response<ProxyBody>, ApiError> {
+        let mode = self.settings.credential_mode;
+        let headers = client_response_headers(&upstream.headers, mode);
+        let (status, _, bytes) = upstream.read_all(MAX_ANSWER_BYTES).await.map_err(|error| ApiError::Upstream(error.to_string()))?;
+        tracing::debug!(request_id, status = status.as_u16(), "Anthropic's answer passed on as it is");
+        let mut headers = headers;
+        headers.insert(UPSTREAM_HEADER, HeaderValue::from_static("anthropic"));
+        Ok(with_headers(Response::new(full(bytes)), status, headers))
+    }
+
+    async fn answer_from_bedrock(&self, call: &Call<'_>, model_id: &str, reason: FallbackReason) -> Result<Response<ProxyBody>, ApiError> {
+        let converted = to_bedrock_body(&call.body.fields, &call.request.betas(), &self.settings.bedrock_allowed_betas);
+        converted.log_dropped(&call.request.request_id);
+        tracing::info!(bedrock_model = model_id, reason = reason.as_str(), stream = call.body.stream, "served by Bedrock");
+        if call.body.stream {
+            let events = self
+                .bedrock
+                .invoke_stream(model_id, converted.to_bytes())
+                .await
+                .map_err(|error| bedrock::api_error(error, model_id))?;
+            let body = spawn_stream(
+                StreamSource::BedrockEvents(events),
+                call.meter.clone(),
+                RequestType::Bedrock,
+                model_id.to_owned(),
+                self.in_flight.enter(),
+            );
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert(UPSTREAM_HEADER, HeaderValue::from_static("bedrock"));
+            headers.insert(FALLBACK_HEADER, HeaderValue::from_static(reason.as_str()));
+            return Ok(with_headers(Response::new(body), StatusCode::OK, headers));
+        }
+        let answer = self
+            .bedrock
+            .invoke(model_id, converted.to_bytes())
+            .await
+            .map_err(|error| bedrock::api_error(error, model_id))?;
+        let tokens = serde_json::from_slice::<Value>(&answer).ok().as_ref().and_then(usage_of_message);
+        if tokens.is_none() {
+            tracing::warn!("Bedrock's answer carried no usage; metered as zero tokens");
+        }
+        call.meter.record(RequestType::Bedrock, model_id, tokens.unwrap_or_default());
+        Ok(json_response(StatusCode::OK, answer, Some(reason)))
+    }
+}
+
+fn with_headers(mut response: Response<ProxyBody>, status: StatusCode, headers: HeaderMap) -> Response<ProxyBody> {
+    *response.status_mut() = status;
+    response.headers_mut().extend(headers);
+    response
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>, fallback: Option<FallbackReason>) -> Response<ProxyBody> {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(reason) = fallback {
+        headers.insert(UPSTREAM_HEADER, HeaderValue::from_static("bedrock"));
+        headers.insert(FALLBACK_HEADER, HeaderValue::from_static(reason.as_str()));
+    }
+    with_headers(Response::new(full(body)), status, headers)
+}

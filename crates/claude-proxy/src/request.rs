@@ -1,0 +1,234 @@
+//! What the proxy reads from a client request: the gateway key, the body's few fields it acts on (the rest
+//! goes upstream untouched), the user to meter, and the query to forward.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use metering_core::ApiError;
+use serde_json::{Map, Value};
+
+use crate::config::CredentialMode;
+
+pub const GATEWAY_KEY_HEADER: &str = "x-gateway-key";
+/// Query parameter naming the user when the body has no `metadata.user_id`.
+pub const USER_QUERY_PARAMETER: &str = "claude-code-user";
+pub const MAX_USER_ID_CHARS: usize = 256;
+
+/// One request as the proxy sees it, whichever server received it.
+#[derive(Debug, Clone)]
+pub struct ProxyRequest {
+    pub request_id: String,
+    pub headers: HeaderMap,
+    /// The raw query string (without `?`), if any.
+    pub query: Option<String>,
+    pub body: Bytes,
+}
+
+impl ProxyRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    /// The gateway key: `x-gateway-key` in either mode; in managed mode also `x-api-key` or a bearer token.
+    pub fn gateway_key(&self, mode: CredentialMode) -> Option<&str> {
+        if let Some(key) = self.header(GATEWAY_KEY_HEADER) {
+            return Some(key);
+        }
+        match mode {
+            CredentialMode::Passthrough => None,
+            CredentialMode::Managed => self.header("x-api-key").or_else(|| {
+                let authorization = self.header("authorization")?;
+                let (scheme, token) = authorization.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            }),
+        }
+    }
+
+    /// `anthropic-beta` header values (each may hold several, comma-separated).
+    pub fn betas(&self) -> Vec<String> {
+        self.headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn query_parameter(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+
+    /// The query string for the upstream, without the gateway's own parameter.
+    pub fn upstream_query(&self) -> String {
+        let kept: Vec<&str> = self
+            .query
+            .as_deref()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .filter(|pair| percent_decode(pair.split('=').next().unwrap_or_default()) != USER_QUERY_PARAMETER)
+            .collect();
+        if kept.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", kept.join("&"))
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[index]) {
+            (Some(byte), _) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (None, b'+') => {
+                decoded.push(b' ');
+                index += 1;
+            }
+            (None, byte) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// The body of `/v1/messages` or `/v1/messages/count_tokens`: the JSON object (kept for Bedrock) and the
+/// fields the proxy acts on.
+#[derive(Debug, Clone)]
+pub struct MessagesBody {
+    pub fields: Map<String, Value>,
+    pub model: String,
+    pub stream: bool,
+}
+
+impl MessagesBody {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::InvalidRequest("the request body is empty; send a Messages API JSON object".into()));
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|error| ApiError::InvalidRequest(format!("the request body is not valid JSON: {error}")))?;
+        let Value::Object(fields) = value else {
+            return Err(ApiError::InvalidRequest("the request body must be a JSON object".into()));
+        };
+        let model = match fields.get("model") {
+            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+            Some(_) => return Err(ApiError::InvalidRequest("model: must be a non-empty string".into())),
+            None => return Err(ApiError::InvalidRequest("model: field required".into())),
+        };
+        match fields.get("messages") {
+            Some(Value::Array(_)) => {}
+            Some(_) => return Err(ApiError::InvalidRequest("messages: must be an array".into())),
+            None => return Err(ApiError::InvalidRequest("messages: field required".into())),
+        }
+        let stream = match fields.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(stream)) => *stream,
+            Some(_) => return Err(ApiError::InvalidRequest("stream: must be a boolean".into())),
+        };
+        Ok(Self { fields, model, stream })
+    }
+
+    /// `metadata.user_id` as Claude Code sends it, without its `_session_...` suffix.
+    pub fn metadata_user(&self) -> Option<String> {
+        self.fields.get("metadata")?.get("user_id")?.as_str().and_then(clean_user_id)
+    }
+}
+
+/// A user id for the usage line: without a `_session_...` suffix, trimmed, bounded, printable.
+pub fn clean_user_id(raw: &str) -> Option<String> {
+    let without_session = raw.find("_session_").map_or(raw, |at| &raw[..at]);
+    let trimmed = without_session.trim();
+    if trimmed.is_empty() || trimmed.chars().any(char::is_control) {
+        return None;
+    }
+    Some(trimmed.chars().take(MAX_USER_ID_CHARS).collect())
+}
+
+/// Who is metered: `metadata.user_id`, else the `claude-code-user` query parameter, else the key's user.
+pub fn metering_user(body: &MessagesBody, request: &ProxyRequest, key_user: &str) -> String {
+    body.metadata_user()
+        .or_else(|| request.query_parameter(USER_QUERY_PARAMETER).as_deref().and_then(clean_user_id))
+        .unwrap_or_else(|| key_user.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn request(headers: &[(&'static str, &'static str)], query: Option<&str>) -> ProxyRequest {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        ProxyRequest { request_id: "r".into(), headers: map, query: query.map(str::to_owned), body: Bytes::new() }
+    }
+
+    #[test]
+    fn the_gateway_key_depends_on_the_mode() {
+        let managed = request(&[("x-api-key", "bmk_a")], None);
+        assert_eq!(managed.gateway_key(CredentialMode::Managed), Some("bmk_a"));
+        assert_eq!(managed.gateway_key(CredentialMode::Passthrough), None, "x-api-key is the user's own then");
+        let bearer = request(&[("authorization", "Bearer bmk_b")], None);
+        assert_eq!(bearer.gateway_key(CredentialMode::Managed), Some("bmk_b"));
+        let both = request(&[("x-api-key", "sk-ant-own"), ("x-gateway-key", "bmk_c")], None);
+        assert_eq!(both.gateway_key(CredentialMode::Passthrough), Some("bmk_c"));
+        assert_eq!(both.gateway_key(CredentialMode::Managed), Some("bmk_c"));
+    }
+
+    #[test]
+    fn the_metered_user_comes_from_metadata_then_query_then_key() {
+        let body = |json: &str| MessagesBody::parse(json.as_bytes()).unwrap();
+        let with_metadata = body(r#"{"model":"m","messages":[],"metadata":{"user_id":"user_abc_account_1_session_9f"}}"#);
+        let plain = body(r#"{"model":"m","messages":[]}"#);
+        let query = request(&[], Some("beta=true&claude-code-user=alice%40example.com"));
+        assert_eq!(metering_user(&with_metadata, &query, "key-user"), "user_abc_account_1");
+        assert_eq!(metering_user(&plain, &query, "key-user"), "alice@example.com");
+        assert_eq!(metering_user(&plain, &request(&[], None), "key-user"), "key-user");
+    }
+
+    #[test]
+    fn the_gateway_parameter_is_not_forwarded_upstream() {
+        assert_eq!(request(&[], Some("beta=true&claude-code-user=bob")).upstream_query(), "?beta=true");
+        assert_eq!(request(&[], Some("claude-code-user=bob")).upstream_query(), "");
+        assert_eq!(request(&[], None).upstream_query(), "");
+    }
+
+    #[test]
+    fn malformed_bodies_are_invalid_requests() {
+        for (body, expected) in [
+            ("", "empty"),
+            ("{not json", "not valid JSON"),
+            ("[]", "JSON object"),
+            (r#"{"messages": []}"#, "model: field required"),
+            (r#"{"model": 5, "messages": []}"#, "model: must be"),
+            (r#"{"model": "m"}"#, "messages: field required"),
+            (r#"{"model": "m", "messages": [], "stream": "yes"}"#, "stream: must be"),
+        ] {
+            match MessagesBody::parse(body.as_bytes()) {
+                Err(ApiError::InvalidRequest(message)) => assert!(message.contains(expected), "{body}: {message}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(MessagesBody::parse(br#"{"model":"m","messages":[],"stream":true}"#).unwrap().stream);
+    }
+
+    #[test]
+    fn user_ids_are_cleaned() {
+        assert_eq!(clean_user_id("  bob  ").as_deref(), Some("bob"));
+        assert_eq!(clean_user_id("_session_x"), None);
+        assert_eq!(clean_user_id("a\nb"), None);
+        assert_eq!(clean_user_id(&"x".repeat(300)).unwrap().len(), MAX_USER_ID_CHARS);
+    }
+}

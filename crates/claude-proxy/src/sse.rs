@@ -1,0 +1,208 @@
+//! Server-sent events of the Messages API: an incremental parser (the proxy forwards Anthropic's bytes
+//! untouched and reads a copy), the usage those events carry, and the encoder for events from Bedrock.
+//!
+//! Usage in a stream: input and cache tokens in `message_start` (`message.usage`), output tokens in
+//! `message_delta` (`usage.output_tokens`, cumulative; the last one is final). Newer API versions repeat
+//! the input and cache counts in `message_delta`; when present they win.
+
+use metering_core::usage::TokenCounts;
+use serde_json::Value;
+
+/// Splits a byte stream into `(event, data)` pairs, whatever the chunk boundaries.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    pending: Vec<u8>,
+    event: String,
+    data: String,
+}
+
+/// Longest line kept while waiting for its end; a larger one is dropped (the bytes are still forwarded).
+const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+impl SseParser {
+    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&str, &str)) {
+        self.pending.extend_from_slice(chunk);
+        let mut consumed = 0;
+        while let Some(offset) = self.pending[consumed..].iter().position(|byte| *byte == b'\n') {
+            let end = consumed + offset;
+            let line = &self.pending[consumed..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line = String::from_utf8_lossy(line).into_owned();
+            consumed = end + 1;
+            self.line(&line, &mut on_event);
+        }
+        self.pending.drain(..consumed);
+        if self.pending.len() > MAX_LINE_BYTES {
+            tracing::warn!(bytes = self.pending.len(), "dropping an over-long server-sent event line");
+            self.pending.clear();
+        }
+    }
+
+    fn line(&mut self, line: &str, on_event: &mut impl FnMut(&str, &str)) {
+        if line.is_empty() {
+            if !self.data.is_empty() || !self.event.is_empty() {
+                on_event(&self.event, &self.data);
+            }
+            self.event.clear();
+            self.data.clear();
+            return;
+        }
+        if line.starts_with(':') {
+            return;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => value.clone_into(&mut self.event),
+            "data" => {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One server-sent event as the Anthropic API writes it.
+pub fn encode_event(event_type: &str, data: &str) -> String {
+    format!("event: {event_type}\ndata: {data}\n\n")
+}
+
+/// The token counts of a stream, from the events seen so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UsageTap {
+    tokens: TokenCounts,
+    pub saw_message_start: bool,
+    pub saw_message_stop: bool,
+    /// The `error.type` of an `error` event, if the stream carried one.
+    pub error: Option<String>,
+}
+
+fn count(value: &Value) -> Option<u64> {
+    value.as_u64()
+}
+
+impl UsageTap {
+    /// Reads one event; `event_type` may be empty (then the data's own `type` is used).
+    pub fn observe(&mut self, event_type: &str, data: &str) {
+        let Ok(value) = serde_json::from_str::<Value>(data) else { return };
+        self.observe_value(event_type, &value);
+    }
+
+    pub fn observe_value(&mut self, event_type: &str, value: &Value) {
+        let kind = if event_type.is_empty() { value["type"].as_str().unwrap_or_default() } else { event_type };
+        match kind {
+            "message_start" => {
+                self.saw_message_start = true;
+                let usage = &value["message"]["usage"];
+                self.tokens.input_tokens = count(&usage["input_tokens"]).unwrap_or_default();
+                self.tokens.cache_creation_input_tokens = count(&usage["cache_creation_input_tokens"]).unwrap_or_default();
+                self.tokens.cache_read_input_tokens = count(&usage["cache_read_input_tokens"]).unwrap_or_default();
+                self.tokens.output_tokens = count(&usage["output_tokens"]).unwrap_or_default();
+            }
+            "message_delta" => {
+                let usage = &value["usage"];
+                if let Some(output) = count(&usage["output_tokens"]) {
+                    self.tokens.output_tokens = output;
+                }
+                if let Some(input) = count(&usage["input_tokens"]) {
+                    self.tokens.input_tokens = input;
+                }
+                if let Some(created) = count(&usage["cache_creation_input_tokens"]) {
+                    self.tokens.cache_creation_input_tokens = created;
+                }
+                if let Some(read) = count(&usage["cache_read_input_tokens"]) {
+                    self.tokens.cache_read_input_tokens = read;
+                }
+            }
+            "message_stop" => self.saw_message_stop = true,
+            "error" => self.error = Some(value["error"]["type"].as_str().unwrap_or("error").to_owned()),
+            _ => {}
+        }
+    }
+
+    pub fn tokens(&self) -> TokenCounts {
+        self.tokens
+    }
+}
+
+/// The usage of a whole (non-streaming) Messages API answer.
+pub fn usage_of_message(message: &Value) -> Option<TokenCounts> {
+    let usage = message.get("usage")?;
+    Some(TokenCounts {
+        input_tokens: count(&usage["input_tokens"]).unwrap_or_default(),
+        output_tokens: count(&usage["output_tokens"]).unwrap_or_default(),
+        cache_creation_input_tokens: count(&usage["cache_creation_input_tokens"]).unwrap_or_default(),
+        cache_read_input_tokens: count(&usage["cache_read_input_tokens"]).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\r\n\r\n\
+event: ping\ndata: {\"type\": \"ping\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    fn tap_of(chunks: &[&[u8]]) -> (UsageTap, Vec<String>) {
+        let mut parser = SseParser::default();
+        let mut tap = UsageTap::default();
+        let mut names = Vec::new();
+        for chunk in chunks {
+            parser.feed(chunk, |event, data| {
+                names.push(event.to_owned());
+                tap.observe(event, data);
+            });
+        }
+        (tap, names)
+    }
+
+    #[test]
+    fn input_comes_from_message_start_and_output_from_the_last_message_delta() {
+        let (tap, names) = tap_of(&[STREAM.as_bytes()]);
+        assert_eq!(names, ["message_start", "ping", "content_block_delta", "message_delta", "message_stop"]);
+        assert_eq!(
+            tap.tokens(),
+            TokenCounts { input_tokens: 12, output_tokens: 7, cache_creation_input_tokens: 100, cache_read_input_tokens: 0 }
+        );
+        assert!(tap.saw_message_start && tap.saw_message_stop);
+    }
+
+    #[test]
+    fn chunk_boundaries_anywhere_give_the_same_events() {
+        let bytes = STREAM.as_bytes();
+        let whole = tap_of(&[bytes]);
+        for split in [1, 5, 17, 40, 200, bytes.len() - 1] {
+            assert_eq!(tap_of(&[&bytes[..split], &bytes[split..]]), whole, "split at {split}");
+        }
+        let single_bytes: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(tap_of(&single_bytes), whole);
+    }
+
+    #[test]
+    fn a_stream_cut_before_message_delta_keeps_the_input_count() {
+        let cut = STREAM.find("event: message_delta").unwrap();
+        let (tap, _) = tap_of(&[&STREAM.as_bytes()[..cut]]);
+        assert_eq!((tap.tokens().input_tokens, tap.tokens().output_tokens), (12, 1));
+        assert!(!tap.saw_message_stop);
+    }
+
+    #[test]
+    fn error_events_are_noted() {
+        let (tap, _) = tap_of(&[b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\n\n"]);
+        assert_eq!(tap.error.as_deref(), Some("overloaded_error"));
+    }
+
+    #[test]
+    fn a_whole_message_reports_its_usage() {
+        let message = serde_json::json!({"usage": {"input_tokens": 3, "output_tokens": 5, "cache_read_input_tokens": 8}});
+        let tokens = usage_of_message(&message).unwrap();
+        assert_eq!((tokens.input_tokens, tokens.output_tokens, tokens.cache_read_input_tokens), (3, 5, 8));
+        assert_eq!(tokens.total(), 16);
+    }
+}

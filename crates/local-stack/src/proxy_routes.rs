@@ -1,0 +1,128 @@
+//! The Claude proxy's routes in the local API server, as API Gateway serves them: `/v1/messages` and
+//! `/v1/messages/count_tokens` without an authorizer (the gateway key is checked by the handler), and
+//! `/v1/keys...` behind the Cognito authorizer. Answers stream through as the handler produces them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body as AxumBody;
+use axum::extract::{Request as AxumRequest, State};
+use axum::response::Response as AxumResponse;
+use axum::routing::any;
+use axum::Router;
+use claude_proxy::anthropic_error::error_response;
+use claude_proxy::config::ProxyConfig;
+use claude_proxy::ProxyHandler;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use metering_core::usage::UsageLog;
+use metering_core::ApiError;
+use serde_json::Value;
+
+use crate::authorizer::CognitoAuthorizer;
+
+/// How long shutdown waits for streams whose client hung up (they are still read, to be metered).
+const DRAIN_STREAMS_FOR: Duration = Duration::from_secs(60);
+
+/// The proxy in the local API server: on when `API_KEY_TABLE_NAME` is set, configured from the proxy
+/// function's own variables (see crates/claude-proxy/README.md).
+pub struct LocalProxy {
+    handler: ProxyHandler,
+    max_body_bytes: usize,
+}
+
+impl LocalProxy {
+    pub async fn from_env(
+        sdk_config: &aws_config::SdkConfig,
+        usage_log: Arc<dyn UsageLog>,
+    ) -> Result<Option<Self>, Box<dyn std::error::Error>> {
+        if std::env::var("API_KEY_TABLE_NAME").map_or(true, |table| table.trim().is_empty()) {
+            return Ok(None);
+        }
+        let config = ProxyConfig::from_env()?;
+        config.log_start();
+        let service = claude_proxy::aws::proxy_service_on_aws(&config, sdk_config, usage_log).await?;
+        Ok(Some(Self { handler: ProxyHandler::new(service, config.max_body_bytes), max_body_bytes: config.max_body_bytes }))
+    }
+
+    pub fn router(&self, authorizer: Arc<CognitoAuthorizer>) -> Router {
+        router(ProxyRoutesState { authorizer, proxy: self.handler.clone(), max_body_bytes: self.max_body_bytes })
+    }
+
+    /// After the server stopped: finish the streams still being read, then their metering.
+    pub async fn drain(&self) {
+        let service = self.handler.service();
+        tracing::info!(streams = service.in_flight().count(), pending = service.metering().pending_jobs(), "draining the proxy");
+        if !service.in_flight().idle_within(DRAIN_STREAMS_FOR).await {
+            tracing::warn!(streams = service.in_flight().count(), "streams still open at shutdown; their usage may be lost");
+        }
+        service.metering().flush().await;
+    }
+}
+
+#[derive(Clone)]
+pub struct ProxyRoutesState {
+    pub authorizer: Arc<CognitoAuthorizer>,
+    pub proxy: ProxyHandler,
+    /// Request bodies up to this size are read (API Gateway's own limit is 10 MB).
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: ProxyRoutesState) -> Router {
+    Router::new()
+        .route("/v1/messages", any(by_gateway_key))
+        .route("/v1/messages/count_tokens", any(by_gateway_key))
+        .route("/v1/keys", any(by_id_token))
+        .route("/v1/keys/{id}", any(by_id_token))
+        .with_state(state)
+}
+
+fn into_axum(response: http::Response<claude_proxy::body::ProxyBody>) -> AxumResponse {
+    let (parts, body) = response.into_parts();
+    AxumResponse::from_parts(parts, AxumBody::new(body))
+}
+
+/// The request in the Lambda event's shape, with the verified claims when the route has the authorizer.
+async fn into_lambda_request(
+    request: AxumRequest,
+    request_id: &str,
+    claims: Option<serde_json::Map<String, Value>>,
+    max_body_bytes: usize,
+) -> Result<lambda_http::Request, ApiError> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body is larger than {max_body_bytes} bytes")))?;
+    let mut context = ApiGatewayProxyRequestContext::default();
+    context.request_id = Some(request_id.to_owned());
+    context.stage = Some("local".to_owned());
+    context.http_method = parts.method.clone();
+    context.path = Some(parts.uri.path().to_owned());
+    if let Some(claims) = claims {
+        context.authorizer.fields.insert("claims".to_owned(), Value::Object(claims));
+    }
+    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    Ok(http::Request::from_parts(parts, body).with_request_context(RequestContext::ApiGatewayV1(context)))
+}
+
+async fn by_gateway_key(State(state): State<ProxyRoutesState>, request: AxumRequest) -> AxumResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    match into_lambda_request(request, &request_id, None, state.max_body_bytes).await {
+        Ok(lambda_request) => into_axum(state.proxy.handle(lambda_request).await),
+        Err(error) => into_axum(error_response(&error, &request_id)),
+    }
+}
+
+async fn by_id_token(State(state): State<ProxyRoutesState>, request: AxumRequest) -> AxumResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let authorization = request.headers().get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let claims = match state.authorizer.authorize(authorization).await {
+        Ok(claims) => claims,
+        Err(error) => return into_axum(error_response(&ApiError::from(error), &request_id)),
+    };
+    match into_lambda_request(request, &request_id, Some(claims), state.max_body_bytes).await {
+        Ok(lambda_request) => into_axum(state.proxy.handle(lambda_request).await),
+        Err(error) => into_axum(error_response(&error, &request_id)),
+    }
+}
