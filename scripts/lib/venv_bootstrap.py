@@ -22,6 +22,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_DIR = REPO_ROOT / ".venv"
 REQUIREMENTS = REPO_ROOT / "scripts" / "requirements.txt"
+# Every requirements file: the local stack's, and those of the analytics, infra and proxy checks. One venv
+# holds them all, so a fresh clone's `scripts/test` has every tool before any test starts.
+def requirement_files() -> list[Path]:
+    return [REQUIREMENTS, *sorted(p for p in REQUIREMENTS.parent.glob("requirements-*.txt"))]
 STAMP = VENV_DIR / ".requirements.sha256"
 
 
@@ -30,7 +34,9 @@ def venv_python() -> Path:
 
 
 def _wanted_stamp() -> str:
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes())
+    digest = hashlib.sha256()
+    for path in requirement_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(sys.version.split()[0].encode())
     return digest.hexdigest()
 
@@ -61,11 +67,12 @@ def ensure_venv(quiet: bool = True) -> Path:
                     "venv: `python3 -m venv` failed. On Debian/Ubuntu install the venv module first: "
                     "apt-get install python3-venv"
                 )
-        print(f"venv: installing {REQUIREMENTS.relative_to(REPO_ROOT)}", file=sys.stderr)
+        names = ", ".join(str(p.relative_to(REPO_ROOT)) for p in requirement_files())
+        print(f"venv: installing {names}", file=sys.stderr)
         pip = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check"]
         if quiet:
             pip.append("--quiet")
-        result = subprocess.run(pip + ["-r", str(REQUIREMENTS)])
+        result = subprocess.run(pip + [arg for path in requirement_files() for arg in ("-r", str(path))])
         if result.returncode != 0:
             sys.exit("venv: pip install failed (is PyPI reachable?); see the output above")
         STAMP.write_text(_wanted_stamp() + "\n")
