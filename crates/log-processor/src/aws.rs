@@ -36,8 +36,9 @@ where
     Box::new(AwsCallError { operation, detail, source: Box::new(error) })
 }
 
-/// FilterLogEvents is limited to a few calls per second per account: a long export meets throttling, which
-/// the SDK retries with backoff; give it more attempts than the default three.
+/// FilterLogEvents is limited to a few calls per second per account and Region: a long export, read in
+/// several slices at once, meets throttling. Adaptive retries slow the client down to the rate it is
+/// granted (and back off); more attempts than the default three.
 const LOGS_MAX_ATTEMPTS: u32 = 10;
 
 pub struct CloudWatchLogSource {
@@ -47,7 +48,7 @@ pub struct CloudWatchLogSource {
 impl CloudWatchLogSource {
     pub fn new(sdk_config: &aws_config::SdkConfig) -> Self {
         let config = aws_sdk_cloudwatchlogs::config::Builder::from(sdk_config)
-            .retry_config(RetryConfig::standard().with_max_attempts(LOGS_MAX_ATTEMPTS))
+            .retry_config(RetryConfig::adaptive().with_max_attempts(LOGS_MAX_ATTEMPTS))
             .build();
         Self { client: aws_sdk_cloudwatchlogs::Client::from_conf(config) }
     }

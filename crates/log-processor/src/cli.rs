@@ -58,6 +58,9 @@ pub struct ExportArgs {
     /// Rows per Parquet row group (default 100,000).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub rows_per_row_group: Option<u64>,
+    /// Time slices of the day read at once (default 4).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub read_slices: Option<u32>,
 }
 
 #[derive(Args)]
@@ -100,6 +103,9 @@ pub async fn export(args: ExportArgs) -> i32 {
     }
     if let Some(rows) = args.rows_per_row_group {
         settings.rows_per_row_group = rows as usize;
+    }
+    if let Some(slices) = args.read_slices {
+        settings.read_slices = slices;
     }
     let request = match ExportRequest::from_payload(&args.payload()) {
         Ok(request) => request,
