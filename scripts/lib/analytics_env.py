@@ -1,7 +1,7 @@
 """Make sure the analytics packages (scripts/requirements-analytics.txt: DuckDB) are in the project venv.
 
-They are kept out of scripts/requirements.txt so the stack and its tests do not pay for them; the analytics
-commands install them on first use. Run under the venv's python (scripts/lib/venv_bootstrap.py run ...).
+venv_bootstrap.py installs every scripts/requirements*.txt; this is the fallback for a venv made before the
+file existed (or by hand): the analytics commands install what is missing on first use.
 """
 from __future__ import annotations
 
@@ -30,7 +30,13 @@ def _current() -> bool:
 
 
 def ensure_analytics_packages() -> None:
-    """pip-install requirements-analytics.txt into the running venv when it changed since the last install."""
+    """pip-install requirements-analytics.txt into the running venv unless DuckDB is already there."""
+    try:
+        import duckdb  # noqa: F401
+
+        return
+    except ImportError:
+        pass
     if _current():
         return
     if sys.prefix == sys.base_prefix:

@@ -143,6 +143,20 @@ mod tests {
     }
 
     #[test]
+    fn every_event_file_of_the_log_processor_is_a_valid_request() {
+        for (file, trigger) in [
+            (include_str!("../../../events/log-processor-scheduled.json"), "schedule"),
+            (include_str!("../../../events/log-processor-today.json"), "today"),
+            (include_str!("../../../events/log-processor-date.json"), "date"),
+            (include_str!("../../../events/log-processor-range.json"), "range"),
+        ] {
+            let request = ExportRequest::from_payload(&serde_json::from_str(file).unwrap()).unwrap();
+            assert_eq!(request.trigger(), trigger);
+            assert!(!request.days(now()).unwrap().is_empty());
+        }
+    }
+
+    #[test]
     fn an_empty_payload_exports_today() {
         assert_eq!(days_of(json!({})).unwrap(), vec![day("2026-11-23")]);
     }
