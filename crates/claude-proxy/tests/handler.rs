@@ -1,0 +1,261 @@
+//! Handler tests fed from the API Gateway event files in `events/` (proxy-*.json). Anthropic, Bedrock and
+//! the tables are in-memory stand-ins: these tests prove the handler's mapping (key -> tenant, body and
+//! headers -> upstream request, answer -> HTTP and usage); the end-to-end tests prove the feature.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use claude_proxy::anthropic::{AnthropicApi, ChunkSource, UpstreamError, UpstreamRequest, UpstreamResponse};
+use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
+use claude_proxy::bedrock::{BedrockApi, EventSource};
+use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
+use claude_proxy::proxy::{ProxyService, ProxySettings};
+use claude_proxy::ProxyHandler;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use metering_core::counters::{MeteringError, UsageCounters};
+use metering_core::metering::Metering;
+use metering_core::model::ModelError;
+use metering_core::usage::{UsageEvent, UsageLog, UsageRecord};
+use serde_json::{json, Value};
+
+/// The key in events/proxy-*.json (a test fixture, not a secret).
+const EVENT_KEY: &str = "bmk_0123456789abcdef_abababababababababababababababababababababababababababababababab";
+
+#[derive(Default)]
+struct OneKeyStore(Mutex<Vec<StoredKey>>);
+
+#[async_trait]
+impl KeyStore for OneKeyStore {
+    async fn insert(&self, key: &StoredKey) -> Result<(), KeyStoreError> {
+        self.0.lock().unwrap().push(key.clone());
+        Ok(())
+    }
+    async fn get(&self, key_id: &str) -> Result<Option<StoredKey>, KeyStoreError> {
+        Ok(self.0.lock().unwrap().iter().find(|k| k.record.id == key_id).cloned())
+    }
+    async fn list_active(&self, _: &str, _: &str) -> Result<Vec<ApiKeyRecord>, KeyStoreError> {
+        Ok(self.0.lock().unwrap().iter().map(|k| k.record.clone()).collect())
+    }
+    async fn revoke(&self, _: &str, _: &str, _: &str, _: DateTime<Utc>) -> Result<Option<ApiKeyRecord>, KeyStoreError> {
+        Ok(None)
+    }
+}
+
+struct Whole(Option<Bytes>);
+
+#[async_trait]
+impl ChunkSource for Whole {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
+        self.0.take().map(Ok)
+    }
+}
+
+/// Answers like Anthropic; a body containing `[stub:429]` gets a 429 with `retry-after: 12`.
+#[derive(Default)]
+struct StubAnthropic {
+    seen: Mutex<Vec<(String, HeaderMap, Bytes)>>,
+}
+
+#[async_trait]
+impl AnthropicApi for StubAnthropic {
+    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        self.seen.lock().unwrap().push((request.path_and_query.clone(), request.headers.clone(), request.body.clone()));
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if String::from_utf8_lossy(&request.body).contains("[stub:429]") {
+            headers.insert("retry-after", HeaderValue::from_static("12"));
+            let body = json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}});
+            return Ok(UpstreamResponse {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                headers,
+                body: Box::new(Whole(Some(Bytes::from(body.to_string())))),
+            });
+        }
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
+            "content": [{"type": "text", "text": "Hello, demo tenant!"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 11, "output_tokens": 5, "cache_read_input_tokens": 7}});
+        Ok(UpstreamResponse { status: StatusCode::OK, headers, body: Box::new(Whole(Some(Bytes::from(body.to_string())))) })
+    }
+}
+
+#[derive(Default)]
+struct StubBedrock {
+    bodies: Mutex<Vec<(String, Value)>>,
+}
+
+#[async_trait]
+impl BedrockApi for StubBedrock {
+    async fn invoke(&self, model_id: &str, body: Vec<u8>) -> Result<Bytes, ModelError> {
+        self.bodies.lock().unwrap().push((model_id.to_owned(), serde_json::from_slice(&body).unwrap()));
+        let answer = json!({"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": model_id,
+            "content": [{"type": "text", "text": "From Bedrock."}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 4, "output_tokens": 3}});
+        Ok(Bytes::from(answer.to_string()))
+    }
+    async fn invoke_stream(&self, _: &str, _: Vec<u8>) -> Result<Box<dyn EventSource>, ModelError> {
+        Err(ModelError::Upstream("not used here".into()))
+    }
+    async fn count_tokens(&self, _: &str, _: Vec<u8>) -> Result<u64, ModelError> {
+        Ok(1)
+    }
+}
+
+#[derive(Default)]
+struct Recorded(Mutex<Vec<UsageRecord>>);
+
+#[async_trait]
+impl UsageLog for Recorded {
+    async fn write(&self, record: &UsageRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+struct NoCounters;
+
+#[async_trait]
+impl UsageCounters for NoCounters {
+    async fn add(&self, _: &UsageEvent) -> Result<(), MeteringError> {
+        Ok(())
+    }
+}
+
+struct Harness {
+    handler: ProxyHandler,
+    anthropic: Arc<StubAnthropic>,
+    bedrock: Arc<StubBedrock>,
+    lines: Arc<Recorded>,
+    metering: Metering,
+}
+
+async fn harness() -> Harness {
+    let store = Arc::new(OneKeyStore::default());
+    store
+        .insert(&StoredKey {
+            record: ApiKeyRecord {
+                id: "0123456789abcdef".into(),
+                tenant_id: "demo-tenant".into(),
+                user_id: "5f1c2a4e-1111-4c2b-9d3e-000000000001".into(),
+                name: None,
+                created_at: "2026-11-23T10:00:00.000Z".into(),
+                revoked_at: None,
+                hint: "bmk_0123456789abcdef_...".into(),
+            },
+            key_hash: hash_key(EVENT_KEY),
+        })
+        .await
+        .unwrap();
+    let anthropic = Arc::new(StubAnthropic::default());
+    let bedrock = Arc::new(StubBedrock::default());
+    let lines = Arc::new(Recorded::default());
+    let metering = Metering::new(Arc::new(NoCounters), lines.clone());
+    let settings = ProxySettings {
+        credential_mode: CredentialMode::Managed,
+        provider_key: Some("sk-ant-provider".into()),
+        fallback: FallbackPolicy { enabled: true, on_overloaded: false, on_server_error: false },
+        model_map: DEFAULT_MODEL_MAP.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),
+        bedrock_allowed_betas: vec![],
+        forced_rate_limit_retry_after: None,
+        default_retry_after_seconds: 30,
+    };
+    let service = ProxyService::new(
+        settings,
+        ApiKeys::new(store, Duration::ZERO),
+        None,
+        anthropic.clone(),
+        bedrock.clone(),
+        metering.clone(),
+    );
+    Harness { handler: ProxyHandler::new(service, 1024 * 1024), anthropic, bedrock, lines, metering }
+}
+
+fn event(name: &str) -> lambda_http::Request {
+    let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    lambda_http::request::from_str(&text).unwrap()
+}
+
+async fn json_of(response: http::Response<claude_proxy::body::ProxyBody>) -> (StatusCode, HeaderMap, Value) {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_message_goes_to_anthropic_with_the_providers_key_and_is_metered() {
+    let h = harness().await;
+    let (status, headers, body) = json_of(h.handler.handle(event("proxy-messages")).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["content"][0]["text"], "Hello, demo tenant!");
+    assert_eq!(headers["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbee0", "API Gateway's request id");
+    assert_eq!(headers["x-gateway-upstream"], "anthropic");
+
+    let seen = h.anthropic.seen.lock().unwrap().clone();
+    let (path, upstream_headers, _) = &seen[0];
+    assert_eq!(path, "/v1/messages?beta=true", "the query string goes on");
+    assert_eq!(upstream_headers["x-api-key"], "sk-ant-provider");
+    assert!(!format!("{upstream_headers:?}").contains(EVENT_KEY), "the gateway key never goes upstream");
+
+    h.metering.flush().await;
+    let lines = h.lines.0.lock().unwrap().clone();
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!((line.tenant_id.as_str(), line.user_id.as_str()), ("demo-tenant", "user_3f9a_account_7c1e"));
+    assert_eq!((line.request_type.as_str(), line.model_id.as_str()), ("anthropic", "claude-sonnet-4-5-20250929"));
+    assert_eq!((line.input_tokens, line.output_tokens, line.cache_read_input_tokens, line.total_tokens), (11, 5, 7, 23));
+    assert_eq!(line.request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbee0");
+}
+
+#[tokio::test]
+async fn a_429_is_served_by_bedrock_with_a_bedrock_body() {
+    let h = harness().await;
+    let (status, headers, body) = json_of(h.handler.handle(event("proxy-messages-rate-limited")).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["content"][0]["text"], "From Bedrock.");
+    assert_eq!(headers["x-gateway-fallback"], "rate_limited");
+    let (model_id, sent) = h.bedrock.bodies.lock().unwrap()[0].clone();
+    assert_eq!(model_id, "us.anthropic.claude-sonnet-4-5-20250929-v1:0");
+    assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
+    assert!(sent.get("model").is_none());
+    h.metering.flush().await;
+    let line = h.lines.0.lock().unwrap()[0].clone();
+    assert_eq!((line.request_type.as_str(), line.model_id.as_str()), ("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"));
+    assert_eq!(line.user_id, "5f1c2a4e-1111-4c2b-9d3e-000000000001", "no metadata: the key's user");
+}
+
+#[tokio::test]
+async fn an_unknown_key_is_an_anthropic_authentication_error_and_nothing_goes_upstream() {
+    let h = harness().await;
+    let (status, _, body) = json_of(h.handler.handle(event("proxy-messages-bad-key")).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "authentication_error");
+    assert!(h.anthropic.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_signed_in_user_creates_a_key_for_their_tenant() {
+    let h = harness().await;
+    let response = h.handler.handle(event("proxy-keys-create")).await;
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let (status, _, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["tenant_id"], "demo-tenant");
+    assert_eq!(body["name"], "laptop");
+    let key = body["key"].as_str().unwrap();
+    assert!(key.starts_with("bmk_"));
+    assert!(h.handler.service().keys().verify(Some(key)).await.is_ok());
+}
+
+#[tokio::test]
+async fn the_keys_route_without_claims_is_unauthenticated() {
+    let h = harness().await;
+    let mut request = event("proxy-messages");
+    *request.uri_mut() = "https://abc123.execute-api.us-east-1.amazonaws.com/prod/v1/keys".parse().unwrap();
+    *request.method_mut() = http::Method::GET;
+    let (status, _, body) = json_of(h.handler.handle(request).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
