@@ -79,15 +79,27 @@ class LocalStack:
     api: ManagedProcess
     detached: bool = False
     extra_apis: list[ManagedProcess] = field(default_factory=list)
+    # The Claude proxy (with_proxy=True): the fake Anthropic API and the key and rate-limit tables.
+    fake_anthropic: ManagedProcess | None = None
+    proxy_tables: tuple[str, str] | None = None
 
     @classmethod
-    def start(cls, run_dir: Path, detached: bool = False, region: str = DEFAULT_REGION, **api_overrides: str | None) -> "LocalStack":
+    def start(cls, run_dir: Path, detached: bool = False, region: str = DEFAULT_REGION, with_proxy: bool = False,
+              **api_overrides: str | None) -> "LocalStack":
         run_dir.mkdir(parents=True, exist_ok=True)
         started: list[ManagedProcess] = []
+        fake_anthropic, proxy_tables = None, None
         try:
             moto = start_moto(run_dir, detached=detached)
             started.append(moto)
             resources = provision(moto.url, region=region)
+            if with_proxy:
+                from proxy_stack import create_proxy_tables, proxy_env, start_fake_anthropic
+
+                proxy_tables = create_proxy_tables(resources, "local")
+                fake_anthropic = start_fake_anthropic(run_dir, detached=detached)
+                started.append(fake_anthropic)
+                api_overrides = {**proxy_env(*proxy_tables, fake_anthropic.url), **api_overrides}
             fake = start_local_stack_service(
                 "fake-bedrock", "fake-bedrock", run_dir, base_env(), detached=detached, require_health=False
             )
@@ -100,7 +112,7 @@ class LocalStack:
             for process in reversed(started):
                 process.stop()
             raise
-        return cls(run_dir, moto, resources, fake, api, detached)
+        return cls(run_dir, moto, resources, fake, api, detached, fake_anthropic=fake_anthropic, proxy_tables=proxy_tables)
 
     def start_api(self, name: str, **env_overrides: str | None) -> ManagedProcess:
         """Another API process against the same moto and fake Bedrock, with some env changed."""
@@ -112,7 +124,8 @@ class LocalStack:
 
     def processes(self) -> list[ManagedProcess]:
         # API first: its shutdown drains counter writes into moto, which must still be up.
-        return [*self.extra_apis, self.api, self.fake_bedrock, self.moto]
+        fakes = [self.fake_anthropic] if self.fake_anthropic else []
+        return [*self.extra_apis, self.api, *fakes, self.fake_bedrock, self.moto]
 
     def stop(self) -> None:
         for process in self.processes():
@@ -141,7 +154,18 @@ class LocalStack:
             "MOTO_PID": str(self.moto.pid),
             "FAKE_BEDROCK_PID": str(self.fake_bedrock.pid),
             "API_PID": str(self.api.pid),
-            "PIDS": " ".join(str(p.pid) for p in (self.api, self.fake_bedrock, self.moto)),
+            "PIDS": " ".join(str(p.pid) for p in self.processes() if p not in self.extra_apis),
+            **self._proxy_state(),
+        }
+
+    def _proxy_state(self) -> dict[str, str]:
+        if self.fake_anthropic is None or self.proxy_tables is None:
+            return {}
+        return {
+            "FAKE_ANTHROPIC_URL": self.fake_anthropic.url,
+            "FAKE_ANTHROPIC_PID": str(self.fake_anthropic.pid),
+            "API_KEY_TABLE_NAME": self.proxy_tables[0],
+            "RATE_LIMIT_TABLE_NAME": self.proxy_tables[1],
         }
 
 
@@ -150,6 +174,7 @@ def recorded_processes(state: dict[str, str]) -> list[ManagedProcess]:
     log_dir = Path(state.get("LOG_DIR", stack_state.local_dir() / "logs"))
     entries = [
         ("api", "API_PID", "API_URL", "local-stack"),
+        ("fake-anthropic", "FAKE_ANTHROPIC_PID", "FAKE_ANTHROPIC_URL", "local-stack"),
         ("fake-bedrock", "FAKE_BEDROCK_PID", "FAKE_BEDROCK_URL", "local-stack"),
         ("moto", "MOTO_PID", "AWS_ENDPOINT_URL", "moto_serial_server"),
     ]
@@ -228,6 +253,17 @@ def cmd_status() -> int:
     return 0 if all_up else 1
 
 
+def _create_gateway_key(api_url: str, id_token: str) -> str:
+    """A gateway key of the demo user for the Claude proxy (POST /v1/keys; shown once)."""
+    import requests
+
+    response = requests.post(f"{api_url}/v1/keys", json={"name": "scripts/dev"},
+                             headers={"Authorization": f"Bearer {id_token}"}, timeout=30)
+    if response.status_code != 201:
+        raise StackError(f"could not create the demo gateway key: {response.status_code} {response.text[:300]}")
+    return response.json()["key"]
+
+
 def cmd_start(build: bool) -> int:
     if build:
         _build_local_stack()
@@ -237,13 +273,14 @@ def cmd_start(build: bool) -> int:
     log_dir = stack_state.local_dir() / "logs"
     if log_dir.exists():
         shutil.rmtree(log_dir)
-    stack = LocalStack.start(log_dir, detached=True)
+    stack = LocalStack.start(log_dir, detached=True, with_proxy=True)
     try:
         users = local_users(stack.resources)
         password = generate_password()
         users.create_tenant_user(DEMO_USER, DEMO_EMAIL, DEMO_TENANT, password)
         stack_state.PasswordStore().put(DEMO_USER, password)
         token = users.get_id_token(DEMO_USER, password)
+        gateway_key = _create_gateway_key(stack.api.url, token)
         path = stack_state.write_state(stack.state())
     except BaseException:
         stack.stop()
@@ -259,6 +296,9 @@ def cmd_start(build: bool) -> int:
 
 Try it (IdToken valid for 1 hour; a fresh one: scripts/get-token {DEMO_USER}):
 curl -sS -X POST "{stack.api.url}/bedrock/chat" -H "Authorization: Bearer {token}" -H 'content-type: application/json' -d '{{"prompt":"Hello"}}'
+
+Claude proxy (fake Anthropic {stack.fake_anthropic.url if stack.fake_anthropic else "-"}; "[fake:rate-limit]" in a prompt -> Bedrock):
+export ANTHROPIC_BASE_URL={stack.api.url} ANTHROPIC_API_KEY={gateway_key}   # then: claude, or any Anthropic SDK
 
 Also: scripts/chat "Hello"    scripts/create-tenant-user <username> <email> <tenant_id>
 Status: scripts/dev status    Stop: scripts/dev stop"""

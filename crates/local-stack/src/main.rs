@@ -107,6 +107,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 router = router.merge(proxy_routes);
             }
             let listener = bind(addr, port_file.as_deref()).await?;
+            // Streamed answers (the proxy's server-sent events) must not wait for Nagle's algorithm.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
             if let Some(proxy) = &proxy {
                 proxy.drain().await;
@@ -123,6 +127,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Command::FakeAnthropic { addr, port_file, delay_ms } => {
             let settings = FakeAnthropicSettings { fixed_delay: Duration::from_millis(delay_ms) };
             let listener = bind(addr, port_file.as_deref()).await?;
+            // Small stream events must leave at once (no Nagle delay), as from the real API.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, fake_anthropic::router(settings)).with_graceful_shutdown(shutdown_signal()).await?;
         }
     }
