@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Benchmark of POST /v1/messages: the same load, in one run, sent (1) straight to the fake Anthropic API,
+(2) through this project's Claude proxy (local-stack api, release build) and (3) through LiteLLM's proxy
+(`litellm[proxy]`, its own venv under .local/), both configured for the same fake upstream with a fixed delay.
+Reports requests/s, p50/p99 latency and the latency each proxy adds over the direct run, peak memory (RSS
+high-water mark) of each proxy, and the ratios. Plain and streamed answers.
+
+Load generator: wrk (Debian package), the same Lua script shape, connections and duration for every target;
+everything on 127.0.0.1; every run bounded in time.
+
+What each proxy does per request, as configured here:
+- claude proxy: gateway key verified (first time against the key table in moto, then from its in-memory
+  cache: API_KEY_CACHE_SECONDS), the request forwarded, usage read from the answer, one usage line on stdout
+  and the DynamoDB counters updated off the answer's path (moto; the backlog is reported). Rate-limit memory
+  off (it would add one moto read per request, which measures moto, not the proxy).
+- LiteLLM: master key, no database (no spend logs), LITELLM_LOCAL_MODEL_COST_MAP=True, as many workers as
+  cores (--litellm-workers; its default is one), its defaults otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_chat import ensure_wrk, run_wrk  # noqa: E402  (same wrk handling and parsing as the chat benchmark)
+from processes import REPO_ROOT, ManagedProcess, base_env, free_port, spawn, wait_until  # noqa: E402
+
+BENCH_TARGET_DIR = REPO_ROOT / "target" / "bench"
+LITELLM_VENV = REPO_ROOT / ".local" / "litellm-venv"
+LITELLM_REQUIREMENT = "litellm[proxy]==1.106.2"
+MODEL = "claude-sonnet-4-5-20250929"
+PROMPT = "Summarise the benefits of metering every token per tenant in a multi-tenant gateway."
+LITELLM_MASTER_KEY = "sk-litellm-bench-master"
+UPSTREAM_KEY = "sk-ant-bench-upstream"
+
+
+def ensure_litellm() -> Path:
+    litellm = LITELLM_VENV / "bin" / "litellm"
+    if litellm.exists():
+        return litellm
+    print(f"installing {LITELLM_REQUIREMENT} into {LITELLM_VENV} (about 3.5 minutes)...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+    subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_REQUIREMENT], check=True, timeout=1200)
+    return litellm
+
+
+def lua_script(path: Path, body: dict, headers: dict[str, str]) -> Path:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
+    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def process_tree(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        children = Path(f"/proc/{current}/task/{current}/children")
+        if children.exists():
+            pending.extend(int(child) for child in children.read_text().split())
+    return found
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """Sum of a /proc status field (VmHWM: peak RSS, VmRSS: current) over the process and its children."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class PeakSampler:
+    """Samples the summed RSS of a process tree (children come and go; VmHWM alone would miss them)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, memory_kib(self.pid, "VmRSS"))
+            time.sleep(0.1)
+
+    def stop_sampling(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def start_litellm(litellm: Path, run_dir: Path, upstream_url: str, workers: int) -> ManagedProcess:
+    config = run_dir / "litellm.yaml"
+    config.write_text(json.dumps({  # YAML is a superset of JSON
+        "model_list": [{
+            "model_name": MODEL,
+            "litellm_params": {"model": f"anthropic/{MODEL}", "api_base": upstream_url, "api_key": UPSTREAM_KEY},
+        }],
+        "general_settings": {"master_key": LITELLM_MASTER_KEY},
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+    }, indent=2))
+    port = free_port()
+    env = base_env()
+    env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+                "DISABLE_SCHEMA_UPDATE": "True"})
+    env.pop("DATABASE_URL", None)
+    process = spawn("litellm", [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+                                "--num_workers", str(workers)],
+                    run_dir, env, detached=False, cmdline_marker="litellm")
+    process.url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        import requests
+        try:
+            return requests.get(process.url + "/health/liveliness", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until("LiteLLM to answer /health/liveliness", ready, process, timeout=180)
+    return process
+
+
+def metered_lines(proxy: ManagedProcess) -> int:
+    return sum(1 for line in proxy.usage_lines() if line.get("tenant_id") == "bench-proxy-tenant")
+
+
+def check_answer(url: str, headers: dict[str, str], stream: bool) -> None:
+    """One request before measuring: the target must really answer through to the fake."""
+    import requests
+    body = {"model": MODEL, "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": PROMPT}]}
+    response = requests.post(url, json=body, headers=headers, timeout=30)
+    text = response.text
+    expected = ("fake-anthropic", "message_stop") if stream else ("fake-anthropic says:",)
+    if response.status_code != 200 or not all(part in text for part in expected):
+        sys.exit(f"{url} did not answer as expected: {response.status_code} {text[:300]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each measured run (default 15)")
+    parser.add_argument("--delay-ms", type=int, default=50, help="fixed delay of the fake Anthropic (default 50)")
+    parser.add_argument("--no-build", action="store_true", help="use the existing target/bench/release/local-stack")
+    parser.add_argument("--no-stream", action="store_true", help="only plain (non-streamed) answers")
+    parser.add_argument("--litellm-workers", type=int, default=os.cpu_count() or 1,
+                        help="LiteLLM worker processes (default: one per core, as the claude proxy uses every core)")
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    litellm = ensure_litellm()
+    if not args.no_build:
+        print("building local-stack (release)...", file=sys.stderr)
+        subprocess.run(["cargo", "build", "--release", "-p", "local-stack"], cwd=REPO_ROOT, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=str(BENCH_TARGET_DIR)))
+    os.environ["BM_LOCAL_STACK_BIN"] = str(BENCH_TARGET_DIR / "release" / "local-stack")
+    from localstack import LocalStack  # noqa: E402  (reads BM_LOCAL_STACK_BIN)
+    from provision import local_users  # noqa: E402
+    from proxy_stack import create_proxy_tables, proxy_env, start_fake_anthropic  # noqa: E402
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    stack = LocalStack.start(run_dir)
+    litellm_process = None
+    try:
+        fake = start_fake_anthropic(run_dir, "fake-anthropic-delayed", delay_ms=args.delay_ms)
+        stack.extra_apis.append(fake)
+        key_table, _ = create_proxy_tables(stack.resources, "bench")
+        proxy = stack.start_api("api-proxy-bench", **proxy_env(
+            key_table, None, fake.url, ANTHROPIC_API_KEY=UPSTREAM_KEY, API_KEY_CACHE_SECONDS="300",
+            RUST_LOG="warn", USAGE_LOG_GROUP=None))
+        users = local_users(stack.resources)
+        password = "Bench-Passw0rd!-Proxy"
+        users.create_tenant_user("bench-proxy-user", "bench-proxy-user@example.com", "bench-proxy-tenant", password)
+        token = users.get_id_token("bench-proxy-user", password)
+        import requests
+        gateway_key = requests.post(f"{proxy.url}/v1/keys", json={"name": "bench"},
+                                    headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["key"]
+        litellm_process = start_litellm(litellm, run_dir, fake.url, args.litellm_workers)
+        stack.extra_apis.append(litellm_process)
+
+        common = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+        targets = {
+            "direct to fake Anthropic": (fake.url, {**common, "x-api-key": UPSTREAM_KEY}),
+            "claude proxy (this project)": (proxy.url, {**common, "x-api-key": gateway_key}),
+            "LiteLLM proxy": (litellm_process.url, {**common, "x-api-key": LITELLM_MASTER_KEY}),
+        }
+        pids = {"claude proxy (this project)": proxy.pid, "LiteLLM proxy": litellm_process.pid}
+        idle = {name: memory_kib(pid, "VmRSS") for name, pid in pids.items()}
+        peaks: dict[tuple[str, bool], int] = {}
+        modes = [False] if args.no_stream else [False, True]
+        results: dict[tuple[str, bool], dict] = {}
+        answered, backlog, drained = 0, {}, {}
+        for stream in modes:
+            body = {"model": MODEL, "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": PROMPT}]}
+            for name, (base, headers) in targets.items():
+                check_answer(base + "/v1/messages", headers, stream)
+                script = lua_script(run_dir / f"{len(results)}.lua", body, headers)
+                sampler = PeakSampler(pids[name]) if name in pids else None
+                warm_up = run_wrk(wrk, base + "/v1/messages", script, args.connections, 3)
+                results[(name, stream)] = run_wrk(wrk, base + "/v1/messages", script, args.connections, args.seconds)
+                if sampler:
+                    peaks[(name, stream)] = sampler.stop_sampling()
+                if name.startswith("claude"):
+                    # +1: check_answer's request. Usage lines are written once the counters are updated, so the
+                    # lines still missing are the counter writes queued behind moto.
+                    answered += 1 + sum(r["requests"] - r["errors"] for r in (warm_up, results[(name, stream)]))
+                    backlog[stream] = answered - metered_lines(proxy)
+                    started = time.monotonic()
+                    while metered_lines(proxy) < answered and time.monotonic() - started < 120:
+                        time.sleep(0.2)
+                    drained[stream] = time.monotonic() - started
+
+        proxy.stop(timeout=300)  # drains any counter write still queued
+        metered = metered_lines(proxy)
+    finally:
+        stack.stop()
+
+    print(f"\n/v1/messages benchmark: wrk, {args.connections} connections, {args.seconds}s per run (after 3s warm-up), "
+          f"fake Anthropic delay {args.delay_ms} ms, {os.cpu_count()} cores, loopback")
+    for stream in modes:
+        direct = results[("direct to fake Anthropic", stream)]
+        print(f"\n{'streamed' if stream else 'plain'} answers")
+        print(f"{'target':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}")
+        for name in targets:
+            r = results[(name, stream)]
+            added = "" if name.startswith("direct") else f"{r['p50_ms'] - direct['p50_ms']:>9.2f}{r['p99_ms'] - direct['p99_ms']:>9.2f}"
+            print(f"{name:<30}{r['rps']:>10.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{added or ' ' * 18}{r['errors']:>9}")
+        ours, theirs = results[("claude proxy (this project)", stream)], results[("LiteLLM proxy", stream)]
+        ours_added = max(ours["p50_ms"] - direct["p50_ms"], 0.01)
+        theirs_added = max(theirs["p50_ms"] - direct["p50_ms"], 0.01)
+        print(f"ratios claude proxy / LiteLLM: req/s {ours['rps'] / theirs['rps']:.2f}x, "
+              f"added p50 {ours_added / theirs_added:.3f}x, "
+              f"added p99 {max(ours['p99_ms'] - direct['p99_ms'], 0.01) / max(theirs['p99_ms'] - direct['p99_ms'], 0.01):.3f}x")
+    print("\nmemory (RSS of the process tree, MiB; peak sampled every 100 ms during each run)")
+    print(f"{'':<30}{'idle':>8}" + "".join(f"{'peak ' + ('streamed' if s else 'plain'):>16}" for s in modes))
+    for name in pids:
+        print(f"{name:<30}{idle[name] / 1024:>8.1f}" + "".join(f"{peaks[(name, s)] / 1024:>16.1f}" for s in modes))
+    for stream in modes:
+        ratio = peaks[("claude proxy (this project)", stream)] / peaks[("LiteLLM proxy", stream)]
+        print(f"peak memory ratio claude proxy / LiteLLM ({'streamed' if stream else 'plain'}): {ratio:.3f}")
+    print(f"claude proxy: {metered} usage lines for {answered} answered requests (warm-ups and checks included)")
+    for stream in modes:
+        print(f"  {'streamed' if stream else 'plain'}: {backlog[stream]} usage lines (= counter writes) still queued "
+              f"behind moto when the load stopped, written {drained[stream]:.1f}s later")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
