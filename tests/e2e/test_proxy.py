@@ -325,6 +325,18 @@ def test_a_streamed_429_is_streamed_by_bedrock(resources, proxy, caller):
     assert_counters(resources, caller.tenant_id, [line], "bedrock", BEDROCK_MODEL)
 
 
+def test_overloaded_falls_back_only_when_configured(stack, proxy_tables, fake_anthropic, proxy, caller):
+    wide = stack.start_api("api-proxy-fallback-5xx", **proxy_env(*proxy_tables, fake_anthropic.url, FALLBACK_ON="429,529,5xx"))
+    prompt = f"busy upstream [fake:overloaded] {marker()}"
+    message, headers = ask(sdk(wide, caller.key), prompt)
+    assert message.content[0].text == reply(prompt, "fake-bedrock")
+    assert headers["x-gateway-fallback"] == "overloaded"
+    line = wait_usage_line(wide, headers["x-request-id"])
+    assert_line(line, caller, "bedrock", BEDROCK_MODEL, tokens(prompt, "fake-bedrock"))
+    _, after = ask(sdk(wide, caller.key), "a 529 is not remembered")
+    assert after["x-gateway-upstream"] == "anthropic", "only 429s go into the rate-limit memory"
+
+
 def test_an_unmapped_model_gets_the_original_429(proxy, caller):
     with pytest.raises(anthropic.RateLimitError) as limited:
         ask(sdk(proxy, caller.key), "no fallback [fake:rate-limit=9]", model=UNMAPPED_MODEL)
