@@ -79,11 +79,18 @@ export class BedrockMeteringStack extends Stack {
       description: 'GET /v1/usage*: token usage per tenant from the counters; GET /ui: the usage UI',
       // DynamoDB queries and small JSON bodies: the smallest sensible size is enough.
       memorySize: 256,
-      timeout: Duration.seconds(10),
+      // The admin list over days=366 is one Query per day (8 in flight, pages followed): give it all of API
+      // Gateway's 29 s rather than cut it at a guess.
+      timeout: Duration.seconds(29),
+      // No CORS_ALLOW_ORIGINS: the usage function never reads it (its UI is same-origin).
       environment: {
         USAGE_TABLE_NAME: this.usageTable.table.tableName,
         ADMIN_GROUP,
-        ...corsEnvironment,
+        // The app client the /ui dashboard signs in with (USER_PASSWORD_AUTH from the browser).
+        COGNITO_CLIENT_ID: this.auth.userPoolClient.userPoolClientId,
+        // As on the chat function: a period older than the counters gets a warning instead of silent zeros.
+        USAGE_DAILY_TTL_DAYS: String(config.chat.usageDailyTtlDays),
+        USAGE_WEEKLY_TTL_DAYS: String(config.chat.usageWeeklyTtlDays),
       },
       assetDir: config.lambdaAssetDir,
       logRetention: config.logRetention,

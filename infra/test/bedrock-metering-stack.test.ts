@@ -111,7 +111,7 @@ describe('usage table', () => {
 describe('Rust functions', () => {
   const expected = [
     { prefix: 'ChatApi', name: 'BedrockMeteringStack-ChatApi', memory: 256, timeout: 30 },
-    { prefix: 'UsageApi', name: 'BedrockMeteringStack-UsageApi', memory: 256, timeout: 10 },
+    { prefix: 'UsageApi', name: 'BedrockMeteringStack-UsageApi', memory: 256, timeout: 29 },
   ];
 
   for (const fn of expected) {
@@ -146,16 +146,29 @@ describe('Rust functions', () => {
     });
   });
 
-  it('configures usage-api through its environment', () => {
+  it('configures usage-api through its environment: table, admin group, app client, counter TTLs', () => {
     template.hasResourceProperties('AWS::Lambda::Function', {
       FunctionName: 'BedrockMeteringStack-UsageApi',
       Environment: {
         Variables: Match.objectLike({
           USAGE_TABLE_NAME: { Ref: logicalIdOf(template, 'AWS::DynamoDB::Table', 'UsageTable') },
           ADMIN_GROUP: 'admin',
+          COGNITO_CLIENT_ID: { Ref: logicalIdOf(template, 'AWS::Cognito::UserPoolClient', 'AuthUserPoolAppClient') },
+          USAGE_DAILY_TTL_DAYS: '90',
+          USAGE_WEEKLY_TTL_DAYS: '400',
         }),
       },
     });
+  });
+
+  it('gives usage-api the same counter TTLs as chat-api when they are configured', () => {
+    const configured = synth({ usageDailyTtlDays: '30', usageWeeklyTtlDays: '120' }).meteringTemplate;
+    for (const name of ['BedrockMeteringStack-ChatApi', 'BedrockMeteringStack-UsageApi']) {
+      configured.hasResourceProperties('AWS::Lambda::Function', {
+        FunctionName: name,
+        Environment: { Variables: Match.objectLike({ USAGE_DAILY_TTL_DAYS: '30', USAGE_WEEKLY_TTL_DAYS: '120' }) },
+      });
+    }
   });
 
   it('passes the Anthropic placeholders and CORS origins only when they are set', () => {
@@ -173,6 +186,11 @@ describe('Rust functions', () => {
     assert.equal(chat(configured).Variables.ANTHROPIC_VERSION, 'bedrock-2023-05-31');
     assert.equal(chat(configured).Variables.ANTHROPIC_MAX_TOKENS, '1024');
     assert.equal(chat(configured).Variables.CORS_ALLOW_ORIGINS, 'https://a.example.com');
+    // The usage function never reads it: its UI is same-origin.
+    configured.hasResourceProperties('AWS::Lambda::Function', {
+      FunctionName: 'BedrockMeteringStack-UsageApi',
+      Environment: { Variables: Match.objectLike({ CORS_ALLOW_ORIGINS: Match.absent() }) },
+    });
   });
 });
 

@@ -208,14 +208,14 @@ describe('example queries', () => {
 });
 
 describe('log processor', () => {
-  it('is an arm64 Rust function named *LogProcessor*, 512 MB, configured through its environment', () => {
+  it('is an arm64 Rust function named *LogProcessor*, 512 MB, 15 minutes, configured through its environment', () => {
     template.hasResourceProperties('AWS::Lambda::Function', {
       FunctionName: Match.stringLikeRegexp('LogProcessor'),
       Runtime: 'provided.al2023',
       Architectures: ['arm64'],
       Handler: 'bootstrap',
       MemorySize: 512,
-      Timeout: 600,
+      Timeout: 900,
       LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logicalIdOf(template, 'AWS::Logs::LogGroup', 'LogProcessorLogGroup') } },
       Environment: {
         Variables: Match.objectLike({
@@ -239,22 +239,40 @@ describe('log processor', () => {
     assert.deepEqual(dependencies, ['BedrockMeteringStack']);
   });
 
-  it('may only FilterLogEvents on the chat log group and PutObject under logs/', () => {
+  it('may only FilterLogEvents on the usage log groups, and write, delete and list under logs/', () => {
     const statements = statementsOfRole(template, 'LogProcessorRole');
     assert.deepEqual(
       statements.map((s) => [s.Sid, actionsOf(s)]),
       [
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['ReadUsageLines', ['logs:FilterLogEvents']],
-        ['WriteExports', ['s3:PutObject']],
+        ['WriteExports', ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:PutObject']],
+        ['ListExports', ['s3:ListBucket']],
       ],
     );
-    const [, read, write] = statements;
-    const readResources = resourcesOfStatement(read);
-    assert.equal(readResources.length, 1);
+    const read = statements[1];
     const chatLogGroup = logicalIdOf(built.meteringTemplate, 'AWS::Logs::LogGroup', 'ChatApiLogGroup');
-    assert.ok(JSON.stringify(readResources[0]).includes(chatLogGroup), JSON.stringify(readResources[0]));
-    assert.deepEqual(resourcesOfStatement(write), [{ 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/logs/*']] }]);
+    assert.ok(JSON.stringify(resourcesOfStatement(read)).includes(chatLogGroup), JSON.stringify(read.Resource));
+    template.hasResourceProperties('AWS::IAM::Policy', {
+      Roles: [{ Ref: logicalIdOf(template, 'AWS::IAM::Role', 'LogProcessorRole') }],
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          {
+            Sid: 'WriteExports',
+            Effect: 'Allow',
+            Action: ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:PutObject'],
+            Resource: { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/logs/*']] },
+          },
+          {
+            Sid: 'ListExports',
+            Effect: 'Allow',
+            Action: 's3:ListBucket',
+            Resource: { 'Fn::GetAtt': [bucketId, 'Arn'] },
+            Condition: { StringLike: { 's3:prefix': 'logs/*' } },
+          },
+        ]),
+      },
+    });
   });
 
   it('runs every day at 01:00 UTC', () => {

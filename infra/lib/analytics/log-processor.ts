@@ -1,7 +1,7 @@
 /**
- * The daily export: at 01:00 UTC the log processor reads the previous day's usage lines from the chat log
- * group(s) and writes them as Parquet under `logs/year=YYYY/month=MM/day=DD/` of the analytics bucket.
- * It may filter those log groups and put objects under `logs/`, nothing more.
+ * The daily export: at 01:00 UTC the log processor reads the previous day's usage lines from the usage log
+ * groups and writes them as Parquet under `logs/year=YYYY/month=MM/day=DD/` of the analytics bucket.
+ * It may filter those log groups, and write, replace and list objects under `logs/`, nothing more.
  */
 import { CfnResource, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
@@ -37,10 +37,13 @@ export class LogProcessor extends Construct {
       binaryName: 'log-processor',
       functionName: `${stack.stackName}-LogProcessor`,
       description: 'Daily export of the usage lines from CloudWatch Logs to Parquet in S3 (for Athena)',
-      // A day of usage lines is held and encoded as Parquet in memory; 512 MB also buys CPU for the encoding.
+      // The day is streamed, never held: log pages become 100,000-row Parquet row groups, sent as 8 MiB parts
+      // of a multipart upload, so memory stays flat whatever the size of the day. 512 MB buys the CPU for the
+      // ZSTD encoding.
       memorySize: 512,
-      // Paging through a busy day of FilterLogEvents takes minutes, not seconds.
-      timeout: Duration.minutes(10),
+      // Paging through a busy day of FilterLogEvents takes minutes (a day of 10 million lines is about 1,000
+      // calls): the Lambda maximum, so a big day is not cut short.
+      timeout: Duration.minutes(15),
       environment: {
         USAGE_LOG_GROUPS: props.usageLogGroups.map((group) => group.logGroupName).join(','),
         ANALYTICS_BUCKET: props.bucket.bucketName,
@@ -63,14 +66,25 @@ export class LogProcessor extends Construct {
     this.processor.role.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'WriteExports',
-        actions: ['s3:PutObject'],
+        // PutObject covers the multipart calls (Create/UploadPart/Complete); a failed upload is aborted; a
+        // re-run replaces the day, deleting (DeleteObjects) the parts it no longer writes.
+        actions: ['s3:PutObject', 's3:AbortMultipartUpload', 's3:DeleteObject'],
         resources: [props.bucket.arnForObjects(`${props.logsPrefix}*`)],
+      }),
+    );
+    this.processor.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ListExports',
+        // ListObjectsV2 of one day's prefix, to find the objects a re-run replaces; nothing outside logs/.
+        actions: ['s3:ListBucket'],
+        resources: [props.bucket.bucketArn],
+        conditions: { StringLike: { 's3:prefix': `${props.logsPrefix}*` } },
       }),
     );
     const bucketResource = props.bucket.node.defaultChild as CfnResource;
     Validations.of(this.processor.role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::<${stack.getLogicalId(bucketResource)}.Arn>/${props.logsPrefix}*]`,
-      reason: 'The exporter writes one object per day under logs/year=YYYY/month=MM/day=DD/: the prefix, not the bucket.',
+      reason: 'The exporter writes (and replaces) the objects of one day under logs/year=YYYY/month=MM/day=DD/: the prefix, not the bucket.',
     });
 
     this.schedule = new events.Rule(this, 'DailyExport', {
