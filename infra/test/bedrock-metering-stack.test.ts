@@ -383,10 +383,45 @@ describe('REST API', () => {
       ['OPTIONS /bedrock/chat', 'OPTIONS /v1/usage', 'OPTIONS /v1/usage/me', 'OPTIONS /v1/usage/{tenant_id}'],
     );
     assert.ok(JSON.stringify(all['OPTIONS /bedrock/chat']).includes("'https://console.example.com'"));
-    withCors.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
-      ResponseType: 'DEFAULT_4XX',
-      ResponseParameters: { 'gatewayresponse.header.Access-Control-Allow-Origin': "'https://console.example.com'" },
-    });
+    for (const responseType of ['UNAUTHORIZED', 'ACCESS_DENIED', 'THROTTLED', 'REQUEST_TOO_LARGE', 'INTEGRATION_TIMEOUT', 'DEFAULT_4XX', 'DEFAULT_5XX']) {
+      withCors.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
+        ResponseType: responseType,
+        ResponseParameters: {
+          'gatewayresponse.header.Content-Type': "'application/json'",
+          'gatewayresponse.header.Access-Control-Allow-Origin': "'https://console.example.com'",
+        },
+      });
+    }
+  });
+
+  it("answers API Gateway's own errors in the project's shape {error: {type, message}}, as JSON", () => {
+    const expected: [string, string | undefined, string][] = [
+      ['UNAUTHORIZED', '401', 'authentication_error'],
+      ['ACCESS_DENIED', '403', 'permission_error'],
+      ['THROTTLED', '429', 'rate_limit_error'],
+      ['REQUEST_TOO_LARGE', '413', 'request_too_large'],
+      ['INTEGRATION_TIMEOUT', '504', 'timeout_error'],
+      ['DEFAULT_4XX', undefined, 'invalid_request_error'],
+      ['DEFAULT_5XX', undefined, 'api_error'],
+    ];
+    template.resourceCountIs('AWS::ApiGateway::GatewayResponse', expected.length);
+    const restApi = logicalIdOf(template, 'AWS::ApiGateway::RestApi', 'ApiRestApi');
+    for (const [responseType, statusCode, errorType] of expected) {
+      const body = `{"error":{"type":"${errorType}","message":$context.error.messageString}}`;
+      template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
+        RestApiId: { Ref: restApi },
+        ResponseType: responseType,
+        StatusCode: statusCode ?? Match.absent(),
+        ResponseParameters: {
+          'gatewayresponse.header.Content-Type': "'application/json'",
+          'gatewayresponse.header.Access-Control-Allow-Origin': Match.absent(),
+        },
+        ResponseTemplates: { 'application/json': body },
+      });
+      // What a client receives: API Gateway puts its message in, already quoted (and escaped) as a JSON string.
+      const answered = body.replace('$context.error.messageString', JSON.stringify('Say "hi" \\ later'));
+      assert.deepEqual(JSON.parse(answered), { error: { type: errorType, message: 'Say "hi" \\ later' } });
+    }
   });
 
   it('has a request validator on the API', () => {

@@ -10,6 +10,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ApiConfig } from '../config';
+import { addErrorResponses } from './error-responses';
 
 export interface MeteringApiProps {
   readonly config: ApiConfig;
@@ -142,14 +143,10 @@ export class MeteringApi extends Construct {
           reason: 'CORS preflight (OPTIONS) requests carry no credentials by definition; they return headers only.',
         });
       }
-      // Browsers must see the CORS headers on API Gateway's own errors too (401 of the authorizer, 429).
-      // A gateway response header is a constant, so this works for a single allowed origin only.
-      const corsHeaders = { 'Access-Control-Allow-Origin': `'${config.corsAllowOrigins[0]}'` };
-      if (config.corsAllowOrigins.length === 1) {
-        this.restApi.addGatewayResponse('Default4xx', { type: apigw.ResponseType.DEFAULT_4XX, responseHeaders: corsHeaders });
-        this.restApi.addGatewayResponse('Default5xx', { type: apigw.ResponseType.DEFAULT_5XX, responseHeaders: corsHeaders });
-      }
     }
+    // API Gateway's own errors in the project's shape. Browsers must see the CORS header on them too (401 of
+    // the authorizer, 429); a gateway response header is a constant, so that works for a single origin only.
+    addErrorResponses(this.restApi, config.corsAllowOrigins.length === 1 ? config.corsAllowOrigins[0] : undefined);
 
     Validations.of(this.restApi.deploymentStage).acknowledge({
       id: 'AwsSolutions-APIG3',
