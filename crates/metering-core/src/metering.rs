@@ -14,6 +14,9 @@ use crate::usage::{UsageEvent, UsageLog};
 
 /// Upper bound of one counter update, so a hung table can never hold back the usage line.
 pub const COUNTER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Counter updates in flight at once. When the table is slow, further jobs wait as small futures instead of
+/// each opening a connection (which made memory grow under load).
+pub const MAX_CONCURRENT_COUNTER_WRITES: usize = 64;
 
 #[derive(Clone)]
 pub struct Metering {
@@ -21,11 +24,18 @@ pub struct Metering {
     usage_log: Arc<dyn UsageLog>,
     pending: Arc<Mutex<JoinSet<()>>>,
     counter_timeout: Duration,
+    counter_writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Metering {
     pub fn new(counters: Arc<dyn UsageCounters>, usage_log: Arc<dyn UsageLog>) -> Self {
-        Self { counters, usage_log, pending: Arc::default(), counter_timeout: COUNTER_WRITE_TIMEOUT }
+        Self {
+            counters,
+            usage_log,
+            pending: Arc::default(),
+            counter_timeout: COUNTER_WRITE_TIMEOUT,
+            counter_writes: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COUNTER_WRITES)),
+        }
     }
 
     pub fn with_counter_timeout(mut self, timeout: Duration) -> Self {
@@ -38,7 +48,10 @@ impl Metering {
         let counters = Arc::clone(&self.counters);
         let usage_log = Arc::clone(&self.usage_log);
         let timeout = self.counter_timeout;
+        let counter_writes = Arc::clone(&self.counter_writes);
         let job = async move {
+            // The semaphore is never closed, so acquiring only waits; the timeout starts once a slot is free.
+            let _slot = counter_writes.acquire_owned().await.ok();
             let metering_error = match tokio::time::timeout(timeout, counters.add(&event)).await {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some(error.to_string()),
@@ -139,6 +152,34 @@ mod tests {
         metering.flush().await;
         assert_eq!(lines.0.lock().unwrap().len(), 3);
         assert_eq!(metering.pending_jobs(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counter_writes_in_flight_are_bounded_and_every_line_is_still_written() {
+        struct CountingCounters {
+            in_flight: std::sync::atomic::AtomicUsize,
+            peak: std::sync::atomic::AtomicUsize,
+        }
+        #[async_trait]
+        impl UsageCounters for CountingCounters {
+            async fn add(&self, _event: &UsageEvent) -> Result<(), MeteringError> {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+                self.peak.fetch_max(now, SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.in_flight.fetch_sub(1, SeqCst);
+                Ok(())
+            }
+        }
+        let counters = Arc::new(CountingCounters { in_flight: 0.into(), peak: 0.into() });
+        let lines = Arc::new(CollectedLines::default());
+        let metering = Metering::new(counters.clone(), lines.clone());
+        for i in 0..(MAX_CONCURRENT_COUNTER_WRITES * 3) {
+            metering.record(event(&i.to_string()));
+        }
+        metering.flush().await;
+        assert_eq!(counters.peak.load(std::sync::atomic::Ordering::SeqCst), MAX_CONCURRENT_COUNTER_WRITES);
+        assert_eq!(lines.0.lock().unwrap().len(), MAX_CONCURRENT_COUNTER_WRITES * 3);
     }
 
     #[tokio::test(start_paused = true)]
