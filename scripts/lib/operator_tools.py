@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Operator commands: scripts/create-tenant-user, scripts/get-token, scripts/chat.
+"""Operator commands: scripts/create-tenant-user, scripts/get-token, scripts/chat, scripts/usage.
 
 They work against the local stack (.local/stack.env, written by scripts/dev) by default, and against the
 deployed stack with --aws or BM_STACK=aws.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
@@ -146,7 +147,44 @@ def chat(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"create-tenant-user": create_tenant_user, "get-token": get_token, "chat": chat}
+def usage(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/usage",
+        description="Sign in as a user and read usage from the usage API: `me` (the user's tenant, default), "
+        "a tenant id (own tenant, or any for the admin group), or `all` (every tenant; admin group only).",
+    )
+    parser.add_argument("scope", nargs="?", default="me", help="me (default), a tenant id, or all")
+    parser.add_argument("--days", type=int, default=7, help="the last N UTC days, 1 to 366 (default 7)")
+    parser.add_argument("--request-type", choices=["bedrock", "anthropic"], help="only this kind of request")
+    parser.add_argument("--limit", type=int, help="with `all`: tenants per page")
+    parser.add_argument("--user", default=DEFAULT_USER, help=f"who signs in (default: {DEFAULT_USER})")
+    parser.add_argument("--password")
+    _add_target_flags(parser)
+    args = parser.parse_args(argv)
+
+    target = resolve(wants_aws(args.aws, args.local))
+    token = _id_token(target, args.user, args.password)
+    base = target.chat_url().rsplit("/bedrock/chat", 1)[0]
+    path = {"me": "/v1/usage/me", "all": "/v1/usage"}.get(args.scope)
+    if path is None:
+        path = "/v1/usage/" + requests.utils.quote(args.scope, safe="")
+    params: dict = {"days": args.days}
+    if args.request_type:
+        params["request_type"] = args.request_type
+    if args.limit is not None:
+        params["limit"] = args.limit
+    try:
+        response = requests.get(base + path, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    except requests.RequestException as error:
+        raise TargetError(f"cannot reach {base + path}: {error}") from None
+    if response.status_code != 200:
+        print(f"HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        return 1
+    print(json.dumps(response.json(), indent=2))
+    return 0
+
+
+COMMANDS = {"create-tenant-user": create_tenant_user, "get-token": get_token, "chat": chat, "usage": usage}
 
 
 def main(argv: list[str]) -> int:

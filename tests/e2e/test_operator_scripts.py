@@ -70,6 +70,17 @@ def test_operator_scripts_work_against_the_deployed_stack(deployed_env):
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.strip() == "fake-bedrock says: hello deployed"
 
+    usage = run("usage", "me", "--days", "3", "--user", username, "--aws", "--password", password, env=deployed_env)
+    assert usage.returncode == 0, usage.stderr
+    report = json.loads(usage.stdout)
+    assert report["tenant_id"] == "tenant-carol" and report["period_days"] == 3
+    assert len(report["daily_stats"]) == 3
+    # The answer is metered after the response: the counters may lag the chat by a moment.
+    assert report["summary"]["total_requests"] in (0, 1)
+
+    others = run("usage", "all", "--user", username, "--aws", "--password", password, env=deployed_env)
+    assert others.returncode == 1 and "403" in others.stderr, "a tenant user may not list every tenant"
+
     wrong = run("get-token", username, "--aws", "--password", "Wrong-password-1!", env=deployed_env)
     assert wrong.returncode == 1 and "wrong username or password" in wrong.stderr, wrong.stderr
 
@@ -87,13 +98,18 @@ def test_missing_aws_credentials_are_explained(clean_env):
 
 
 def test_a_missing_local_stack_is_explained(clean_env):
-    for script, args in (("get-token", ["demo-user"]), ("chat", ["hi"]), ("create-tenant-user", ["a", "a@example.com", "t"])):
+    for script, args in (
+        ("get-token", ["demo-user"]),
+        ("chat", ["hi"]),
+        ("usage", ["me"]),
+        ("create-tenant-user", ["a", "a@example.com", "t"]),
+    ):
         result = run(script, *args, env=clean_env)
         assert result.returncode == 1, (script, result.stderr)
         assert "no local stack" in result.stderr and "scripts/dev" in result.stderr, (script, result.stderr)
 
 
-@pytest.mark.parametrize("script", ["dev", "create-tenant-user", "get-token", "chat", "test"])
+@pytest.mark.parametrize("script", ["dev", "create-tenant-user", "get-token", "chat", "usage", "test", "bench"])
 def test_scripts_have_help(script, clean_env):
     result = run(script, "--help", env=clean_env)
     assert result.returncode == 0, result.stderr
