@@ -1,18 +1,15 @@
 //! `POST /bedrock/chat` as a Lambda handler: read the authorizer's claims, call the chat service, map the
 //! result to HTTP. The same handler is mounted by the local API server.
 
-use std::collections::HashMap;
-
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use metering_core::chat::ChatService;
 use metering_core::error::REQUEST_ID_HEADER;
 use metering_core::identity::TenantIdentity;
 use metering_core::metering::Metering;
 use metering_core::ApiError;
-use serde_json::{json, Value};
+use serde_json::json;
 
-pub mod flush_extension;
+pub use api_gateway_lambda::{authorizer_claims, request_id_of};
 
 #[derive(Clone)]
 pub struct ChatHandler {
@@ -60,30 +57,6 @@ impl ChatHandler {
             .body(Body::from(body))
             .map_err(|error| ApiError::Internal(format!("could not build the response: {error}")))
     }
-}
-
-/// The claims API Gateway's Cognito authorizer verified (`requestContext.authorizer.claims`).
-pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, ApiError> {
-    let unauthenticated = || ApiError::Unauthenticated("the request carries no verified identity".into());
-    let authorizer = request.request_context_ref().and_then(RequestContext::authorizer).ok_or_else(unauthenticated)?;
-    match authorizer.fields.get("claims") {
-        Some(Value::Object(claims)) => Ok(claims.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
-        // Some integrations pass the claims as a JSON string.
-        Some(Value::String(text)) => serde_json::from_str(text).map_err(|_| unauthenticated()),
-        _ => Err(unauthenticated()),
-    }
-}
-
-/// API Gateway's request id (what the caller sees), else the Lambda invocation id.
-pub fn request_id_of(request: &Request) -> String {
-    let from_gateway = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
-        _ => None,
-    };
-    from_gateway
-        .or_else(|| request.lambda_context_ref().map(|context| context.request_id.clone()))
-        .filter(|id| !id.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// True when the client ranks `text/plain` above JSON in `Accept`.

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use chat_api::{flush_extension, ChatHandler};
+use api_gateway_lambda::flush_extension::{self, InvocationDone};
+use chat_api::ChatHandler;
 use lambda_http::{service_fn, Error, Request};
 use metering_core::chat::{chat_service_on_aws, load_sdk_config};
 use metering_core::config::ChatConfig;
@@ -15,14 +16,19 @@ async fn main() -> Result<(), Error> {
     let sdk_config = load_sdk_config().await;
     let handler = Arc::new(ChatHandler::new(chat_service_on_aws(&config, &sdk_config, Arc::new(StdoutUsageLog))));
     let (invocation_done, invocation_done_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let extension = flush_extension::register(handler.metering().clone(), invocation_done_receiver).await?;
+    let metering = handler.metering().clone();
+    let flush = move || {
+        let metering = metering.clone();
+        async move { metering.flush().await }
+    };
+    let extension = flush_extension::register(flush, invocation_done_receiver).await?;
     let chat = service_fn(move |request: Request| {
         let handler = Arc::clone(&handler);
         let invocation_done = invocation_done.clone();
         async move {
             // Tells the extension, when dropped, that this invocation's metering jobs exist; it flushes them
             // after the response. A guard, so the signal is sent however the handler ends.
-            let _done = flush_extension::InvocationDone(invocation_done);
+            let _done = InvocationDone(invocation_done);
             Ok::<_, Error>(handler.handle(request).await)
         }
     });

@@ -4,11 +4,9 @@
 //!
 //! The local API server mounts the same handler.
 
-use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
-use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use metering_core::error::REQUEST_ID_HEADER;
 use metering_core::identity::TenantIdentity;
@@ -144,28 +142,7 @@ fn proxy_request(request: Request, request_id: String) -> ProxyRequest {
     ProxyRequest { request_id, headers: parts.headers, query, body: Bytes::copy_from_slice(body.as_ref()) }
 }
 
-/// The claims API Gateway's Cognito authorizer verified (`requestContext.authorizer.claims`).
-pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, ApiError> {
-    let unauthenticated = || ApiError::Unauthenticated("the request carries no verified identity".into());
-    let authorizer = request.request_context_ref().and_then(RequestContext::authorizer).ok_or_else(unauthenticated)?;
-    match authorizer.fields.get("claims") {
-        Some(Value::Object(claims)) => Ok(claims.iter().map(|(name, value)| (name.clone(), value.clone())).collect()),
-        Some(Value::String(text)) => serde_json::from_str(text).map_err(|_| unauthenticated()),
-        _ => Err(unauthenticated()),
-    }
-}
-
-/// API Gateway's request id (what the caller sees), else the Lambda invocation id, else a fresh one.
-pub fn request_id_of(request: &Request) -> String {
-    let from_gateway = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
-        _ => None,
-    };
-    from_gateway
-        .or_else(|| request.lambda_context_ref().map(|context| context.request_id.clone()))
-        .filter(|id| !id.is_empty())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-}
+pub use api_gateway_lambda::{authorizer_claims, request_id_of};
 
 #[cfg(test)]
 mod tests {

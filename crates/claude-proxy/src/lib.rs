@@ -11,7 +11,6 @@ pub mod bedrock;
 pub mod bedrock_body;
 pub mod body;
 pub mod config;
-pub mod flush_extension;
 pub mod handler;
 pub mod in_flight;
 pub mod proxy;

@@ -18,11 +18,10 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 pub mod dashboard;
-pub mod gateway;
 pub mod params;
 pub mod routes;
 
-use gateway::{authorizer_claims, request_id_of, route_path};
+use api_gateway_lambda::{authorizer_claims, request_id_of, route_path};
 use params::{ListQuery, ReportQuery};
 use routes::Route;
 

@@ -1,5 +1,6 @@
-//! What API Gateway hands the function besides the HTTP request: the authorizer's verified claims and the
-//! request id. (The chat function reads them the same way; a shared Lambda-support module can take both.)
+//! What API Gateway hands a Lambda function besides the HTTP request — the Cognito authorizer's verified
+//! claims, the request id, the route path — and the internal extension that finishes metering after the
+//! response. Shared by every HTTP function (chat, usage, Claude proxy), so they read them the same way.
 
 use std::collections::HashMap;
 
@@ -7,6 +8,8 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use metering_core::ApiError;
 use serde_json::Value;
+
+pub mod flush_extension;
 
 /// The claims API Gateway's Cognito authorizer verified (`requestContext.authorizer.claims`).
 pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, ApiError> {
@@ -20,7 +23,7 @@ pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, Ap
     }
 }
 
-/// API Gateway's request id (what the caller sees), else the Lambda invocation id.
+/// API Gateway's request id (what the caller sees), else the Lambda invocation id, else a fresh one.
 pub fn request_id_of(request: &Request) -> String {
     let from_gateway = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
@@ -29,7 +32,7 @@ pub fn request_id_of(request: &Request) -> String {
     from_gateway
         .or_else(|| request.lambda_context_ref().map(|context| context.request_id.clone()))
         .filter(|id| !id.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// The path without the API Gateway stage (`/v1/usage/me`, not `/prod/v1/usage/me`), still percent-encoded
