@@ -23,7 +23,7 @@ export function buildApp(app: App, env: NodeJS.ProcessEnv = process.env): Meteri
 
   const metering = new BedrockMeteringStack(app, METERING_STACK_NAME, {
     env: stackEnv,
-    description: 'bedrock-metering: Cognito, REST API, chat and usage Lambdas, usage counters (DynamoDB)',
+    description: 'bedrock-metering: Cognito, REST API, chat, usage and Claude proxy Lambdas, usage counters and gateway keys (DynamoDB)',
     config,
   });
   const analytics = new MeteringAnalyticsStack(app, ANALYTICS_STACK_NAME, {
@@ -32,7 +32,7 @@ export function buildApp(app: App, env: NodeJS.ProcessEnv = process.env): Meteri
     config,
     usageLogGroups: metering.usageLogGroups,
   });
-  analytics.addStackDependency(metering, 'exports the chat log group of BedrockMeteringStack');
+  analytics.addStackDependency(metering, 'exports the usage log groups of BedrockMeteringStack');
   Tags.of(app).add('project', 'bedrock-metering');
   return { config, metering, analytics };
 }

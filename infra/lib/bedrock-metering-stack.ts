@@ -1,12 +1,14 @@
 /**
- * BedrockMeteringStack: tenants' identities, the REST API, the chat and usage functions and the usage counters.
+ * BedrockMeteringStack: tenants' identities, the REST API, the chat, usage and Claude proxy functions, the
+ * usage counters and the proxy's gateway keys.
  */
-import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps, Token, Validations } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { MeteringApi } from './api';
 import { ADMIN_GROUP, TenantAuth } from './auth';
-import { bedrockModelArns, invokeModelStatement } from './bedrock/model-access';
+import { ClaudeProxy } from './claude-proxy';
+import { acknowledgeAnyRegionModelArns, bedrockModelArns, invokeModelStatement } from './bedrock/model-access';
 import { MeteringConfig } from './config';
 import { RustFunction } from './lambda/rust-function';
 import { UsageTable } from './usage-table';
@@ -20,8 +22,9 @@ export class BedrockMeteringStack extends Stack {
   public readonly usageTable: UsageTable;
   public readonly chatApi: RustFunction;
   public readonly usageApi: RustFunction;
+  public readonly claudeProxy: ClaudeProxy;
   public readonly api: MeteringApi;
-  /** The log groups holding the usage lines (one JSON line per answered chat request). */
+  /** The log groups holding the usage lines (one JSON line per answered chat or Claude proxy request). */
   public readonly usageLogGroups: logs.ILogGroup[];
 
   constructor(scope: Construct, id: string, props: BedrockMeteringStackProps) {
@@ -66,12 +69,7 @@ export class BedrockMeteringStack extends Stack {
       profileRegions: config.inferenceProfileRegions,
     };
     this.chatApi.role.addToPrincipalPolicy(invokeModelStatement(config.modelId, modelTarget));
-    for (const arn of bedrockModelArns(config.modelId, modelTarget).filter((arn) => arn.includes('*'))) {
-      Validations.of(this.chatApi.role).acknowledge({
-        id: `AwsSolutions-IAM5[Resource::${this.resolveForNag(arn)}]`,
-        reason: 'A global cross-region inference profile routes to the model in any region; Bedrock documents this ARN.',
-      });
-    }
+    acknowledgeAnyRegionModelArns(this.chatApi.role, bedrockModelArns(config.modelId, modelTarget));
 
     this.usageApi = new RustFunction(this, 'UsageApi', {
       binaryName: 'usage-api',
@@ -98,16 +96,28 @@ export class BedrockMeteringStack extends Stack {
     });
     this.usageTable.grantQueryCounters(this.usageApi.role);
 
+    this.claudeProxy = new ClaudeProxy(this, 'ClaudeProxy', {
+      config: config.claudeProxy,
+      counters: config.chat,
+      usageTable: this.usageTable,
+      modelTarget: { partition: this.partition, region: this.region, account: this.account },
+      assetDir: config.lambdaAssetDir,
+      logRetention: config.logRetention,
+      removalPolicy,
+    });
+
     this.api = new MeteringApi(this, 'Api', {
       config: config.api,
       userPool: this.auth.userPool,
       chatFunction: this.chatApi.function,
       usageFunction: this.usageApi.function,
+      claudeProxyFunction: this.claudeProxy.proxy.function,
       logRetention: config.logRetention,
       removalPolicy,
     });
 
-    this.usageLogGroups = [this.chatApi.logGroup];
+    // Both write usage lines (chat: request_type bedrock; the proxy: anthropic or bedrock): the export reads both.
+    this.usageLogGroups = [this.chatApi.logGroup, this.claudeProxy.proxy.logGroup];
 
     // Exact names: scripts/* and the operators read these outputs.
     output(this, 'UserPoolId', this.auth.userPool.userPoolId, 'Cognito user pool of the tenants');
@@ -122,18 +132,14 @@ export class BedrockMeteringStack extends Stack {
     output(this, 'ApiAccessLogGroupName', this.api.accessLogGroup.logGroupName, 'API Gateway access logs (JSON)');
     output(this, 'BedrockModelId', config.modelId, 'The model every chat request goes to');
     output(this, 'AdminGroupName', ADMIN_GROUP, 'Cognito group of the operators');
-  }
-
-  /** cdk-nag spells unresolved pseudo parameters `<AWS::Partition>` etc. in its finding ids. */
-  private resolveForNag(arn: string): string {
-    const pseudo: [string, string][] = [
-      [this.partition, '<AWS::Partition>'],
-      [this.region, '<AWS::Region>'],
-      [this.account, '<AWS::AccountId>'],
-    ];
-    return pseudo
-      .filter(([value]) => Token.isUnresolved(value))
-      .reduce((text, [value, spelled]) => text.split(value).join(spelled), arn);
+    output(this, 'ClaudeProxyUrl', this.api.url, 'ANTHROPIC_BASE_URL for Claude Code and the Anthropic SDKs (POST <url>/v1/messages)');
+    output(this, 'ApiKeyTableName', this.claudeProxy.apiKeys.table.tableName, 'DynamoDB table of the gateway keys (hashes only)');
+    output(this, 'RateLimitTableName', this.claudeProxy.rateLimits.table.tableName, "DynamoDB table of the proxy's rate-limit memory");
+    output(this, 'ClaudeProxyFunctionName', this.claudeProxy.proxy.function.functionName, 'The Claude proxy Lambda');
+    output(this, 'ClaudeProxyLogGroupName', this.claudeProxy.proxy.logGroup.logGroupName, 'Log group of the Claude proxy: its usage lines');
+    if (this.claudeProxy.anthropicApiKey) {
+      output(this, 'AnthropicApiKeySecretArn', this.claudeProxy.anthropicApiKey.secretArn, "Secret holding the provider's Anthropic key (managed mode): put it there");
+    }
   }
 }
 

@@ -5,6 +5,7 @@
  */
 import * as path from 'node:path';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { DEFAULT_CLAUDE_PROXY_MODEL_MAP } from './claude-proxy/model-map';
 
 export const DEFAULT_MODEL_ID = 'anthropic.claude-3-haiku-20240307-v1:0';
 
@@ -32,6 +33,13 @@ export const CONTEXT_KEYS = [
   'athenaBytesScannedCutoffBytes',
   'anthropicVersion',
   'anthropicMaxTokens',
+  'claudeProxyCredentialMode',
+  'anthropicApiKeySecretName',
+  'claudeProxyBedrockFallback',
+  'claudeProxyFallbackOn',
+  'claudeProxyModelMap',
+  'claudeProxyForceRateLimitTest',
+  'claudeProxyRateLimitScope',
 ] as const;
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
 
@@ -59,6 +67,31 @@ export interface AnthropicConfig {
   readonly maxTokens?: number;
 }
 
+export type ClaudeProxyCredentialMode = 'managed' | 'passthrough';
+export type ClaudeProxyRateLimitScope = 'user' | 'tenant' | 'deployment';
+export type ClaudeProxyFallbackStatus = '429' | '529' | '5xx';
+
+/** The Claude-compatible proxy (crates/claude-proxy): how it reaches Anthropic and when it falls back. */
+export interface ClaudeProxyConfig {
+  /** `managed`: the gateway pays Anthropic with the provider's key; `passthrough`: users' own credentials. */
+  readonly credentialMode: ClaudeProxyCredentialMode;
+  /**
+   * Managed mode: name (or full ARN) of an existing Secrets Manager secret holding the provider's Anthropic
+   * key. Unset: the stack creates a secret holding no key yet, for the operator to fill.
+   */
+  readonly anthropicApiKeySecretName?: string;
+  /** BEDROCK_FALLBACK: false sends Anthropic's 429 back to the client. */
+  readonly bedrockFallback: boolean;
+  /** FALLBACK_ON; unset: the function's default (429 only). */
+  readonly fallbackOn?: readonly ClaudeProxyFallbackStatus[];
+  /** BEDROCK_MODEL_MAP: Anthropic model id -> Bedrock model or inference profile id; IAM follows it. */
+  readonly modelMap: Readonly<Record<string, string>>;
+  /** FORCE_RATE_LIMIT_TEST: every Anthropic call behaves as a 429 (to prove the fallback when deployed). */
+  readonly forceRateLimitTest: boolean;
+  /** RATE_LIMIT_SCOPE; unset: the function's default (user). */
+  readonly rateLimitScope?: ClaudeProxyRateLimitScope;
+}
+
 export interface MeteringConfig {
   readonly modelId: string;
   /** Overrides the source regions assumed for a cross-region inference profile (see bedrock/model-access.ts). */
@@ -71,6 +104,7 @@ export interface MeteringConfig {
   readonly api: ApiConfig;
   readonly chat: ChatConfig;
   readonly anthropic: AnthropicConfig;
+  readonly claudeProxy: ClaudeProxyConfig;
   readonly athenaBytesScannedCutoffBytes: number;
 }
 
@@ -137,9 +171,67 @@ export function loadConfig(lookup: RawLookup): MeteringConfig {
       version: str(lookup, 'anthropicVersion'),
       maxTokens: int(lookup, 'anthropicMaxTokens', 1, 200_000),
     },
+    claudeProxy: loadClaudeProxyConfig(lookup),
     // Athena refuses cutoffs under 10 MB.
     athenaBytesScannedCutoffBytes: int(lookup, 'athenaBytesScannedCutoffBytes', 10_000_000, Number.MAX_SAFE_INTEGER) ?? 1_073_741_824,
   };
+}
+
+function loadClaudeProxyConfig(lookup: RawLookup): ClaudeProxyConfig {
+  const credentialMode = oneOf(lookup, 'claudeProxyCredentialMode', ['managed', 'passthrough'] as const) ?? 'managed';
+  const secretName = str(lookup, 'anthropicApiKeySecretName');
+  // Secrets Manager names: letters, digits and /_+=.@-; or a secret's full ARN.
+  if (secretName !== undefined && !/^(arn:[a-z-]+:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$/.test(secretName)) {
+    throw new ConfigError('anthropicApiKeySecretName', secretName, 'expected a Secrets Manager secret name or ARN');
+  }
+  if (secretName !== undefined && credentialMode === 'passthrough') {
+    throw new ConfigError('anthropicApiKeySecretName', secretName, 'passthrough mode uses the callers\' own Anthropic credentials: no provider key');
+  }
+  const fallbackOn = list(lookup, 'claudeProxyFallbackOn');
+  for (const status of fallbackOn ?? []) {
+    if (!['429', '529', '5xx'].includes(status)) {
+      throw new ConfigError('claudeProxyFallbackOn', fallbackOn!.join(','), 'expected a comma-separated list of 429, 529, 5xx');
+    }
+  }
+  return {
+    credentialMode,
+    anthropicApiKeySecretName: secretName,
+    bedrockFallback: bool(lookup, 'claudeProxyBedrockFallback') ?? true,
+    fallbackOn: fallbackOn as ClaudeProxyFallbackStatus[] | undefined,
+    modelMap: modelMap(lookup, 'claudeProxyModelMap') ?? DEFAULT_CLAUDE_PROXY_MODEL_MAP,
+    forceRateLimitTest: bool(lookup, 'claudeProxyForceRateLimitTest') ?? false,
+    rateLimitScope: oneOf(lookup, 'claudeProxyRateLimitScope', ['user', 'tenant', 'deployment'] as const),
+  };
+}
+
+/** A JSON object (a string from -c or BM_*, or an object in cdk.json) of non-empty ids; values never ARNs. */
+function modelMap(lookup: RawLookup, key: ContextKey): Record<string, string> | undefined {
+  const value = lookup(key);
+  if (value === undefined) return undefined;
+  let parsed: unknown = value;
+  if (typeof value === 'string') {
+    try {
+      parsed = JSON.parse(value);
+    } catch (error) {
+      throw new ConfigError(key, value, `expected a JSON object of Anthropic model id -> Bedrock id: ${(error as Error).message}`);
+    }
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || Object.keys(parsed).length === 0) {
+    throw new ConfigError(key, value, 'expected a non-empty JSON object of Anthropic model id -> Bedrock id');
+  }
+  for (const [from, to] of Object.entries(parsed)) {
+    if (from.trim() === '' || typeof to !== 'string' || !/^[a-z0-9][a-z0-9.:_-]*$/i.test(to)) {
+      throw new ConfigError(key, value, `entry ${JSON.stringify(from)}: expected a Bedrock model or inference profile id, not an ARN`);
+    }
+  }
+  return parsed as Record<string, string>;
+}
+
+function oneOf<T extends string>(lookup: RawLookup, key: ContextKey, allowed: readonly T[]): T | undefined {
+  const value = str(lookup, key);
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) throw new ConfigError(key, value, `expected ${allowed.join(', ')}`);
+  return value as T;
 }
 
 function str(lookup: RawLookup, key: ContextKey): string | undefined {

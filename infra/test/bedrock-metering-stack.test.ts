@@ -8,6 +8,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import {
   actionsOf,
   logicalIdOf,
+  methods,
   resourcesOf,
   resourcesOfStatement,
   statementsOfRole,
@@ -74,7 +75,8 @@ describe('Cognito user pool', () => {
 
 describe('usage table', () => {
   it('is on-demand with PITR, TTL on ttl, pk/sk keys and the gsi1 index projecting all', () => {
-    template.resourceCountIs('AWS::DynamoDB::Table', 1);
+    // The usage counters, and the Claude proxy's gateway keys and rate-limit memory (test/claude-proxy.test.ts).
+    template.resourceCountIs('AWS::DynamoDB::Table', 3);
     template.hasResourceProperties('AWS::DynamoDB::Table', {
       BillingMode: 'PAY_PER_REQUEST',
       PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
@@ -240,7 +242,7 @@ describe('IAM', () => {
         }
       }
     }
-    for (const prefix of ['ChatApiRole', 'UsageApiRole']) {
+    for (const prefix of ['ChatApiRole', 'UsageApiRole', 'ClaudeProxyRole']) {
       const role = resourcesOf(template, 'AWS::IAM::Role')[logicalIdOf(template, 'AWS::IAM::Role', prefix)];
       assert.equal(role.Properties?.ManagedPolicyArns, undefined, `${prefix} has managed policies`);
     }
@@ -280,48 +282,24 @@ describe('IAM', () => {
   });
 });
 
-/** Full path of every API Gateway resource, by logical id. */
-function resourcePaths(t: Template): Record<string, string> {
-  const resources = resourcesOf(t, 'AWS::ApiGateway::Resource');
-  const pathOf = (id: string): string => {
-    const props = resources[id].Properties as { ParentId: { Ref?: string }; PathPart: string };
-    const parent = props.ParentId.Ref && resources[props.ParentId.Ref] ? pathOf(props.ParentId.Ref) : '';
-    return `${parent}/${props.PathPart}`;
-  };
-  return Object.fromEntries(Object.keys(resources).map((id) => [id, pathOf(id)]));
-}
-
-interface MethodJson {
-  HttpMethod: string;
-  ResourceId: { Ref: string };
-  AuthorizationType: string;
-  AuthorizerId?: { Ref: string };
-  Integration?: { Type: string; Uri: unknown };
-}
-
-function methods(t: Template): Record<string, MethodJson> {
-  const paths = resourcePaths(t);
-  return Object.fromEntries(
-    Object.values(resourcesOf(t, 'AWS::ApiGateway::Method')).map((method) => {
-      const props = method.Properties as unknown as MethodJson;
-      return [`${props.HttpMethod} ${paths[props.ResourceId.Ref]}`, props];
-    }),
-  );
-}
-
 describe('REST API', () => {
-  it('has exactly the chat, usage and UI routes', () => {
+  it('has exactly the chat, usage, UI and Claude proxy routes', () => {
     assert.deepEqual(Object.keys(methods(template)).sort(), [
+      'DELETE /v1/keys/{id}',
       'GET /ui',
       'GET /ui/{proxy+}',
+      'GET /v1/keys',
       'GET /v1/usage',
       'GET /v1/usage/me',
       'GET /v1/usage/{tenant_id}',
       'POST /bedrock/chat',
+      'POST /v1/keys',
+      'POST /v1/messages',
+      'POST /v1/messages/count_tokens',
     ]);
   });
 
-  it('puts the Cognito authorizer on /bedrock/chat and the /v1/usage routes', () => {
+  it('puts the Cognito authorizer on /bedrock/chat, /v1/usage and /v1/keys, none on the UI and /v1/messages', () => {
     const authorizer = logicalIdOf(template, 'AWS::ApiGateway::Authorizer', 'ApiAuthorizer');
     template.hasResourceProperties('AWS::ApiGateway::Authorizer', {
       Type: 'COGNITO_USER_POOLS',
@@ -329,21 +307,32 @@ describe('REST API', () => {
       ProviderARNs: [{ 'Fn::GetAtt': [logicalIdOf(template, 'AWS::Cognito::UserPool', 'AuthUserPool'), 'Arn'] }],
     });
     const all = methods(template);
-    for (const route of ['POST /bedrock/chat', 'GET /v1/usage', 'GET /v1/usage/me', 'GET /v1/usage/{tenant_id}']) {
+    for (const route of [
+      'POST /bedrock/chat',
+      'GET /v1/usage',
+      'GET /v1/usage/me',
+      'GET /v1/usage/{tenant_id}',
+      'POST /v1/keys',
+      'GET /v1/keys',
+      'DELETE /v1/keys/{id}',
+    ]) {
       assert.equal(all[route].AuthorizationType, 'COGNITO_USER_POOLS', route);
       assert.deepEqual(all[route].AuthorizerId, { Ref: authorizer }, route);
     }
-    for (const route of ['GET /ui', 'GET /ui/{proxy+}']) {
+    // /v1/messages: the gateway key is checked by the Claude proxy itself.
+    for (const route of ['GET /ui', 'GET /ui/{proxy+}', 'POST /v1/messages', 'POST /v1/messages/count_tokens']) {
       assert.equal(all[route].AuthorizationType, 'NONE', route);
+      assert.equal(all[route].AuthorizerId, undefined, route);
     }
   });
 
-  it('sends chat to chat-api and usage and UI to usage-api (Lambda proxy)', () => {
+  it('sends chat to chat-api, usage and UI to usage-api, /v1/messages and /v1/keys to the Claude proxy (Lambda proxy)', () => {
     const chat = logicalIdOf(template, 'AWS::Lambda::Function', 'ChatApiFunction');
     const usage = logicalIdOf(template, 'AWS::Lambda::Function', 'UsageApiFunction');
+    const claude = logicalIdOf(template, 'AWS::Lambda::Function', 'ClaudeProxyFunction');
     for (const [route, method] of Object.entries(methods(template))) {
       assert.equal(method.Integration?.Type, 'AWS_PROXY', route);
-      const target = route === 'POST /bedrock/chat' ? chat : usage;
+      const target = route === 'POST /bedrock/chat' ? chat : /^\S+ \/v1\/(messages|keys)/.test(route) ? claude : usage;
       assert.ok(JSON.stringify(method.Integration?.Uri).includes(`"${target}"`), `${route} -> ${target}`);
     }
   });
@@ -440,7 +429,7 @@ describe('outputs', () => {
     });
     template.hasOutput('UsageTableName', { Value: { Ref: logicalIdOf(template, 'AWS::DynamoDB::Table', 'UsageTable') } });
     template.hasOutput('ChatLogGroupName', { Value: { Ref: logicalIdOf(template, 'AWS::Logs::LogGroup', 'ChatApiLogGroup') } });
-    for (const name of ['UiUrl', 'ChatFunctionName', 'UsageFunctionName', 'ApiAccessLogGroupName', 'BedrockModelId']) {
+    for (const name of ['UiUrl', 'ChatFunctionName', 'UsageFunctionName', 'ApiAccessLogGroupName', 'BedrockModelId', 'ClaudeProxyUrl']) {
       template.hasOutput(name, {});
     }
   });

@@ -3,6 +3,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { DEFAULT_CLAUDE_PROXY_MODEL_MAP } from '../lib/claude-proxy/model-map';
 import { ConfigError, envVarName, INFRA_DIR, loadConfig, lookupFrom } from '../lib/config';
 
 const load = (context: Record<string, unknown>, env: NodeJS.ProcessEnv = {}) =>
@@ -39,5 +40,53 @@ describe('loadConfig', () => {
     assert.throws(() => load({ retainData: 'yes' }), /true or false/);
     assert.throws(() => load({ modelId: 'arn:aws:bedrock:us-east-1::foundation-model/x' }), /not an ARN/);
     assert.throws(() => load({ athenaBytesScannedCutoffBytes: '1000' }), /athenaBytesScannedCutoffBytes/);
+  });
+
+  it('runs the Claude proxy in managed mode with a stack-made secret, fallback on 429 and the crate\'s model map by default', () => {
+    assert.deepEqual(load({}).claudeProxy, {
+      credentialMode: 'managed',
+      anthropicApiKeySecretName: undefined,
+      bedrockFallback: true,
+      fallbackOn: undefined,
+      modelMap: DEFAULT_CLAUDE_PROXY_MODEL_MAP,
+      forceRateLimitTest: false,
+      rateLimitScope: undefined,
+    });
+  });
+
+  it('reads the Claude proxy settings from context or BM_CLAUDE_PROXY_*, the model map as JSON or an object', () => {
+    const config = load(
+      {
+        claudeProxyCredentialMode: 'passthrough',
+        claudeProxyFallbackOn: '429, 5xx',
+        claudeProxyModelMap: '{"claude-x": "eu.anthropic.x-v1:0"}',
+        claudeProxyRateLimitScope: 'tenant',
+      },
+      { BM_CLAUDE_PROXY_FORCE_RATE_LIMIT_TEST: 'true', BM_CLAUDE_PROXY_BEDROCK_FALLBACK: 'false' },
+    ).claudeProxy;
+    assert.equal(config.credentialMode, 'passthrough');
+    assert.deepEqual(config.fallbackOn, ['429', '5xx']);
+    assert.deepEqual(config.modelMap, { 'claude-x': 'eu.anthropic.x-v1:0' });
+    assert.equal(config.rateLimitScope, 'tenant');
+    assert.equal(config.forceRateLimitTest, true);
+    assert.equal(config.bedrockFallback, false);
+    // cdk.json context can hold the map as an object.
+    assert.deepEqual(load({ claudeProxyModelMap: { 'claude-y': 'global.anthropic.y-v1:0' } }).claudeProxy.modelMap, { 'claude-y': 'global.anthropic.y-v1:0' });
+    assert.equal(load({ anthropicApiKeySecretName: 'team/anthropic' }).claudeProxy.anthropicApiKeySecretName, 'team/anthropic');
+  });
+
+  it('refuses bad Claude proxy settings, naming the key', () => {
+    assert.throws(() => load({ claudeProxyCredentialMode: 'both' }), /claudeProxyCredentialMode.*managed, passthrough/);
+    assert.throws(() => load({ claudeProxyFallbackOn: '429,404' }), /claudeProxyFallbackOn.*429, 529, 5xx/);
+    assert.throws(() => load({ claudeProxyModelMap: 'not json' }), /claudeProxyModelMap.*JSON object/);
+    assert.throws(() => load({ claudeProxyModelMap: '{}' }), /claudeProxyModelMap.*non-empty/);
+    assert.throws(() => load({ claudeProxyModelMap: '{"claude-x": "arn:aws:bedrock:us-east-1::foundation-model/x"}' }), /claudeProxyModelMap.*not an ARN/);
+    assert.throws(() => load({ claudeProxyRateLimitScope: 'org' }), /BM_CLAUDE_PROXY_RATE_LIMIT_SCOPE/);
+    assert.throws(() => load({ claudeProxyForceRateLimitTest: 'sometimes' }), /true or false/);
+    assert.throws(() => load({ anthropicApiKeySecretName: 'has spaces' }), /anthropicApiKeySecretName/);
+    assert.throws(
+      () => load({ claudeProxyCredentialMode: 'passthrough', anthropicApiKeySecretName: 'team/anthropic' }),
+      /passthrough mode.*no provider key/,
+    );
   });
 });

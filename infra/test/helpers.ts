@@ -44,7 +44,7 @@ export function synth(context: Record<string, unknown> = {}, env: NodeJS.Process
   };
 }
 
-type Resources = Record<string, { Type: string; Properties?: Record<string, unknown>; DependsOn?: unknown }>;
+type Resources = Record<string, { Type: string; Properties?: Record<string, unknown>; DependsOn?: unknown; DeletionPolicy?: string }>;
 
 /** The one resource of `type` whose logical id starts with `prefix` (construct path without the hash). */
 export function logicalIdOf(template: Template, type: string, prefix: string): string {
@@ -81,4 +81,34 @@ export function actionsOf(statement: PolicyStatementJson): string[] {
 
 export function resourcesOfStatement(statement: PolicyStatementJson): unknown[] {
   return Array.isArray(statement.Resource) ? statement.Resource : [statement.Resource];
+}
+
+/** Full path of every API Gateway resource, by logical id. */
+export function resourcePaths(t: Template): Record<string, string> {
+  const resources = resourcesOf(t, 'AWS::ApiGateway::Resource');
+  const pathOf = (id: string): string => {
+    const props = resources[id].Properties as { ParentId: { Ref?: string }; PathPart: string };
+    const parent = props.ParentId.Ref && resources[props.ParentId.Ref] ? pathOf(props.ParentId.Ref) : '';
+    return `${parent}/${props.PathPart}`;
+  };
+  return Object.fromEntries(Object.keys(resources).map((id) => [id, pathOf(id)]));
+}
+
+export interface MethodJson {
+  HttpMethod: string;
+  ResourceId: { Ref: string };
+  AuthorizationType: string;
+  AuthorizerId?: { Ref: string };
+  Integration?: { Type: string; Uri: unknown; ResponseTransferMode?: string; TimeoutInMillis?: number };
+}
+
+/** Every API Gateway method of the template by route, e.g. `POST /v1/messages`. */
+export function methods(t: Template): Record<string, MethodJson> {
+  const paths = resourcePaths(t);
+  return Object.fromEntries(
+    Object.values(resourcesOf(t, 'AWS::ApiGateway::Method')).map((method) => {
+      const props = method.Properties as unknown as MethodJson;
+      return [`${props.HttpMethod} ${paths[props.ResourceId.Ref]}`, props];
+    }),
+  );
 }

@@ -38,6 +38,17 @@ describe('cdk-nag AwsSolutionsChecks', () => {
     synthWithNag({ modelId: 'global.anthropic.claude-sonnet-4-5-20250929-v1:0' });
   });
 
+  it('finds nothing unacknowledged with the Claude proxy on global profiles and an existing secret', () => {
+    synthWithNag({
+      claudeProxyModelMap: JSON.stringify({ 'claude-sonnet-4-5': 'global.anthropic.claude-sonnet-4-5-20250929-v1:0' }),
+      anthropicApiKeySecretName: 'team/anthropic-api-key',
+    });
+  });
+
+  it('finds nothing unacknowledged with the Claude proxy in passthrough mode', () => {
+    synthWithNag({ claudeProxyCredentialMode: 'passthrough' });
+  });
+
   it('finds nothing unacknowledged without a region (env-agnostic stacks, pseudo parameters)', () => {
     const { assembly } = synthWithNag({ region: undefined, modelId: 'global.anthropic.claude-sonnet-4-5-20250929-v1:0' });
     const template = JSON.stringify(assembly.getStackByName('BedrockMeteringStack').template);

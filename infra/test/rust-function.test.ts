@@ -18,7 +18,7 @@ describe('resolveRustAsset', () => {
   });
 
   it('takes a directory with a bootstrap (the committed placeholder)', () => {
-    for (const bin of ['chat-api', 'usage-api', 'log-processor']) {
+    for (const bin of ['chat-api', 'usage-api', 'log-processor', 'claude-proxy']) {
       assert.equal(resolveRustAsset(PLACEHOLDER_ASSET_DIR, bin), path.join(PLACEHOLDER_ASSET_DIR, bin));
     }
   });

@@ -4,9 +4,10 @@
  */
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { INFRA_DIR } from './helpers';
+import { INFRA_DIR, PLACEHOLDER_ASSET_DIR } from './helpers';
 
 const SCRIPTS = path.resolve(INFRA_DIR, '..', 'scripts');
 
@@ -24,7 +25,7 @@ function run(script: string, args: string[]) {
 
 describe('operator scripts', () => {
   for (const [script, mentions] of [
-    ['deploy', /cargo lambda build --release --arm64 --output-format zip[\s\S]*cdk deploy --all/],
+    ['deploy', /cargo lambda build --release --arm64 --output-format zip[\s\S]*claude-proxy[\s\S]*cdk deploy --all/],
     ['destroy', /cdk destroy --all --force[\s\S]*--yes/],
     ['athena-query', /bedrock-metering-workgroup/],
   ] as const) {
@@ -34,6 +35,13 @@ describe('operator scripts', () => {
       assert.match(result.stdout, mentions);
     });
   }
+
+  it('deploy builds every Rust function the stacks deploy (one placeholder package each)', () => {
+    const script = fs.readFileSync(path.join(SCRIPTS, 'deploy'), 'utf8');
+    const bins = /^lambda_bins=\(([^)]*)\)/m.exec(script)?.[1].trim().split(/\s+/);
+    assert.ok(bins, 'no lambda_bins=(...) in scripts/deploy');
+    assert.deepEqual(bins.sort(), fs.readdirSync(PLACEHOLDER_ASSET_DIR).sort());
+  });
 
   it('deploy stops with a clear message without AWS credentials', () => {
     const result = run('deploy', ['--skip-build']);

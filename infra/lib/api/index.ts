@@ -1,6 +1,7 @@
 /**
- * The public REST API: Cognito-authorized chat and usage routes, the unauthenticated usage UI, stage
- * throttling and JSON access logs. Both functions are Lambda proxy integrations: they own body validation
+ * The public REST API: Cognito-authorized chat, usage and gateway-key routes, the unauthenticated usage UI,
+ * the Claude-compatible `/v1/messages` (gateway key checked by its function, answers streamed), stage
+ * throttling and JSON access logs. Every function is a Lambda proxy integration: it owns body validation
  * and error bodies, so API Gateway only checks the token and the declared request parameters.
  */
 import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
@@ -17,6 +18,8 @@ export interface MeteringApiProps {
   readonly userPool: cognito.IUserPool;
   readonly chatFunction: lambda.IFunction;
   readonly usageFunction: lambda.IFunction;
+  /** The Claude proxy (crates/claude-proxy): /v1/messages, /v1/messages/count_tokens, /v1/keys. */
+  readonly claudeProxyFunction: lambda.IFunction;
   readonly logRetention: logs.RetentionDays;
   readonly removalPolicy: RemovalPolicy;
 }
@@ -102,12 +105,44 @@ export class MeteringApi extends Construct {
     chatResource.addMethod('POST', chat, authorized);
 
     // GET /v1/usage (admin: all tenants), /v1/usage/me (own tenant), /v1/usage/{tenant_id} (admin or own)
-    const usageResource = this.restApi.root.addResource('v1').addResource('usage', withCors(cors));
+    const v1 = this.restApi.root.addResource('v1');
+    const usageResource = v1.addResource('usage', withCors(cors));
     usageResource.addMethod('GET', usage, authorized);
     usageResource.addResource('me', withCors(cors)).addMethod('GET', usage, authorized);
     usageResource.addResource('{tenant_id}', withCors(cors)).addMethod('GET', usage, {
       ...authorized,
       requestParameters: { ...authorized.requestParameters, 'method.request.path.tenant_id': true },
+    });
+
+    // The Claude proxy answers in a stream (server-sent events while the model writes): API Gateway's STREAM
+    // mode calls it with InvokeWithResponseStream (the `2021-11-15/.../response-streaming-invocations` URI,
+    // which the CDK picks for STREAM), which also lifts the 29 s and 10 MB limits of a buffered answer. The
+    // function is built with run_with_streaming_response, so every route to it must stream, /v1/keys too.
+    const claude = new apigw.LambdaIntegration(props.claudeProxyFunction, {
+      allowTestInvoke: false,
+      responseTransferMode: apigw.ResponseTransferMode.STREAM,
+      timeout: Duration.minutes(15),
+    });
+    // POST /v1/messages, /v1/messages/count_tokens: Anthropic clients send the gateway key (x-api-key,
+    // Authorization: Bearer or x-gateway-key), never a Cognito token; the function checks it on every request.
+    // No body model either: the function answers malformed bodies with Anthropic-shaped 400s.
+    const messages = v1.addResource('messages');
+    const keyAuthenticated = [
+      messages.addMethod('POST', claude),
+      messages.addResource('count_tokens').addMethod('POST', claude),
+    ];
+    for (const method of keyAuthenticated) {
+      const reason = 'Authenticated by the gateway key (bmk_...) inside the Claude proxy function on every request, as the Anthropic API does; Anthropic clients cannot send a Cognito token.';
+      Validations.of(method).acknowledge({ id: 'AwsSolutions-APIG4', reason });
+      Validations.of(method).acknowledge({ id: 'AwsSolutions-COG4', reason });
+    }
+    // POST /v1/keys (create a key for the signed-in user), GET /v1/keys (theirs), DELETE /v1/keys/{id}.
+    const keys = v1.addResource('keys');
+    keys.addMethod('POST', claude, authorized);
+    keys.addMethod('GET', claude, authorized);
+    keys.addResource('{id}').addMethod('DELETE', claude, {
+      ...authorized,
+      requestParameters: { ...authorized.requestParameters, 'method.request.path.id': true },
     });
 
     // GET /ui, /ui/{proxy+}: the static usage UI, served by the usage function. It holds no data: the page

@@ -8,7 +8,9 @@
  *   Bedrock authorizes the profile ARN and the foundation model ARN in each of those regions
  *   (https://docs.aws.amazon.com/bedrock/latest/userguide/cross-region-inference-prereq.html).
  */
+import { Stack, Token, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import { IConstruct } from 'constructs';
 
 /**
  * Source regions of the geographic cross-region inference profiles, by id prefix. Profiles of different
@@ -82,4 +84,34 @@ export function invokeModelStatement(modelId: string, target: ModelTarget): iam.
     actions: ['bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream'],
     resources: bedrockModelArns(modelId, target),
   });
+}
+
+/** Every ARN of several models, without duplicates (profiles of one model share its foundation model ARNs). */
+export function bedrockModelsArns(modelIds: readonly string[], target: ModelTarget): string[] {
+  return [...new Set(modelIds.flatMap((modelId) => bedrockModelArns(modelId, target)))];
+}
+
+/**
+ * cdk-nag flags the region wildcard of a `global.` profile's foundation model ARN (IAM5): acknowledge
+ * exactly those ARNs on `role`, nothing broader.
+ */
+export function acknowledgeAnyRegionModelArns(role: IConstruct, arns: readonly string[]): void {
+  for (const arn of arns.filter((candidate) => candidate.includes('*'))) {
+    Validations.of(role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${spelledForNag(Stack.of(role), arn)}]`,
+      reason: 'A global cross-region inference profile routes to the model in any region; Bedrock documents this ARN.',
+    });
+  }
+}
+
+/** cdk-nag spells unresolved pseudo parameters `<AWS::Partition>` etc. in its finding ids. */
+function spelledForNag(stack: Stack, arn: string): string {
+  const pseudo: [string, string][] = [
+    [stack.partition, '<AWS::Partition>'],
+    [stack.region, '<AWS::Region>'],
+    [stack.account, '<AWS::AccountId>'],
+  ];
+  return pseudo
+    .filter(([value]) => Token.isUnresolved(value))
+    .reduce((text, [value, spelled]) => text.split(value).join(spelled), arn);
 }
