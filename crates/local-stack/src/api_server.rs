@@ -55,19 +55,21 @@ async fn to_lambda_request(
 ) -> Result<lambda_http::Request, ApiError> {
     let authorization = request.headers().get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     let claims = authorizer.authorize(authorization).await.map_err(ApiError::from)?;
-    into_lambda_request(request, request_id, Some(claims)).await
+    into_lambda_request(request, request_id, Some(claims), MAX_BODY_BYTES).await
 }
 
-/// The request in the Lambda event's shape, with the verified claims (none on routes without the authorizer).
-async fn into_lambda_request(
+/// The request in the Lambda event's shape, with the verified claims (none on routes without the authorizer),
+/// as API Gateway delivers it; bodies over `max_body_bytes` are refused with 413.
+pub async fn into_lambda_request(
     request: AxumRequest,
     request_id: &str,
     claims: Option<serde_json::Map<String, Value>>,
+    max_body_bytes: usize,
 ) -> Result<lambda_http::Request, ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::PayloadTooLarge(format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
-    })?;
+    let bytes = axum::body::to_bytes(body, max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body is larger than {max_body_bytes} bytes")))?;
     let mut context = ApiGatewayProxyRequestContext::default();
     context.request_id = Some(request_id.to_owned());
     context.stage = Some("local".to_owned());
@@ -103,7 +105,7 @@ async fn usage(State(state): State<ApiState>, request: AxumRequest) -> AxumRespo
 
 async fn dashboard(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let lambda_request = match into_lambda_request(request, &request_id, None).await {
+    let lambda_request = match into_lambda_request(request, &request_id, None, MAX_BODY_BYTES).await {
         Ok(lambda_request) => lambda_request,
         Err(error) => return error_response(&error, Some(&request_id)),
     };

@@ -13,13 +13,10 @@ use axum::Router;
 use claude_proxy::anthropic_error::error_response;
 use claude_proxy::config::ProxyConfig;
 use claude_proxy::ProxyHandler;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
-use lambda_http::request::RequestContext;
-use lambda_http::RequestExt;
 use metering_core::usage::UsageLog;
 use metering_core::ApiError;
-use serde_json::Value;
 
+use crate::api_server::into_lambda_request;
 use crate::authorizer::CognitoAuthorizer;
 
 /// How long shutdown waits for streams whose client hung up (they are still read, to be metered).
@@ -81,29 +78,6 @@ pub fn router(state: ProxyRoutesState) -> Router {
 fn into_axum(response: http::Response<claude_proxy::body::ProxyBody>) -> AxumResponse {
     let (parts, body) = response.into_parts();
     AxumResponse::from_parts(parts, AxumBody::new(body))
-}
-
-/// The request in the Lambda event's shape, with the verified claims when the route has the authorizer.
-async fn into_lambda_request(
-    request: AxumRequest,
-    request_id: &str,
-    claims: Option<serde_json::Map<String, Value>>,
-    max_body_bytes: usize,
-) -> Result<lambda_http::Request, ApiError> {
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, max_body_bytes)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body is larger than {max_body_bytes} bytes")))?;
-    let mut context = ApiGatewayProxyRequestContext::default();
-    context.request_id = Some(request_id.to_owned());
-    context.stage = Some("local".to_owned());
-    context.http_method = parts.method.clone();
-    context.path = Some(parts.uri.path().to_owned());
-    if let Some(claims) = claims {
-        context.authorizer.fields.insert("claims".to_owned(), Value::Object(claims));
-    }
-    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
-    Ok(http::Request::from_parts(parts, body).with_request_context(RequestContext::ApiGatewayV1(context)))
 }
 
 async fn by_gateway_key(State(state): State<ProxyRoutesState>, request: AxumRequest) -> AxumResponse {
