@@ -12,7 +12,7 @@ use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, S
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{CountTokensInput, InvokeModelTokensRequest, ResponseStream};
 use bytes::Bytes;
-use metering_core::model::ModelError;
+use metering_core::model::{classify_bedrock_code, classify_bedrock_error, ModelError};
 use metering_core::ApiError;
 
 /// Stream events (each the JSON of one Messages API stream event), read one by one.
@@ -73,36 +73,26 @@ fn classify<E>(error: SdkError<E, HttpResponse>, model_id: &str, default_retry_a
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = DisplayErrorContext(&error).to_string();
-    match &error {
-        SdkError::ServiceError(service_error) => {
-            let retry_after = service_error
-                .raw()
-                .headers()
-                .get("retry-after")
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .filter(|seconds| *seconds > 0)
-                .unwrap_or(default_retry_after);
-            let message = service_error.err().message().unwrap_or("no message").to_owned();
-            classify_code(service_error.err().code(), message, model_id, retry_after)
-        }
-        SdkError::TimeoutError(_) => ModelError::Timeout(detail),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => ModelError::Timeout(detail),
-        _ => ModelError::Upstream(detail),
-    }
+    let code = match &error {
+        SdkError::ServiceError(service_error) => service_error.err().code().map(str::to_owned),
+        _ => None,
+    };
+    // A 500 carries no retry-after: the default is what the header lookup would give.
+    as_fallback_error(code.as_deref(), classify_bedrock_error(&error, model_id, default_retry_after), default_retry_after)
 }
 
 fn classify_code(code: Option<&str>, message: String, model_id: &str, retry_after: u64) -> ModelError {
-    match code.unwrap_or_default() {
-        "ThrottlingException" | "ServiceQuotaExceededException" => ModelError::Throttled { retry_after_seconds: retry_after },
-        "ValidationException" => ModelError::InvalidInput(message),
-        "AccessDeniedException" => ModelError::AccessDenied { model_id: model_id.to_owned(), detail: message },
-        "ResourceNotFoundException" => ModelError::ModelNotFound { model_id: model_id.to_owned(), detail: message },
-        "ModelTimeoutException" => ModelError::Timeout(message),
-        "ServiceUnavailableException" | "ModelNotReadyException" | "InternalServerException" => {
-            ModelError::Unavailable { retry_after_seconds: retry_after, detail: message }
+    as_fallback_error(code, classify_bedrock_code(code, message, model_id, retry_after), retry_after)
+}
+
+/// Bedrock's own 500 is reported as "unavailable" (503/529 to the client) rather than a gateway error: the
+/// fallback is itself the answer to an overloaded upstream, and clients retry an overloaded answer.
+fn as_fallback_error(code: Option<&str>, classified: ModelError, retry_after: u64) -> ModelError {
+    match (code, classified) {
+        (Some("InternalServerException"), ModelError::Upstream(detail)) => {
+            ModelError::Unavailable { retry_after_seconds: retry_after, detail }
         }
-        _ => ModelError::Upstream(message),
+        (_, other) => other,
     }
 }
 
@@ -207,6 +197,10 @@ mod tests {
         assert!(matches!(m("ResourceNotFoundException"), ModelError::ModelNotFound { .. }));
         assert!(matches!(m("ServiceUnavailableException"), ModelError::Unavailable { .. }));
         assert!(matches!(m("ModelTimeoutException"), ModelError::Timeout(_)));
+        assert_eq!(
+            m("InternalServerException"),
+            ModelError::Unavailable { retry_after_seconds: 5, detail: "msg".into() }
+        );
         assert!(matches!(m("Whatever"), ModelError::Upstream(_)));
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
-use aws_sdk_bedrockruntime::error::{DisplayErrorContext, SdkError};
-use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+use aws_sdk_bedrockruntime::config::http::HttpResponse;
+use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
 use thiserror::Error;
 
@@ -96,7 +96,7 @@ impl ChatModel for BedrockChatModel {
         let output = request
             .send()
             .await
-            .map_err(|error| classify_converse_error(error, &prompt.model_id, self.default_retry_after_seconds))?;
+            .map_err(|error| classify_bedrock_error(&error, &prompt.model_id, self.default_retry_after_seconds))?;
         let text = match output.output() {
             Some(aws_sdk_bedrockruntime::types::ConverseOutput::Message(message)) => message
                 .content()
@@ -120,9 +120,13 @@ impl ChatModel for BedrockChatModel {
     }
 }
 
-fn classify_converse_error(error: SdkError<ConverseError>, model_id: &str, default_retry_after: u64) -> ModelError {
-    let detail = DisplayErrorContext(&error).to_string();
-    match &error {
+/// Maps a failed Bedrock Runtime call (any operation: Converse, InvokeModel, ...) to a `ModelError`, by the
+/// error code AWS sends, so every caller of Bedrock classifies failures the same way.
+pub fn classify_bedrock_error<E>(error: &SdkError<E, HttpResponse>, model_id: &str, default_retry_after: u64) -> ModelError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error {
         SdkError::ServiceError(service_error) => {
             let retry_after = service_error
                 .raw()
@@ -131,25 +135,50 @@ fn classify_converse_error(error: SdkError<ConverseError>, model_id: &str, defau
                 .and_then(|value| value.trim().parse::<u64>().ok())
                 .filter(|seconds| *seconds > 0)
                 .unwrap_or(default_retry_after);
-            let message = service_error.err().meta().message().unwrap_or("no message").to_owned();
-            match service_error.err() {
-                ConverseError::ThrottlingException(_) => ModelError::Throttled { retry_after_seconds: retry_after },
-                ConverseError::ValidationException(_) => ModelError::InvalidInput(message),
-                ConverseError::AccessDeniedException(_) => {
-                    ModelError::AccessDenied { model_id: model_id.to_owned(), detail: message }
-                }
-                ConverseError::ResourceNotFoundException(_) => {
-                    ModelError::ModelNotFound { model_id: model_id.to_owned(), detail: message }
-                }
-                ConverseError::ModelTimeoutException(_) => ModelError::Timeout(message),
-                ConverseError::ServiceUnavailableException(_) | ConverseError::ModelNotReadyException(_) => {
-                    ModelError::Unavailable { retry_after_seconds: retry_after, detail: message }
-                }
-                _ => ModelError::Upstream(message),
-            }
+            let message = service_error.err().message().unwrap_or("no message").to_owned();
+            classify_bedrock_code(service_error.err().code(), message, model_id, retry_after)
         }
-        SdkError::TimeoutError(_) => ModelError::Timeout(detail),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => ModelError::Timeout(detail),
-        _ => ModelError::Upstream(detail),
+        SdkError::TimeoutError(_) => ModelError::Timeout(DisplayErrorContext(error).to_string()),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            ModelError::Timeout(DisplayErrorContext(error).to_string())
+        }
+        _ => ModelError::Upstream(DisplayErrorContext(error).to_string()),
+    }
+}
+
+/// Maps a Bedrock Runtime error code to a `ModelError`.
+pub fn classify_bedrock_code(code: Option<&str>, message: String, model_id: &str, retry_after: u64) -> ModelError {
+    match code.unwrap_or_default() {
+        "ThrottlingException" | "ServiceQuotaExceededException" => {
+            ModelError::Throttled { retry_after_seconds: retry_after }
+        }
+        "ValidationException" => ModelError::InvalidInput(message),
+        "AccessDeniedException" => ModelError::AccessDenied { model_id: model_id.to_owned(), detail: message },
+        "ResourceNotFoundException" => ModelError::ModelNotFound { model_id: model_id.to_owned(), detail: message },
+        "ModelTimeoutException" => ModelError::Timeout(message),
+        "ServiceUnavailableException" | "ModelNotReadyException" => {
+            ModelError::Unavailable { retry_after_seconds: retry_after, detail: message }
+        }
+        _ => ModelError::Upstream(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bedrock_codes_map_to_model_errors() {
+        let classify = |code: &str| classify_bedrock_code(Some(code), "msg".into(), "m", 5);
+        assert_eq!(classify("ThrottlingException"), ModelError::Throttled { retry_after_seconds: 5 });
+        assert_eq!(classify("ServiceQuotaExceededException"), ModelError::Throttled { retry_after_seconds: 5 });
+        assert!(matches!(classify("ValidationException"), ModelError::InvalidInput(_)));
+        assert!(matches!(classify("AccessDeniedException"), ModelError::AccessDenied { .. }));
+        assert!(matches!(classify("ResourceNotFoundException"), ModelError::ModelNotFound { .. }));
+        assert!(matches!(classify("ServiceUnavailableException"), ModelError::Unavailable { .. }));
+        assert!(matches!(classify("ModelNotReadyException"), ModelError::Unavailable { .. }));
+        assert!(matches!(classify("ModelTimeoutException"), ModelError::Timeout(_)));
+        assert!(matches!(classify("InternalServerException"), ModelError::Upstream(_)));
+        assert!(matches!(classify_bedrock_code(None, "m".into(), "m", 5), ModelError::Upstream(_)));
     }
 }
