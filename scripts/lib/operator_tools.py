@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 import stack_state  # noqa: E402
 from provision import CognitoUsers, generate_password  # noqa: E402
 from targets import Target, TargetError, resolve, wants_aws  # noqa: E402
+from tenant_names import InvalidName, check_tenant_id  # noqa: E402
 
 DEFAULT_USER = "demo-user"
 
@@ -71,13 +72,26 @@ def create_tenant_user(argv: list[str]) -> int:
     )
     parser.add_argument("username")
     parser.add_argument("email")
-    parser.add_argument("tenant_id")
+    parser.add_argument("tenant_id", help="1 to 128 of A-Z a-z 0-9 . _ -, used exactly as written")
     parser.add_argument("--admin", action="store_true", help="add the user to the `admin` group")
     parser.add_argument("--password", help="the password (default: a generated strong one)")
     _add_target_flags(parser)
     args = parser.parse_args(argv)
 
+    try:
+        check_tenant_id(args.tenant_id)
+    except InvalidName as error:
+        parser.error(str(error))
     target = resolve(wants_aws(args.aws, args.local))
+    look_alikes = sorted(
+        existing for existing in _users(target).tenant_ids()
+        if existing != args.tenant_id and existing.casefold() == args.tenant_id.casefold()
+    )
+    if look_alikes:
+        raise TargetError(
+            f"tenant id {args.tenant_id!r} differs only by case from existing tenant {look_alikes[0]!r}: tenant ids "
+            "are exact, so this would be another tenant; use the existing id or a clearly different one"
+        )
     password = args.password or generate_password()
     try:
         sub = _users(target).create_tenant_user(args.username, args.email, args.tenant_id, password, admin=args.admin)

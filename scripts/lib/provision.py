@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import boto3
 
+from tenant_names import check_group_name, check_tenant_id
+
 DEFAULT_REGION = "us-east-1"
 DEFAULT_MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 USAGE_LOG_GROUP = "/aws/lambda/bedrock-metering-chat"
@@ -109,7 +111,7 @@ def provision(endpoint_url: str, region: str = DEFAULT_REGION, suffix: str = "lo
         AdminCreateUserConfig={"AllowAdminCreateUserOnly": True},
     )["UserPool"]["Id"]
     client_id = create_app_client(cognito, pool_id, f"bedrock-metering-{suffix}-web")
-    cognito.create_group(GroupName=ADMIN_GROUP, UserPoolId=pool_id, Description="Sees every tenant's usage")
+    cognito.create_group(GroupName=check_group_name(ADMIN_GROUP), UserPoolId=pool_id, Description="Sees every tenant's usage")
 
     return LocalResources(
         endpoint_url=endpoint_url,
@@ -158,7 +160,10 @@ class CognitoUsers:
     ) -> str:
         """Create a confirmed user with a permanent password; returns the user's `sub`.
 
-        tenant_id=None creates a user without custom:tenant_id (tests of the 403 path)."""
+        tenant_id=None creates a user without custom:tenant_id (tests of the 403 path). The tenant id is
+        checked first (tenant_names.check_tenant_id): Cognito would store `"acme "` as it is."""
+        if tenant_id is not None:
+            check_tenant_id(tenant_id)
         attributes = [{"Name": "email", "Value": email}, {"Name": "email_verified", "Value": "true"}]
         if tenant_id is not None:
             attributes.append({"Name": TENANT_ATTRIBUTE, "Value": tenant_id})
@@ -174,6 +179,14 @@ class CognitoUsers:
         if admin:
             self.cognito.admin_add_user_to_group(UserPoolId=self.user_pool_id, Username=username, GroupName=ADMIN_GROUP)
         return next(a["Value"] for a in user["Attributes"] if a["Name"] == "sub")
+
+    def tenant_ids(self) -> set[str]:
+        """Every custom:tenant_id of the pool (ListUsers cannot filter on a custom attribute: all users are read)."""
+        found = set()
+        for page in self.cognito.get_paginator("list_users").paginate(UserPoolId=self.user_pool_id):
+            for user in page["Users"]:
+                found.update(a["Value"] for a in user.get("Attributes", []) if a["Name"] == TENANT_ATTRIBUTE)
+        return found
 
     def authenticate(self, username: str, password: str, client_id: str | None = None) -> dict:
         """USER_PASSWORD_AUTH; returns the AuthenticationResult (IdToken, AccessToken, RefreshToken...)."""

@@ -6,6 +6,7 @@ re-signed token is otherwise accepted, so each 401 below is caused by the one cl
 """
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -75,13 +76,63 @@ def real_tokens(resources, user_factory, alice):
     }
 
 
+NOT_ACCEPTED = "Unauthorized: the token was not accepted"
+
+
 @pytest.mark.parametrize("case", list(UNAUTHENTICATED))
 def test_invalid_tokens_get_401(api_url, alice, claims, real_tokens, case):
     token = UNAUTHENTICATED[case](claims, alice, real_tokens)
 
     response = chat(api_url, token, {"prompt": PROMPT})
 
-    assert_error_body(response, 401)
+    error = assert_error_body(response, 401)
+    assert error == {"type": "authentication_error", "message": NOT_ACCEPTED}, "a 401 names no failing check"
+
+
+ODD_CLAIMS = {
+    # A validly signed token (moto's key) whose tenant claim is not a string: never converted into a tenant.
+    "null tenant": lambda c: tokens.sign_rs256({**c, "custom:tenant_id": None}),
+    "number tenant": lambda c: tokens.sign_rs256({**c, "custom:tenant_id": 1e3}),
+    "integer tenant": lambda c: tokens.sign_rs256({**c, "custom:tenant_id": 1000}),
+    "array tenant": lambda c: tokens.sign_rs256({**c, "custom:tenant_id": [c["custom:tenant_id"]]}),
+    "bool tenant": lambda c: tokens.sign_rs256({**c, "custom:tenant_id": True}),
+    "object tenant": lambda c: tokens.sign_rs256({**c, "custom:tenant_id": {"id": c["custom:tenant_id"]}}),
+    "whitespace tenant": lambda c: tokens.sign_rs256({**c, "custom:tenant_id": c["custom:tenant_id"] + " "}),
+    "number sub": lambda c: tokens.sign_rs256({**c, "sub": 42}),
+    "groups as a string": lambda c: tokens.sign_rs256({**c, "cognito:groups": "admin"}),
+    "duplicated tenant claim": lambda c: tokens.with_claims_json(c, '"custom:tenant_id":"victim-tenant"'),
+    "duplicated sub": lambda c: tokens.with_claims_json(c, '"sub":"someone-else"'),
+    "duplicated header member": lambda c: tokens.sign_raw(
+        '{"alg":"RS256","kid":"dummy","kid":"dummy"}', json.dumps(c, separators=(",", ":"))
+    ),
+    "iat ten minutes ahead": lambda c: tokens.sign_rs256({**c, "iat": _now() + 600}),
+    "iat six minutes ahead": lambda c: tokens.sign_rs256({**c, "iat": _now() + 360}),
+    "crit header": lambda c: tokens.with_claims_json(c, header={"alg": "RS256", "kid": "dummy", "crit": ["exp"]}),
+    "empty crit header": lambda c: tokens.with_claims_json(c, header={"alg": "RS256", "kid": "dummy", "crit": []}),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_CLAIMS))
+def test_validly_signed_tokens_with_odd_claims_are_refused(api_url, claims, case):
+    response = chat(api_url, ODD_CLAIMS[case](dict(claims)), {"prompt": PROMPT})
+
+    assert response.status_code in (401, 403), f"{case}: {response.status_code} {response.text}"
+    error = assert_error_body(response, response.status_code)
+    assert "victim" not in response.text and "someone-else" not in response.text
+    if response.status_code == 401:
+        assert error["message"] == NOT_ACCEPTED
+
+
+def test_odd_claim_controls_are_accepted(api_url, claims):
+    """Controls for the cases above: the raw signer, a slightly early iat and a repeated-looking but distinct
+    claim are all fine, so each refusal above comes from the one thing its case changes."""
+    for token in (
+        tokens.with_claims_json(dict(claims)),
+        tokens.with_claims_json(dict(claims), '"custom:other":"x"'),
+        tokens.sign_rs256({**claims, "iat": _now() + 60}),
+    ):
+        response = chat(api_url, token, {"prompt": PROMPT})
+        assert response.status_code == 200, response.text
 
 
 def test_other_schemes_get_401(api_url, alice):

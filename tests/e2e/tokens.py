@@ -70,3 +70,23 @@ def tampered(token: str, **changes) -> str:
     claims.update(changes)
     new_payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{header}.{new_payload}.{signature}"
+
+
+def sign_raw(header_json: str, payload_json: str, key=None) -> str:
+    """RS256 over JSON text given as is, so a test can send what pyjwt would never write: a repeated key
+    in the payload or the header, or a `crit` header."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signing_input = f"{_b64(header_json.encode())}.{_b64(payload_json.encode())}"
+    signature = (key or moto_private_key()).sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def with_claims_json(claims: dict, extra_members: str = "", header: dict | None = None) -> str:
+    """The claims as compact JSON with `extra_members` (e.g. `"custom:tenant_id":"x"`) appended verbatim
+    to the object, signed with moto's key."""
+    payload = json.dumps(claims, separators=(",", ":"))
+    if extra_members:
+        payload = payload[:-1] + "," + extra_members + "}"
+    return sign_raw(json.dumps(header or {"alg": "RS256", "typ": "JWT", "kid": MOTO_KID}, separators=(",", ":")), payload)

@@ -22,6 +22,7 @@ pub fn status_and_type(error: &ApiError) -> (StatusCode, &'static str) {
         ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error"),
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
         ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+        ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error"),
         ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
         ApiError::Unavailable { .. } => {
             (StatusCode::from_u16(OVERLOADED).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "overloaded_error")

@@ -29,7 +29,8 @@ pub trait BedrockApi: Send + Sync {
     async fn count_tokens(&self, model_id: &str, body: Vec<u8>) -> Result<u64, ModelError>;
 }
 
-/// What a Bedrock failure means for the client, in the Anthropic error shape.
+/// What a Bedrock failure means for the client, in the Anthropic error shape. The SDK's detail (addresses,
+/// debug text) was logged where the call failed and is never put in the body.
 pub fn api_error(error: ModelError, model_id: &str) -> ApiError {
     match error {
         ModelError::Throttled { retry_after_seconds } => ApiError::RateLimited {
@@ -37,18 +38,18 @@ pub fn api_error(error: ModelError, model_id: &str) -> ApiError {
             retry_after_seconds,
         },
         ModelError::InvalidInput(message) => ApiError::InvalidRequest(format!("Bedrock refused the request: {message}")),
-        ModelError::AccessDenied { detail, .. } => ApiError::Upstream(format!(
-            "the gateway may not invoke {model_id} on Bedrock (enable model access and allow bedrock:InvokeModel \
-             on it): {detail}"
+        ModelError::AccessDenied { .. } => ApiError::Upstream(format!(
+            "the gateway may not invoke {model_id} on Bedrock (enable model access and allow bedrock:InvokeModel on it)"
         )),
-        ModelError::ModelNotFound { detail, .. } => ApiError::Upstream(format!(
-            "Bedrock model {model_id} is not available in this region or account (check BEDROCK_MODEL_MAP): {detail}"
+        ModelError::ModelNotFound { .. } => ApiError::Upstream(format!(
+            "Bedrock model {model_id} is not available in this region or account (check BEDROCK_MODEL_MAP)"
         )),
-        ModelError::Unavailable { retry_after_seconds, detail } => {
-            ApiError::Unavailable { message: format!("Bedrock is temporarily unavailable: {detail}"), retry_after_seconds }
-        }
-        ModelError::Timeout(detail) => ApiError::UpstreamTimeout(format!("Bedrock did not answer in time: {detail}")),
-        ModelError::Upstream(detail) => ApiError::Upstream(format!("the Bedrock call failed: {detail}")),
+        ModelError::Unavailable { retry_after_seconds, .. } => ApiError::Unavailable {
+            message: "Bedrock is temporarily unavailable; retry after the delay in retry-after".into(),
+            retry_after_seconds,
+        },
+        ModelError::Timeout(_) => ApiError::UpstreamTimeout("Bedrock did not answer in time".into()),
+        ModelError::Upstream(_) => ApiError::Upstream("the Bedrock call failed".into()),
     }
 }
 
@@ -118,6 +119,7 @@ impl EventSource for SdkEvents {
                 Ok(None) => None,
                 Err(error) => {
                     let detail = DisplayErrorContext(&error).to_string();
+                    tracing::warn!(model_id = %self.model_id, error = %detail, "the Bedrock stream failed");
                     Some(Err(match &error {
                         SdkError::ServiceError(service_error) => classify_code(
                             service_error.err().code(),
@@ -125,7 +127,8 @@ impl EventSource for SdkEvents {
                             &self.model_id,
                             self.default_retry_after,
                         ),
-                        _ => ModelError::Upstream(detail),
+                        // The connection dropped or the stream could not be read: an I/O failure.
+                        _ => ModelError::Unavailable { retry_after_seconds: self.default_retry_after, detail },
                     }))
                 }
             };

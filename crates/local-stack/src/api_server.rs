@@ -3,6 +3,7 @@
 //! `requestContext.authorizer.claims`, a request id), and the handler's response goes back unchanged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
 use axum::body::Body as AxumBody;
@@ -21,6 +22,9 @@ use crate::authorizer::CognitoAuthorizer;
 
 /// API Gateway's own payload limit is 10 MB; a chat body is far smaller (100,000 characters of prompt).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a client may take to send its whole body once the headers are in: a body shorter than its
+/// `Content-Length` is answered 408 then, instead of holding the connection (and a task) for ever.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -53,8 +57,7 @@ async fn to_lambda_request(
     request: AxumRequest,
     request_id: &str,
 ) -> Result<lambda_http::Request, ApiError> {
-    let authorization = request.headers().get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-    let claims = authorizer.authorize(authorization).await.map_err(ApiError::from)?;
+    let claims = authorizer.authorize_request(request.headers(), request_id).await?;
     into_lambda_request(request, request_id, Some(claims), MAX_BODY_BYTES).await
 }
 
@@ -67,9 +70,7 @@ pub async fn into_lambda_request(
     max_body_bytes: usize,
 ) -> Result<lambda_http::Request, ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, max_body_bytes)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body is larger than {max_body_bytes} bytes")))?;
+    let bytes = read_body(body, max_body_bytes, BODY_READ_TIMEOUT, request_id).await?;
     let mut context = ApiGatewayProxyRequestContext::default();
     context.request_id = Some(request_id.to_owned());
     context.stage = Some("local".to_owned());
@@ -80,6 +81,28 @@ pub async fn into_lambda_request(
     }
     let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
     Ok(http::Request::from_parts(parts, body).with_request_context(RequestContext::ApiGatewayV1(context)))
+}
+
+/// The whole body, or the error that says what was wrong with it: too large (413), not received in time
+/// (408), or not valid HTTP framing such as a malformed chunk (400).
+pub async fn read_body(
+    body: AxumBody,
+    max_body_bytes: usize,
+    timeout: Duration,
+    request_id: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, max_body_bytes);
+    match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(limited)).await {
+        Err(_) => Err(ApiError::RequestTimeout(format!("the request body was not received within {}s", timeout.as_secs()))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge(format!("the request body is larger than {max_body_bytes} bytes")))
+        }
+        Ok(Err(error)) => {
+            tracing::info!(request_id, %error, "the request body could not be read");
+            Err(ApiError::InvalidRequest("the request body is not valid HTTP (framing or encoding)".into()))
+        }
+    }
 }
 
 async fn chat(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {

@@ -90,10 +90,9 @@ async fn by_gateway_key(State(state): State<ProxyRoutesState>, request: AxumRequ
 
 async fn by_id_token(State(state): State<ProxyRoutesState>, request: AxumRequest) -> AxumResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let authorization = request.headers().get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-    let claims = match state.authorizer.authorize(authorization).await {
+    let claims = match state.authorizer.authorize_request(request.headers(), &request_id).await {
         Ok(claims) => claims,
-        Err(error) => return into_axum(error_response(&ApiError::from(error), &request_id)),
+        Err(error) => return into_axum(error_response(&error, &request_id)),
     };
     match into_lambda_request(request, &request_id, Some(claims), state.max_body_bytes).await {
         Ok(lambda_request) => into_axum(state.proxy.handle(lambda_request).await),

@@ -26,6 +26,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client did not send the whole request in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The model provider asked us to slow down.
     #[error("{message}")]
     RateLimited { message: String, retry_after_seconds: u64 },
@@ -53,6 +56,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +75,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "request_too_large",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited { .. } => "rate_limit_error",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable { .. } => "overloaded_error",
@@ -111,6 +116,13 @@ impl ApiError {
 /// Response header carrying the request id that the usage line also carries.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The one message of every 401: which check failed (signature, audience, expiry...) would be an oracle for
+/// whoever forges tokens, so it goes to the logs with the request id, never to the caller.
+pub const TOKEN_NOT_ACCEPTED: &str = "Unauthorized: the token was not accepted";
+
+/// What a failed model call means for the client. The bodies name the model and what an operator can do,
+/// never the SDK's debug text, an address or Bedrock's own message for a server-side failure: those are
+/// logged where the call failed (`model::classify_bedrock_error`), with the request id of the span.
 impl From<ModelError> for ApiError {
     fn from(error: ModelError) -> Self {
         match error {
@@ -119,20 +131,20 @@ impl From<ModelError> for ApiError {
                 retry_after_seconds,
             },
             ModelError::InvalidInput(message) => Self::InvalidRequest(format!("The model rejected the request: {message}")),
-            ModelError::AccessDenied { model_id, detail } => Self::Upstream(format!(
+            ModelError::AccessDenied { model_id, .. } => Self::Upstream(format!(
                 "The gateway may not invoke model {model_id}: enable model access for it in the Amazon Bedrock console \
-                 of this region and allow bedrock:InvokeModel on it in the function's role ({detail})"
+                 of this region and allow bedrock:InvokeModel on it in the function's role"
             )),
-            ModelError::ModelNotFound { model_id, detail } => Self::Upstream(format!(
+            ModelError::ModelNotFound { model_id, .. } => Self::Upstream(format!(
                 "Model {model_id} is not available in this region or account: check BEDROCK_MODEL_ID and model access \
-                 in the Amazon Bedrock console ({detail})"
+                 in the Amazon Bedrock console"
             )),
-            ModelError::Unavailable { retry_after_seconds, detail } => Self::Unavailable {
-                message: format!("The model is temporarily unavailable: {detail}"),
+            ModelError::Unavailable { retry_after_seconds, .. } => Self::Unavailable {
+                message: "The model is temporarily unavailable; retry after the delay in Retry-After.".into(),
                 retry_after_seconds,
             },
-            ModelError::Timeout(detail) => Self::UpstreamTimeout(format!("The model did not answer in time: {detail}")),
-            ModelError::Upstream(detail) => Self::Upstream(format!("The model call failed: {detail}")),
+            ModelError::Timeout(_) => Self::UpstreamTimeout("The model did not answer in time.".into()),
+            ModelError::Upstream(_) => Self::Upstream("The model call failed.".into()),
         }
     }
 }
@@ -189,5 +201,29 @@ mod tests {
         let message = ApiError::from(ModelError::AccessDenied { model_id: "anthropic.x".into(), detail: "d".into() })
             .to_string();
         assert!(message.contains("anthropic.x") && message.contains("model access"));
+    }
+
+    #[test]
+    fn no_error_body_carries_the_upstream_detail() {
+        let detail = "dispatch failure: io error: Connection refused (os error 111) connecting to 127.0.0.1:4010";
+        for model_error in [
+            ModelError::AccessDenied { model_id: "m".into(), detail: detail.into() },
+            ModelError::ModelNotFound { model_id: "m".into(), detail: detail.into() },
+            ModelError::Unavailable { retry_after_seconds: 1, detail: detail.into() },
+            ModelError::Timeout(detail.into()),
+            ModelError::Upstream(detail.into()),
+        ] {
+            let body = ApiError::from(model_error.clone()).to_response(None).into_body();
+            assert!(!body.contains("127.0.0.1") && !body.contains("dispatch") && !body.contains("os error"), "{body}");
+        }
+    }
+
+    #[test]
+    fn unavailable_is_overloaded_with_retry_after() {
+        let response = ApiError::from(ModelError::Unavailable { retry_after_seconds: 2, detail: "d".into() }).to_response(None);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(body["error"]["type"], "overloaded_error");
     }
 }

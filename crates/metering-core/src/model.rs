@@ -122,10 +122,17 @@ impl ChatModel for BedrockChatModel {
 
 /// Maps a failed Bedrock Runtime call (any operation: Converse, InvokeModel, ...) to a `ModelError`, by the
 /// error code AWS sends, so every caller of Bedrock classifies failures the same way.
+///
+/// A call that never got a whole answer (connection refused or reset, DNS, TLS, a connect or read timeout,
+/// a response cut off) is `Unavailable`: clients retry it after `Retry-After`. The SDK's full error text
+/// (which names the endpoint address and the SDK's internals) is logged here, inside the caller's span
+/// (request and tenant ids), and kept in the error only for the logs: `ApiError` bodies never show it.
 pub fn classify_bedrock_error<E>(error: &SdkError<E, HttpResponse>, model_id: &str, default_retry_after: u64) -> ModelError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    let detail = DisplayErrorContext(error).to_string();
+    tracing::warn!(model_id, error = %detail, "the Bedrock call failed");
     match error {
         SdkError::ServiceError(service_error) => {
             let retry_after = service_error
@@ -138,11 +145,11 @@ where
             let message = service_error.err().message().unwrap_or("no message").to_owned();
             classify_bedrock_code(service_error.err().code(), message, model_id, retry_after)
         }
-        SdkError::TimeoutError(_) => ModelError::Timeout(DisplayErrorContext(error).to_string()),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
-            ModelError::Timeout(DisplayErrorContext(error).to_string())
+        SdkError::TimeoutError(_) => ModelError::Timeout(detail),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ModelError::Unavailable { retry_after_seconds: default_retry_after, detail }
         }
-        _ => ModelError::Upstream(DisplayErrorContext(error).to_string()),
+        _ => ModelError::Upstream(detail),
     }
 }
 
@@ -180,5 +187,21 @@ mod tests {
         assert!(matches!(classify("ModelTimeoutException"), ModelError::Timeout(_)));
         assert!(matches!(classify("InternalServerException"), ModelError::Upstream(_)));
         assert!(matches!(classify_bedrock_code(None, "m".into(), "m", 5), ModelError::Upstream(_)));
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable_with_the_default_retry_after() {
+        use aws_sdk_bedrockruntime::error::ConnectorError;
+        use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let error: SdkError<ConverseError, HttpResponse> = SdkError::dispatch_failure(ConnectorError::io(Box::new(refused)));
+        assert_eq!(
+            classify_bedrock_error(&error, "m", 4),
+            ModelError::Unavailable { retry_after_seconds: 4, detail: DisplayErrorContext(&error).to_string() }
+        );
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let error: SdkError<ConverseError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::timeout(Box::new(timed_out)));
+        assert!(matches!(classify_bedrock_error(&error, "m", 4), ModelError::Unavailable { retry_after_seconds: 4, .. }));
     }
 }

@@ -9,6 +9,23 @@ import { Construct } from 'constructs';
 export const TENANT_ID_ATTRIBUTE = 'tenant_id';
 export const ADMIN_GROUP = 'admin';
 
+/**
+ * API Gateway's REST Cognito authorizer hands `cognito:groups` to the Lambda as one string, the names joined
+ * by `,` (`"admin"`, `"admin,ops"`), and the gateway matches names exactly: a group named `support,admin`
+ * would read as membership of `admin`. So no group is created whose name holds `,`, whitespace or `[` `]`
+ * (the HTTP API's form is `"[admin ops]"`). The same rule as `scripts/lib/tenant_names.py` and
+ * `metering_core::identity::is_valid_group_name`.
+ */
+export function assertValidGroupName(name: string): string {
+  if (name.length < 1 || name.length > 128 || /[,\[\]\s]/u.test(name)) {
+    throw new Error(
+      `Cognito group name ${JSON.stringify(name)} is not allowed: API Gateway joins a user's groups with ',', ` +
+        'so a name may not contain a comma, whitespace or square brackets',
+    );
+  }
+  return name;
+}
+
 export interface TenantAuthProps {
   readonly removalPolicy: RemovalPolicy;
 }
@@ -62,7 +79,7 @@ export class TenantAuth extends Construct {
         'pool only holds operator-created users; revisit when tenants grow.',
     });
 
-    this.adminGroup = this.userPool.addGroup('AdminGroup', {
+    this.adminGroup = this.addGroup('AdminGroup', {
       groupName: ADMIN_GROUP,
       description: 'Operators: may read the usage of every tenant (GET /v1/usage, /v1/usage/{tenant_id})',
     });
@@ -83,5 +100,11 @@ export class TenantAuth extends Construct {
         .withCustomAttributes(tenantId),
       writeAttributes: new cognito.ClientAttributes().withStandardAttributes({ email: true }),
     });
+  }
+
+  /** Every group of the pool is created here, so that its name is checked (`assertValidGroupName`). */
+  public addGroup(id: string, options: cognito.UserPoolGroupOptions & { groupName: string }): cognito.UserPoolGroup {
+    assertValidGroupName(options.groupName);
+    return this.userPool.addGroup(id, options);
   }
 }

@@ -96,6 +96,10 @@ mod tests {
             forge(r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"gpt","offset":0}"#),
             forge(r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":-1}"#),
             forge(r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":99999999999}"#),
+            // Dates at chrono's edges: refused before any date arithmetic.
+            forge(r#"{"v":1,"from":"-262143-01-01","to":"-262143-01-02","request_type":"all","offset":0}"#),
+            forge(r#"{"v":1,"from":"+262142-12-30","to":"+262142-12-31","request_type":"all","offset":0}"#),
+            forge(r#"{"v":1,"from":"1970-01-01","to":"1970-01-02","request_type":"all","offset":0}"#),
         ] {
             assert_eq!(RankingCursor::decode(&bad), Err(InvalidCursor), "{bad}");
         }

@@ -163,8 +163,10 @@ pub fn retention_warnings(period: &ReportPeriod, today: NaiveDate, retention: Co
             ));
         }
     }
-    let first_monday = period.from - Days::new(u64::from(period.from.weekday().num_days_from_monday()));
-    let first_week_expires = first_monday.checked_add_days(Days::new(7 + u64::from(retention.weekly_days)));
+    let first_week_expires = period
+        .from
+        .checked_sub_days(Days::new(u64::from(period.from.weekday().num_days_from_monday())))
+        .and_then(|first_monday| first_monday.checked_add_days(Days::new(7 + u64::from(retention.weekly_days))));
     if first_week_expires.is_some_and(|expiry| expiry <= today) {
         warnings.push(format!(
             "weekly counters are kept {} days: the oldest weeks of weekly_stats may show zeros",

@@ -9,6 +9,18 @@ pub const DEFAULT_DAYS: u32 = 7;
 /// A year, leap years included.
 pub const MAX_DAYS: u32 = 366;
 
+/// The earliest and latest days a period may name. Usage cannot predate the gateway, and a date outside
+/// four-digit years would not sort as a DynamoDB key label: a forged cursor carrying `-262143-01-01` is refused
+/// here instead of reaching date arithmetic at the edge of chrono's range.
+pub const EARLIEST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(2000, 1, 1) {
+    Some(day) => day,
+    None => NaiveDate::MIN,
+};
+pub const LATEST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(day) => day,
+    None => NaiveDate::MAX,
+};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("days must be a whole number from 1 to {MAX_DAYS}")]
 pub struct InvalidPeriod;
@@ -27,12 +39,15 @@ impl ReportPeriod {
             return Err(InvalidPeriod);
         }
         let from = today.checked_sub_days(Days::new(u64::from(days - 1))).ok_or(InvalidPeriod)?;
-        Ok(Self { from, to: today })
+        Self::between(from, today)
     }
 
     /// A period given by its bounds (a pagination cursor carries them); refused if not 1..=366 days.
     pub fn between(from: NaiveDate, to: NaiveDate) -> Result<Self, InvalidPeriod> {
-        let days = (to - from).num_days() + 1;
+        if from < EARLIEST_DAY || to > LATEST_DAY {
+            return Err(InvalidPeriod);
+        }
+        let days = to.signed_duration_since(from).num_days() + 1;
         if !(1..=i64::from(MAX_DAYS)).contains(&days) {
             return Err(InvalidPeriod);
         }
@@ -40,7 +55,8 @@ impl ReportPeriod {
     }
 
     pub fn days(&self) -> u32 {
-        ((self.to - self.from).num_days() + 1) as u32
+        // `between` keeps this within 1..=MAX_DAYS.
+        u32::try_from(self.to.signed_duration_since(self.from).num_days() + 1).unwrap_or(0)
     }
 
     pub fn dates(&self) -> impl Iterator<Item = NaiveDate> {
@@ -74,6 +90,16 @@ mod tests {
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn periods_outside_the_bounded_years_are_refused() {
+        assert_eq!(ReportPeriod::between(NaiveDate::MIN, NaiveDate::MIN), Err(InvalidPeriod));
+        assert_eq!(ReportPeriod::between(date(1999, 12, 31), date(2000, 1, 2)), Err(InvalidPeriod));
+        assert_eq!(ReportPeriod::between(NaiveDate::MAX, NaiveDate::MAX), Err(InvalidPeriod));
+        assert!(ReportPeriod::between(date(2000, 1, 1), date(2000, 1, 1)).is_ok());
+        assert!(ReportPeriod::between(date(9999, 12, 31), date(9999, 12, 31)).is_ok());
+        assert_eq!(ReportPeriod::last_days(NaiveDate::MIN, 7), Err(InvalidPeriod));
     }
 
     #[test]
