@@ -135,3 +135,20 @@ def test_a_malformed_chunked_body_is_a_400(api_url, token):
 
     assert status == 400, body
     assert body["error"]["type"] == "invalid_request_error", body
+
+
+def test_a_request_head_never_finished_is_cut_off(api_url):
+    """A client that sends half a request head does not hold the connection for ever (header read timeout)."""
+    address = urlparse(api_url)
+    with socket.create_connection((address.hostname, address.port), timeout=40) as connection:
+        connection.sendall(f"POST /bedrock/chat HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Ty".encode())
+        try:
+            received = connection.recv(65536)
+        except socket.timeout:
+            pytest.fail("the server still holds a half-sent request head after 40 s")
+    # hyper closes the connection (empty read) or answers 408; either way it let go.
+    assert received == b"" or received.startswith(b"HTTP/1.1 408"), received
+
+
+def test_a_wrong_method_on_a_server_route_gets_the_json_error(api_url):
+    assert_error_body(requests.post(f"{api_url}/health", timeout=10), 405)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use metering_core::ApiError;
 use thiserror::Error;
 
 use crate::config::CredentialMode;
@@ -24,6 +25,19 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("the Anthropic API's answer broke off: {0}")]
     Body(String),
+}
+
+/// What an Anthropic failure means for the client: the HTTP client's text (which names the upstream URL
+/// and its address) is logged, never put in the body.
+impl From<UpstreamError> for ApiError {
+    fn from(error: UpstreamError) -> Self {
+        tracing::warn!(%error, "the Anthropic API call failed");
+        match error {
+            UpstreamError::Timeout(_) => ApiError::UpstreamTimeout("the Anthropic API did not answer in time".into()),
+            UpstreamError::Unreachable(_) => ApiError::Upstream("the Anthropic API could not be reached".into()),
+            UpstreamError::Body(_) => ApiError::Upstream("the Anthropic API's answer broke off".into()),
+        }
+    }
 }
 
 /// A body read chunk by chunk.

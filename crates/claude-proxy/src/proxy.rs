@@ -15,7 +15,7 @@ use metering_core::usage::{RequestType, TokenCounts, UsageEvent};
 use metering_core::ApiError;
 use serde_json::{json, Value};
 
-use crate::anthropic::{client_response_headers, upstream_headers, AnthropicApi, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::anthropic::{client_response_headers, upstream_headers, AnthropicApi, UpstreamRequest, UpstreamResponse};
 use crate::anthropic_error::{error_response, OVERLOADED};
 use crate::api_keys::{ApiKeys, KeyOwner};
 use crate::bedrock::{self, BedrockApi};
@@ -325,10 +325,7 @@ impl ProxyService {
                         tracing::warn!(%error, "Anthropic unreachable; asking Bedrock");
                         Ok(Route::Bedrock { model_id, reason: FallbackReason::Unreachable })
                     }
-                    _ => Err(match error {
-                        UpstreamError::Timeout(detail) => ApiError::UpstreamTimeout(detail),
-                        other => ApiError::Upstream(other.to_string()),
-                    }),
+                    _ => Err(ApiError::from(error)),
                 };
             }
         };
@@ -392,7 +389,7 @@ impl ProxyService {
             );
             return Ok(with_headers(Response::new(body), upstream.status, headers));
         }
-        let (status, _, bytes) = upstream.read_all(MAX_ANSWER_BYTES).await.map_err(|error| ApiError::Upstream(error.to_string()))?;
+        let (status, _, bytes) = upstream.read_all(MAX_ANSWER_BYTES).await.map_err(ApiError::from)?;
         let tokens = serde_json::from_slice::<Value>(&bytes).ok().as_ref().and_then(usage_of_message);
         if tokens.is_none() {
             tracing::warn!("Anthropic's answer carried no usage; metered as zero tokens");
@@ -404,7 +401,7 @@ impl ProxyService {
     async fn as_is(&self, upstream: UpstreamResponse, request_id: &str) -> Result<Response<ProxyBody>, ApiError> {
         let mode = self.settings.credential_mode;
         let headers = client_response_headers(&upstream.headers, mode);
-        let (status, _, bytes) = upstream.read_all(MAX_ANSWER_BYTES).await.map_err(|error| ApiError::Upstream(error.to_string()))?;
+        let (status, _, bytes) = upstream.read_all(MAX_ANSWER_BYTES).await.map_err(ApiError::from)?;
         tracing::debug!(request_id, status = status.as_u16(), "Anthropic's answer passed on as it is");
         let mut headers = headers;
         headers.insert(UPSTREAM_HEADER, HeaderValue::from_static("anthropic"));

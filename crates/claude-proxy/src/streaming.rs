@@ -70,7 +70,7 @@ pub fn spawn_stream(
                         }
                         Err(error) => {
                             tracing::warn!(request_id = %request_id, %error, "Anthropic's stream broke off");
-                            let error = ApiError::Upstream(error.to_string());
+                            let error = ApiError::from(error);
                             forwarder.send(Bytes::from(error_event(&error, &request_id))).await;
                             break;
                         }

@@ -44,6 +44,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/ui/{*rest}", any(dashboard))
         .route("/health", get(|| async { "ok" }))
         .fallback(|| async { error_response(&ApiError::NotFound("no such route".into()), None) })
+        .method_not_allowed_fallback(|| async {
+            error_response(&ApiError::MethodNotAllowed("this method is not allowed on this route".into()), None)
+        })
         .with_state(state)
 }
 

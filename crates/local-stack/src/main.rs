@@ -12,7 +12,7 @@ use local_stack::cloudwatch_usage_log::{CloudWatchUsageLog, TeeUsageLog};
 use local_stack::fake_anthropic::{self, FakeAnthropicSettings};
 use local_stack::fake_bedrock::{self, FakeBedrockSettings};
 use local_stack::proxy_routes::LocalProxy;
-use local_stack::serve::{bind, shutdown_signal};
+use local_stack::serve::{bind, serve_http1, shutdown_signal, HEADER_READ_TIMEOUT};
 use metering_core::chat::{chat_service_on_aws, load_sdk_config};
 use metering_core::config::ChatConfig;
 use metering_core::usage_config::UsageApiConfig;
@@ -107,11 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 router = router.merge(proxy_routes);
             }
             let listener = bind(addr, port_file.as_deref()).await?;
-            // Streamed answers (the proxy's server-sent events) must not wait for Nagle's algorithm.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+            serve_http1(listener, router, HEADER_READ_TIMEOUT, shutdown_signal()).await?;
             if let Some(proxy) = &proxy {
                 proxy.drain().await;
             }

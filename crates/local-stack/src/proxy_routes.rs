@@ -14,7 +14,6 @@ use claude_proxy::anthropic_error::error_response;
 use claude_proxy::config::ProxyConfig;
 use claude_proxy::ProxyHandler;
 use metering_core::usage::UsageLog;
-use metering_core::ApiError;
 
 use crate::api_server::into_lambda_request;
 use crate::authorizer::CognitoAuthorizer;
