@@ -145,6 +145,8 @@ pub struct ProxyConfig {
     pub forced_rate_limit_retry_after: Option<u64>,
     /// Largest request body accepted (API Gateway's own limit is 10 MB).
     pub max_body_bytes: usize,
+    /// `ON_CLIENT_DISCONNECT`: `finish` (read the stream to its end, exact usage) or `abort` (estimated).
+    pub on_client_disconnect: crate::streaming::ClientDisconnect,
 }
 
 impl ProxyConfig {
@@ -218,6 +220,11 @@ impl ProxyConfig {
             bedrock_allowed_betas,
             forced_rate_limit_retry_after,
             max_body_bytes: number("MAX_REQUEST_BYTES", 10 * 1024 * 1024, 1024..=64 * 1024 * 1024)? as usize,
+            on_client_disconnect: match text("ON_CLIENT_DISCONNECT") {
+                None => crate::streaming::ClientDisconnect::default(),
+                Some(value) => crate::streaming::ClientDisconnect::parse(&value)
+                    .ok_or_else(|| invalid("ON_CLIENT_DISCONNECT", &value, "expected finish or abort"))?,
+            },
         })
     }
 
@@ -237,6 +244,7 @@ impl ProxyConfig {
                 None => "off".to_owned(),
             },
             api_key_cache_seconds = self.api_key_cache.as_secs(),
+            on_client_disconnect = self.on_client_disconnect.as_str(),
             "claude proxy configured"
         );
     }

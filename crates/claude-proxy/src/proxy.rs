@@ -16,7 +16,7 @@ use metering_core::ApiError;
 use serde_json::{json, Value};
 
 use crate::anthropic::{client_response_headers, upstream_headers, AnthropicApi, UpstreamError, UpstreamRequest, UpstreamResponse};
-use crate::anthropic_error::{error_response, OVERLOADED};
+use crate::anthropic_error::{error_response, status_and_type, OVERLOADED};
 use crate::api_keys::{ApiKeys, KeyOwner};
 use crate::bedrock::{self, BedrockApi};
 use crate::bedrock_body::to_bedrock_body;
@@ -25,7 +25,7 @@ use crate::config::{CredentialMode, FallbackPolicy, ProxyConfig};
 use crate::in_flight::InFlight;
 use crate::rate_limits::{RateLimitEntry, RateLimitMemory};
 use crate::request::{metering_user, MessagesBody, ProxyRequest};
-use crate::streaming::{spawn_stream, StreamSource};
+use crate::streaming::{spawn_stream, ClientDisconnect, StreamSource};
 use crate::sse::usage_of_message;
 
 /// Response header naming the upstream that answered (`anthropic` or `bedrock`).
@@ -45,6 +45,7 @@ pub struct ProxySettings {
     pub bedrock_allowed_betas: Vec<String>,
     pub forced_rate_limit_retry_after: Option<u64>,
     pub default_retry_after_seconds: u64,
+    pub on_client_disconnect: ClientDisconnect,
 }
 
 impl ProxySettings {
@@ -57,6 +58,7 @@ impl ProxySettings {
             bedrock_allowed_betas: config.bedrock_allowed_betas.clone(),
             forced_rate_limit_retry_after: config.forced_rate_limit_retry_after,
             default_retry_after_seconds: config.default_retry_after_seconds,
+            on_client_disconnect: config.on_client_disconnect,
         }
     }
 }
@@ -106,7 +108,38 @@ enum Route {
     /// Anthropic's answer goes back as it is (a client error, or a 429 that cannot fall back).
     AsIs(UpstreamResponse),
     Bedrock { model_id: String, reason: FallbackReason },
+    /// Bedrock, after Anthropic refused with an answer of its own (kept: it is what the client gets if
+    /// Bedrock fails too).
+    BedrockAfterRefusal { model_id: String, reason: FallbackReason, refusal: AnthropicRefusal },
 }
+
+/// Anthropic's own refusal (its 429, 529 or 5xx) that sent a request to Bedrock.
+struct AnthropicRefusal {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Largest refusal body kept (Anthropic's error bodies are a few hundred bytes).
+const MAX_REFUSAL_BYTES: usize = 64 * 1024;
+
+impl AnthropicRefusal {
+    async fn read(upstream: UpstreamResponse, request_id: &str) -> Self {
+        let status = upstream.status;
+        match upstream.read_all(MAX_REFUSAL_BYTES).await {
+            Ok((status, headers, body)) => Self { status, headers, body },
+            Err(error) => {
+                tracing::warn!(%error, "Anthropic's refusal could not be read; keeping its status only");
+                let (_, error_type) = (status, if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "api_error" });
+                let body = json!({"type": "error", "error": {"type": error_type, "message": format!("Anthropic answered {status}")}, "request_id": request_id});
+                Self { status, headers: HeaderMap::new(), body: Bytes::from(body.to_string()) }
+            }
+        }
+    }
+}
+
+/// Response header with the `error.type` of a Bedrock failure during a fallback.
+pub const FALLBACK_ERROR_HEADER: &str = "x-gateway-fallback-error";
 
 /// Everything needed to write one request's usage line, carried into the stream task.
 #[derive(Clone)]
@@ -125,6 +158,15 @@ impl Meter {
     }
 
     pub fn record(&self, request_type: RequestType, model_id: &str, tokens: TokenCounts) {
+        self.write(request_type, model_id, tokens, false);
+    }
+
+    /// A line whose output count is an estimate (a stream that ended early).
+    pub fn record_estimated(&self, request_type: RequestType, model_id: &str, tokens: TokenCounts) {
+        self.write(request_type, model_id, tokens, true);
+    }
+
+    fn write(&self, request_type: RequestType, model_id: &str, tokens: TokenCounts, usage_estimated: bool) {
         self.metering.record(UsageEvent {
             received_at: self.received_at,
             request_id: self.request_id.clone(),
@@ -134,6 +176,7 @@ impl Meter {
             request_type,
             tokens,
             latency_ms: self.started.elapsed().as_millis() as u64,
+            usage_estimated,
         });
     }
 }
@@ -252,7 +295,10 @@ impl ProxyService {
         match self.route(&call, Endpoint::Messages).await? {
             Route::Anthropic(upstream) => self.answer_from_anthropic(&call, upstream).await,
             Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
-            Route::Bedrock { model_id, reason } => self.answer_from_bedrock(&call, &model_id, reason).await,
+            Route::Bedrock { model_id, reason } => self.bedrock_or_refusal(&call, &model_id, reason, None).await,
+            Route::BedrockAfterRefusal { model_id, reason, refusal } => {
+                self.bedrock_or_refusal(&call, &model_id, reason, Some(refusal)).await
+            }
         }
     }
 
@@ -266,7 +312,7 @@ impl ProxyService {
         let call = self.authenticate(request, received_at, started).await?;
         match self.route(&call, Endpoint::CountTokens).await? {
             Route::Anthropic(upstream) | Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
-            Route::Bedrock { model_id, reason } => {
+            Route::Bedrock { model_id, reason } | Route::BedrockAfterRefusal { model_id, reason, .. } => {
                 let mut converted = to_bedrock_body(&call.body.fields, &request.betas(), &self.settings.bedrock_allowed_betas);
                 converted.log_dropped(&request.request_id);
                 // Bedrock validates the body as an InvokeModel body, where max_tokens is required.
@@ -351,7 +397,8 @@ impl ProxyService {
         match bedrock_model {
             Some(model_id) => {
                 tracing::info!(status = status.as_u16(), reason = reason.as_str(), "Anthropic refused; asking Bedrock");
-                Ok(Route::Bedrock { model_id, reason })
+                let refusal = AnthropicRefusal::read(upstream, &call.request.request_id).await;
+                Ok(Route::BedrockAfterRefusal { model_id, reason, refusal })
             }
             None => {
                 tracing::info!(status = status.as_u16(), model = %call.body.model, "no Bedrock mapping; passing Anthropic's answer on");
@@ -389,6 +436,7 @@ impl ProxyService {
                 RequestType::Anthropic,
                 call.body.model.clone(),
                 self.in_flight.enter(),
+                self.settings.on_client_disconnect,
             );
             return Ok(with_headers(Response::new(body), upstream.status, headers));
         }
@@ -411,6 +459,58 @@ impl ProxyService {
         Ok(with_headers(Response::new(full(bytes)), status, headers))
     }
 
+    /// Bedrock's answer; if Bedrock fails, the client gets what it would have got without the fallback:
+    /// Anthropic's own refusal (status, `retry-after`, body), or for a remembered or forced 429 a 429 of the
+    /// gateway's. The headers say what happened: `x-gateway-upstream: bedrock`, `x-gateway-fallback` (why),
+    /// `x-gateway-fallback-error` (Bedrock's error type).
+    async fn bedrock_or_refusal(
+        &self,
+        call: &Call<'_>,
+        model_id: &str,
+        reason: FallbackReason,
+        refusal: Option<AnthropicRefusal>,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let error = match self.answer_from_bedrock(call, model_id, reason).await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        let request_id = &call.request.request_id;
+        tracing::warn!(bedrock_model = model_id, reason = reason.as_str(), %error, "the Bedrock fallback failed; answering with Anthropic's refusal");
+        let mut response = match refusal {
+            Some(refusal) => {
+                let headers = client_response_headers(&refusal.headers, self.settings.credential_mode);
+                with_headers(Response::new(full(refusal.body)), refusal.status, headers)
+            }
+            None => match reason {
+                FallbackReason::Forced | FallbackReason::Remembered => {
+                    let retry_after_seconds = self.seconds_limited(call, reason).await;
+                    let message = format!("rate limited ({}); the Bedrock fallback failed: {error}", reason.as_str());
+                    error_response(&ApiError::RateLimited { message, retry_after_seconds }, request_id)
+                }
+                _ => error_response(&error, request_id),
+            },
+        };
+        let headers = response.headers_mut();
+        headers.insert(UPSTREAM_HEADER, HeaderValue::from_static("bedrock"));
+        headers.insert(FALLBACK_HEADER, HeaderValue::from_static(reason.as_str()));
+        headers.insert(FALLBACK_ERROR_HEADER, HeaderValue::from_static(status_and_type(&error).1));
+        Ok(response)
+    }
+
+    /// The `retry-after` of a 429 the gateway answers itself: the forced one, or what is left of the
+    /// remembered one.
+    async fn seconds_limited(&self, call: &Call<'_>, reason: FallbackReason) -> u64 {
+        let settings = &self.settings;
+        if reason == FallbackReason::Forced {
+            return settings.forced_rate_limit_retry_after.unwrap_or(settings.default_retry_after_seconds);
+        }
+        let until = match &self.rate_limits {
+            Some(memory) => memory.in_force(&call.owner.tenant_id, &call.user_id).await,
+            None => None,
+        };
+        until.map_or(settings.default_retry_after_seconds, |until| (until - Utc::now()).num_seconds().max(1) as u64)
+    }
+
     async fn answer_from_bedrock(&self, call: &Call<'_>, model_id: &str, reason: FallbackReason) -> Result<Response<ProxyBody>, ApiError> {
         let converted = to_bedrock_body(&call.body.fields, &call.request.betas(), &self.settings.bedrock_allowed_betas);
         converted.log_dropped(&call.request.request_id);
@@ -427,6 +527,7 @@ impl ProxyService {
                 RequestType::Bedrock,
                 model_id.to_owned(),
                 self.in_flight.enter(),
+                self.settings.on_client_disconnect,
             );
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));

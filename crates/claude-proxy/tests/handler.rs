@@ -160,6 +160,7 @@ async fn harness() -> Harness {
         bedrock_allowed_betas: vec![],
         forced_rate_limit_retry_after: None,
         default_retry_after_seconds: 30,
+        on_client_disconnect: Default::default(),
     };
     let service = ProxyService::new(
         settings,

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::fake_anthropic::{self, count_input_tokens, directive_text, message_json, plan_message, stream_delay, PromptCache, RequestLog};
 use crate::fake_bedrock::{self, aws_error, event_frame, Directive, FakeBedrockSettings};
 
-const ACCEPTED_FIELDS: [&str; 12] = [
+const ACCEPTED_FIELDS: [&str; 13] = [
     "anthropic_version",
     "anthropic_beta",
     "max_tokens",
@@ -34,6 +34,7 @@ const ACCEPTED_FIELDS: [&str; 12] = [
     "tools",
     "tool_choice",
     "thinking",
+    "context_management",
 ];
 
 #[derive(Clone)]

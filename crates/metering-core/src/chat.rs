@@ -105,6 +105,7 @@ impl ChatService {
             request_type: RequestType::Bedrock,
             tokens: reply.tokens,
             latency_ms: started.elapsed().as_millis() as u64,
+            usage_estimated: false,
         });
         Ok(reply.text)
     }

@@ -138,6 +138,7 @@ mod tests {
             request_type: RequestType::Bedrock,
             tokens: TokenCounts { input_tokens: 1, output_tokens: 2, ..TokenCounts::default() },
             latency_ms: 1,
+            usage_estimated: false,
         }
     }
 

@@ -65,6 +65,10 @@ pub struct UsageRecord {
     /// Present only when the counters could not be updated; the line still bills the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metering_error: Option<String>,
+    /// Present (true) only when the output count is an estimate: a stream that ended early was counted
+    /// from the text it delivered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
 }
 
 /// Everything needed to bill one request, before it is written.
@@ -78,6 +82,8 @@ pub struct UsageEvent {
     pub request_type: RequestType,
     pub tokens: TokenCounts,
     pub latency_ms: u64,
+    /// The output count is an estimate (see `UsageRecord::usage_estimated`).
+    pub usage_estimated: bool,
 }
 
 impl UsageEvent {
@@ -97,6 +103,7 @@ impl UsageEvent {
             cache_read_input_tokens: self.tokens.cache_read_input_tokens,
             latency_ms: self.latency_ms,
             metering_error,
+            usage_estimated: self.usage_estimated,
         }
     }
 }
@@ -147,6 +154,7 @@ mod tests {
             request_type: RequestType::Bedrock,
             tokens: TokenCounts { input_tokens: 3, output_tokens: 4, ..TokenCounts::default() },
             latency_ms: 12,
+            usage_estimated: false,
         }
     }
 
