@@ -523,7 +523,6 @@ async fn prepare(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes
     let Some(parsed) = parsed.filter(Value::is_object) else {
         return Err(anthropic_error(400, "invalid_request_error", "The request body is not valid JSON.", None));
     };
-    validate(&parsed, needs_max_tokens)?;
     let mut delay = state.settings.fixed_delay;
     let mut failure = None;
     for directive in directives(&directive_text(&parsed)) {
@@ -538,9 +537,10 @@ async fn prepare(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    // A failure directive answers before the body's own checks, as a rate limit at the edge does.
     match failure {
         Some((status, error_type, message, retry_after)) => Err(anthropic_error(status, error_type, message, retry_after)),
-        None => Ok(parsed),
+        None => validate(&parsed, needs_max_tokens).map(|()| parsed),
     }
 }
 
