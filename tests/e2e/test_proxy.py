@@ -261,13 +261,16 @@ def test_a_streamed_answer_through_anthropic_is_metered(resources, proxy, caller
     assert_counters(resources, caller.tenant_id, [line], "anthropic", MODEL)
 
 
-def test_the_metered_user_is_metadata_then_query_then_key(proxy, caller):
+def test_the_metered_user_is_the_keys_owner_and_the_client_user_is_kept_apart(proxy, caller):
     _, headers = ask(sdk(proxy, caller.key), "who am i", metadata={"user_id": "user_ab12_account_77_session_99"})
-    assert wait_usage_line(proxy, headers["x-request-id"])["user_id"] == "user_ab12_account_77"
+    line = wait_usage_line(proxy, headers["x-request-id"])
+    assert (line["user_id"], line["client_user_id"]) == (caller.user.sub, "77")
     _, headers = ask(sdk(proxy, caller.key, default_query={"claude-code-user": "alice@example.com"}), "who am i")
-    assert wait_usage_line(proxy, headers["x-request-id"])["user_id"] == "alice@example.com"
+    line = wait_usage_line(proxy, headers["x-request-id"])
+    assert (line["user_id"], line["client_user_id"]) == (caller.user.sub, "alice@example.com")
     _, headers = ask(sdk(proxy, caller.key), "who am i")
-    assert wait_usage_line(proxy, headers["x-request-id"])["user_id"] == caller.user.sub
+    line = wait_usage_line(proxy, headers["x-request-id"])
+    assert line["user_id"] == caller.user.sub and "client_user_id" not in line
 
 
 def test_anthropic_client_errors_pass_through_unmetered(proxy, caller):
@@ -300,7 +303,8 @@ def test_a_429_is_answered_by_bedrock_with_a_cleaned_body(stack, resources, prox
     assert headers["x-gateway-upstream"] == "bedrock" and headers["x-gateway-fallback"] == "rate_limited"
     line = wait_usage_line(proxy, headers["x-request-id"])
     expected = tokens(f"earlier question {prompt}", "fake-bedrock")
-    assert_line(line, caller, "bedrock", BEDROCK_MODEL, expected, user_id="user_fb_account_1")
+    assert_line(line, caller, "bedrock", BEDROCK_MODEL, expected)
+    assert (line["client_user_id"], line["requested_model_id"]) == ("1", MODEL)
     assert_counters(resources, caller.tenant_id, [line], "bedrock", BEDROCK_MODEL)
 
     sent = fake_requests(stack.fake_bedrock.url, prompt.split()[-1])

@@ -2,7 +2,6 @@
 //! Anthropic answers 429 — or is known to, or is forced to), forward the answer as it comes, and meter it.
 //! Knows nothing of Lambda or axum: requests arrive as `ProxyRequest`, answers leave as `http::Response`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,8 +22,9 @@ use crate::bedrock_body::to_bedrock_body;
 use crate::body::{full, ProxyBody};
 use crate::config::{CredentialMode, FallbackPolicy, ProxyConfig};
 use crate::in_flight::InFlight;
+use crate::model_resolution::{BedrockModel, ModelResolver};
 use crate::rate_limits::{RateLimitEntry, RateLimitMemory};
-use crate::request::{metering_user, MessagesBody, ProxyRequest};
+use crate::request::{client_user, MessagesBody, ProxyRequest};
 use crate::streaming::{spawn_stream, ClientDisconnect, StreamSource};
 use crate::sse::usage_of_message;
 
@@ -41,7 +41,8 @@ pub struct ProxySettings {
     pub credential_mode: CredentialMode,
     pub provider_key: Option<String>,
     pub fallback: FallbackPolicy,
-    pub model_map: BTreeMap<String, String>,
+    /// Which Bedrock model serves a fallback (map, discovery, family fallback).
+    pub models: ModelResolver,
     pub bedrock_allowed_betas: Vec<String>,
     pub forced_rate_limit_retry_after: Option<u64>,
     pub default_retry_after_seconds: u64,
@@ -49,12 +50,12 @@ pub struct ProxySettings {
 }
 
 impl ProxySettings {
-    pub fn from_config(config: &ProxyConfig, provider_key: Option<String>) -> Self {
+    pub fn from_config(config: &ProxyConfig, provider_key: Option<String>, models: ModelResolver) -> Self {
         Self {
             credential_mode: config.credential_mode,
             provider_key,
             fallback: config.fallback,
-            model_map: config.model_map.clone(),
+            models,
             bedrock_allowed_betas: config.bedrock_allowed_betas.clone(),
             forced_rate_limit_retry_after: config.forced_rate_limit_retry_after,
             default_retry_after_seconds: config.default_retry_after_seconds,
@@ -107,10 +108,10 @@ enum Route {
     Anthropic(UpstreamResponse),
     /// Anthropic's answer goes back as it is (a client error, or a 429 that cannot fall back).
     AsIs(UpstreamResponse),
-    Bedrock { model_id: String, reason: FallbackReason },
+    Bedrock { model: BedrockModel, reason: FallbackReason },
     /// Bedrock, after Anthropic refused with an answer of its own (kept: it is what the client gets if
     /// Bedrock fails too).
-    BedrockAfterRefusal { model_id: String, reason: FallbackReason, refusal: AnthropicRefusal },
+    BedrockAfterRefusal { model: BedrockModel, reason: FallbackReason, refusal: AnthropicRefusal },
 }
 
 /// Anthropic's own refusal (its 429, 529 or 5xx) that sent a request to Bedrock.
@@ -149,7 +150,11 @@ pub struct Meter {
     started: Instant,
     request_id: String,
     tenant_id: String,
+    /// The key's owner: whom the gateway verified.
     user_id: String,
+    /// Who the client says it is (kept apart, never billed to).
+    client_user_id: Option<String>,
+    requested_model_id: String,
 }
 
 impl Meter {
@@ -177,6 +182,8 @@ impl Meter {
             tokens,
             latency_ms: self.started.elapsed().as_millis() as u64,
             usage_estimated,
+            client_user_id: self.client_user_id.clone(),
+            requested_model_id: Some(self.requested_model_id.clone()),
         });
     }
 }
@@ -184,7 +191,6 @@ impl Meter {
 struct Call<'a> {
     request: &'a ProxyRequest,
     owner: KeyOwner,
-    user_id: String,
     body: MessagesBody,
     meter: Meter,
 }
@@ -272,16 +278,17 @@ impl ProxyService {
     ) -> Result<Call<'a>, ApiError> {
         let owner = self.keys.verify(request.gateway_key(self.settings.credential_mode)).await?;
         let body = MessagesBody::parse(&request.body)?;
-        let user_id = metering_user(&body, request, &owner.user_id);
         let meter = Meter {
             metering: self.metering.clone(),
             received_at,
             started,
             request_id: request.request_id.clone(),
             tenant_id: owner.tenant_id.clone(),
-            user_id: user_id.clone(),
+            user_id: owner.user_id.clone(),
+            client_user_id: client_user(&body, request),
+            requested_model_id: body.model.clone(),
         };
-        Ok(Call { request, owner, user_id, body, meter })
+        Ok(Call { request, owner, body, meter })
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %request.request_id))]
@@ -295,9 +302,9 @@ impl ProxyService {
         match self.route(&call, Endpoint::Messages).await? {
             Route::Anthropic(upstream) => self.answer_from_anthropic(&call, upstream).await,
             Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
-            Route::Bedrock { model_id, reason } => self.bedrock_or_refusal(&call, &model_id, reason, None).await,
-            Route::BedrockAfterRefusal { model_id, reason, refusal } => {
-                self.bedrock_or_refusal(&call, &model_id, reason, Some(refusal)).await
+            Route::Bedrock { model, reason } => self.bedrock_or_refusal(&call, &model.invoke_id, reason, None).await,
+            Route::BedrockAfterRefusal { model, reason, refusal } => {
+                self.bedrock_or_refusal(&call, &model.invoke_id, reason, Some(refusal)).await
             }
         }
     }
@@ -312,7 +319,9 @@ impl ProxyService {
         let call = self.authenticate(request, received_at, started).await?;
         match self.route(&call, Endpoint::CountTokens).await? {
             Route::Anthropic(upstream) | Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
-            Route::Bedrock { model_id, reason } | Route::BedrockAfterRefusal { model_id, reason, .. } => {
+            Route::Bedrock { model, reason } | Route::BedrockAfterRefusal { model, reason, .. } => {
+                // CountTokens takes a foundation model id, not an inference profile.
+                let model_id = model.foundation_model_id;
                 let mut converted = to_bedrock_body(&call.body.fields, &request.betas(), &self.settings.bedrock_allowed_betas);
                 converted.log_dropped(&request.request_id);
                 // Bedrock validates the body as an InvokeModel body, where max_tokens is required.
@@ -330,15 +339,18 @@ impl ProxyService {
     }
 
     /// Chooses the upstream: forced 429 and a remembered 429 skip Anthropic; otherwise Anthropic is asked
-    /// and its answer decides.
+    /// and its answer decides. The Bedrock model is resolved only when Bedrock is needed. Only a 429 of
+    /// `/v1/messages` is remembered: a `count_tokens` 429 falls back for that call alone.
     async fn route(&self, call: &Call<'_>, endpoint: Endpoint) -> Result<Route, ApiError> {
         let settings = &self.settings;
-        let bedrock_model = settings.model_map.get(&call.body.model).cloned();
         if let Some(retry_after) = settings.forced_rate_limit_retry_after {
-            self.remember_429(call, retry_after).await;
-            return match bedrock_model {
-                Some(model_id) if settings.fallback.enabled => Ok(Route::Bedrock { model_id, reason: FallbackReason::Forced }),
-                _ => Err(ApiError::RateLimited {
+            if endpoint == Endpoint::Messages {
+                self.remember_429(call, retry_after).await;
+            }
+            let model = if settings.fallback.enabled { self.bedrock_model(call).await } else { None };
+            return match model {
+                Some(model) => Ok(Route::Bedrock { model, reason: FallbackReason::Forced }),
+                None => Err(ApiError::RateLimited {
                     message: format!(
                         "rate limited (FORCE_RATE_LIMIT_TEST) and model {:?} has no Bedrock fallback",
                         call.body.model
@@ -347,11 +359,11 @@ impl ProxyService {
                 }),
             };
         }
-        if let (Some(memory), Some(model_id)) = (&self.rate_limits, &bedrock_model) {
-            if settings.fallback.enabled {
-                if let Some(until) = memory.in_force(&call.owner.tenant_id, &call.user_id).await {
-                    tracing::info!(limited_until = %until, "Anthropic 429 in force for this caller; asking Bedrock directly");
-                    return Ok(Route::Bedrock { model_id: model_id.clone(), reason: FallbackReason::Remembered });
+        if let (Some(memory), true) = (&self.rate_limits, settings.fallback.enabled) {
+            if let Some(until) = memory.in_force(&call.owner.tenant_id, &call.owner.user_id).await {
+                if let Some(model) = self.bedrock_model(call).await {
+                    tracing::info!(limited_until = %until, "Anthropic 429 in force for this key's owner; asking Bedrock directly");
+                    return Ok(Route::Bedrock { model, reason: FallbackReason::Remembered });
                 }
             }
         }
@@ -366,12 +378,17 @@ impl ProxyService {
         let upstream = match upstream {
             Ok(upstream) => upstream,
             Err(error) => {
-                return match bedrock_model {
-                    Some(model_id) if settings.fallback.enabled && settings.fallback.on_server_error => {
+                let model = if settings.fallback.enabled && settings.fallback.on_server_error {
+                    self.bedrock_model(call).await
+                } else {
+                    None
+                };
+                return match model {
+                    Some(model) => {
                         tracing::warn!(%error, "Anthropic unreachable; asking Bedrock");
-                        Ok(Route::Bedrock { model_id, reason: FallbackReason::Unreachable })
+                        Ok(Route::Bedrock { model, reason: FallbackReason::Unreachable })
                     }
-                    _ => Err(match error {
+                    None => Err(match error {
                         UpstreamError::Timeout(detail) => ApiError::UpstreamTimeout(detail),
                         other => ApiError::Upstream(other.to_string()),
                     }),
@@ -385,7 +402,7 @@ impl ProxyService {
         if !settings.fallback.applies_to(status) {
             return Ok(Route::AsIs(upstream));
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS && endpoint == Endpoint::Messages {
             let retry_after = upstream.retry_after_seconds().unwrap_or(settings.default_retry_after_seconds);
             self.remember_429(call, retry_after).await;
         }
@@ -394,17 +411,33 @@ impl ProxyService {
             OVERLOADED => FallbackReason::Overloaded,
             _ => FallbackReason::ServerError,
         };
-        match bedrock_model {
-            Some(model_id) => {
+        match self.bedrock_model(call).await {
+            Some(model) => {
                 tracing::info!(status = status.as_u16(), reason = reason.as_str(), "Anthropic refused; asking Bedrock");
                 let refusal = AnthropicRefusal::read(upstream, &call.request.request_id).await;
-                Ok(Route::BedrockAfterRefusal { model_id, reason, refusal })
+                Ok(Route::BedrockAfterRefusal { model, reason, refusal })
             }
-            None => {
-                tracing::info!(status = status.as_u16(), model = %call.body.model, "no Bedrock mapping; passing Anthropic's answer on");
-                Ok(Route::AsIs(upstream))
-            }
+            None => Ok(Route::AsIs(upstream)),
         }
+    }
+
+    /// The Bedrock model for the requested one, or `None` (logged with the unmapped id).
+    async fn bedrock_model(&self, call: &Call<'_>) -> Option<BedrockModel> {
+        let requested = &call.body.model;
+        let model = self.settings.models.resolve(requested).await;
+        match &model {
+            Some(model) => tracing::info!(
+                requested_model = %requested,
+                bedrock_model = %model.invoke_id,
+                source = model.source.as_str(),
+                "Bedrock model resolved"
+            ),
+            None => tracing::warn!(
+                requested_model = %requested,
+                "no Bedrock model for {requested:?} (not in BEDROCK_MODEL_MAP, not discovered, no family fallback)"
+            ),
+        }
+        model
     }
 
     async fn remember_429(&self, call: &Call<'_>, retry_after_seconds: u64) {
@@ -412,7 +445,8 @@ impl ProxyService {
             memory
                 .record(RateLimitEntry {
                     tenant_id: call.owner.tenant_id.clone(),
-                    user_id: call.user_id.clone(),
+                    // The key's owner, never the client's own claim: one user cannot divert another.
+                    user_id: call.owner.user_id.clone(),
                     recorded_at: Utc::now(),
                     retry_after_seconds,
                 })
@@ -505,7 +539,7 @@ impl ProxyService {
             return settings.forced_rate_limit_retry_after.unwrap_or(settings.default_retry_after_seconds);
         }
         let until = match &self.rate_limits {
-            Some(memory) => memory.in_force(&call.owner.tenant_id, &call.user_id).await,
+            Some(memory) => memory.in_force(&call.owner.tenant_id, &call.owner.user_id).await,
             None => None,
         };
         until.map_or(settings.default_retry_after_seconds, |until| (until - Utc::now()).num_seconds().max(1) as u64)

@@ -72,6 +72,8 @@ impl SyntheticDay {
             cache_read_input_tokens: cache_read,
             latency_ms: 80 + random.below(6_000),
             metering_error: None,
+            client_user_id: None,
+            requested_model_id: None,
         }
     }
 

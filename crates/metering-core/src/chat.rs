@@ -106,6 +106,8 @@ impl ChatService {
             tokens: reply.tokens,
             latency_ms: started.elapsed().as_millis() as u64,
             usage_estimated: false,
+            client_user_id: None,
+            requested_model_id: None,
         });
         Ok(reply.text)
     }

@@ -139,6 +139,8 @@ mod tests {
             tokens: TokenCounts { input_tokens: 1, output_tokens: 2, ..TokenCounts::default() },
             latency_ms: 1,
             usage_estimated: false,
+            client_user_id: None,
+            requested_model_id: None,
         }
     }
 
