@@ -69,6 +69,7 @@ describe('Claude proxy function', () => {
           ANTHROPIC_API_KEY_SECRET_ID: { Ref: logicalIdOf(template, 'AWS::SecretsManager::Secret', 'ClaudeProxyAnthropicApiKey') },
           BEDROCK_FALLBACK: 'true',
           BEDROCK_MODEL_MAP: JSON.stringify(DEFAULT_CLAUDE_PROXY_MODEL_MAP),
+          BEDROCK_MODEL_DISCOVERY: 'true',
           FORCE_RATE_LIMIT_TEST: 'false',
         },
       },
@@ -238,6 +239,8 @@ describe('Claude proxy IAM', () => {
         ['ListGatewayKeysOfUser', ['dynamodb:Query']],
         ['RememberRateLimits', ['dynamodb:GetItem', 'dynamodb:PutItem']],
         ['InvokeMappedBedrockModels', ['bedrock:CountTokens', 'bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream']],
+        ['ListInferenceProfiles', ['bedrock:ListInferenceProfiles']],
+        ['InvokeDiscoveredClaudeModels', ['bedrock:CountTokens', 'bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream']],
         ['ReadAnthropicApiKey', ['secretsmanager:GetSecretValue']],
       ],
     );
@@ -296,6 +299,28 @@ describe('Claude proxy IAM', () => {
         ]),
       },
     });
+  });
+
+  it('may list the inference profiles of its region and invoke only the Claude ones discovery finds', () => {
+    const statements = statementsOfRole(template, 'ClaudeProxyRole');
+    const byId = Object.fromEntries(statements.map((s) => [s.Sid, resourcesOfStatement(s)]));
+    const inRegion = (resource: string) => ({
+      'Fn::Join': ['', [`arn:aws:bedrock:${TEST_REGION}:`, { Ref: 'AWS::AccountId' }, `:inference-profile/${resource}`]],
+    });
+    assert.deepEqual(byId.ListInferenceProfiles, [inRegion('*')]);
+    assert.deepEqual(
+      (byId.InvokeDiscoveredClaudeModels as unknown[]).map((resource) => JSON.stringify(resource)).sort(),
+      [inRegion('*.anthropic.claude-*'), 'arn:aws:bedrock:*::foundation-model/anthropic.claude-*'].map((r) => JSON.stringify(r)).sort(),
+    );
+    // Never all of Bedrock: no bare wildcard, no other provider's models, no application profiles.
+    for (const statement of statements.filter((s) => actionsOf(s).some((action) => action.startsWith('bedrock:')))) {
+      for (const resource of resourcesOfStatement(statement)) {
+        const text = JSON.stringify(resource);
+        assert.notEqual(resource, '*', statement.Sid);
+        assert.ok(!text.includes('application-inference-profile'), text);
+        if (statement.Sid !== 'ListInferenceProfiles') assert.ok(text.includes('anthropic.claude-'), text);
+      }
+    }
   });
 
   it('warns at synthesis when the map names profiles the stack region does not serve', () => {

@@ -52,6 +52,8 @@ def api_env(resources: LocalResources, fake_bedrock_url: str, **overrides: str |
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_ENDPOINT_URL": resources.endpoint_url,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": fake_bedrock_url,
+            # The control plane too (the Claude proxy's model discovery: ListInferenceProfiles).
+            "AWS_ENDPOINT_URL_BEDROCK": fake_bedrock_url,
             "USAGE_TABLE_NAME": resources.usage_table,
             "USAGE_LOG_GROUP": resources.usage_log_group,
             "BEDROCK_MODEL_ID": DEFAULT_MODEL_ID,

@@ -261,13 +261,16 @@ def test_a_streamed_answer_through_anthropic_is_metered(resources, proxy, caller
     assert_counters(resources, caller.tenant_id, [line], "anthropic", MODEL)
 
 
-def test_the_metered_user_is_metadata_then_query_then_key(proxy, caller):
+def test_the_metered_user_is_the_keys_owner_and_the_client_user_is_kept_apart(proxy, caller):
     _, headers = ask(sdk(proxy, caller.key), "who am i", metadata={"user_id": "user_ab12_account_77_session_99"})
-    assert wait_usage_line(proxy, headers["x-request-id"])["user_id"] == "user_ab12_account_77"
+    line = wait_usage_line(proxy, headers["x-request-id"])
+    assert (line["user_id"], line["client_user_id"]) == (caller.user.sub, "77")
     _, headers = ask(sdk(proxy, caller.key, default_query={"claude-code-user": "alice@example.com"}), "who am i")
-    assert wait_usage_line(proxy, headers["x-request-id"])["user_id"] == "alice@example.com"
+    line = wait_usage_line(proxy, headers["x-request-id"])
+    assert (line["user_id"], line["client_user_id"]) == (caller.user.sub, "alice@example.com")
     _, headers = ask(sdk(proxy, caller.key), "who am i")
-    assert wait_usage_line(proxy, headers["x-request-id"])["user_id"] == caller.user.sub
+    line = wait_usage_line(proxy, headers["x-request-id"])
+    assert line["user_id"] == caller.user.sub and "client_user_id" not in line
 
 
 def test_anthropic_client_errors_pass_through_unmetered(proxy, caller):
@@ -300,7 +303,8 @@ def test_a_429_is_answered_by_bedrock_with_a_cleaned_body(stack, resources, prox
     assert headers["x-gateway-upstream"] == "bedrock" and headers["x-gateway-fallback"] == "rate_limited"
     line = wait_usage_line(proxy, headers["x-request-id"])
     expected = tokens(f"earlier question {prompt}", "fake-bedrock")
-    assert_line(line, caller, "bedrock", BEDROCK_MODEL, expected, user_id="user_fb_account_1")
+    assert_line(line, caller, "bedrock", BEDROCK_MODEL, expected)
+    assert (line["client_user_id"], line["requested_model_id"]) == ("1", MODEL)
     assert_counters(resources, caller.tenant_id, [line], "bedrock", BEDROCK_MODEL)
 
     sent = fake_requests(stack.fake_bedrock.url, prompt.split()[-1])
@@ -498,3 +502,174 @@ def test_prompt_cache_writes_and_reads_are_metered_apart(stack, resources, proxy
     if upstream == "bedrock":
         sent = fake_requests(stack.fake_bedrock.url, context.split()[-3])
         assert sent and all(s["body"]["system"] == system for s in sent), "cache_control reaches Bedrock"
+
+
+# ------------------------------------------------------------------ fidelity (issue 11, item 4)
+
+def sse_events(response: requests.Response) -> list[tuple[str, dict]]:
+    events, name = [], ""
+    for raw in response.iter_lines():
+        line = raw.decode()
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            events.append((name, json.loads(line.split(":", 1)[1])))
+    return events
+
+
+def stream_raw(api, key: str, prompt: str, headers: dict | None = None, **fields) -> requests.Response:
+    body = {"model": MODEL, "max_tokens": 1024, "stream": True, "messages": [{"role": "user", "content": prompt}], **fields}
+    return requests.post(f"{api.url}/v1/messages", json=body, stream=True, timeout=30,
+                         headers={"x-api-key": key, "anthropic-version": "2023-06-01", **(headers or {})})
+
+
+def estimated_tokens(delivered_text: str) -> int:
+    """The proxy's estimate for content a cut stream delivered: characters / 4, rounded up."""
+    return -(-len(delivered_text) // 4)
+
+
+@pytest.mark.parametrize("upstream", ["anthropic", "bedrock"])
+def test_a_stream_without_message_stop_ends_with_an_error_event_and_is_metered_as_estimated(proxy, forced_proxy, caller, upstream):
+    api = proxy if upstream == "anthropic" else forced_proxy
+    prompt = f"alpha beta gamma delta epsilon {marker()} [fake:stream-cut=3]"
+    with stream_raw(api, caller.key, prompt) as response:
+        assert response.status_code == 200, response.text
+        request_id = response.headers["x-request-id"]
+        events = sse_events(response)
+    names = [name for name, _ in events]
+    assert "message_stop" not in names and names[-1] == "error", names
+    assert events[-1][1]["error"]["type"] == "api_error"
+    delivered = "".join(data["delta"]["text"] for name, data in events if name == "content_block_delta")
+    assert delivered == f"fake-{upstream} says: alpha"
+    line = wait_usage_line(api, request_id)
+    assert line["usage_estimated"] is True
+    assert line["input_tokens"] == tokens(prompt, f"fake-{upstream}")["input_tokens"]
+    assert line["output_tokens"] == max(1, estimated_tokens(delivered)) > 1, "more than message_start's count of 1"
+
+
+def test_an_upstream_error_mid_stream_reaches_the_sdk_and_the_partial_answer_is_metered(proxy, caller):
+    prompt = f"one two three four {marker()} [fake:stream-error=2]"
+    with pytest.raises(anthropic.APIStatusError) as broken:
+        with sdk(proxy, caller.key).messages.stream(model=MODEL, max_tokens=100,
+                                                     messages=[{"role": "user", "content": prompt}]) as stream:
+            for _ in stream.text_stream:
+                pass
+    assert broken.value.body["error"]["type"] == "overloaded_error"
+    lines = poll("line", lambda: [l for l in proxy.usage_lines() if l["tenant_id"] == caller.tenant_id], bool)
+    assert len(lines) == 1 and lines[0]["usage_estimated"] is True
+    assert lines[0]["output_tokens"] == max(1, estimated_tokens("fake-anthropic says:"))
+
+
+def test_complete_streams_are_exact(proxy, caller):
+    with stream_raw(proxy, caller.key, f"plain words {marker()}") as response:
+        request_id = response.headers["x-request-id"]
+        assert [name for name, _ in sse_events(response)][-1] == "message_stop"
+    assert "usage_estimated" not in wait_usage_line(proxy, request_id)
+
+
+def test_every_answer_carries_request_ids_and_the_upstream(proxy, forced_proxy, caller):
+    refused = requests.post(f"{proxy.url}/v1/messages", json={"model": MODEL}, timeout=10)
+    assert refused.headers["request-id"] == refused.headers["x-request-id"]
+    assert refused.headers["x-gateway-upstream"] == "gateway"
+    with pytest.raises(anthropic.AuthenticationError) as error:
+        ask(sdk(proxy, "sk-ant-not-a-gateway-key"), "hello")
+    assert error.value.request_id, "the SDK reports the gateway's request id"
+    _, from_anthropic = ask(sdk(proxy, caller.key), f"hi {marker()}")
+    assert from_anthropic["x-gateway-upstream"] == "anthropic"
+    assert from_anthropic["request-id"].startswith("req_fake_"), "Anthropic's own request id is kept"
+    assert from_anthropic["x-request-id"] and from_anthropic["x-request-id"] != from_anthropic["request-id"]
+    raw = sdk(forced_proxy, caller.key).messages.with_raw_response.create(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": f"hi {marker()}"}])
+    assert raw.parse()._request_id == raw.headers["x-request-id"], "Bedrock answers carry request-id too"
+    assert (raw.headers["x-gateway-upstream"], raw.headers["x-gateway-fallback"]) == ("bedrock", "forced")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bedrock_failure_during_a_fallback_answers_with_anthropics_429(proxy, caller, stream):
+    prompt = f"hello {marker()} [fake:rate-limit=11] [fake:validation]"
+    body = {"model": MODEL, "max_tokens": 100, "stream": stream, "messages": [{"role": "user", "content": prompt}]}
+    response = requests.post(f"{proxy.url}/v1/messages", json=body, timeout=30,
+                             headers={"x-api-key": caller.key, "anthropic-version": "2023-06-01"})
+    error = assert_anthropic_error(response, 429, "rate_limit_error")
+    assert error["request_id"].startswith("req_fake_"), "Anthropic's own 429 body"
+    assert response.headers["retry-after"] == "11"
+    assert response.headers["x-gateway-upstream"] == "bedrock"
+    assert response.headers["x-gateway-fallback"] == "rate_limited"
+    assert response.headers["x-gateway-fallback-error"] == "invalid_request_error"
+    assert response.headers["x-request-id"] and response.headers["request-id"]
+
+
+def test_a_remembered_429_with_a_failing_bedrock_stays_a_retryable_429(proxy, caller):
+    ask(sdk(proxy, caller.key), f"first {marker()} [fake:rate-limit=40]")
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        ask(sdk(proxy, caller.key), f"second {marker()} [fake:validation]")
+    headers = limited.value.response.headers
+    assert (headers["x-gateway-fallback"], headers["x-gateway-upstream"]) == ("remembered", "bedrock")
+    assert 1 <= int(headers["retry-after"]) <= 40
+
+
+def test_body_fields_betas_and_system_messages_reach_bedrock_consistently(stack, forced_proxy, caller):
+    tag = marker()
+    body = {
+        "model": MODEL, "max_tokens": 100,
+        "system": [{"type": "text", "text": "base rules"}],
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "medium"},
+        "messages": [
+            {"role": "user", "content": f"question {tag}"},
+            {"role": "system", "content": [{"type": "text", "text": "environment notes"}]},
+        ],
+    }
+    betas = "claude-code-20250219,context-management-2025-06-27,effort-2025-11-24"
+    response = requests.post(f"{forced_proxy.url}/v1/messages", json=body, timeout=30, headers={
+        "x-api-key": caller.key, "anthropic-version": "2023-06-01", "anthropic-beta": betas})
+    assert response.status_code == 200, response.text
+    seen = requests.get(f"{stack.fake_bedrock.url}/fake/requests", params={"contains": tag}, timeout=10).json()["requests"]
+    sent = seen[-1]["body"]
+    assert [message["role"] for message in sent["messages"]] == ["user"]
+    assert [block["text"] for block in sent["system"]] == ["base rules", "environment notes"]
+    assert sent["context_management"] == body["context_management"], "its beta is one Bedrock accepts"
+    assert "output_config" not in sent
+    assert sent["anthropic_beta"] == ["context-management-2025-06-27"], "effort- went with output_config"
+
+
+def test_unknown_routes_under_the_proxy_answer_in_anthropics_shape(proxy, caller):
+    headers = {"x-api-key": caller.key, "anthropic-version": "2023-06-01"}
+    for method, path in (("POST", "/v1/messages/batches"), ("GET", "/v1/models"), ("POST", "/v1/complete")):
+        response = requests.request(method, f"{proxy.url}{path}", headers=headers, json={}, timeout=10)
+        assert_anthropic_error(response, 404, "not_found_error")
+        assert response.headers["request-id"] and response.headers["x-gateway-upstream"] == "gateway"
+
+
+def test_the_strict_fake_anthropics_refusals_pass_through(proxy, caller):
+    url = f"{proxy.url}/v1/messages"
+    headers = {"x-api-key": caller.key, "anthropic-version": "2023-06-01"}
+    missing = requests.post(url, json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}, headers=headers, timeout=10)
+    assert assert_anthropic_error(missing, 400, "invalid_request_error")["error"]["message"] == "max_tokens: Field required"
+    assert missing.headers["x-gateway-upstream"] == "anthropic"
+    with pytest.raises(anthropic.NotFoundError):
+        ask(sdk(proxy, caller.key), "hello", model="claude-nonexistent-9")
+    with pytest.raises(anthropic.BadRequestError):
+        sdk(proxy, caller.key).messages.create(model=MODEL, max_tokens=10,
+                                               messages=[{"role": "user", "content": [{"type": "text", "text": ""}]}])
+    assert not [l for l in proxy.usage_lines() if l["tenant_id"] == caller.tenant_id], "refusals are not metered"
+
+
+@pytest.fixture(scope="module")
+def aborting_proxy(stack, proxy_tables, fake_anthropic):
+    key_table, limit_table = proxy_tables
+    return stack.start_api("api-proxy-abort", **proxy_env(key_table, limit_table, fake_anthropic.url, ON_CLIENT_DISCONNECT="abort"))
+
+
+def test_on_client_disconnect_abort_stops_reading_and_meters_an_estimate(aborting_proxy, caller):
+    prompt = f"[fake:stream-delay=300] {' '.join(f'w{i}' for i in range(30))} {marker()}"
+    with stream_raw(aborting_proxy, caller.key, prompt) as response:
+        assert response.status_code == 200, response.text
+        request_id = response.headers["x-request-id"]
+        for line in response.iter_lines():
+            if line.startswith(b"data:") and b"text_delta" in line:
+                break
+    line = wait_usage_line(aborting_proxy, request_id, timeout=20)
+    assert line["usage_estimated"] is True
+    full_output = tokens(prompt, "fake-anthropic")["output_tokens"]
+    assert 1 <= line["output_tokens"] < full_output, "aborted early: less than the whole answer"

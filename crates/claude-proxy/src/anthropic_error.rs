@@ -8,6 +8,9 @@ use serde_json::json;
 
 use crate::body::{full, ProxyBody};
 
+/// Anthropic's own request id header (the SDKs' `request_id`); the gateway sets it on its own answers.
+pub const ANTHROPIC_REQUEST_ID_HEADER: &str = "request-id";
+
 /// Anthropic's "overloaded" status, which its SDKs retry.
 pub const OVERLOADED: u16 = 529;
 
@@ -46,7 +49,8 @@ pub fn error_response(error: &ApiError, request_id: &str) -> Response<ProxyBody>
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID_HEADER, value);
+        headers.insert(REQUEST_ID_HEADER, value.clone());
+        headers.insert(ANTHROPIC_REQUEST_ID_HEADER, value);
     }
     response
 }

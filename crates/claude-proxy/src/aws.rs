@@ -1,6 +1,7 @@
-//! The proxy wired to AWS: DynamoDB (keys, rate-limit memory, usage counters), Bedrock Runtime, and the
-//! provider's Anthropic key from Secrets Manager. Endpoints follow the standard AWS chain
-//! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, ...), which is how the local stack uses moto.
+//! The proxy wired to AWS: DynamoDB (keys, rate-limit memory, usage counters), Bedrock Runtime, Bedrock's
+//! control plane (`ListInferenceProfiles`, model discovery), and the provider's Anthropic key from Secrets
+//! Manager. Endpoints follow the standard AWS chain (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`,
+//! `AWS_ENDPOINT_URL_BEDROCK`, ...), which is how the local stack uses moto and the fake Bedrock.
 
 use std::sync::Arc;
 
@@ -12,8 +13,9 @@ use thiserror::Error;
 
 use crate::anthropic::HttpAnthropic;
 use crate::api_keys::{ApiKeys, DynamoKeyStore};
-use crate::bedrock::SdkBedrock;
+use crate::bedrock::{SdkBedrock, SdkInferenceProfiles};
 use crate::config::{ProviderKeySource, ProxyConfig};
+use crate::model_resolution::ModelResolver;
 use crate::proxy::{ProxyService, ProxySettings};
 use crate::rate_limits::{DynamoRateLimitStore, RateLimitMemory};
 
@@ -77,7 +79,11 @@ pub async fn proxy_service_on_aws(
     let anthropic = HttpAnthropic::new(&config.anthropic_base_url, config.anthropic_timeout)
         .map_err(|error| StartError::HttpClient(error.to_string()))?;
     let bedrock = SdkBedrock::new(sdk_config, config.bedrock_timeout, config.default_retry_after_seconds);
-    let settings = ProxySettings::from_config(config, provider_key(config, sdk_config).await?);
+    let mut models = ModelResolver::new(config.model_map.clone(), config.family_fallback.clone());
+    if let Some(discovery) = &config.model_discovery {
+        models = models.with_discovery(discovery.clone(), Arc::new(SdkInferenceProfiles::new(sdk_config)));
+    }
+    let settings = ProxySettings::from_config(config, provider_key(config, sdk_config).await?, models);
     Ok(ProxyService::new(
         settings,
         keys,

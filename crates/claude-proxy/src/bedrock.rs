@@ -15,6 +15,8 @@ use bytes::Bytes;
 use metering_core::model::{classify_bedrock_code, classify_bedrock_error, ModelError};
 use metering_core::ApiError;
 
+use crate::model_resolution::{DiscoveryError, InferenceProfile, InferenceProfiles};
+
 /// Stream events (each the JSON of one Messages API stream event), read one by one.
 #[async_trait]
 pub trait EventSource: Send {
@@ -187,6 +189,61 @@ impl BedrockApi for SdkBedrock {
     }
 }
 
+/// Model discovery through the control plane (`bedrock:ListInferenceProfiles`, system-defined profiles).
+/// Its endpoint follows the standard AWS chain too (`AWS_ENDPOINT_URL_BEDROCK` in the local stack).
+#[derive(Debug, Clone)]
+pub struct SdkInferenceProfiles {
+    client: aws_sdk_bedrock::Client,
+}
+
+impl SdkInferenceProfiles {
+    pub fn new(sdk_config: &aws_config::SdkConfig) -> Self {
+        let config = aws_sdk_bedrock::config::Builder::from(sdk_config)
+            .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
+            .build();
+        Self { client: aws_sdk_bedrock::Client::from_conf(config) }
+    }
+}
+
+/// `arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-x-v1:0` -> `anthropic.claude-x-v1:0`.
+fn foundation_model_of(arn: &str) -> Option<&str> {
+    arn.split_once(":foundation-model/").map(|(_, id)| id)
+}
+
+#[async_trait]
+impl InferenceProfiles for SdkInferenceProfiles {
+    async fn list(&self) -> Result<Vec<InferenceProfile>, DiscoveryError> {
+        let mut profiles = Vec::new();
+        let mut next_token = None;
+        loop {
+            let page = self
+                .client
+                .list_inference_profiles()
+                .type_equals(aws_sdk_bedrock::types::InferenceProfileType::SystemDefined)
+                .max_results(1000)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|error| DiscoveryError(aws_sdk_bedrock::error::DisplayErrorContext(&error).to_string()))?;
+            for summary in page.inference_profile_summaries() {
+                // Every model ARN of a profile names the same foundation model (in its source regions).
+                let Some(foundation_model_id) = summary.models().iter().find_map(|model| model.model_arn().and_then(foundation_model_of))
+                else {
+                    continue;
+                };
+                profiles.push(InferenceProfile {
+                    id: summary.inference_profile_id().to_owned(),
+                    foundation_model_id: foundation_model_id.to_owned(),
+                });
+            }
+            next_token = page.next_token().map(str::to_owned);
+            if next_token.is_none() {
+                return Ok(profiles);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +262,15 @@ mod tests {
             ModelError::Unavailable { retry_after_seconds: 5, detail: "msg".into() }
         );
         assert!(matches!(m("Whatever"), ModelError::Upstream(_)));
+    }
+
+    #[test]
+    fn a_profile_names_its_foundation_model_in_its_model_arns() {
+        assert_eq!(
+            foundation_model_of("arn:aws:bedrock:eu-west-3::foundation-model/anthropic.claude-opus-4-8-20260915-v1:0"),
+            Some("anthropic.claude-opus-4-8-20260915-v1:0")
+        );
+        assert_eq!(foundation_model_of("arn:aws:bedrock:us-east-1:1:inference-profile/us.x"), None);
     }
 
     #[test]

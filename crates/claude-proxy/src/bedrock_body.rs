@@ -4,6 +4,11 @@
 //! `anthropic-beta` header values that Bedrock accepts move into `anthropic_beta`; messages whose content
 //! is empty are dropped (Bedrock rejects them), except a final assistant message (a prefill).
 //! `cache_control` and everything inside the kept fields pass through untouched.
+//!
+//! Fields and betas stay consistent: a field that needs a beta (`context_management`, `output_config`)
+//! goes to Bedrock only together with a beta of its family that Bedrock accepts; otherwise the field and
+//! every beta of its family are dropped. Mid-conversation `system` messages (Claude Code sends them) have
+//! no place in Bedrock's `messages`: their blocks are appended, in order, to the top-level `system`.
 
 use serde_json::{Map, Value};
 
@@ -23,6 +28,9 @@ const BEDROCK_FIELDS: [&str; 10] = [
     "tool_choice",
     "thinking",
 ];
+
+/// Fields that only work with a beta, and the prefix of that beta's name (its family, any date).
+const BETA_FIELDS: [(&str, &str); 2] = [("context_management", "context-management-"), ("output_config", "effort-")];
 
 /// The body for Bedrock and what was left out of it (for the debug log).
 #[derive(Debug, Clone, PartialEq)]
@@ -78,17 +86,59 @@ fn betas_for_bedrock(requested: &[String], allowed: &[String]) -> (Vec<String>, 
         .partition(|beta| allowed.iter().any(|ok| ok == beta))
 }
 
+/// Content as a list of blocks (a string is one text block).
+fn as_blocks(content: &Value) -> Vec<Value> {
+    match content {
+        Value::String(text) => vec![serde_json::json!({"type": "text", "text": text})],
+        Value::Array(blocks) => blocks.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Moves `system` messages out of `messages`, appending their blocks to the top-level `system`.
+fn move_system_messages(body: &mut Map<String, Value>) {
+    let Some(Value::Array(messages)) = body.get_mut("messages") else { return };
+    if !messages.iter().any(|message| message["role"] == "system") {
+        return;
+    }
+    let (system_messages, others): (Vec<Value>, Vec<Value>) =
+        std::mem::take(messages).into_iter().partition(|message| message["role"] == "system");
+    *messages = others;
+    let mut system = body.get("system").map(as_blocks).unwrap_or_default();
+    for message in &system_messages {
+        system.extend(as_blocks(&message["content"]).into_iter().filter(|block| {
+            !(block["type"] == "text" && block["text"].as_str().is_some_and(|text| text.trim().is_empty()))
+        }));
+    }
+    body.insert("system".into(), Value::Array(system));
+}
+
 pub fn to_bedrock_body(request: &Map<String, Value>, requested_betas: &[String], allowed_betas: &[String]) -> BedrockBody {
     let mut body = Map::new();
     body.insert("anthropic_version".into(), Value::String(BEDROCK_ANTHROPIC_VERSION.into()));
+    let (mut betas, mut dropped_betas) = betas_for_bedrock(requested_betas, allowed_betas);
     let mut dropped_fields = Vec::new();
     for (name, value) in request {
-        if BEDROCK_FIELDS.contains(&name.as_str()) {
+        let beta_family = BETA_FIELDS.iter().find(|(field, _)| field == name).map(|(_, family)| *family);
+        let kept = match beta_family {
+            Some(family) => betas.iter().any(|beta| beta.starts_with(family)),
+            None => BEDROCK_FIELDS.contains(&name.as_str()),
+        };
+        if kept {
             body.insert(name.clone(), value.clone());
         } else if name != "anthropic_version" {
             dropped_fields.push(name.clone());
         }
     }
+    // A beta whose field was dropped goes too.
+    for (field, family) in BETA_FIELDS {
+        if dropped_fields.iter().any(|name| name == field) {
+            let (gone, kept): (Vec<String>, Vec<String>) = betas.into_iter().partition(|beta| beta.starts_with(family));
+            betas = kept;
+            dropped_betas.extend(gone);
+        }
+    }
+    move_system_messages(&mut body);
     let mut dropped_messages = Vec::new();
     if let Some(Value::Array(messages)) = body.get_mut("messages") {
         let last = messages.len().saturating_sub(1);
@@ -104,7 +154,6 @@ pub fn to_bedrock_body(request: &Map<String, Value>, requested_betas: &[String],
         }
         *messages = kept;
     }
-    let (betas, dropped_betas) = betas_for_bedrock(requested_betas, allowed_betas);
     if !betas.is_empty() {
         body.insert("anthropic_beta".into(), Value::Array(betas.into_iter().map(Value::String).collect()));
     }
@@ -177,5 +226,55 @@ mod tests {
         assert_eq!(converted.dropped_betas, ["claude-code-20250219", "fine-grained-tool-streaming-2025-05-14"]);
         let none = convert(json!({"max_tokens": 5, "messages": []}), &[]);
         assert!(none.body.get("anthropic_beta").is_none());
+    }
+
+    #[test]
+    fn a_field_goes_with_its_beta_or_both_are_dropped() {
+        let request = json!({"max_tokens": 5, "messages": [{"role": "user", "content": "q"}],
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            "output_config": {"effort": "medium"}});
+        let betas = ["context-management-2025-06-27,effort-2025-11-24,interleaved-thinking-2025-05-14"];
+        let none_allowed = to_bedrock_body(request.as_object().unwrap(), &[betas[0].to_owned()], &[]);
+        assert!(none_allowed.body.get("context_management").is_none() && none_allowed.body.get("output_config").is_none());
+        assert!(none_allowed.body.get("anthropic_beta").is_none());
+        let allowed: Vec<String> = ["context-management-2025-06-27", "interleaved-thinking-2025-05-14", "effort-2025-11-24"]
+            .map(str::to_owned)
+            .to_vec();
+        let context_only = to_bedrock_body(request.as_object().unwrap(), &[betas[0].to_owned()], &allowed[..2]);
+        assert_eq!(context_only.body["context_management"], request["context_management"]);
+        assert!(context_only.body.get("output_config").is_none());
+        assert_eq!(context_only.body["anthropic_beta"], json!(["context-management-2025-06-27", "interleaved-thinking-2025-05-14"]));
+        assert!(context_only.dropped_betas.contains(&"effort-2025-11-24".to_owned()));
+        let all = to_bedrock_body(request.as_object().unwrap(), &[betas[0].to_owned()], &allowed);
+        assert_eq!(all.body["output_config"], json!({"effort": "medium"}));
+        // Allowed, but its field was not sent: the beta still goes (it may enable something else, e.g. a tool).
+        let no_field = to_bedrock_body(json!({"max_tokens": 5, "messages": []}).as_object().unwrap(), &[betas[0].to_owned()], &allowed);
+        assert_eq!(no_field.body["anthropic_beta"].as_array().unwrap().len(), 3);
+        // With its field dropped, an allowed beta goes too.
+        let effort_not_allowed = to_bedrock_body(request.as_object().unwrap(), &["effort-2025-11-24".to_owned()], &allowed[..2]);
+        assert!(effort_not_allowed.body.get("anthropic_beta").is_none());
+    }
+
+    #[test]
+    fn mid_conversation_system_messages_join_the_top_level_system() {
+        let converted = convert(
+            json!({"max_tokens": 5, "system": "base rules", "messages": [
+                {"role": "user", "content": "first"},
+                {"role": "system", "content": [{"type": "text", "text": "env notes", "cache_control": {"type": "ephemeral"}}]},
+                {"role": "assistant", "content": "ok"},
+                {"role": "system", "content": "later note"},
+                {"role": "user", "content": "second"}
+            ]}),
+            &[],
+        );
+        assert_eq!(converted.body["system"], json!([
+            {"type": "text", "text": "base rules"},
+            {"type": "text", "text": "env notes", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "later note"}
+        ]));
+        let roles: Vec<&str> = converted.body["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["user", "assistant", "user"]);
+        let untouched = convert(json!({"max_tokens": 5, "system": "s", "messages": [{"role": "user", "content": "q"}]}), &[]);
+        assert_eq!(untouched.body["system"], "s", "a body without system messages keeps its system as it is");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use metering_core::config::ConfigError;
 
+use crate::model_resolution::{geographies_for_region, DiscoverySettings, Family, PROFILE_GEOGRAPHIES};
 use crate::rate_limits::RateLimitScope;
 
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -137,14 +138,20 @@ pub struct ProxyConfig {
     pub provider_key: Option<ProviderKeySource>,
     pub anthropic_timeout: Duration,
     pub fallback: FallbackPolicy,
-    /// Anthropic model id -> Bedrock model or inference profile id.
+    /// Anthropic model id -> Bedrock model or inference profile id (checked first).
     pub model_map: BTreeMap<String, String>,
+    /// Model discovery through `ListInferenceProfiles` (`None` = off), for ids the map does not name.
+    pub model_discovery: Option<DiscoverySettings>,
+    /// The Bedrock id per family for ids neither the map nor discovery resolve.
+    pub family_fallback: BTreeMap<Family, String>,
     pub bedrock_timeout: Duration,
     pub bedrock_allowed_betas: Vec<String>,
     /// `FORCE_RATE_LIMIT_TEST=true`: every Anthropic call behaves as a 429 with this `retry-after`.
     pub forced_rate_limit_retry_after: Option<u64>,
     /// Largest request body accepted (API Gateway's own limit is 10 MB).
     pub max_body_bytes: usize,
+    /// `ON_CLIENT_DISCONNECT`: `finish` (read the stream to its end, exact usage) or `abort` (estimated).
+    pub on_client_disconnect: crate::streaming::ClientDisconnect,
 }
 
 impl ProxyConfig {
@@ -182,6 +189,23 @@ impl ProxyConfig {
             None => DEFAULT_MODEL_MAP.iter().map(|(from, to)| ((*from).to_owned(), (*to).to_owned())).collect(),
             Some(json) => parse_model_map(&json)?,
         };
+        let model_discovery = if flag("BEDROCK_MODEL_DISCOVERY", true)? {
+            let geographies = match text("BEDROCK_PROFILE_GEOGRAPHIES") {
+                Some(list) => parse_geographies(&list)?,
+                None => geographies_for_region(text("AWS_REGION").as_deref().unwrap_or_default()),
+            };
+            Some(DiscoverySettings {
+                geographies,
+                cache_for: Duration::from_secs(number("BEDROCK_PROFILE_CACHE_SECONDS", 3600, 1..=86_400)?),
+                refresh_on_miss_after: Duration::from_secs(number("BEDROCK_PROFILE_REFRESH_ON_MISS_SECONDS", 60, 0..=86_400)?),
+            })
+        } else {
+            None
+        };
+        let family_fallback = match text("BEDROCK_FAMILY_FALLBACK") {
+            None => BTreeMap::new(),
+            Some(json) => parse_family_fallback(&json)?,
+        };
         let bedrock_allowed_betas = match text("BEDROCK_ALLOWED_BETAS") {
             None => DEFAULT_BEDROCK_BETAS.iter().map(|beta| (*beta).to_owned()).collect(),
             Some(list) => list.split(',').map(str::trim).filter(|beta| !beta.is_empty()).map(str::to_owned).collect(),
@@ -214,10 +238,17 @@ impl ProxyConfig {
             anthropic_timeout: Duration::from_millis(number("ANTHROPIC_TIMEOUT_MS", 600_000, 1_000..=900_000)?),
             fallback,
             model_map,
+            model_discovery,
+            family_fallback,
             bedrock_timeout: Duration::from_millis(number("BEDROCK_TIMEOUT_MS", 600_000, 100..=900_000)?),
             bedrock_allowed_betas,
             forced_rate_limit_retry_after,
             max_body_bytes: number("MAX_REQUEST_BYTES", 10 * 1024 * 1024, 1024..=64 * 1024 * 1024)? as usize,
+            on_client_disconnect: match text("ON_CLIENT_DISCONNECT") {
+                None => crate::streaming::ClientDisconnect::default(),
+                Some(value) => crate::streaming::ClientDisconnect::parse(&value)
+                    .ok_or_else(|| invalid("ON_CLIENT_DISCONNECT", &value, "expected finish or abort"))?,
+            },
         })
     }
 
@@ -228,6 +259,11 @@ impl ProxyConfig {
             anthropic_base_url = %self.anthropic_base_url,
             fallback = %self.fallback.describe(),
             mapped_models = self.model_map.len(),
+            model_discovery = %match &self.model_discovery {
+                Some(discovery) => format!("on (geographies {})", discovery.geographies.join(",")),
+                None => "off".to_owned(),
+            },
+            family_fallback = %self.family_fallback.iter().map(|(family, id)| format!("{}={id}", family.as_str())).collect::<Vec<_>>().join(","),
             tracking = %match &self.rate_limit_table_name {
                 Some(table) => format!("on (table {table}, scope {})", self.rate_limit_scope.as_str()),
                 None => "off".to_owned(),
@@ -237,6 +273,7 @@ impl ProxyConfig {
                 None => "off".to_owned(),
             },
             api_key_cache_seconds = self.api_key_cache.as_secs(),
+            on_client_disconnect = self.on_client_disconnect.as_str(),
             "claude proxy configured"
         );
     }
@@ -290,6 +327,32 @@ fn parse_model_map(json: &str) -> Result<BTreeMap<String, String>, ConfigError> 
         return Err(invalid("BEDROCK_MODEL_MAP", json, &format!("empty model id in the entry for {from:?}")));
     }
     Ok(map)
+}
+
+fn parse_geographies(list: &str) -> Result<Vec<String>, ConfigError> {
+    let geographies: Vec<String> = list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect();
+    match geographies.iter().find(|geography| !PROFILE_GEOGRAPHIES.contains(&geography.as_str())) {
+        _ if geographies.is_empty() => Err(invalid("BEDROCK_PROFILE_GEOGRAPHIES", list, "no geography given")),
+        Some(unknown) => Err(invalid(
+            "BEDROCK_PROFILE_GEOGRAPHIES",
+            unknown,
+            &format!("expected a comma-separated list of {}", PROFILE_GEOGRAPHIES.join(", ")),
+        )),
+        None => Ok(geographies),
+    }
+}
+
+fn parse_family_fallback(json: &str) -> Result<BTreeMap<Family, String>, ConfigError> {
+    let raw: BTreeMap<String, String> = serde_json::from_str(json).map_err(|error| {
+        invalid("BEDROCK_FAMILY_FALLBACK", json, &format!("expected a JSON object of family -> Bedrock id: {error}"))
+    })?;
+    raw.into_iter()
+        .map(|(family, id)| match Family::parse(&family) {
+            Some(parsed) if !id.trim().is_empty() => Ok((parsed, id)),
+            Some(_) => Err(invalid("BEDROCK_FAMILY_FALLBACK", json, &format!("empty Bedrock id for {family}"))),
+            None => Err(invalid("BEDROCK_FAMILY_FALLBACK", &family, "expected the families opus, sonnet, haiku")),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -361,6 +424,9 @@ mod tests {
             ("ANTHROPIC_CREDENTIAL_MODE", "both"),
             ("FORCE_RATE_LIMIT_TEST", "maybe"),
             ("ANTHROPIC_BASE_URL", "api.anthropic.com"),
+            ("BEDROCK_PROFILE_GEOGRAPHIES", "us,mars"),
+            ("BEDROCK_FAMILY_FALLBACK", r#"{"poem": "x"}"#),
+            ("BEDROCK_MODEL_DISCOVERY", "perhaps"),
         ] {
             let error = ProxyConfig::from_lookup(lookup(&[(name, value)])).unwrap_err();
             assert!(error.to_string().contains(name), "{error}");
@@ -379,5 +445,23 @@ mod tests {
             .unwrap();
         assert_eq!(config.model_map.len(), 1);
         assert_eq!(config.model_map["claude-x"], "eu.anthropic.x-v1:0");
+    }
+
+    #[test]
+    fn discovery_is_on_by_default_in_the_region_geography_and_configurable() {
+        let default = ProxyConfig::from_lookup(lookup(&[("AWS_REGION", "eu-west-1")])).unwrap();
+        let discovery = default.model_discovery.unwrap();
+        assert_eq!(discovery.geographies, ["eu", "global"]);
+        assert_eq!(discovery.cache_for, Duration::from_secs(3600));
+        assert!(default.family_fallback.is_empty());
+        let configured = ProxyConfig::from_lookup(lookup(&[
+            ("BEDROCK_PROFILE_GEOGRAPHIES", "global, us"),
+            ("BEDROCK_FAMILY_FALLBACK", r#"{"opus": "global.anthropic.claude-opus-4-8-20260915-v1:0"}"#),
+        ]))
+        .unwrap();
+        assert_eq!(configured.model_discovery.unwrap().geographies, ["global", "us"]);
+        assert_eq!(configured.family_fallback[&Family::Opus], "global.anthropic.claude-opus-4-8-20260915-v1:0");
+        let off = ProxyConfig::from_lookup(lookup(&[("BEDROCK_MODEL_DISCOVERY", "false")])).unwrap();
+        assert_eq!(off.model_discovery, None);
     }
 }

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 
 use crate::anthropic_error::error_response;
 use crate::body::{full, ProxyBody};
-use crate::proxy::{Endpoint, ProxyService};
+use crate::anthropic_error::ANTHROPIC_REQUEST_ID_HEADER;
+use crate::proxy::{Endpoint, ProxyService, UPSTREAM_HEADER};
 use crate::request::ProxyRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +64,23 @@ impl ProxyHandler {
     }
 
     /// Answers one API Gateway request; never fails: every error becomes its Anthropic-shaped answer.
+    /// Every answer carries the gateway's request id (`x-request-id`; `request-id` too unless Anthropic's
+    /// own answer brought one, which the SDKs then report) and `x-gateway-upstream` (`anthropic`, `bedrock`,
+    /// or `gateway` for answers the gateway gives itself).
     pub async fn handle(&self, request: Request) -> Response<ProxyBody> {
         let request_id = request_id_of(&request);
+        let mut response = self.answer(request, &request_id).await;
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            headers.insert(REQUEST_ID_HEADER, value.clone());
+            headers.entry(ANTHROPIC_REQUEST_ID_HEADER).or_insert(value);
+        }
+        headers.entry(UPSTREAM_HEADER).or_insert(HeaderValue::from_static("gateway"));
+        response
+    }
+
+    async fn answer(&self, request: Request, request_id: &str) -> Response<ProxyBody> {
+        let request_id = request_id.to_owned();
         let route = match route_of(request.method(), request.uri().path()) {
             Ok(route) => route,
             Err(error) => return error_response(&error, &request_id),

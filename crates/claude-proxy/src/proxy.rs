@@ -2,7 +2,6 @@
 //! Anthropic answers 429 — or is known to, or is forced to), forward the answer as it comes, and meter it.
 //! Knows nothing of Lambda or axum: requests arrive as `ProxyRequest`, answers leave as `http::Response`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,16 +15,17 @@ use metering_core::ApiError;
 use serde_json::{json, Value};
 
 use crate::anthropic::{client_response_headers, upstream_headers, AnthropicApi, UpstreamRequest, UpstreamResponse};
-use crate::anthropic_error::{error_response, OVERLOADED};
+use crate::anthropic_error::{error_response, status_and_type, OVERLOADED};
 use crate::api_keys::{ApiKeys, KeyOwner};
 use crate::bedrock::{self, BedrockApi};
 use crate::bedrock_body::to_bedrock_body;
 use crate::body::{full, ProxyBody};
 use crate::config::{CredentialMode, FallbackPolicy, ProxyConfig};
 use crate::in_flight::InFlight;
+use crate::model_resolution::{BedrockModel, ModelResolver};
 use crate::rate_limits::{RateLimitEntry, RateLimitMemory};
-use crate::request::{metering_user, MessagesBody, ProxyRequest};
-use crate::streaming::{spawn_stream, StreamSource};
+use crate::request::{client_user, MessagesBody, ProxyRequest};
+use crate::streaming::{spawn_stream, ClientDisconnect, StreamSource};
 use crate::sse::usage_of_message;
 
 /// Response header naming the upstream that answered (`anthropic` or `bedrock`).
@@ -41,22 +41,25 @@ pub struct ProxySettings {
     pub credential_mode: CredentialMode,
     pub provider_key: Option<String>,
     pub fallback: FallbackPolicy,
-    pub model_map: BTreeMap<String, String>,
+    /// Which Bedrock model serves a fallback (map, discovery, family fallback).
+    pub models: ModelResolver,
     pub bedrock_allowed_betas: Vec<String>,
     pub forced_rate_limit_retry_after: Option<u64>,
     pub default_retry_after_seconds: u64,
+    pub on_client_disconnect: ClientDisconnect,
 }
 
 impl ProxySettings {
-    pub fn from_config(config: &ProxyConfig, provider_key: Option<String>) -> Self {
+    pub fn from_config(config: &ProxyConfig, provider_key: Option<String>, models: ModelResolver) -> Self {
         Self {
             credential_mode: config.credential_mode,
             provider_key,
             fallback: config.fallback,
-            model_map: config.model_map.clone(),
+            models,
             bedrock_allowed_betas: config.bedrock_allowed_betas.clone(),
             forced_rate_limit_retry_after: config.forced_rate_limit_retry_after,
             default_retry_after_seconds: config.default_retry_after_seconds,
+            on_client_disconnect: config.on_client_disconnect,
         }
     }
 }
@@ -105,8 +108,39 @@ enum Route {
     Anthropic(UpstreamResponse),
     /// Anthropic's answer goes back as it is (a client error, or a 429 that cannot fall back).
     AsIs(UpstreamResponse),
-    Bedrock { model_id: String, reason: FallbackReason },
+    Bedrock { model: BedrockModel, reason: FallbackReason },
+    /// Bedrock, after Anthropic refused with an answer of its own (kept: it is what the client gets if
+    /// Bedrock fails too).
+    BedrockAfterRefusal { model: BedrockModel, reason: FallbackReason, refusal: AnthropicRefusal },
 }
+
+/// Anthropic's own refusal (its 429, 529 or 5xx) that sent a request to Bedrock.
+struct AnthropicRefusal {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Largest refusal body kept (Anthropic's error bodies are a few hundred bytes).
+const MAX_REFUSAL_BYTES: usize = 64 * 1024;
+
+impl AnthropicRefusal {
+    async fn read(upstream: UpstreamResponse, request_id: &str) -> Self {
+        let status = upstream.status;
+        match upstream.read_all(MAX_REFUSAL_BYTES).await {
+            Ok((status, headers, body)) => Self { status, headers, body },
+            Err(error) => {
+                tracing::warn!(%error, "Anthropic's refusal could not be read; keeping its status only");
+                let (_, error_type) = (status, if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "api_error" });
+                let body = json!({"type": "error", "error": {"type": error_type, "message": format!("Anthropic answered {status}")}, "request_id": request_id});
+                Self { status, headers: HeaderMap::new(), body: Bytes::from(body.to_string()) }
+            }
+        }
+    }
+}
+
+/// Response header with the `error.type` of a Bedrock failure during a fallback.
+pub const FALLBACK_ERROR_HEADER: &str = "x-gateway-fallback-error";
 
 /// Everything needed to write one request's usage line, carried into the stream task.
 #[derive(Clone)]
@@ -116,7 +150,11 @@ pub struct Meter {
     started: Instant,
     request_id: String,
     tenant_id: String,
+    /// The key's owner: whom the gateway verified.
     user_id: String,
+    /// Who the client says it is (kept apart, never billed to).
+    client_user_id: Option<String>,
+    requested_model_id: String,
 }
 
 impl Meter {
@@ -125,6 +163,15 @@ impl Meter {
     }
 
     pub fn record(&self, request_type: RequestType, model_id: &str, tokens: TokenCounts) {
+        self.write(request_type, model_id, tokens, false);
+    }
+
+    /// A line whose output count is an estimate (a stream that ended early).
+    pub fn record_estimated(&self, request_type: RequestType, model_id: &str, tokens: TokenCounts) {
+        self.write(request_type, model_id, tokens, true);
+    }
+
+    fn write(&self, request_type: RequestType, model_id: &str, tokens: TokenCounts, usage_estimated: bool) {
         self.metering.record(UsageEvent {
             received_at: self.received_at,
             request_id: self.request_id.clone(),
@@ -134,6 +181,9 @@ impl Meter {
             request_type,
             tokens,
             latency_ms: self.started.elapsed().as_millis() as u64,
+            usage_estimated,
+            client_user_id: self.client_user_id.clone(),
+            requested_model_id: Some(self.requested_model_id.clone()),
         });
     }
 }
@@ -141,7 +191,6 @@ impl Meter {
 struct Call<'a> {
     request: &'a ProxyRequest,
     owner: KeyOwner,
-    user_id: String,
     body: MessagesBody,
     meter: Meter,
 }
@@ -229,16 +278,17 @@ impl ProxyService {
     ) -> Result<Call<'a>, ApiError> {
         let owner = self.keys.verify(request.gateway_key(self.settings.credential_mode)).await?;
         let body = MessagesBody::parse(&request.body)?;
-        let user_id = metering_user(&body, request, &owner.user_id);
         let meter = Meter {
             metering: self.metering.clone(),
             received_at,
             started,
             request_id: request.request_id.clone(),
             tenant_id: owner.tenant_id.clone(),
-            user_id: user_id.clone(),
+            user_id: owner.user_id.clone(),
+            client_user_id: client_user(&body, request),
+            requested_model_id: body.model.clone(),
         };
-        Ok(Call { request, owner, user_id, body, meter })
+        Ok(Call { request, owner, body, meter })
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %request.request_id))]
@@ -252,7 +302,10 @@ impl ProxyService {
         match self.route(&call, Endpoint::Messages).await? {
             Route::Anthropic(upstream) => self.answer_from_anthropic(&call, upstream).await,
             Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
-            Route::Bedrock { model_id, reason } => self.answer_from_bedrock(&call, &model_id, reason).await,
+            Route::Bedrock { model, reason } => self.bedrock_or_refusal(&call, &model.invoke_id, reason, None).await,
+            Route::BedrockAfterRefusal { model, reason, refusal } => {
+                self.bedrock_or_refusal(&call, &model.invoke_id, reason, Some(refusal)).await
+            }
         }
     }
 
@@ -266,7 +319,9 @@ impl ProxyService {
         let call = self.authenticate(request, received_at, started).await?;
         match self.route(&call, Endpoint::CountTokens).await? {
             Route::Anthropic(upstream) | Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
-            Route::Bedrock { model_id, reason } => {
+            Route::Bedrock { model, reason } | Route::BedrockAfterRefusal { model, reason, .. } => {
+                // CountTokens takes a foundation model id, not an inference profile.
+                let model_id = model.foundation_model_id;
                 let mut converted = to_bedrock_body(&call.body.fields, &request.betas(), &self.settings.bedrock_allowed_betas);
                 converted.log_dropped(&request.request_id);
                 // Bedrock validates the body as an InvokeModel body, where max_tokens is required.
@@ -284,15 +339,18 @@ impl ProxyService {
     }
 
     /// Chooses the upstream: forced 429 and a remembered 429 skip Anthropic; otherwise Anthropic is asked
-    /// and its answer decides.
+    /// and its answer decides. The Bedrock model is resolved only when Bedrock is needed. Only a 429 of
+    /// `/v1/messages` is remembered: a `count_tokens` 429 falls back for that call alone.
     async fn route(&self, call: &Call<'_>, endpoint: Endpoint) -> Result<Route, ApiError> {
         let settings = &self.settings;
-        let bedrock_model = settings.model_map.get(&call.body.model).cloned();
         if let Some(retry_after) = settings.forced_rate_limit_retry_after {
-            self.remember_429(call, retry_after).await;
-            return match bedrock_model {
-                Some(model_id) if settings.fallback.enabled => Ok(Route::Bedrock { model_id, reason: FallbackReason::Forced }),
-                _ => Err(ApiError::RateLimited {
+            if endpoint == Endpoint::Messages {
+                self.remember_429(call, retry_after).await;
+            }
+            let model = if settings.fallback.enabled { self.bedrock_model(call).await } else { None };
+            return match model {
+                Some(model) => Ok(Route::Bedrock { model, reason: FallbackReason::Forced }),
+                None => Err(ApiError::RateLimited {
                     message: format!(
                         "rate limited (FORCE_RATE_LIMIT_TEST) and model {:?} has no Bedrock fallback",
                         call.body.model
@@ -301,11 +359,11 @@ impl ProxyService {
                 }),
             };
         }
-        if let (Some(memory), Some(model_id)) = (&self.rate_limits, &bedrock_model) {
-            if settings.fallback.enabled {
-                if let Some(until) = memory.in_force(&call.owner.tenant_id, &call.user_id).await {
-                    tracing::info!(limited_until = %until, "Anthropic 429 in force for this caller; asking Bedrock directly");
-                    return Ok(Route::Bedrock { model_id: model_id.clone(), reason: FallbackReason::Remembered });
+        if let (Some(memory), true) = (&self.rate_limits, settings.fallback.enabled) {
+            if let Some(until) = memory.in_force(&call.owner.tenant_id, &call.owner.user_id).await {
+                if let Some(model) = self.bedrock_model(call).await {
+                    tracing::info!(limited_until = %until, "Anthropic 429 in force for this key's owner; asking Bedrock directly");
+                    return Ok(Route::Bedrock { model, reason: FallbackReason::Remembered });
                 }
             }
         }
@@ -320,12 +378,17 @@ impl ProxyService {
         let upstream = match upstream {
             Ok(upstream) => upstream,
             Err(error) => {
-                return match bedrock_model {
-                    Some(model_id) if settings.fallback.enabled && settings.fallback.on_server_error => {
+                let model = if settings.fallback.enabled && settings.fallback.on_server_error {
+                    self.bedrock_model(call).await
+                } else {
+                    None
+                };
+                return match model {
+                    Some(model) => {
                         tracing::warn!(%error, "Anthropic unreachable; asking Bedrock");
-                        Ok(Route::Bedrock { model_id, reason: FallbackReason::Unreachable })
+                        Ok(Route::Bedrock { model, reason: FallbackReason::Unreachable })
                     }
-                    _ => Err(ApiError::from(error)),
+                    None => Err(ApiError::from(error)),
                 };
             }
         };
@@ -336,7 +399,7 @@ impl ProxyService {
         if !settings.fallback.applies_to(status) {
             return Ok(Route::AsIs(upstream));
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS && endpoint == Endpoint::Messages {
             let retry_after = upstream.retry_after_seconds().unwrap_or(settings.default_retry_after_seconds);
             self.remember_429(call, retry_after).await;
         }
@@ -345,16 +408,33 @@ impl ProxyService {
             OVERLOADED => FallbackReason::Overloaded,
             _ => FallbackReason::ServerError,
         };
-        match bedrock_model {
-            Some(model_id) => {
+        match self.bedrock_model(call).await {
+            Some(model) => {
                 tracing::info!(status = status.as_u16(), reason = reason.as_str(), "Anthropic refused; asking Bedrock");
-                Ok(Route::Bedrock { model_id, reason })
+                let refusal = AnthropicRefusal::read(upstream, &call.request.request_id).await;
+                Ok(Route::BedrockAfterRefusal { model, reason, refusal })
             }
-            None => {
-                tracing::info!(status = status.as_u16(), model = %call.body.model, "no Bedrock mapping; passing Anthropic's answer on");
-                Ok(Route::AsIs(upstream))
-            }
+            None => Ok(Route::AsIs(upstream)),
         }
+    }
+
+    /// The Bedrock model for the requested one, or `None` (logged with the unmapped id).
+    async fn bedrock_model(&self, call: &Call<'_>) -> Option<BedrockModel> {
+        let requested = &call.body.model;
+        let model = self.settings.models.resolve(requested).await;
+        match &model {
+            Some(model) => tracing::info!(
+                requested_model = %requested,
+                bedrock_model = %model.invoke_id,
+                source = model.source.as_str(),
+                "Bedrock model resolved"
+            ),
+            None => tracing::warn!(
+                requested_model = %requested,
+                "no Bedrock model for {requested:?} (not in BEDROCK_MODEL_MAP, not discovered, no family fallback)"
+            ),
+        }
+        model
     }
 
     async fn remember_429(&self, call: &Call<'_>, retry_after_seconds: u64) {
@@ -362,7 +442,8 @@ impl ProxyService {
             memory
                 .record(RateLimitEntry {
                     tenant_id: call.owner.tenant_id.clone(),
-                    user_id: call.user_id.clone(),
+                    // The key's owner, never the client's own claim: one user cannot divert another.
+                    user_id: call.owner.user_id.clone(),
                     recorded_at: Utc::now(),
                     retry_after_seconds,
                 })
@@ -386,6 +467,7 @@ impl ProxyService {
                 RequestType::Anthropic,
                 call.body.model.clone(),
                 self.in_flight.enter(),
+                self.settings.on_client_disconnect,
             );
             return Ok(with_headers(Response::new(body), upstream.status, headers));
         }
@@ -408,6 +490,58 @@ impl ProxyService {
         Ok(with_headers(Response::new(full(bytes)), status, headers))
     }
 
+    /// Bedrock's answer; if Bedrock fails, the client gets what it would have got without the fallback:
+    /// Anthropic's own refusal (status, `retry-after`, body), or for a remembered or forced 429 a 429 of the
+    /// gateway's. The headers say what happened: `x-gateway-upstream: bedrock`, `x-gateway-fallback` (why),
+    /// `x-gateway-fallback-error` (Bedrock's error type).
+    async fn bedrock_or_refusal(
+        &self,
+        call: &Call<'_>,
+        model_id: &str,
+        reason: FallbackReason,
+        refusal: Option<AnthropicRefusal>,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let error = match self.answer_from_bedrock(call, model_id, reason).await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        let request_id = &call.request.request_id;
+        tracing::warn!(bedrock_model = model_id, reason = reason.as_str(), %error, "the Bedrock fallback failed; answering with Anthropic's refusal");
+        let mut response = match refusal {
+            Some(refusal) => {
+                let headers = client_response_headers(&refusal.headers, self.settings.credential_mode);
+                with_headers(Response::new(full(refusal.body)), refusal.status, headers)
+            }
+            None => match reason {
+                FallbackReason::Forced | FallbackReason::Remembered => {
+                    let retry_after_seconds = self.seconds_limited(call, reason).await;
+                    let message = format!("rate limited ({}); the Bedrock fallback failed: {error}", reason.as_str());
+                    error_response(&ApiError::RateLimited { message, retry_after_seconds }, request_id)
+                }
+                _ => error_response(&error, request_id),
+            },
+        };
+        let headers = response.headers_mut();
+        headers.insert(UPSTREAM_HEADER, HeaderValue::from_static("bedrock"));
+        headers.insert(FALLBACK_HEADER, HeaderValue::from_static(reason.as_str()));
+        headers.insert(FALLBACK_ERROR_HEADER, HeaderValue::from_static(status_and_type(&error).1));
+        Ok(response)
+    }
+
+    /// The `retry-after` of a 429 the gateway answers itself: the forced one, or what is left of the
+    /// remembered one.
+    async fn seconds_limited(&self, call: &Call<'_>, reason: FallbackReason) -> u64 {
+        let settings = &self.settings;
+        if reason == FallbackReason::Forced {
+            return settings.forced_rate_limit_retry_after.unwrap_or(settings.default_retry_after_seconds);
+        }
+        let until = match &self.rate_limits {
+            Some(memory) => memory.in_force(&call.owner.tenant_id, &call.owner.user_id).await,
+            None => None,
+        };
+        until.map_or(settings.default_retry_after_seconds, |until| (until - Utc::now()).num_seconds().max(1) as u64)
+    }
+
     async fn answer_from_bedrock(&self, call: &Call<'_>, model_id: &str, reason: FallbackReason) -> Result<Response<ProxyBody>, ApiError> {
         let converted = to_bedrock_body(&call.body.fields, &call.request.betas(), &self.settings.bedrock_allowed_betas);
         converted.log_dropped(&call.request.request_id);
@@ -424,6 +558,7 @@ impl ProxyService {
                 RequestType::Bedrock,
                 model_id.to_owned(),
                 self.in_flight.enter(),
+                self.settings.on_client_disconnect,
             );
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));

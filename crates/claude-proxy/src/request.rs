@@ -139,27 +139,49 @@ impl MessagesBody {
         Ok(Self { fields, model, stream })
     }
 
-    /// `metadata.user_id` as Claude Code sends it, without its `_session_...` suffix.
+    /// `metadata.user_id` as Claude Code sends it, reduced to the user (see `clean_user_id`).
     pub fn metadata_user(&self) -> Option<String> {
         self.fields.get("metadata")?.get("user_id")?.as_str().and_then(clean_user_id)
     }
 }
 
-/// A user id for the usage line: without a `_session_...` suffix, trimmed, bounded, printable.
+/// A client-declared user id for the usage line, without its session:
+/// - Claude Code's JSON `{"device_id": ..., "account_uuid": ..., "session_id": ...}`: the account, else the
+///   device; never the session (a new one every run);
+/// - its older `user_<hash>_account_<uuid>_session_<uuid>`: the account, else the hash (the device), so one
+///   user keeps one id across Claude Code versions;
+/// - anything else as it is. Trimmed, bounded, printable; `None` when nothing is left.
 pub fn clean_user_id(raw: &str) -> Option<String> {
-    let without_session = raw.find("_session_").map_or(raw, |at| &raw[..at]);
-    let trimmed = without_session.trim();
+    let user = match serde_json::from_str::<Value>(raw.trim()) {
+        Ok(Value::Object(fields)) => {
+            let field = |name: &str| fields.get(name).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty());
+            field("account_uuid").or_else(|| field("device_id"))?.to_owned()
+        }
+        _ => legacy_claude_code_user(raw).unwrap_or(raw).to_owned(),
+    };
+    let trimmed = user.trim();
     if trimmed.is_empty() || trimmed.chars().any(char::is_control) {
         return None;
     }
     Some(trimmed.chars().take(MAX_USER_ID_CHARS).collect())
 }
 
-/// Who is metered: `metadata.user_id`, else the `claude-code-user` query parameter, else the key's user.
-pub fn metering_user(body: &MessagesBody, request: &ProxyRequest, key_user: &str) -> String {
-    body.metadata_user()
-        .or_else(|| request.query_parameter(USER_QUERY_PARAMETER).as_deref().and_then(clean_user_id))
-        .unwrap_or_else(|| key_user.to_owned())
+/// `user_<hash>_account_<uuid>_session_<uuid>` (the account may be empty) -> the account, else the hash.
+fn legacy_claude_code_user(raw: &str) -> Option<&str> {
+    let without_session = raw.find("_session_").map_or(raw, |at| &raw[..at]);
+    let Some((user, account)) = without_session.split_once("_account_") else {
+        return (without_session.len() < raw.len()).then_some(without_session);
+    };
+    if !account.trim().is_empty() {
+        return Some(account);
+    }
+    Some(user.strip_prefix("user_").unwrap_or(user))
+}
+
+/// Who the client says it is: `metadata.user_id`, else the `claude-code-user` query parameter. Recorded as
+/// `client_user_id`, never metered to: the metered user is the gateway key's owner.
+pub fn client_user(body: &MessagesBody, request: &ProxyRequest) -> Option<String> {
+    body.metadata_user().or_else(|| request.query_parameter(USER_QUERY_PARAMETER).as_deref().and_then(clean_user_id))
 }
 
 #[cfg(test)]
@@ -188,14 +210,37 @@ mod tests {
     }
 
     #[test]
-    fn the_metered_user_comes_from_metadata_then_query_then_key() {
+    fn the_client_user_comes_from_metadata_then_query() {
         let body = |json: &str| MessagesBody::parse(json.as_bytes()).unwrap();
         let with_metadata = body(r#"{"model":"m","messages":[],"metadata":{"user_id":"user_abc_account_1_session_9f"}}"#);
         let plain = body(r#"{"model":"m","messages":[]}"#);
         let query = request(&[], Some("beta=true&claude-code-user=alice%40example.com"));
-        assert_eq!(metering_user(&with_metadata, &query, "key-user"), "user_abc_account_1");
-        assert_eq!(metering_user(&plain, &query, "key-user"), "alice@example.com");
-        assert_eq!(metering_user(&plain, &request(&[], None), "key-user"), "key-user");
+        assert_eq!(client_user(&with_metadata, &query).as_deref(), Some("1"));
+        assert_eq!(client_user(&plain, &query).as_deref(), Some("alice@example.com"));
+        assert_eq!(client_user(&plain, &request(&[], None)), None);
+    }
+
+    #[test]
+    fn claude_codes_json_user_id_is_the_account_else_the_device_never_the_session() {
+        let json = |device: &str, account: &str| {
+            serde_json::json!({"device_id": device, "account_uuid": account, "session_id": "s-1"}).to_string()
+        };
+        assert_eq!(clean_user_id(&json("d-1", "a-1")).as_deref(), Some("a-1"));
+        assert_eq!(clean_user_id(&json("d-1", "")).as_deref(), Some("d-1"));
+        assert_eq!(clean_user_id(r#"{"device_id":"d-1","session_id":"s-1"}"#).as_deref(), Some("d-1"));
+        assert_eq!(clean_user_id(r#"{"session_id":"s-1"}"#), None, "a session alone names nobody");
+        assert_eq!(clean_user_id(r#"{"account_uuid": 5, "device_id": "d-2"}"#).as_deref(), Some("d-2"));
+        // Two sessions of one user are one user.
+        let other_session = r#"{"device_id":"d-1","account_uuid":"a-1","session_id":"s-2"}"#;
+        assert_eq!(clean_user_id(other_session), clean_user_id(&json("d-1", "a-1")));
+    }
+
+    #[test]
+    fn claude_codes_older_user_id_is_the_account_else_the_hash() {
+        assert_eq!(clean_user_id("user_3f9a_account_7c1e_session_99").as_deref(), Some("7c1e"));
+        assert_eq!(clean_user_id("user_3f9a_account__session_99").as_deref(), Some("3f9a"));
+        assert_eq!(clean_user_id("user_3f9a_session_99").as_deref(), Some("user_3f9a"));
+        assert_eq!(clean_user_id("alice@example.com").as_deref(), Some("alice@example.com"));
     }
 
     #[test]

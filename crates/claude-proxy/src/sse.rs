@@ -70,6 +70,15 @@ pub fn encode_event(event_type: &str, data: &str) -> String {
     format!("event: {event_type}\ndata: {data}\n\n")
 }
 
+/// Characters per token of the estimate used when a stream ends early: the usual rule of thumb for
+/// Claude's tokenizer on English text and code (about 3.5-4), rounded up, the same for both upstreams.
+pub const ESTIMATED_CHARS_PER_TOKEN: u64 = 4;
+
+/// Tokens a text is estimated to hold: its characters (Unicode scalar values) / 4, rounded up.
+pub fn estimate_tokens(chars: u64) -> u64 {
+    chars.div_ceil(ESTIMATED_CHARS_PER_TOKEN)
+}
+
 /// The token counts of a stream, from the events seen so far.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UsageTap {
@@ -78,6 +87,8 @@ pub struct UsageTap {
     pub saw_message_stop: bool,
     /// The `error.type` of an `error` event, if the stream carried one.
     pub error: Option<String>,
+    /// Characters of generated content seen in `content_block_delta` events (text, thinking, tool input).
+    pub delivered_chars: u64,
 }
 
 fn count(value: &Value) -> Option<u64> {
@@ -117,6 +128,11 @@ impl UsageTap {
                     self.tokens.cache_read_input_tokens = read;
                 }
             }
+            "content_block_delta" => {
+                let delta = &value["delta"];
+                let generated = ["text", "thinking", "partial_json"].iter().find_map(|field| delta[*field].as_str());
+                self.delivered_chars += generated.map_or(0, |text| text.chars().count() as u64);
+            }
             "message_stop" => self.saw_message_stop = true,
             "error" => self.error = Some(value["error"]["type"].as_str().unwrap_or("error").to_owned()),
             _ => {}
@@ -125,6 +141,14 @@ impl UsageTap {
 
     pub fn tokens(&self) -> TokenCounts {
         self.tokens
+    }
+
+    /// The counts of a stream that ended before `message_stop`: the input as reported, the output as the
+    /// larger of the last reported count and the estimate of the content seen.
+    pub fn estimated_tokens(&self) -> TokenCounts {
+        let mut tokens = self.tokens;
+        tokens.output_tokens = tokens.output_tokens.max(estimate_tokens(self.delivered_chars));
+        tokens
     }
 }
 
@@ -190,6 +214,18 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let (tap, _) = tap_of(&[&STREAM.as_bytes()[..cut]]);
         assert_eq!((tap.tokens().input_tokens, tap.tokens().output_tokens), (12, 1));
         assert!(!tap.saw_message_stop);
+    }
+
+    #[test]
+    fn a_cut_stream_is_estimated_from_the_content_it_delivered() {
+        let cut = STREAM.find("event: message_delta").unwrap();
+        let (tap, _) = tap_of(&[&STREAM.as_bytes()[..cut]]);
+        assert_eq!(tap.delivered_chars, 2);
+        assert_eq!(tap.estimated_tokens().output_tokens, 1, "max(reported 1, ceil(2 / 4) = 1)");
+        let long = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"é123456789\"}}\n\n";
+        let (tap, _) = tap_of(&[&STREAM.as_bytes()[..cut], long.as_bytes()]);
+        assert_eq!((tap.delivered_chars, tap.estimated_tokens().output_tokens, tap.estimated_tokens().input_tokens), (12, 3, 12));
+        assert_eq!(estimate_tokens(0), 0);
     }
 
     #[test]

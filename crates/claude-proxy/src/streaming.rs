@@ -1,6 +1,13 @@
 //! Streamed answers: a task reads the upstream stream, forwards it to the client as server-sent events and
-//! reads the usage out of it. When the client hangs up, the task keeps reading to the end — the upstream
-//! goes on generating (and billing) regardless — so the usage line holds what was generated.
+//! reads the usage out of it.
+//! - A stream that ends without `message_stop` (cut, or broken off) ends for the client with an
+//!   `event: error`, and is metered from what it delivered: input as reported, output as the larger of the
+//!   reported count and the estimate of the content seen (`sse::estimate_tokens`); the line says
+//!   `usage_estimated: true`.
+//! - When the client hangs up, by default (`ON_CLIENT_DISCONNECT=finish`) the task keeps reading to the end
+//!   — the upstream goes on generating (and billing) regardless — so the usage line is exact. With
+//!   `ON_CLIENT_DISCONNECT=abort` it stops reading, which closes the upstream connection (the upstream stops
+//!   generating), and meters an estimate.
 
 use bytes::Bytes;
 use metering_core::usage::RequestType;
@@ -26,6 +33,33 @@ pub enum StreamSource {
     BedrockEvents(Box<dyn EventSource>),
 }
 
+/// What a stream does when its client hangs up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientDisconnect {
+    /// Read the upstream to its end: exact usage (the default).
+    #[default]
+    Finish,
+    /// Stop reading, which closes the upstream connection: saves tokens, usage estimated.
+    Abort,
+}
+
+impl ClientDisconnect {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "finish" => Some(Self::Finish),
+            "abort" => Some(Self::Abort),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Finish => "finish",
+            Self::Abort => "abort",
+        }
+    }
+}
+
 /// Sends to the client until it is gone, then only notes that it is.
 struct Forwarder {
     sender: mpsc::Sender<Bytes>,
@@ -40,7 +74,7 @@ impl Forwarder {
         }
         if self.sender.send(bytes).await.is_err() {
             self.client_gone = true;
-            tracing::info!(request_id = %self.request_id, "client disconnected mid-stream; reading the rest for metering");
+            tracing::info!(request_id = %self.request_id, "client disconnected mid-stream");
         }
     }
 }
@@ -52,6 +86,7 @@ pub fn spawn_stream(
     request_type: RequestType,
     model_id: String,
     guard: InFlightGuard,
+    on_client_disconnect: ClientDisconnect,
 ) -> ProxyBody {
     let (sender, body) = channel();
     let request_id = meter.request_id().to_owned();
@@ -59,10 +94,16 @@ pub fn spawn_stream(
         let _in_flight = guard;
         let mut forwarder = Forwarder { sender, client_gone: false, request_id: request_id.clone() };
         let mut tap = UsageTap::default();
+        let mut error_sent = false;
+        let abort = |forwarder: &Forwarder| forwarder.client_gone && on_client_disconnect == ClientDisconnect::Abort;
         match source {
             StreamSource::AnthropicSse(mut chunks) => {
                 let mut parser = SseParser::default();
                 while let Some(chunk) = chunks.next_chunk().await {
+                    if abort(&forwarder) {
+                        tracing::info!(request_id = %request_id, "ON_CLIENT_DISCONNECT=abort: closing Anthropic's stream");
+                        break;
+                    }
                     match chunk {
                         Ok(bytes) => {
                             parser.feed(&bytes, |event, data| tap.observe(event, data));
@@ -72,6 +113,7 @@ pub fn spawn_stream(
                             tracing::warn!(request_id = %request_id, %error, "Anthropic's stream broke off");
                             let error = ApiError::from(error);
                             forwarder.send(Bytes::from(error_event(&error, &request_id))).await;
+                            error_sent = true;
                             break;
                         }
                     }
@@ -79,6 +121,10 @@ pub fn spawn_stream(
             }
             StreamSource::BedrockEvents(mut events) => {
                 while let Some(event) = events.next_event().await {
+                    if abort(&forwarder) {
+                        tracing::info!(request_id = %request_id, "ON_CLIENT_DISCONNECT=abort: closing Bedrock's stream");
+                        break;
+                    }
                     match event {
                         Ok(json) => {
                             let Some((event_type, data)) = bedrock_event_as_sse(&json) else {
@@ -92,19 +138,26 @@ pub fn spawn_stream(
                             tracing::warn!(request_id = %request_id, %error, "Bedrock's stream broke off");
                             let error = bedrock::api_error(error, &model_id);
                             forwarder.send(Bytes::from(error_event(&error, &request_id))).await;
+                            error_sent = true;
                             break;
                         }
                     }
                 }
             }
         }
-        if tap.saw_message_start {
-            if !tap.saw_message_stop {
-                tracing::warn!(request_id = %request_id, "stream ended before message_stop; metering what was reported");
-            }
+        // The upstream's own `event: error` counts as the error the client gets.
+        if !tap.saw_message_stop && !error_sent && tap.error.is_none() && !forwarder.client_gone {
+            tracing::warn!(request_id = %request_id, "the upstream stream ended before message_stop");
+            let error = ApiError::Upstream("the upstream stream ended before message_stop".into());
+            forwarder.send(Bytes::from(error_event(&error, &request_id))).await;
+        }
+        if !tap.saw_message_start {
+            tracing::warn!(request_id = %request_id, "stream ended before message_start; nothing to meter");
+        } else if tap.saw_message_stop {
             meter.record(request_type, &model_id, tap.tokens());
         } else {
-            tracing::warn!(request_id = %request_id, "stream ended before message_start; nothing to meter");
+            tracing::warn!(request_id = %request_id, delivered_chars = tap.delivered_chars, "incomplete stream; metering an estimate");
+            meter.record_estimated(request_type, &model_id, tap.estimated_tokens());
         }
     });
     body

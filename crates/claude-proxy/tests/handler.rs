@@ -12,6 +12,7 @@ use claude_proxy::anthropic::{AnthropicApi, ChunkSource, UpstreamError, Upstream
 use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
 use claude_proxy::bedrock::{BedrockApi, EventSource};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
+use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{ProxyService, ProxySettings};
 use claude_proxy::ProxyHandler;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -156,10 +157,14 @@ async fn harness() -> Harness {
         credential_mode: CredentialMode::Managed,
         provider_key: Some("sk-ant-provider".into()),
         fallback: FallbackPolicy { enabled: true, on_overloaded: false, on_server_error: false },
-        model_map: DEFAULT_MODEL_MAP.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),
+        models: ModelResolver::new(
+            DEFAULT_MODEL_MAP.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),
+            Default::default(),
+        ),
         bedrock_allowed_betas: vec![],
         forced_rate_limit_retry_after: None,
         default_retry_after_seconds: 30,
+        on_client_disconnect: Default::default(),
     };
     let service = ProxyService::new(
         settings,
@@ -203,7 +208,10 @@ async fn a_message_goes_to_anthropic_with_the_providers_key_and_is_metered() {
     let lines = h.lines.0.lock().unwrap().clone();
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
-    assert_eq!((line.tenant_id.as_str(), line.user_id.as_str()), ("demo-tenant", "user_3f9a_account_7c1e"));
+    // Metered to the key's owner; what the client said (metadata.user_id) is kept apart.
+    assert_eq!((line.tenant_id.as_str(), line.user_id.as_str()), ("demo-tenant", "5f1c2a4e-1111-4c2b-9d3e-000000000001"));
+    assert_eq!(line.client_user_id.as_deref(), Some("7c1e"));
+    assert_eq!(line.requested_model_id.as_deref(), Some("claude-sonnet-4-5-20250929"));
     assert_eq!((line.request_type.as_str(), line.model_id.as_str()), ("anthropic", "claude-sonnet-4-5-20250929"));
     assert_eq!((line.input_tokens, line.output_tokens, line.cache_read_input_tokens, line.total_tokens), (11, 5, 7, 23));
     assert_eq!(line.request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbee0");
@@ -224,6 +232,7 @@ async fn a_429_is_served_by_bedrock_with_a_bedrock_body() {
     let line = h.lines.0.lock().unwrap()[0].clone();
     assert_eq!((line.request_type.as_str(), line.model_id.as_str()), ("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"));
     assert_eq!(line.user_id, "5f1c2a4e-1111-4c2b-9d3e-000000000001", "no metadata: the key's user");
+    assert_eq!(line.requested_model_id.as_deref(), Some("claude-sonnet-4-5-20250929"));
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ pub fn router(settings: FakeBedrockSettings) -> Router {
         .with_state(settings.clone())
         // InvokeModel, InvokeModelWithResponseStream and CountTokens (the Claude proxy's fallback).
         .merge(crate::fake_bedrock_invoke::router(settings))
+        // The control plane's ListInferenceProfiles (the Claude proxy's model discovery).
+        .merge(crate::fake_bedrock_profiles::router())
 }
 
 /// What the fake will answer for one request body.

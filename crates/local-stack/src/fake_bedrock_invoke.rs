@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::fake_anthropic::{self, count_input_tokens, directive_text, message_json, plan_message, stream_delay, PromptCache, RequestLog};
 use crate::fake_bedrock::{self, aws_error, event_frame, Directive, FakeBedrockSettings};
 
-const ACCEPTED_FIELDS: [&str; 12] = [
+const ACCEPTED_FIELDS: [&str; 13] = [
     "anthropic_version",
     "anthropic_beta",
     "max_tokens",
@@ -34,7 +34,11 @@ const ACCEPTED_FIELDS: [&str; 12] = [
     "tools",
     "tool_choice",
     "thinking",
+    "context_management",
 ];
+
+/// Geographic prefixes of cross-region inference profile ids.
+const PROFILE_PREFIXES: [&str; 8] = ["us", "us-gov", "eu", "apac", "jp", "au", "ca", "global"];
 
 #[derive(Clone)]
 struct InvokeState {
@@ -180,6 +184,10 @@ async fn count_tokens(State(state): State<InvokeState>, Path(model_id): Path<Str
         return validation("input.invokeModel.body must be a base64-encoded JSON body".into());
     };
     state.log.record(json!({"model_id": model_id, "count_tokens": true, "body": inner}));
+    // CountTokens takes a foundation model id: an inference profile id is refused.
+    if model_id.split_once('.').is_some_and(|(prefix, _)| PROFILE_PREFIXES.contains(&prefix)) {
+        return validation(format!("The provided model identifier is invalid: {model_id} (CountTokens takes a foundation model id)"));
+    }
     if let Err(message) = check_body(&inner) {
         return validation(message);
     }

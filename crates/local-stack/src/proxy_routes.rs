@@ -69,6 +69,10 @@ pub fn router(state: ProxyRoutesState) -> Router {
     Router::new()
         .route("/v1/messages", any(by_gateway_key))
         .route("/v1/messages/count_tokens", any(by_gateway_key))
+        // Any other path under /v1/messages, or under /v1 but the usage API's: the handler answers 404 in
+        // Anthropic's shape.
+        .route("/v1/messages/{*rest}", any(by_gateway_key))
+        .route("/v1/{*rest}", any(by_gateway_key))
         .route("/v1/keys", any(by_id_token))
         .route("/v1/keys/{id}", any(by_id_token))
         .with_state(state)

@@ -67,10 +67,13 @@ impl SyntheticDay {
             input_tokens,
             output_tokens,
             total_tokens: input_tokens + output_tokens + cache_creation + cache_read,
+            usage_estimated: false,
             cache_creation_input_tokens: cache_creation,
             cache_read_input_tokens: cache_read,
             latency_ms: 80 + random.below(6_000),
             metering_error: None,
+            client_user_id: None,
+            requested_model_id: None,
         }
     }
 

@@ -105,6 +105,9 @@ impl ChatService {
             request_type: RequestType::Bedrock,
             tokens: reply.tokens,
             latency_ms: started.elapsed().as_millis() as u64,
+            usage_estimated: false,
+            client_user_id: None,
+            requested_model_id: None,
         });
         Ok(reply.text)
     }

@@ -253,6 +253,9 @@ mod tests {
             request_type: RequestType::Bedrock,
             tokens: TokenCounts::default(),
             latency_ms: 0,
+            usage_estimated: false,
+            client_user_id: None,
+            requested_model_id: None,
         };
         let [day, week] = CounterKey::for_event(&event);
         assert_eq!(day.sk, "DAY#2026-11-22#bedrock#m");

@@ -138,6 +138,9 @@ mod tests {
             request_type: RequestType::Bedrock,
             tokens: TokenCounts { input_tokens: 1, output_tokens: 2, ..TokenCounts::default() },
             latency_ms: 1,
+            usage_estimated: false,
+            client_user_id: None,
+            requested_model_id: None,
         }
     }
 

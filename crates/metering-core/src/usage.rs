@@ -65,6 +65,17 @@ pub struct UsageRecord {
     /// Present only when the counters could not be updated; the line still bills the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metering_error: Option<String>,
+    /// Present (true) only when the output count is an estimate: a stream that ended early was counted
+    /// from the text it delivered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
+    /// The user id the client declared (Claude Code's `metadata.user_id`, cleaned); absent when it sent
+    /// none. Never the metered user: `user_id` is whom the gateway verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_user_id: Option<String>,
+    /// The Anthropic model id the client asked for (the proxy); `model_id` is the model that served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_model_id: Option<String>,
 }
 
 /// Everything needed to bill one request, before it is written.
@@ -78,6 +89,10 @@ pub struct UsageEvent {
     pub request_type: RequestType,
     pub tokens: TokenCounts,
     pub latency_ms: u64,
+    /// The output count is an estimate (see `UsageRecord::usage_estimated`).
+    pub usage_estimated: bool,
+    pub client_user_id: Option<String>,
+    pub requested_model_id: Option<String>,
 }
 
 impl UsageEvent {
@@ -97,6 +112,9 @@ impl UsageEvent {
             cache_read_input_tokens: self.tokens.cache_read_input_tokens,
             latency_ms: self.latency_ms,
             metering_error,
+            usage_estimated: self.usage_estimated,
+            client_user_id: self.client_user_id.clone(),
+            requested_model_id: self.requested_model_id.clone(),
         }
     }
 }
@@ -147,6 +165,9 @@ mod tests {
             request_type: RequestType::Bedrock,
             tokens: TokenCounts { input_tokens: 3, output_tokens: 4, ..TokenCounts::default() },
             latency_ms: 12,
+            usage_estimated: false,
+            client_user_id: None,
+            requested_model_id: None,
         }
     }
 
@@ -159,7 +180,18 @@ mod tests {
         assert_eq!(value["request_type"], "bedrock");
         assert_eq!(value["total_tokens"], 7);
         assert!(value.get("metering_error").is_none());
+        assert!(value.get("client_user_id").is_none() && value.get("requested_model_id").is_none());
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn the_proxy_fields_are_on_the_line_when_known() {
+        let mut event = event();
+        event.client_user_id = Some("acct-1".into());
+        event.requested_model_id = Some("claude-opus-4-8".into());
+        let value: serde_json::Value = serde_json::from_str(&event.to_record(None).to_line()).unwrap();
+        assert_eq!((value["client_user_id"].as_str(), value["requested_model_id"].as_str()), (Some("acct-1"), Some("claude-opus-4-8")));
+        assert_eq!(value["user_id"], "u-1");
     }
 
     #[test]

@@ -105,7 +105,7 @@ export function acknowledgeAnyRegionModelArns(role: IConstruct, arns: readonly s
 }
 
 /** cdk-nag spells unresolved pseudo parameters `<AWS::Partition>` etc. in its finding ids. */
-function spelledForNag(stack: Stack, arn: string): string {
+export function spelledForNag(stack: Stack, arn: string): string {
   const pseudo: [string, string][] = [
     [stack.partition, '<AWS::Partition>'],
     [stack.region, '<AWS::Region>'],

@@ -15,6 +15,7 @@ import {
   INFERENCE_PROFILE_REGIONS,
   ModelTarget,
   parseModelId,
+  spelledForNag,
 } from '../bedrock/model-access';
 import { ChatConfig, ClaudeProxyConfig } from '../config';
 import { RustFunction } from '../lambda/rust-function';
@@ -39,6 +40,27 @@ export interface ClaudeProxyProps {
  * CountTokens (`/v1/messages/count_tokens` while Anthropic is rate limited; crates/claude-proxy/src/bedrock.rs).
  */
 export const PROXY_BEDROCK_ACTIONS = ['bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream', 'bedrock:CountTokens'];
+
+/**
+ * Model discovery (crates/claude-proxy/src/model_resolution.rs): `ListInferenceProfiles` in the stack's region,
+ * then the fallback calls on whichever system-defined Claude profile it found (a model newer than the map).
+ * So: the Anthropic profiles of this account and region, and the Claude foundation models they route to in
+ * any of their source regions. Nothing of other providers, no application profiles, no provisioned models.
+ */
+export function discoveryStatements(target: Omit<ModelTarget, 'profileRegions'>): iam.PolicyStatement[] {
+  const profiles = `arn:${target.partition}:bedrock:${target.region}:${target.account}:inference-profile/*`;
+  return [
+    new iam.PolicyStatement({ sid: 'ListInferenceProfiles', actions: ['bedrock:ListInferenceProfiles'], resources: [profiles] }),
+    new iam.PolicyStatement({
+      sid: 'InvokeDiscoveredClaudeModels',
+      actions: PROXY_BEDROCK_ACTIONS,
+      resources: [
+        `arn:${target.partition}:bedrock:${target.region}:${target.account}:inference-profile/*.anthropic.claude-*`,
+        `arn:${target.partition}:bedrock:*::foundation-model/anthropic.claude-*`,
+      ],
+    }),
+  ];
+}
 
 export class ClaudeProxy extends Construct {
   public readonly apiKeys: ApiKeyTable;
@@ -118,6 +140,8 @@ export class ClaudeProxy extends Construct {
         ...(config.fallbackOn ? { FALLBACK_ON: config.fallbackOn.join(',') } : {}),
         // Always explicit, even when it is the crate's default: IAM below is derived from this very map.
         BEDROCK_MODEL_MAP: JSON.stringify(config.modelMap),
+        // Ids the map does not name are looked up in Bedrock's listing (geography from AWS_REGION).
+        BEDROCK_MODEL_DISCOVERY: 'true',
         ...(config.rateLimitScope ? { RATE_LIMIT_SCOPE: config.rateLimitScope } : {}),
         FORCE_RATE_LIMIT_TEST: String(config.forceRateLimitTest),
       },
@@ -137,6 +161,17 @@ export class ClaudeProxy extends Construct {
       new iam.PolicyStatement({ sid: 'InvokeMappedBedrockModels', actions: PROXY_BEDROCK_ACTIONS, resources: modelArns }),
     );
     acknowledgeAnyRegionModelArns(role, modelArns);
+    for (const statement of discoveryStatements(props.modelTarget)) {
+      role.addToPrincipalPolicy(statement);
+      for (const arn of statement.resources) {
+        Validations.of(role).acknowledge({
+          id: `AwsSolutions-IAM5[Resource::${spelledForNag(stack, arn)}]`,
+          reason:
+            'Model discovery: ListInferenceProfiles on the profiles of this account and region, and the fallback on ' +
+            "the Claude profiles it finds (anthropic.claude-*) and their foundation models in the profiles' source regions.",
+        });
+      }
+    }
     this.warnAboutProfilesOutsideRegion(modelIds, stack.region);
 
     if (secretPolicyArn !== undefined) {
