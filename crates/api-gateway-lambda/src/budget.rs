@@ -44,7 +44,12 @@ impl TimeoutBudget {
     /// Checks the budget against the function timeout from the environment (absent outside Lambda, e.g. in
     /// `cargo lambda watch`: then only the per-invocation deadline bounds the wait).
     pub fn check_env(&self) -> Result<(), BudgetError> {
-        self.check(function_timeout(std::env::var(FUNCTION_TIMEOUT_VAR).ok())?)
+        let checked = function_timeout(std::env::var(FUNCTION_TIMEOUT_VAR).ok()).and_then(|timeout| self.check(timeout));
+        if let Err(error) = &checked {
+            // main returns the error, which Rust prints with Debug: say it in words too.
+            tracing::error!(%error, "timeout budget refused at cold start");
+        }
+        checked
     }
 
     pub fn check(&self, function_timeout: Option<Duration>) -> Result<(), BudgetError> {

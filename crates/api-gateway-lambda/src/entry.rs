@@ -10,7 +10,7 @@ use lambda_http::tower::Service;
 use lambda_http::Error;
 
 use crate::counter_cutoff::CounterCutoff;
-use crate::flush_extension;
+use crate::flush_extension::{self, SerialFlush};
 use crate::invocations::Invocations;
 use crate::shutdown;
 
@@ -36,9 +36,10 @@ impl MeteredLambda {
     pub async fn run<S, F, Fut>(self, runtime: Runtime<S>, flush: F) -> Result<(), Error>
     where
         S: Service<LambdaInvocation, Response = (), Error = Error>,
-        F: Fn() -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
     {
+        let flush = SerialFlush::new(flush);
         shutdown::on_sigterm(flush.clone(), self.cutoff.clone())?;
         let extension = flush_extension::register(flush, self.invocations.clone(), self.cutoff).await?;
         let runtime = runtime.layer(TracingLayer::new()).layer(self.invocations.layer());
