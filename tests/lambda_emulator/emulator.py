@@ -270,10 +270,10 @@ class LambdaEmulator:
         _reply(handler, 404, {"errorMessage": f"unknown route {method} {path}"})
 
     def _runtime_next(self, handler) -> None:
+        self.timeline.add("runtime_next")
         with self._lock:
             self._runtime_waiting = True
             self._lock.notify_all()
-        self.timeline.add("runtime_next")
         invocation = self._runtime_queue.get()
         with self._lock:
             self._runtime_waiting = False
