@@ -11,6 +11,7 @@ import { ClaudeProxy } from './claude-proxy';
 import { acknowledgeAnyRegionModelArns, bedrockModelArns, invokeModelStatement } from './bedrock/model-access';
 import { MeteringConfig } from './config';
 import { RustFunction } from './lambda/rust-function';
+import { meteredFunctionTimeout } from './lambda/timeout-budget';
 import { UsageTable } from './usage-table';
 
 export interface BedrockMeteringStackProps extends StackProps {
@@ -44,9 +45,9 @@ export class BedrockMeteringStack extends Stack {
       description: 'POST /bedrock/chat: answers a tenant with Bedrock and meters its tokens',
       // Mostly waiting on Bedrock; 256 MB gives enough CPU for TLS and JSON at a low price per ms.
       memorySize: 256,
-      // API Gateway stops waiting after 29 s; the function gives Bedrock BEDROCK_TIMEOUT_MS (25 s by default)
-      // and then still has time to answer 504 itself and flush the usage counters.
-      timeout: Duration.seconds(30),
+      // Bedrock's BEDROCK_TIMEOUT_MS (25 s by default, under API Gateway's 29 s) + the metering bound + a
+      // margin: an answer at the last moment is still metered before Lambda ends the invocation.
+      timeout: meteredFunctionTimeout(config.chat.bedrockTimeoutMs),
       environment: {
         BEDROCK_MODEL_ID: config.modelId,
         USAGE_TABLE_NAME: this.usageTable.table.tableName,

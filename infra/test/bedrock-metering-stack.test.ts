@@ -112,7 +112,7 @@ describe('usage table', () => {
 
 describe('Rust functions', () => {
   const expected = [
-    { prefix: 'ChatApi', name: 'BedrockMeteringStack-ChatApi', memory: 256, timeout: 30 },
+    { prefix: 'ChatApi', name: 'BedrockMeteringStack-ChatApi', memory: 256, timeout: 38 }, // 25 s Bedrock + 10 s metering + 3 s
     { prefix: 'UsageApi', name: 'BedrockMeteringStack-UsageApi', memory: 256, timeout: 29 },
   ];
 

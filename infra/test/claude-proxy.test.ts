@@ -41,14 +41,14 @@ function proxyEnvironment(t: Template): Record<string, unknown> {
 }
 
 describe('Claude proxy function', () => {
-  it('is an arm64 provided.al2023 Rust function, 512 MB, 15 minutes, JSON logs to its own log group', () => {
+  it('is an arm64 provided.al2023 Rust function, 512 MB, 893 s (440 + 440 + 10 + 3), JSON logs to its own log group', () => {
     template.hasResourceProperties('AWS::Lambda::Function', {
       FunctionName: FUNCTION_NAME,
       Runtime: 'provided.al2023',
       Architectures: ['arm64'],
       Handler: 'bootstrap',
       MemorySize: 512,
-      Timeout: 900,
+      Timeout: 893,
       LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logicalIdOf(template, 'AWS::Logs::LogGroup', 'ClaudeProxyLogGroup') } },
       Role: { 'Fn::GetAtt': [logicalIdOf(template, 'AWS::IAM::Role', 'ClaudeProxyRole'), 'Arn'] },
     });

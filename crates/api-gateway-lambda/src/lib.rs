@@ -1,6 +1,8 @@
 //! What API Gateway hands a Lambda function besides the HTTP request — the Cognito authorizer's verified
-//! claims, the request id, the route path — and the internal extension that finishes metering after the
-//! response. Shared by every HTTP function (chat, usage, Claude proxy), so they read them the same way.
+//! claims, the request id, the route path — and the runtime loop of a metered function ([`entry`]): the
+//! internal extension that finishes metering after each response, paired with its invocation by request id,
+//! the timeout budget checked at cold start, and SIGTERM. Shared by every HTTP function (chat, usage, Claude
+//! proxy), so they read them the same way.
 
 use std::collections::HashMap;
 
@@ -9,7 +11,12 @@ use lambda_http::{Request, RequestExt};
 use metering_core::ApiError;
 use serde_json::Value;
 
+pub mod budget;
+pub mod counter_cutoff;
+pub mod entry;
 pub mod flush_extension;
+pub mod invocations;
+pub mod shutdown;
 
 /// The claims API Gateway's Cognito authorizer verified (`requestContext.authorizer.claims`).
 pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, ApiError> {

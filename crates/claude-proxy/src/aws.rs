@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
-use metering_core::counters::{dynamodb_client, DynamoUsageCounters};
+use metering_core::counters::{dynamodb_client, DynamoUsageCounters, UsageCounters};
 use metering_core::metering::Metering;
 use metering_core::usage::UsageLog;
 use thiserror::Error;
@@ -67,6 +67,17 @@ pub async fn proxy_service_on_aws(
     sdk_config: &aws_config::SdkConfig,
     usage_log: Arc<dyn UsageLog>,
 ) -> Result<ProxyService, StartError> {
+    proxy_service_on_aws_with_counters(config, sdk_config, usage_log, |counters| counters).await
+}
+
+/// As [`proxy_service_on_aws`], with the usage counters wrapped by `wrap_counters` (the Lambda entry point
+/// puts them behind its shutdown cutoff).
+pub async fn proxy_service_on_aws_with_counters(
+    config: &ProxyConfig,
+    sdk_config: &aws_config::SdkConfig,
+    usage_log: Arc<dyn UsageLog>,
+    wrap_counters: impl FnOnce(Arc<dyn UsageCounters>) -> Arc<dyn UsageCounters>,
+) -> Result<ProxyService, StartError> {
     let dynamodb = dynamodb_client(sdk_config);
     let keys = ApiKeys::new(
         Arc::new(DynamoKeyStore::new(dynamodb.clone(), config.api_key_table_name.clone())),
@@ -90,7 +101,7 @@ pub async fn proxy_service_on_aws(
         rate_limits,
         Arc::new(anthropic),
         Arc::new(bedrock),
-        Metering::new(Arc::new(counters), usage_log),
+        Metering::new(wrap_counters(Arc::new(counters)), usage_log),
     ))
 }
 

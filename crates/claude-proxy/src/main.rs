@@ -1,13 +1,16 @@
-//! Wiring of the proxy Lambda: tracing, config, AWS clients, the streaming handler and the metering flush.
+//! Wiring of the proxy Lambda: tracing, config, AWS clients, the streaming handler, and the metered runtime
+//! loop (metering-flush extension, timeout budget, SIGTERM).
 
 use std::sync::Arc;
 
-use claude_proxy::aws::proxy_service_on_aws;
+use api_gateway_lambda::budget::TimeoutBudget;
+use api_gateway_lambda::entry::MeteredLambda;
+use claude_proxy::aws::proxy_service_on_aws_with_counters;
 use claude_proxy::config::ProxyConfig;
-use api_gateway_lambda::flush_extension::{self, InvocationDone};
 use claude_proxy::ProxyHandler;
 use lambda_http::{service_fn, Error, Request};
 use metering_core::chat::load_sdk_config;
+use metering_core::metering::COUNTER_WRITE_TIMEOUT;
 use metering_core::usage::StdoutUsageLog;
 
 #[tokio::main]
@@ -15,10 +18,16 @@ async fn main() -> Result<(), Error> {
     metering_core::telemetry::init_json_tracing();
     let config = ProxyConfig::from_env()?;
     config.log_start();
+    // Worst case: Anthropic fails only at its timeout and the request falls back to Bedrock.
+    let upstream = config.anthropic_timeout + config.bedrock_timeout;
+    TimeoutBudget { upstream, metering: COUNTER_WRITE_TIMEOUT }.check_env()?;
     let sdk_config = load_sdk_config().await;
-    let service = proxy_service_on_aws(&config, &sdk_config, Arc::new(StdoutUsageLog)).await?;
+    let lambda = MeteredLambda::new();
+    let cutoff = lambda.counter_cutoff().clone();
+    let service =
+        proxy_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
+            .await?;
     let handler = Arc::new(ProxyHandler::new(service.clone(), config.max_body_bytes));
-    let (invocation_done, invocation_done_receiver) = tokio::sync::mpsc::unbounded_channel();
     // A streamed answer meters when its stream ends, after the handler returned: wait for those, then flush.
     let flush = move || {
         let service = service.clone();
@@ -27,15 +36,9 @@ async fn main() -> Result<(), Error> {
             service.metering().flush().await;
         }
     };
-    let extension = flush_extension::register(flush, invocation_done_receiver).await?;
     let proxy = service_fn(move |request: Request| {
         let handler = Arc::clone(&handler);
-        let invocation_done = invocation_done.clone();
-        async move {
-            let _done = InvocationDone(invocation_done);
-            Ok::<_, Error>(handler.handle(request).await)
-        }
+        async move { Ok::<_, Error>(handler.handle(request).await) }
     });
-    tokio::try_join!(lambda_http::run_with_streaming_response(proxy), extension.run())?;
-    Ok(())
+    lambda.run(lambda_http::streaming_runtime(proxy), flush).await
 }

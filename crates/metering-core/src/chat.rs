@@ -161,6 +161,17 @@ pub fn chat_service_on_aws(
     sdk_config: &aws_config::SdkConfig,
     usage_log: Arc<dyn crate::usage::UsageLog>,
 ) -> ChatService {
+    chat_service_on_aws_with_counters(config, sdk_config, usage_log, |counters| counters)
+}
+
+/// As [`chat_service_on_aws`], with the DynamoDB counters wrapped by `wrap_counters` (the Lambda entry point
+/// puts them behind its shutdown cutoff).
+pub fn chat_service_on_aws_with_counters(
+    config: &crate::config::ChatConfig,
+    sdk_config: &aws_config::SdkConfig,
+    usage_log: Arc<dyn crate::usage::UsageLog>,
+    wrap_counters: impl FnOnce(Arc<dyn crate::counters::UsageCounters>) -> Arc<dyn crate::counters::UsageCounters>,
+) -> ChatService {
     let model = crate::model::BedrockChatModel::new(
         sdk_config,
         config.bedrock_timeout,
@@ -173,7 +184,7 @@ pub fn chat_service_on_aws(
         config.daily_ttl,
         config.weekly_ttl,
     );
-    ChatService::new(Arc::new(model), config.model_id.clone(), Metering::new(Arc::new(counters), usage_log))
+    ChatService::new(Arc::new(model), config.model_id.clone(), Metering::new(wrap_counters(Arc::new(counters)), usage_log))
 }
 
 /// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain.

@@ -4,7 +4,7 @@
  * its two tables, the provider's Anthropic key (managed mode) and exactly the permissions the code uses.
  * Its routes are on the REST API (lib/api), streamed.
  */
-import { Annotations, Arn, ArnFormat, Duration, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
+import { Annotations, Arn, ArnFormat, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
@@ -19,9 +19,14 @@ import {
 } from '../bedrock/model-access';
 import { ChatConfig, ClaudeProxyConfig } from '../config';
 import { RustFunction } from '../lambda/rust-function';
+import { meteredFunctionTimeout } from '../lambda/timeout-budget';
 import { UsageTable } from '../usage-table';
 import { mappedBedrockModelIds } from './model-map';
 import { ApiKeyTable, RateLimitTable } from './tables';
+
+/** Upstream timeouts of the proxy (the crate defaults, 10 minutes each, would not fit Lambda's 15 together). */
+export const PROXY_ANTHROPIC_TIMEOUT_MS = 440_000;
+export const PROXY_BEDROCK_TIMEOUT_MS = 440_000;
 
 export interface ClaudeProxyProps {
   readonly config: ClaudeProxyConfig;
@@ -125,9 +130,9 @@ export class ClaudeProxy extends Construct {
       // for metering while TLS runs both ways: 512 MB buys the CPU for that without paying for idle memory.
       memorySize: 512,
       // A Claude Code answer can stream for minutes: API Gateway's STREAM mode and Lambda both stop at 15
-      // minutes; the function's own upstream timeouts (ANTHROPIC_TIMEOUT_MS, BEDROCK_TIMEOUT_MS: 10 minutes)
-      // come first, so it still answers with an error and meters.
-      timeout: Duration.minutes(15),
+      // minutes. The worst case is a full Anthropic wait followed by the Bedrock fallback, so the two upstream
+      // timeouts + the metering bound + a margin must fit: 440 + 440 + 10 + 3 = 893 s.
+      timeout: meteredFunctionTimeout(PROXY_ANTHROPIC_TIMEOUT_MS + PROXY_BEDROCK_TIMEOUT_MS),
       environment: {
         USAGE_TABLE_NAME: props.usageTable.table.tableName,
         USAGE_DAILY_TTL_DAYS: String(props.counters.usageDailyTtlDays),
@@ -144,6 +149,8 @@ export class ClaudeProxy extends Construct {
         BEDROCK_MODEL_DISCOVERY: 'true',
         ...(config.rateLimitScope ? { RATE_LIMIT_SCOPE: config.rateLimitScope } : {}),
         FORCE_RATE_LIMIT_TEST: String(config.forceRateLimitTest),
+        ANTHROPIC_TIMEOUT_MS: String(PROXY_ANTHROPIC_TIMEOUT_MS),
+        BEDROCK_TIMEOUT_MS: String(PROXY_BEDROCK_TIMEOUT_MS),
       },
       assetDir: props.assetDir,
       logRetention: props.logRetention,

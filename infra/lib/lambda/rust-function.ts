@@ -9,6 +9,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { FUNCTION_TIMEOUT_ENV } from './timeout-budget';
 
 export interface RustFunctionProps {
   /** The cargo binary name, e.g. `chat-api`: the asset is `<assetDir>/<binaryName>/bootstrap.zip`. */
@@ -60,7 +61,8 @@ export class RustFunction extends Construct {
       code: lambda.Code.fromAsset(resolveRustAsset(props.assetDir, props.binaryName)),
       memorySize: props.memorySize,
       timeout: props.timeout,
-      environment: { RUST_LOG: 'info', ...props.environment },
+      // The function reads its own timeout to check its budget at cold start (see timeout-budget.ts).
+      environment: { RUST_LOG: 'info', ...props.environment, [FUNCTION_TIMEOUT_ENV]: String(props.timeout.toSeconds()) },
       role: this.role,
       logGroup: this.logGroup,
       // Lambda's own lines (START/END/REPORT) in JSON too; sets AWS_LAMBDA_LOG_FORMAT=JSON for the function.
