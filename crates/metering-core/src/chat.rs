@@ -170,7 +170,7 @@ pub fn chat_service_on_aws(
         config.daily_ttl,
         config.weekly_ttl,
     );
-    ChatService::new(Arc::new(model), config.model_id.clone(), Metering::new(Arc::new(counters), usage_log))
+    ChatService::new(Arc::new(model), config.model_id.clone(), Metering::with_config(Arc::new(counters), usage_log, config.metering))
 }
 
 /// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain.
