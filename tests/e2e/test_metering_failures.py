@@ -37,7 +37,7 @@ def test_unreachable_dynamodb_still_answers_and_logs_a_counter_update_line(stack
     assert response.status_code == 200, response.text
     assert response.json() == {"response": fake_reply(prompt)}
     request_id = request_id_of(response)
-    lines = poll("usage and counter_update lines", lambda: usage_lines_for(api, request_id), lambda found: len(found) >= 2, timeout=30)
+    lines = poll("usage and counter_update lines", lambda: [r for r in api.json_lines() if r.get("request_id") == request_id], lambda found: len(found) >= 2, timeout=30)
     usage = [line for line in lines if line["event"] == "token_usage"]
     updates = [line for line in lines if line["event"] == "counter_update"]
     assert len(usage) == 1 and len(updates) == 1, lines
