@@ -75,7 +75,7 @@ describe('timeout budget', () => {
   });
 
   it("uses the Rust code's own bounds (metering-core's counter timeout, api-gateway-lambda's margin)", () => {
-    assert.equal(rustSeconds('crates/metering-core/src/metering.rs', 'COUNTER_WRITE_TIMEOUT'), METERING_BOUND_SECONDS);
+    assert.equal(rustSeconds('crates/metering-core/src/config.rs', 'DEFAULT_COUNTER_TIMEOUT'), METERING_BOUND_SECONDS);
     assert.equal(rustSeconds('crates/api-gateway-lambda/src/budget.rs', 'BUDGET_MARGIN'), BUDGET_MARGIN_SECONDS);
   });
 

@@ -60,14 +60,15 @@ class Timeline:
         with self._lock:
             return [e for e in self.events if e.kind == kind and (request_id is None or e.request_id == request_id)]
 
-    def usage_lines(self) -> list[dict]:
+    def usage_lines(self, event_name: str = "token_usage") -> list[dict]:
+        """Lines of standard output whose `event` is `event_name` (the usage lines, or `counter_update`)."""
         lines = []
         for event in self.of("stdout"):
             try:
                 value = json.loads(event.detail)
             except (TypeError, ValueError):
                 continue
-            if isinstance(value, dict) and value.get("event") == "token_usage":
+            if isinstance(value, dict) and value.get("event") == event_name:
                 lines.append({**value, "_t": event.t, "_end": event.stdout_bytes})
         return lines
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use metering_core::counters::{MeteringError, UsageCounters};
-use metering_core::usage::UsageEvent;
+use metering_core::counters::CounterBatch;
 use tokio::sync::watch;
 
 /// Once cut (for good: Lambda ends the environment after a SIGTERM or a timed-out invocation), every counter
@@ -51,17 +51,18 @@ struct CutoffCounters {
 
 #[async_trait]
 impl UsageCounters for CutoffCounters {
-    async fn add(&self, event: &UsageEvent) -> Result<(), MeteringError> {
+    async fn add(&self, batch: &CounterBatch) -> Result<(), MeteringError> {
         let mut reason = self.cutoff.reason.subscribe();
-        let abandoned = |reason: &str| MeteringError::UpdateFailed(format!("abandoned: {reason}"));
+        // Not sent: definitely not applied, and no retry (metering reports it as `failed` at once).
         if let Some(now) = *reason.borrow_and_update() {
-            return Err(abandoned(now));
+            return Err(MeteringError::Refused(format!("abandoned: {now}")));
         }
         tokio::select! {
-            result = self.inner.add(event) => result,
+            result = self.inner.add(batch) => result,
             changed = reason.wait_for(Option::is_some) => {
+                // Sent and then abandoned: it may have reached the table (reported as `unknown`).
                 let why = changed.ok().and_then(|reason| *reason).unwrap_or("shutdown");
-                Err(abandoned(why))
+                Err(MeteringError::OutcomeUnknown(format!("abandoned: {why}")))
             }
         }
     }
@@ -71,14 +72,14 @@ impl UsageCounters for CutoffCounters {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use metering_core::usage::{RequestType, TokenCounts};
+    use metering_core::usage::{RequestType, TokenCounts, UsageEvent};
     use std::time::Duration;
 
     struct HungCounters;
 
     #[async_trait]
     impl UsageCounters for HungCounters {
-        async fn add(&self, _event: &UsageEvent) -> Result<(), MeteringError> {
+        async fn add(&self, _batch: &CounterBatch) -> Result<(), MeteringError> {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(())
         }
@@ -94,6 +95,9 @@ mod tests {
             request_type: RequestType::Bedrock,
             tokens: TokenCounts { input_tokens: 1, output_tokens: 2, ..TokenCounts::default() },
             latency_ms: 1,
+            client_user_id: None,
+            requested_model_id: None,
+            usage_estimated: false,
         }
     }
 
@@ -104,7 +108,7 @@ mod tests {
         let counters = cutoff.guard(Arc::new(HungCounters));
         let in_flight = {
             let counters = Arc::clone(&counters);
-            tokio::spawn(async move { counters.add(&event()).await })
+            tokio::spawn(async move { counters.add(&CounterBatch::of_event(&event())).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         // WHEN the process is told to stop
@@ -112,7 +116,7 @@ mod tests {
         // THEN the update fails at once with the reason, and so does any later one
         let error = in_flight.await.unwrap().unwrap_err().to_string();
         assert!(error.contains("abandoned: SIGTERM"), "{error}");
-        assert!(counters.add(&event()).await.unwrap_err().to_string().contains("SIGTERM"));
+        assert!(counters.add(&CounterBatch::of_event(&event())).await.unwrap_err().to_string().contains("SIGTERM"));
     }
 
     #[tokio::test]
@@ -120,12 +124,12 @@ mod tests {
         struct Fine;
         #[async_trait]
         impl UsageCounters for Fine {
-            async fn add(&self, _event: &UsageEvent) -> Result<(), MeteringError> {
+            async fn add(&self, _batch: &CounterBatch) -> Result<(), MeteringError> {
                 Ok(())
             }
         }
         let cutoff = CounterCutoff::default();
-        assert!(cutoff.guard(Arc::new(Fine)).add(&event()).await.is_ok());
+        assert!(cutoff.guard(Arc::new(Fine)).add(&CounterBatch::of_event(&event())).await.is_ok());
         assert!(!cutoff.is_cut());
     }
 }

@@ -9,14 +9,13 @@ use chat_api::ChatHandler;
 use lambda_http::{service_fn, Error, Request};
 use metering_core::chat::{chat_service_on_aws_with_counters, load_sdk_config};
 use metering_core::config::ChatConfig;
-use metering_core::metering::COUNTER_WRITE_TIMEOUT;
 use metering_core::usage::StdoutUsageLog;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     metering_core::telemetry::init_json_tracing();
     let config = ChatConfig::from_env()?;
-    TimeoutBudget { upstream: config.bedrock_timeout, metering: COUNTER_WRITE_TIMEOUT }.check_env()?;
+    TimeoutBudget { upstream: config.bedrock_timeout, metering: config.metering.counter_timeout }.check_env()?;
     let sdk_config = load_sdk_config().await;
     let lambda = MeteredLambda::new();
     let cutoff = lambda.counter_cutoff().clone();

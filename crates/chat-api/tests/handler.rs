@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chat_api::ChatHandler;
 use metering_core::chat::ChatService;
-use metering_core::counters::{MeteringError, UsageCounters};
+use metering_core::counters::{CounterBatch, MeteringError, UsageCounters};
 use metering_core::metering::Metering;
 use metering_core::model::{ChatModel, ModelError, ModelPrompt, ModelReply};
-use metering_core::usage::{TokenCounts, UsageEvent, UsageLog, UsageRecord};
+use metering_core::usage::{TokenCounts, UsageLine, UsageLog, UsageRecord};
 
 #[derive(Default)]
 struct RecordingModel {
@@ -32,12 +32,12 @@ impl ChatModel for RecordingModel {
 }
 
 #[derive(Default)]
-struct RecordingCounters(Mutex<Vec<UsageEvent>>);
+struct RecordingCounters(Mutex<Vec<CounterBatch>>);
 
 #[async_trait]
 impl UsageCounters for RecordingCounters {
-    async fn add(&self, event: &UsageEvent) -> Result<(), MeteringError> {
-        self.0.lock().unwrap().push(event.clone());
+    async fn add(&self, batch: &CounterBatch) -> Result<(), MeteringError> {
+        self.0.lock().unwrap().push(batch.clone());
         Ok(())
     }
 }
@@ -45,10 +45,11 @@ impl UsageCounters for RecordingCounters {
 #[derive(Default)]
 struct RecordingLog(Mutex<Vec<UsageRecord>>);
 
-#[async_trait]
 impl UsageLog for RecordingLog {
-    async fn write(&self, record: &UsageRecord) {
-        self.0.lock().unwrap().push(record.clone());
+    fn write(&self, line: &UsageLine) {
+        if let UsageLine::Usage(record) = line {
+            self.0.lock().unwrap().push(record.clone());
+        }
     }
 }
 

@@ -101,7 +101,7 @@ pub async fn proxy_service_on_aws_with_counters(
         rate_limits,
         Arc::new(anthropic),
         Arc::new(bedrock),
-        Metering::new(wrap_counters(Arc::new(counters)), usage_log),
+        Metering::with_config(wrap_counters(Arc::new(counters)), usage_log, config.metering),
     ))
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use metering_core::config::ConfigError;
+use metering_core::config::{ConfigError, MeteringConfig};
 
 use crate::model_resolution::{geographies_for_region, DiscoverySettings, Family, PROFILE_GEOGRAPHIES};
 use crate::rate_limits::RateLimitScope;
@@ -152,6 +152,8 @@ pub struct ProxyConfig {
     pub max_body_bytes: usize,
     /// `ON_CLIENT_DISCONNECT`: `finish` (read the stream to its end, exact usage) or `abort` (estimated).
     pub on_client_disconnect: crate::streaming::ClientDisconnect,
+    /// Counter timeout and drain bound of metering (`METERING_COUNTER_TIMEOUT_MS`, `METERING_DRAIN_TIMEOUT_MS`).
+    pub metering: MeteringConfig,
 }
 
 impl ProxyConfig {
@@ -244,6 +246,7 @@ impl ProxyConfig {
             bedrock_allowed_betas,
             forced_rate_limit_retry_after,
             max_body_bytes: number("MAX_REQUEST_BYTES", 10 * 1024 * 1024, 1024..=64 * 1024 * 1024)? as usize,
+            metering: MeteringConfig::from_lookup(&lookup)?,
             on_client_disconnect: match text("ON_CLIENT_DISCONNECT") {
                 None => crate::streaming::ClientDisconnect::default(),
                 Some(value) => crate::streaming::ClientDisconnect::parse(&value)

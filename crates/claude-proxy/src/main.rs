@@ -10,7 +10,6 @@ use claude_proxy::config::ProxyConfig;
 use claude_proxy::ProxyHandler;
 use lambda_http::{service_fn, Error, Request};
 use metering_core::chat::load_sdk_config;
-use metering_core::metering::COUNTER_WRITE_TIMEOUT;
 use metering_core::usage::StdoutUsageLog;
 
 #[tokio::main]
@@ -20,7 +19,7 @@ async fn main() -> Result<(), Error> {
     config.log_start();
     // Worst case: Anthropic fails only at its timeout and the request falls back to Bedrock.
     let upstream = config.anthropic_timeout + config.bedrock_timeout;
-    TimeoutBudget { upstream, metering: COUNTER_WRITE_TIMEOUT }.check_env()?;
+    TimeoutBudget { upstream, metering: config.metering.counter_timeout }.check_env()?;
     let sdk_config = load_sdk_config().await;
     let lambda = MeteredLambda::new();
     let cutoff = lambda.counter_cutoff().clone();

@@ -17,10 +17,10 @@ use claude_proxy::proxy::{ProxyService, ProxySettings};
 use claude_proxy::ProxyHandler;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use metering_core::counters::{MeteringError, UsageCounters};
+use metering_core::counters::{CounterBatch, MeteringError, UsageCounters};
 use metering_core::metering::Metering;
 use metering_core::model::ModelError;
-use metering_core::usage::{UsageEvent, UsageLog, UsageRecord};
+use metering_core::usage::{UsageLine, UsageLog, UsageRecord};
 use serde_json::{json, Value};
 
 /// The key in events/proxy-*.json (a test fixture, not a secret).
@@ -108,10 +108,11 @@ impl BedrockApi for StubBedrock {
 #[derive(Default)]
 struct Recorded(Mutex<Vec<UsageRecord>>);
 
-#[async_trait]
 impl UsageLog for Recorded {
-    async fn write(&self, record: &UsageRecord) {
-        self.0.lock().unwrap().push(record.clone());
+    fn write(&self, line: &UsageLine) {
+        if let UsageLine::Usage(record) = line {
+            self.0.lock().unwrap().push(record.clone());
+        }
     }
 }
 
@@ -119,7 +120,7 @@ struct NoCounters;
 
 #[async_trait]
 impl UsageCounters for NoCounters {
-    async fn add(&self, _: &UsageEvent) -> Result<(), MeteringError> {
+    async fn add(&self, _: &CounterBatch) -> Result<(), MeteringError> {
         Ok(())
     }
 }

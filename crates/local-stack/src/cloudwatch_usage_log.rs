@@ -1,10 +1,9 @@
 //! Locally, usage lines go to standard output *and* to a CloudWatch Logs group in moto, as Lambda's log
 //! capture would put them there, so the log export can be run against the local stack.
 
-use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::error::DisplayErrorContext;
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
-use metering_core::usage::{StdoutUsageLog, UsageLog, UsageRecord};
+use metering_core::usage::{StdoutUsageLog, UsageLine, UsageLog};
 
 pub struct CloudWatchUsageLog {
     client: aws_sdk_cloudwatchlogs::Client,
@@ -34,26 +33,33 @@ impl CloudWatchUsageLog {
     }
 }
 
-#[async_trait]
+/// How long one copy to CloudWatch Logs may take; the line is on stdout already.
+const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl UsageLog for CloudWatchUsageLog {
-    async fn write(&self, record: &UsageRecord) {
+    /// Copies the line in the background, so stdout lines never wait for CloudWatch Logs.
+    fn write(&self, line: &UsageLine) {
         let event = InputLogEvent::builder()
             .timestamp(chrono::Utc::now().timestamp_millis())
-            .message(record.to_line())
+            .message(line.to_line())
             .build();
         let Ok(event) = event else { return };
-        let result = self
+        let request = self
             .client
             .put_log_events()
             .log_group_name(&self.log_group)
             .log_stream_name(&self.log_stream)
-            .log_events(event)
-            .send()
-            .await;
-        if let Err(error) = result {
-            tracing::warn!(error = %DisplayErrorContext(&error), request_id = %record.request_id,
+            .log_events(event);
+        let request_id = line.request_id().to_owned();
+        tokio::spawn(async move {
+            let failure = match tokio::time::timeout(COPY_TIMEOUT, request.send()).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(error)) => DisplayErrorContext(&error).to_string(),
+                Err(_) => format!("no answer within {} s", COPY_TIMEOUT.as_secs()),
+            };
+            tracing::warn!(error = %failure, request_id = %request_id,
                 "could not copy the usage line to CloudWatch Logs (it is on stdout)");
-        }
+        });
     }
 }
 
@@ -62,12 +68,11 @@ pub struct TeeUsageLog {
     pub cloudwatch: Option<CloudWatchUsageLog>,
 }
 
-#[async_trait]
 impl UsageLog for TeeUsageLog {
-    async fn write(&self, record: &UsageRecord) {
-        StdoutUsageLog.write(record).await;
+    fn write(&self, line: &UsageLine) {
+        StdoutUsageLog.write(line);
         if let Some(cloudwatch) = &self.cloudwatch {
-            cloudwatch.write(record).await;
+            cloudwatch.write(line);
         }
     }
 }

@@ -108,12 +108,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let listener = bind(addr, port_file.as_deref()).await?;
             serve_http1(listener, router, HEADER_READ_TIMEOUT, shutdown_signal()).await?;
+            // Every usage line is written; the counters get at most the drain timeout, then what is still
+            // pending is reported as counter_update lines.
+            let deadline = tokio::time::Instant::now() + config.metering.drain_timeout;
             if let Some(proxy) = &proxy {
                 proxy.drain().await;
             }
-            // The answers are out; finish metering every one of them before exiting.
             tracing::info!(pending = chat.metering().pending_jobs(), "draining metering jobs");
-            chat.metering().flush().await;
+            chat.metering().shutdown(deadline).await;
         }
         Command::FakeBedrock { addr, port_file, delay_ms } => {
             let settings = FakeBedrockSettings { fixed_delay: Duration::from_millis(delay_ms) };

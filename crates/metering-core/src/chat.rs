@@ -184,7 +184,11 @@ pub fn chat_service_on_aws_with_counters(
         config.daily_ttl,
         config.weekly_ttl,
     );
-    ChatService::new(Arc::new(model), config.model_id.clone(), Metering::new(wrap_counters(Arc::new(counters)), usage_log))
+    ChatService::new(
+        Arc::new(model),
+        config.model_id.clone(),
+        Metering::with_config(wrap_counters(Arc::new(counters)), usage_log, config.metering),
+    )
 }
 
 /// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain.

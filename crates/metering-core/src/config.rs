@@ -30,6 +30,46 @@ pub struct ChatConfig {
     pub bedrock_max_attempts: u32,
     /// Seconds advertised in `Retry-After` when Bedrock throttles without saying how long to wait.
     pub throttle_retry_after_seconds: u64,
+    /// Bounds of the counter updates behind the usage lines.
+    pub metering: MeteringConfig,
+}
+
+/// Time bounds of metering, shared by every function that meters (chat, proxy, local server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeteringConfig {
+    /// How long one request's (or batch's) counter update is retried before its outcome is reported as
+    /// `failed` or `unknown` (`METERING_COUNTER_TIMEOUT_MS`, default 10 s).
+    pub counter_timeout: Duration,
+    /// How long a flush, and the drain at shutdown, wait for pending counter updates
+    /// (`METERING_DRAIN_TIMEOUT_MS`, default 20 s: under Lambda's and the local server's shutdown budgets).
+    pub drain_timeout: Duration,
+}
+
+/// Default of [`MeteringConfig::counter_timeout`]; the CDK's timeout budget reads it from here
+/// (`infra/lib/lambda/timeout-budget.ts`).
+pub const DEFAULT_COUNTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`MeteringConfig::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        Self { counter_timeout: DEFAULT_COUNTER_TIMEOUT, drain_timeout: DEFAULT_DRAIN_TIMEOUT }
+    }
+}
+
+impl MeteringConfig {
+    /// Reads `METERING_COUNTER_TIMEOUT_MS` and `METERING_DRAIN_TIMEOUT_MS` through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let defaults = Self::default();
+        let millis = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(parse_number(name, non_empty(name), default.as_millis() as u64, 100..=600_000)?))
+        };
+        Ok(Self {
+            counter_timeout: millis("METERING_COUNTER_TIMEOUT_MS", defaults.counter_timeout)?,
+            drain_timeout: millis("METERING_DRAIN_TIMEOUT_MS", defaults.drain_timeout)?,
+        })
+    }
 }
 
 impl ChatConfig {
@@ -66,6 +106,7 @@ impl ChatConfig {
                 5,
                 1..=3600,
             )?,
+            metering: MeteringConfig::from_lookup(&lookup)?,
         })
     }
 }
@@ -108,6 +149,15 @@ mod tests {
         assert_eq!(config.model_id, DEFAULT_MODEL_ID);
         assert_eq!(config.daily_ttl, Duration::from_secs(90 * 86_400));
         assert_eq!(config.bedrock_timeout, Duration::from_secs(60));
+        assert_eq!(config.metering.drain_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_metering_bounds_are_configurable_and_checked() {
+        let config = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("METERING_DRAIN_TIMEOUT_MS", "3000")]));
+        assert_eq!(config.unwrap().metering.drain_timeout, Duration::from_secs(3));
+        let zero = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("METERING_COUNTER_TIMEOUT_MS", "0")]));
+        assert!(matches!(zero, Err(ConfigError::Invalid { name: "METERING_COUNTER_TIMEOUT_MS", .. })));
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! Usage counters in DynamoDB: one item per tenant, period (UTC day or ISO week), request type and model,
-//! incremented with `UpdateItem ... ADD` so concurrent requests never lose an update.
+//! incremented with `ADD` so concurrent requests never lose an update.
+//!
+//! Exactly once: one request's (or one coalesced batch's) day and week updates go in one
+//! `TransactWriteItems` with a marker item `pk = COUNTED#<batch id>` put under `attribute_not_exists(pk)`.
+//! A retry of a batch that already applied is cancelled by the marker's condition, which means "applied";
+//! nothing is ever added twice, and day and week move together or not at all.
 //!
 //! Key design (one table, one index):
 //! - `pk = TENANT#<tenant>`, `sk = DAY#<YYYY-MM-DD>#<request_type>#<model>` (or `WEEK#<YYYY-Www>#...`):
@@ -14,11 +19,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{Datelike, NaiveDate};
 use thiserror::Error;
 
-use crate::usage::UsageEvent;
+use crate::usage::{RequestType, TokenCounts, UsageEvent};
 
 pub const GSI1_NAME: &str = "gsi1";
 
@@ -74,11 +81,15 @@ impl CounterKey {
 
     /// The day and the ISO week items one request adds to.
     pub fn for_event(event: &UsageEvent) -> [Self; 2] {
-        let date = event.received_at.date_naive();
-        let (tenant, request_type, model) = (&event.tenant_id, event.request_type.as_str(), &event.model_id);
+        Self::for_day(event.received_at.date_naive(), &event.tenant_id, event.request_type, &event.model_id)
+    }
+
+    /// The day and the ISO week items of one UTC day's usage.
+    pub fn for_day(date: NaiveDate, tenant_id: &str, request_type: RequestType, model_id: &str) -> [Self; 2] {
+        let request_type = request_type.as_str();
         [
-            Self::new(PeriodKind::Day, &day_label(date), tenant, request_type, model),
-            Self::new(PeriodKind::Week, &week_label(date), tenant, request_type, model),
+            Self::new(PeriodKind::Day, &day_label(date), tenant_id, request_type, model_id),
+            Self::new(PeriodKind::Week, &week_label(date), tenant_id, request_type, model_id),
         ]
     }
 }
@@ -97,16 +108,104 @@ pub fn expiry_epoch_seconds(period_start: NaiveDate, kind: PeriodKind, time_to_l
     start + period_days * 86_400 + time_to_live.as_secs() as i64
 }
 
-#[derive(Debug, Error)]
+/// The `pk` prefix of the marker items that make a batch count once. The usage API only reads `TENANT#`
+/// partitions and the `gsi1` index (markers have no `gsi1pk`), so markers never show in a report.
+pub const MARKER_PARTITION_PREFIX: &str = "COUNTED#";
+/// The `sk` of every marker item.
+pub const MARKER_SORT_KEY: &str = "COUNTED";
+/// How long a marker lives: far longer than any retry of its batch.
+pub const MARKER_TIME_TO_LIVE: Duration = Duration::from_secs(2 * 86_400);
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum MeteringError {
+    /// Definitely not applied, and worth retrying: throttled, or the transaction was cancelled (a conflict).
     #[error("usage counter update failed: {0}")]
     UpdateFailed(String),
+    /// Definitely not applied, and a retry would not help: the request is invalid, the table is missing, ...
+    #[error("usage counter update refused: {0}")]
+    Refused(String),
+    /// Not known whether it applied: a timeout or a broken connection after the write may have reached the table.
+    #[error("usage counter update outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
-/// The port the chat path needs: add one request's tokens to its counters.
+impl MeteringError {
+    /// True when the write may have reached the table.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown(_))
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
+
+    /// The cause, without the variant's prefix.
+    pub fn detail(&self) -> &str {
+        match self {
+            Self::UpdateFailed(detail) | Self::Refused(detail) | Self::OutcomeUnknown(detail) => detail,
+        }
+    }
+}
+
+/// The increments of one or more requests of the same tenant, request type, model and UTC day, applied as one
+/// write. `batch_id` makes the write idempotent; `request_ids` says whom its outcome concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterBatch {
+    pub batch_id: String,
+    pub tenant_id: String,
+    pub request_type: RequestType,
+    pub model_id: String,
+    pub day: NaiveDate,
+    pub tokens: TokenCounts,
+    pub request_ids: Vec<String>,
+}
+
+impl CounterBatch {
+    /// A batch of one request.
+    pub fn of_event(event: &UsageEvent) -> Self {
+        Self {
+            batch_id: uuid::Uuid::new_v4().simple().to_string(),
+            tenant_id: event.tenant_id.clone(),
+            request_type: event.request_type,
+            model_id: event.model_id.clone(),
+            day: event.received_at.date_naive(),
+            tokens: event.tokens,
+            request_ids: vec![event.request_id.clone()],
+        }
+    }
+
+    /// Whether `event` adds to the same counter items as this batch.
+    pub fn same_counters(&self, event: &UsageEvent) -> bool {
+        self.day == event.received_at.date_naive()
+            && self.request_type == event.request_type
+            && self.tenant_id == event.tenant_id
+            && self.model_id == event.model_id
+    }
+
+    /// Adds one more request of the same counters.
+    pub fn absorb(&mut self, event: &UsageEvent) {
+        let (sum, more) = (&mut self.tokens, &event.tokens);
+        sum.input_tokens += more.input_tokens;
+        sum.output_tokens += more.output_tokens;
+        sum.cache_creation_input_tokens += more.cache_creation_input_tokens;
+        sum.cache_read_input_tokens += more.cache_read_input_tokens;
+        self.request_ids.push(event.request_id.clone());
+    }
+
+    pub fn request_count(&self) -> u64 {
+        self.request_ids.len() as u64
+    }
+
+    pub fn keys(&self) -> [CounterKey; 2] {
+        CounterKey::for_day(self.day, &self.tenant_id, self.request_type, &self.model_id)
+    }
+}
+
+/// The port metering needs: apply one batch to its day and week counters, at most once however often it is
+/// called with the same `batch_id`.
 #[async_trait]
 pub trait UsageCounters: Send + Sync {
-    async fn add(&self, event: &UsageEvent) -> Result<(), MeteringError>;
+    async fn add(&self, batch: &CounterBatch) -> Result<(), MeteringError>;
 }
 
 /// Counters in a DynamoDB table.
@@ -123,16 +222,30 @@ impl DynamoUsageCounters {
         Self { client, table_name, daily_ttl, weekly_ttl }
     }
 
-    async fn add_to(&self, key: &CounterKey, event: &UsageEvent) -> Result<(), MeteringError> {
+    fn marker_put(&self, batch: &CounterBatch) -> Result<TransactWriteItem, MeteringError> {
+        let expires = chrono::Utc::now().timestamp() + MARKER_TIME_TO_LIVE.as_secs() as i64;
+        let put = Put::builder()
+            .table_name(&self.table_name)
+            .item("pk", AttributeValue::S(format!("{MARKER_PARTITION_PREFIX}{}", batch.batch_id)))
+            .item("sk", AttributeValue::S(MARKER_SORT_KEY.to_owned()))
+            .item("request_count", AttributeValue::N(batch.request_count().to_string()))
+            .item("day", AttributeValue::S(day_label(batch.day)))
+            .item("ttl", AttributeValue::N(expires.to_string()))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|error| MeteringError::Refused(error.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn counter_update(&self, key: &CounterKey, batch: &CounterBatch) -> Result<TransactWriteItem, MeteringError> {
         let ttl = match key.kind {
-            PeriodKind::Day => expiry_epoch_seconds(event.received_at.date_naive(), key.kind, self.daily_ttl),
+            PeriodKind::Day => expiry_epoch_seconds(batch.day, key.kind, self.daily_ttl),
             PeriodKind::Week => {
-                let date = event.received_at.date_naive();
-                let monday = date - chrono::Duration::days(i64::from(date.weekday().num_days_from_monday()));
+                let monday = batch.day - chrono::Duration::days(i64::from(batch.day.weekday().num_days_from_monday()));
                 expiry_epoch_seconds(monday, key.kind, self.weekly_ttl)
             }
         };
-        let tokens = &event.tokens;
+        let tokens = &batch.tokens;
         let number = |value: u64| AttributeValue::N(value.to_string());
         let values: HashMap<String, AttributeValue> = [
             (":input", number(tokens.input_tokens)),
@@ -140,11 +253,11 @@ impl DynamoUsageCounters {
             (":total", number(tokens.total())),
             (":cache_creation", number(tokens.cache_creation_input_tokens)),
             (":cache_read", number(tokens.cache_read_input_tokens)),
-            (":one", number(1)),
-            (":tenant", AttributeValue::S(event.tenant_id.clone())),
+            (":requests", number(batch.request_count())),
+            (":tenant", AttributeValue::S(batch.tenant_id.clone())),
             (":period", AttributeValue::S(key.period.clone())),
-            (":request_type", AttributeValue::S(event.request_type.as_str().to_owned())),
-            (":model", AttributeValue::S(event.model_id.clone())),
+            (":request_type", AttributeValue::S(batch.request_type.as_str().to_owned())),
+            (":model", AttributeValue::S(batch.model_id.clone())),
             (":gsi1pk", AttributeValue::S(key.gsi1pk.clone())),
             (":gsi1sk", AttributeValue::S(key.gsi1sk.clone())),
             (":ttl", AttributeValue::N(ttl.to_string())),
@@ -170,27 +283,56 @@ impl DynamoUsageCounters {
         .into_iter()
         .map(|(placeholder, name)| (placeholder.to_owned(), name.to_owned()))
         .collect();
-        self.client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.table_name)
             .key("pk", AttributeValue::S(key.pk.clone()))
             .key("sk", AttributeValue::S(key.sk.clone()))
             .update_expression(
                 "ADD #input :input, #output :output, #total :total, #cache_creation :cache_creation, \
-                 #cache_read :cache_read, #requests :one \
+                 #cache_read :cache_read, #requests :requests \
                  SET #tenant = :tenant, #period = :period, #request_type = :request_type, #model = :model, \
                  #gsi1pk = :gsi1pk, #gsi1sk = :gsi1sk, #ttl = :ttl",
             )
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
-            .send()
-            .await
-            .map_err(|error| MeteringError::UpdateFailed(DisplayErrorContext(&error).to_string()))?;
-        Ok(())
+            .build()
+            .map_err(|error| MeteringError::Refused(error.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 }
 
-/// A DynamoDB client whose calls are bounded in time, so metering never hangs.
+/// What a failed `TransactWriteItems` means for the counters.
+fn classify_transaction_error(error: SdkError<TransactWriteItemsError>) -> Result<(), MeteringError> {
+    let detail = DisplayErrorContext(&error).to_string();
+    match error {
+        SdkError::ServiceError(service) if service.raw().status().is_server_error() => {
+            Err(MeteringError::OutcomeUnknown(detail))
+        }
+        SdkError::ServiceError(service) => match service.into_err() {
+            TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                let marker_code = cancelled.cancellation_reasons().first().and_then(|reason| reason.code());
+                if marker_code == Some("ConditionalCheckFailed") {
+                    // The marker exists: an earlier attempt of this very batch applied it.
+                    Ok(())
+                } else {
+                    Err(MeteringError::UpdateFailed(detail))
+                }
+            }
+            TransactWriteItemsError::InternalServerError(_) => Err(MeteringError::OutcomeUnknown(detail)),
+            TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+            | TransactWriteItemsError::RequestLimitExceeded(_)
+            | TransactWriteItemsError::ThrottlingException(_)
+            | TransactWriteItemsError::TransactionInProgressException(_) => Err(MeteringError::UpdateFailed(detail)),
+            _ => Err(MeteringError::Refused(detail)),
+        },
+        SdkError::ConstructionFailure(_) => Err(MeteringError::Refused(detail)),
+        // Timeouts, broken connections and unreadable answers: the request may have reached the table.
+        _ => Err(MeteringError::OutcomeUnknown(detail)),
+    }
+}
+
+/// A DynamoDB client whose calls are bounded in time, so metering never hangs. Retrying is safe for the
+/// counters: their writes are idempotent (see the module's documentation).
 pub fn dynamodb_client(sdk_config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
     use aws_sdk_dynamodb::config::{retry::RetryConfig, timeout::TimeoutConfig};
     let config = aws_sdk_dynamodb::config::Builder::from(sdk_config)
@@ -208,14 +350,21 @@ pub fn dynamodb_client(sdk_config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::
 
 #[async_trait]
 impl UsageCounters for DynamoUsageCounters {
-    #[tracing::instrument(skip(self, event), fields(tenant_id = %event.tenant_id, request_id = %event.request_id))]
-    async fn add(&self, event: &UsageEvent) -> Result<(), MeteringError> {
-        let [day, week] = CounterKey::for_event(event);
-        let (day_result, week_result) = tokio::join!(self.add_to(&day, event), self.add_to(&week, event));
-        match (day_result, week_result) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
-            (Err(day_error), Err(_)) => Err(day_error),
+    #[tracing::instrument(skip(self, batch), fields(tenant_id = %batch.tenant_id, batch_id = %batch.batch_id, requests = batch.request_ids.len()))]
+    async fn add(&self, batch: &CounterBatch) -> Result<(), MeteringError> {
+        let [day, week] = batch.keys();
+        let items = vec![self.marker_put(batch)?, self.counter_update(&day, batch)?, self.counter_update(&week, batch)?];
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            // DynamoDB's own idempotency for 10 minutes; the marker covers longer and moto, which ignores it.
+            .client_request_token(&batch.batch_id)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => classify_transaction_error(error),
         }
     }
 }

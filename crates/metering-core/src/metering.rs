@@ -1,94 +1,269 @@
-//! Metering off the answer's path: the tenant's answer never waits for the counters, and no usage record
-//! is lost. Each answered request spawns one job (counters, then the usage line, which carries
-//! `metering_error` when the counters failed); `flush` waits for every job. Lambda calls it from an internal
-//! extension after the response and before the environment may freeze; the local server after each
-//! response and on shutdown.
+//! Metering: the usage line first, the counters after, exactly once, with bounded memory and a bounded drain.
+//!
+//! - `record` writes the request's usage line at once (standard output, no await on anything remote), then
+//!   hands its increments to the counter backlog and returns. The line is the bill; counters may lag.
+//! - The backlog coalesces pending requests per counter key (tenant, request type, model, UTC day): one
+//!   idempotent write (see `counters`) carries many requests when the table is slower than the traffic. At most
+//!   [`MAX_CONCURRENT_COUNTER_WRITES`] writes are in flight and at most [`MAX_HELD_REQUESTS`] requests wait;
+//!   beyond that a request's counter update is refused at once (`counter_update` line, outcome `failed`).
+//! - A batch is retried, with the same batch id, until [`MeteringConfig::counter_timeout`]; an outcome other
+//!   than "applied" becomes one `counter_update` line per request of the batch.
+//! - `flush` waits for pending counter work up to [`MeteringConfig::drain_timeout`] (Lambda calls it after each
+//!   response); `shutdown` flushes within a deadline and then reports every update still pending.
 
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use chrono::{NaiveDate, SecondsFormat, Utc};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::counters::UsageCounters;
-use crate::usage::{UsageEvent, UsageLog};
+use crate::config::MeteringConfig;
+use crate::counters::{day_label, CounterBatch, MeteringError, UsageCounters};
+use crate::usage::{
+    CounterOutcome, CounterUpdateRecord, RequestType, UsageEvent, UsageLine, UsageLog, COUNTER_UPDATE_EVENT,
+};
 
-/// Upper bound of one counter update, so a hung table can never hold back the usage line.
-pub const COUNTER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Counter updates in flight at once. When the table is slow, further jobs wait as small futures instead of
-/// each opening a connection (which made memory grow under load).
-pub const MAX_CONCURRENT_COUNTER_WRITES: usize = 64;
+/// Counter writes in flight at once; further requests wait in the backlog, coalesced per counter key.
+pub const MAX_CONCURRENT_COUNTER_WRITES: usize = 8;
+/// Requests whose counter update may wait at once (about 70 bytes each: their request ids). The fixed memory
+/// bound of the backlog, whatever the traffic and however slow the table.
+pub const MAX_HELD_REQUESTS: usize = 50_000;
+/// First pause between two attempts of a batch; it doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CounterGroup {
+    day: NaiveDate,
+    request_type: RequestType,
+    tenant_id: String,
+    model_id: String,
+}
+
+impl CounterGroup {
+    fn of(event: &UsageEvent) -> Self {
+        Self {
+            day: event.received_at.date_naive(),
+            request_type: event.request_type,
+            tenant_id: event.tenant_id.clone(),
+            model_id: event.model_id.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Backlog {
+    /// Batches not yet sent, oldest first, at most one per counter group.
+    queued: HashMap<CounterGroup, CounterBatch>,
+    order: VecDeque<CounterGroup>,
+    /// Batches being written, by batch id. Whoever removes a batch from here reports its outcome.
+    in_flight: HashMap<String, Arc<CounterBatch>>,
+    /// Requests in `queued` and `in_flight`.
+    held_requests: usize,
+    /// Set by `shutdown`: no more writes start.
+    closed: bool,
+}
+
+struct Inner {
+    counters: Arc<dyn UsageCounters>,
+    usage_log: Arc<dyn UsageLog>,
+    config: MeteringConfig,
+    backlog: Mutex<Backlog>,
+    /// Requests whose counter update is not finished (mirrors `held_requests`), for `flush` to wait on.
+    outstanding: watch::Sender<usize>,
+}
 
 #[derive(Clone)]
 pub struct Metering {
-    counters: Arc<dyn UsageCounters>,
-    usage_log: Arc<dyn UsageLog>,
-    pending: Arc<Mutex<JoinSet<()>>>,
-    counter_timeout: Duration,
-    counter_writes: Arc<tokio::sync::Semaphore>,
+    inner: Arc<Inner>,
 }
 
 impl Metering {
     pub fn new(counters: Arc<dyn UsageCounters>, usage_log: Arc<dyn UsageLog>) -> Self {
-        Self {
-            counters,
-            usage_log,
-            pending: Arc::default(),
-            counter_timeout: COUNTER_WRITE_TIMEOUT,
-            counter_writes: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_COUNTER_WRITES)),
+        Self::with_config(counters, usage_log, MeteringConfig::default())
+    }
+
+    pub fn with_config(counters: Arc<dyn UsageCounters>, usage_log: Arc<dyn UsageLog>, config: MeteringConfig) -> Self {
+        let (outstanding, _) = watch::channel(0);
+        Self { inner: Arc::new(Inner { counters, usage_log, config, backlog: Mutex::default(), outstanding }) }
+    }
+
+    pub fn config(&self) -> MeteringConfig {
+        self.inner.config
+    }
+
+    /// Bills one answered request: writes its usage line now, then updates its counters in the background.
+    /// Call it when the answer is complete (a stream: when it ends or the client is gone). Must run inside a
+    /// Tokio runtime.
+    pub fn record(&self, event: UsageEvent) {
+        self.inner.usage_log.write(&UsageLine::Usage(event.to_record(None)));
+        let accepted = {
+            let mut backlog = self.inner.lock();
+            if backlog.held_requests >= MAX_HELD_REQUESTS || backlog.closed {
+                false
+            } else {
+                let group = CounterGroup::of(&event);
+                match backlog.queued.get_mut(&group) {
+                    Some(batch) => batch.absorb(&event),
+                    None => {
+                        backlog.queued.insert(group.clone(), CounterBatch::of_event(&event));
+                        backlog.order.push_back(group);
+                    }
+                }
+                backlog.held_requests += 1;
+                self.inner.outstanding.send_replace(backlog.held_requests);
+                true
+            }
+        };
+        if accepted {
+            self.inner.start_writes();
+        } else {
+            tracing::warn!(tenant_id = %event.tenant_id, request_id = %event.request_id,
+                "counter backlog full or closed; the usage line bills the request, rebuild the day's counters");
+            let batch = CounterBatch::of_event(&event);
+            let error = format!("counter backlog full ({MAX_HELD_REQUESTS} requests waiting) or shutting down; not sent");
+            self.inner.report(&batch, CounterOutcome::Failed, &error);
         }
     }
 
-    pub fn with_counter_timeout(mut self, timeout: Duration) -> Self {
-        self.counter_timeout = timeout;
-        self
-    }
-
-    /// Starts metering one answered request in the background. Must run inside a Tokio runtime.
-    pub fn record(&self, event: UsageEvent) {
-        let counters = Arc::clone(&self.counters);
-        let usage_log = Arc::clone(&self.usage_log);
-        let timeout = self.counter_timeout;
-        let counter_writes = Arc::clone(&self.counter_writes);
-        let job = async move {
-            // The semaphore is never closed, so acquiring only waits; the timeout starts once a slot is free.
-            let _slot = counter_writes.acquire_owned().await.ok();
-            let metering_error = match tokio::time::timeout(timeout, counters.add(&event)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error.to_string()),
-                Err(_) => Some(format!("usage counter update timed out after {} ms", timeout.as_millis())),
-            };
-            if let Some(error) = &metering_error {
-                tracing::warn!(
-                    tenant_id = %event.tenant_id,
-                    request_id = %event.request_id,
-                    metering_error = %error,
-                    "usage counters not updated; the usage line still bills the request"
-                );
-            }
-            usage_log.write(&event.to_record(metering_error)).await;
-        };
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while pending.try_join_next().is_some() {}
-        pending.spawn(job);
-    }
-
-    /// Number of metering jobs not yet finished.
+    /// Requests whose counter update is not finished yet.
     pub fn pending_jobs(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.inner.lock().held_requests
     }
 
-    /// Waits until every job started so far (and any started meanwhile) has finished.
+    /// Waits for every pending counter update, at most the configured drain timeout.
     pub async fn flush(&self) {
+        if !self.flush_within(self.inner.config.drain_timeout).await {
+            tracing::warn!(pending = self.pending_jobs(), "counter updates still pending after the drain timeout");
+        }
+    }
+
+    /// Waits for every pending counter update, at most `bound`; true when none is left.
+    pub async fn flush_within(&self, bound: Duration) -> bool {
+        let mut outstanding = self.inner.outstanding.subscribe();
+        let drained = tokio::time::timeout(bound, outstanding.wait_for(|pending| *pending == 0)).await.is_ok();
+        drained
+    }
+
+    /// For the end of the process: waits for pending counter updates until `deadline`, then stops starting
+    /// new ones and writes a `counter_update` line for every request still pending (`failed` if its write was
+    /// never sent, `unknown` if it was in flight). Every usage line was written long before.
+    pub async fn shutdown(&self, deadline: Instant) {
+        let drained = self.flush_within(deadline.saturating_duration_since(Instant::now())).await;
+        let mut backlog = self.inner.lock();
+        backlog.closed = true;
+        if drained && backlog.held_requests == 0 {
+            return;
+        }
+        tracing::warn!(pending = backlog.held_requests, "stopping with counter updates pending; reporting them");
+        let order = std::mem::take(&mut backlog.order);
+        for group in order {
+            if let Some(batch) = backlog.queued.remove(&group) {
+                self.inner.report(&batch, CounterOutcome::Failed, "the process stopped before the update was sent");
+            }
+        }
+        for (_, batch) in std::mem::take(&mut backlog.in_flight) {
+            self.inner.report(&batch, CounterOutcome::Unknown, "the process stopped while the update was in flight");
+        }
+        backlog.held_requests = 0;
+        self.inner.outstanding.send_replace(0);
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts writes for the oldest queued batches while fewer than the maximum are in flight.
+    fn start_writes(self: &Arc<Self>) {
         loop {
-            let mut jobs = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-            if jobs.is_empty() {
-                return;
-            }
-            while let Some(result) = jobs.join_next().await {
-                if let Err(error) = result {
-                    tracing::error!(%error, "a metering job failed");
+            let batch = {
+                let mut backlog = self.lock();
+                if backlog.closed || backlog.in_flight.len() >= MAX_CONCURRENT_COUNTER_WRITES {
+                    return;
                 }
+                let Some(group) = backlog.order.pop_front() else { return };
+                let Some(batch) = backlog.queued.remove(&group) else { continue };
+                let batch = Arc::new(batch);
+                backlog.in_flight.insert(batch.batch_id.clone(), Arc::clone(&batch));
+                batch
+            };
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                let outcome = inner.write_with_retries(&batch).await;
+                inner.finish(&batch, outcome);
+                inner.start_writes();
+            });
+        }
+    }
+
+    /// Writes one batch, retrying with the same batch id (so at most once) until the counter timeout.
+    async fn write_with_retries(&self, batch: &CounterBatch) -> Result<(), MeteringError> {
+        let deadline = Instant::now() + self.config.counter_timeout;
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut may_have_applied = false;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(remaining, self.counters.add(batch)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) => error,
+                Err(_) => MeteringError::OutcomeUnknown(format!(
+                    "no answer within {} ms",
+                    self.config.counter_timeout.as_millis()
+                )),
+            };
+            may_have_applied |= error.may_have_applied();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !error.is_retryable() || remaining.is_zero() {
+                let detail = error.detail().to_owned();
+                return Err(if may_have_applied {
+                    MeteringError::OutcomeUnknown(detail)
+                } else {
+                    error
+                });
             }
+            tracing::debug!(batch_id = %batch.batch_id, %error, "retrying a counter update");
+            tokio::time::sleep(pause.min(remaining)).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
+    }
+
+    fn finish(&self, batch: &CounterBatch, outcome: Result<(), MeteringError>) {
+        let mut backlog = self.lock();
+        // Already reported by `shutdown` if it is gone.
+        if backlog.in_flight.remove(&batch.batch_id).is_none() {
+            return;
+        }
+        if let Err(error) = outcome {
+            let outcome = if error.may_have_applied() { CounterOutcome::Unknown } else { CounterOutcome::Failed };
+            tracing::warn!(tenant_id = %batch.tenant_id, batch_id = %batch.batch_id, requests = batch.request_ids.len(),
+                %error, "usage counters not updated; the usage lines still bill the requests");
+            self.report(batch, outcome, error.detail());
+        }
+        backlog.held_requests = backlog.held_requests.saturating_sub(batch.request_ids.len());
+        self.outstanding.send_replace(backlog.held_requests);
+    }
+
+    /// One `counter_update` line per request of `batch`.
+    fn report(&self, batch: &CounterBatch, outcome: CounterOutcome, error: &str) {
+        let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let day = day_label(batch.day);
+        let error: String = error.chars().take(300).collect();
+        for request_id in &batch.request_ids {
+            self.usage_log.write(&UsageLine::CounterUpdate(CounterUpdateRecord {
+                event: COUNTER_UPDATE_EVENT.to_owned(),
+                timestamp: timestamp.clone(),
+                request_id: request_id.clone(),
+                tenant_id: batch.tenant_id.clone(),
+                request_type: batch.request_type,
+                model_id: batch.model_id.clone(),
+                day: day.clone(),
+                outcome,
+                error: error.clone(),
+            }));
         }
     }
 }
@@ -96,43 +271,61 @@ impl Metering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::MeteringError;
-    use crate::usage::{RequestType, TokenCounts, UsageRecord};
+    use crate::usage::{TokenCounts, UsageRecord};
     use async_trait::async_trait;
-    use chrono::Utc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-    struct SlowCounters {
+    /// Counters that answer after `delay` with the outcomes given in order (then "applied"), and remember
+    /// every batch they were asked to apply.
+    #[derive(Default)]
+    struct ScriptedCounters {
         delay: Duration,
-        fail: bool,
+        outcomes: Mutex<VecDeque<MeteringError>>,
+        calls: Mutex<Vec<CounterBatch>>,
+        in_flight: AtomicUsize,
+        peak_in_flight: AtomicUsize,
     }
 
     #[async_trait]
-    impl UsageCounters for SlowCounters {
-        async fn add(&self, _event: &UsageEvent) -> Result<(), MeteringError> {
+    impl UsageCounters for ScriptedCounters {
+        async fn add(&self, batch: &CounterBatch) -> Result<(), MeteringError> {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.peak_in_flight.fetch_max(now, SeqCst);
+            self.calls.lock().unwrap().push(batch.clone());
             tokio::time::sleep(self.delay).await;
-            if self.fail {
-                Err(MeteringError::UpdateFailed("table unreachable".into()))
-            } else {
-                Ok(())
+            self.in_flight.fetch_sub(1, SeqCst);
+            match self.outcomes.lock().unwrap().pop_front() {
+                Some(error) => Err(error),
+                None => Ok(()),
             }
         }
     }
 
     #[derive(Default)]
-    struct CollectedLines(Mutex<Vec<UsageRecord>>);
+    struct CollectedLines(Mutex<Vec<UsageLine>>);
 
-    #[async_trait]
     impl UsageLog for CollectedLines {
-        async fn write(&self, record: &UsageRecord) {
-            self.0.lock().unwrap().push(record.clone());
+        fn write(&self, line: &UsageLine) {
+            self.0.lock().unwrap().push(line.clone());
         }
     }
 
-    fn event(id: &str) -> UsageEvent {
+    impl CollectedLines {
+        fn usage(&self) -> Vec<UsageRecord> {
+            let lines = self.0.lock().unwrap();
+            lines.iter().filter_map(|line| if let UsageLine::Usage(r) = line { Some(r.clone()) } else { None }).collect()
+        }
+        fn counter_updates(&self) -> Vec<CounterUpdateRecord> {
+            let lines = self.0.lock().unwrap();
+            lines.iter().filter_map(|line| if let UsageLine::CounterUpdate(r) = line { Some(r.clone()) } else { None }).collect()
+        }
+    }
+
+    fn event(id: &str, tenant: &str) -> UsageEvent {
         UsageEvent {
             received_at: Utc::now(),
             request_id: id.into(),
-            tenant_id: "t".into(),
+            tenant_id: tenant.into(),
             user_id: "u".into(),
             model_id: "m".into(),
             request_type: RequestType::Bedrock,
@@ -144,65 +337,150 @@ mod tests {
         }
     }
 
+    fn metering(counters: Arc<ScriptedCounters>, lines: Arc<CollectedLines>, counter_timeout: Duration) -> Metering {
+        let config = MeteringConfig { counter_timeout, drain_timeout: Duration::from_secs(20) };
+        Metering::with_config(counters, lines, config)
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn record_returns_at_once_and_flush_waits_for_every_line() {
+    async fn the_line_is_written_before_record_returns_and_before_any_counter_write() {
+        // GIVEN counters that take an hour
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(3600), ..Default::default() });
         let lines = Arc::new(CollectedLines::default());
-        let metering = Metering::new(Arc::new(SlowCounters { delay: Duration::from_secs(2), fail: false }), lines.clone());
+        let metering = metering(counters.clone(), lines.clone(), Duration::from_secs(7200));
+        // WHEN three requests are recorded
         for id in ["a", "b", "c"] {
-            metering.record(event(id));
+            metering.record(event(id, "t"));
         }
-        assert!(lines.0.lock().unwrap().is_empty(), "recording must not wait for the counters");
+        // THEN their lines are there at once, and no counter write has even started
+        assert_eq!(lines.usage().len(), 3);
+        assert!(counters.calls.lock().unwrap().is_empty());
+        assert_eq!(metering.pending_jobs(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_an_unknown_outcome_reuses_the_batch_id_and_reports_nothing() {
+        let counters = Arc::new(ScriptedCounters::default());
+        counters.outcomes.lock().unwrap().push_back(MeteringError::OutcomeUnknown("timeout".into()));
+        let lines = Arc::new(CollectedLines::default());
+        let metering = metering(counters.clone(), lines.clone(), Duration::from_secs(10));
+        metering.record(event("a", "t"));
         metering.flush().await;
-        assert_eq!(lines.0.lock().unwrap().len(), 3);
+        let calls = counters.calls.lock().unwrap();
+        assert_eq!(calls.len(), 2, "one unknown attempt, one retry");
+        assert_eq!(calls[0].batch_id, calls[1].batch_id, "the retry must be recognisable as the same write");
+        assert!(lines.counter_updates().is_empty(), "the retry applied (or found its marker): nothing to report");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_update_is_reported_failed_once_per_request() {
+        let counters = Arc::new(ScriptedCounters::default());
+        counters.outcomes.lock().unwrap().push_back(MeteringError::Refused("ValidationException".into()));
+        let lines = Arc::new(CollectedLines::default());
+        let metering = metering(counters.clone(), lines.clone(), Duration::from_secs(10));
+        metering.record(event("a", "t"));
+        metering.flush().await;
+        let updates = lines.counter_updates();
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].request_id, "a");
+        assert_eq!(updates[0].outcome, CounterOutcome::Failed);
+        assert_eq!(updates[0].day, day_label(Utc::now().date_naive()));
+        assert_eq!(counters.calls.lock().unwrap().len(), 1, "a refusal is not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_attempt_followed_by_refusals_is_still_unknown() {
+        let counters = Arc::new(ScriptedCounters::default());
+        {
+            let mut outcomes = counters.outcomes.lock().unwrap();
+            outcomes.push_back(MeteringError::OutcomeUnknown("timeout".into()));
+            for _ in 0..200 {
+                outcomes.push_back(MeteringError::UpdateFailed("throttled".into()));
+            }
+        }
+        let lines = Arc::new(CollectedLines::default());
+        let metering = metering(counters, lines.clone(), Duration::from_secs(5));
+        metering.record(event("a", "t"));
+        metering.flush().await;
+        let updates = lines.counter_updates();
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].outcome, CounterOutcome::Unknown, "the first attempt may have landed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_table_gives_an_unknown_outcome_after_the_counter_timeout() {
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(3600), ..Default::default() });
+        let lines = Arc::new(CollectedLines::default());
+        let metering = metering(counters, lines.clone(), Duration::from_secs(1));
+        metering.record(event("a", "t"));
+        metering.flush().await;
+        let updates = lines.counter_updates();
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].outcome, CounterOutcome::Unknown);
         assert_eq!(metering.pending_jobs(), 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn counter_writes_in_flight_are_bounded_and_every_line_is_still_written() {
-        struct CountingCounters {
-            in_flight: std::sync::atomic::AtomicUsize,
-            peak: std::sync::atomic::AtomicUsize,
-        }
-        #[async_trait]
-        impl UsageCounters for CountingCounters {
-            async fn add(&self, _event: &UsageEvent) -> Result<(), MeteringError> {
-                use std::sync::atomic::Ordering::SeqCst;
-                let now = self.in_flight.fetch_add(1, SeqCst) + 1;
-                self.peak.fetch_max(now, SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                self.in_flight.fetch_sub(1, SeqCst);
-                Ok(())
-            }
-        }
-        let counters = Arc::new(CountingCounters { in_flight: 0.into(), peak: 0.into() });
+    async fn a_slow_table_gets_few_coalesced_writes_that_add_up_to_every_request() {
+        // GIVEN a table that takes a second per write
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(1), ..Default::default() });
         let lines = Arc::new(CollectedLines::default());
-        let metering = Metering::new(counters.clone(), lines.clone());
-        for i in 0..(MAX_CONCURRENT_COUNTER_WRITES * 3) {
-            metering.record(event(&i.to_string()));
+        let metering = metering(counters.clone(), lines.clone(), Duration::from_secs(30));
+        // WHEN 3,000 requests of two tenants arrive at once
+        for i in 0..3000 {
+            metering.record(event(&format!("r{i}"), if i % 2 == 0 { "even" } else { "odd" }));
         }
         metering.flush().await;
-        assert_eq!(counters.peak.load(std::sync::atomic::Ordering::SeqCst), MAX_CONCURRENT_COUNTER_WRITES);
-        assert_eq!(lines.0.lock().unwrap().len(), MAX_CONCURRENT_COUNTER_WRITES * 3);
+        // THEN writes in flight stayed bounded, few writes carried them all, and each request counts once
+        let calls = counters.calls.lock().unwrap();
+        assert!(counters.peak_in_flight.load(SeqCst) <= MAX_CONCURRENT_COUNTER_WRITES);
+        assert!(calls.len() <= MAX_CONCURRENT_COUNTER_WRITES + 2, "{} writes for 3,000 requests", calls.len());
+        let mut ids: Vec<&String> = calls.iter().flat_map(|batch| &batch.request_ids).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 3000);
+        let input: u64 = calls.iter().map(|batch| batch.tokens.input_tokens).sum();
+        assert_eq!(input, 3000);
+        assert!(calls.iter().all(|batch| batch.tenant_id == "even" || batch.tenant_id == "odd"));
+        assert!(lines.counter_updates().is_empty());
+        assert_eq!(lines.usage().len(), 3000);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_counter_write_still_writes_the_line_with_the_error() {
+    async fn beyond_the_memory_bound_a_request_is_reported_failed_at_once_and_its_line_is_written() {
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(3600), ..Default::default() });
         let lines = Arc::new(CollectedLines::default());
-        let metering = Metering::new(Arc::new(SlowCounters { delay: Duration::ZERO, fail: true }), lines.clone());
-        metering.record(event("a"));
-        metering.flush().await;
-        let written = lines.0.lock().unwrap();
-        assert_eq!(written.len(), 1);
-        assert!(written[0].metering_error.as_deref().unwrap_or_default().contains("table unreachable"));
+        let metering = metering(counters, lines.clone(), Duration::from_secs(7200));
+        for i in 0..(MAX_HELD_REQUESTS + 5) {
+            metering.record(event(&format!("r{i}"), "t"));
+        }
+        assert_eq!(metering.pending_jobs(), MAX_HELD_REQUESTS);
+        assert_eq!(lines.usage().len(), MAX_HELD_REQUESTS + 5);
+        let refused = lines.counter_updates();
+        assert_eq!(refused.len(), 5);
+        assert!(refused.iter().all(|update| update.outcome == CounterOutcome::Failed));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_hung_counter_write_times_out_and_the_line_is_written() {
+    async fn shutdown_returns_by_its_deadline_and_reports_every_pending_request() {
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(3600), ..Default::default() });
         let lines = Arc::new(CollectedLines::default());
-        let metering = Metering::new(Arc::new(SlowCounters { delay: Duration::from_secs(3600), fail: false }), lines.clone())
-            .with_counter_timeout(Duration::from_secs(1));
-        metering.record(event("a"));
-        metering.flush().await;
-        assert!(lines.0.lock().unwrap()[0].metering_error.as_deref().unwrap_or_default().contains("timed out"));
+        let metering = metering(counters, lines.clone(), Duration::from_secs(7200));
+        for i in 0..5000 {
+            metering.record(event(&format!("r{i}"), &format!("t{}", i % 20)));
+        }
+        let started = Instant::now();
+        metering.shutdown(started + Duration::from_secs(2)).await;
+        assert!(started.elapsed() <= Duration::from_secs(3));
+        let updates = lines.counter_updates();
+        assert_eq!(updates.len(), 5000);
+        let unknown = updates.iter().filter(|update| update.outcome == CounterOutcome::Unknown).count();
+        // The first requests went out alone, one write each, before the table's slowness showed.
+        assert_eq!(unknown, MAX_CONCURRENT_COUNTER_WRITES, "the batches in flight may have landed");
+        assert_eq!(metering.pending_jobs(), 0);
+        // A request answered after shutdown still gets its line, and a failed counter line.
+        metering.record(event("late", "t"));
+        assert_eq!(lines.usage().len(), 5001);
+        assert_eq!(lines.counter_updates().len(), 5001);
     }
 }

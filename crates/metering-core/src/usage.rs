@@ -3,14 +3,13 @@
 
 use std::io::Write;
 
-use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Value of the `event` field that marks a usage line among all log lines.
 pub const USAGE_EVENT: &str = "token_usage";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestType {
     /// Served by Amazon Bedrock.
@@ -62,7 +61,7 @@ pub struct UsageRecord {
     #[serde(default)]
     pub cache_read_input_tokens: u64,
     pub latency_ms: u64,
-    /// Present only when the counters could not be updated; the line still bills the request.
+    /// Kept for older readers; no longer written (counter outcomes are their own `counter_update` lines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metering_error: Option<String>,
     /// Present (true) only when the output count is an estimate: a stream that ended early was counted
@@ -127,25 +126,85 @@ impl UsageRecord {
     }
 }
 
-/// Where usage lines go. In Lambda: standard output, which the Lambda service ships to CloudWatch Logs.
-#[async_trait]
-pub trait UsageLog: Send + Sync {
-    async fn write(&self, record: &UsageRecord);
+/// Value of the `event` field of a line that reports a counter outcome other than "applied".
+pub const COUNTER_UPDATE_EVENT: &str = "counter_update";
+
+/// How a request's counter update ended, when it did not simply apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterOutcome {
+    /// Definitely not applied (DynamoDB refused it, or it was never sent): the counters miss this request.
+    Failed,
+    /// May or may not have been applied (a timeout or a broken connection after it may have reached the
+    /// table): the counters hold this request at most once.
+    Unknown,
 }
 
-/// Writes each record as one line to standard output, in one `write_all` so lines never interleave.
+/// One `counter_update` line: written after the request's usage line, by the same writer, when its counter
+/// update did not apply. The usage line still bills the request; `scripts/rebuild-counters` repairs counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterUpdateRecord {
+    pub event: String,
+    /// RFC 3339, UTC, milliseconds: when this line was written.
+    pub timestamp: String,
+    pub request_id: String,
+    pub tenant_id: String,
+    pub request_type: RequestType,
+    pub model_id: String,
+    /// `YYYY-MM-DD`: the UTC day of the request's usage line (its counters' day).
+    pub day: String,
+    pub outcome: CounterOutcome,
+    pub error: String,
+}
+
+impl CounterUpdateRecord {
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| format!("{{\"event\":\"{COUNTER_UPDATE_EVENT}\"}}"))
+    }
+}
+
+/// A line of the usage log: the bill of one request, or a later note about its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageLine {
+    Usage(UsageRecord),
+    CounterUpdate(CounterUpdateRecord),
+}
+
+impl UsageLine {
+    /// The line as JSON, without the newline.
+    pub fn to_line(&self) -> String {
+        match self {
+            Self::Usage(record) => record.to_line(),
+            Self::CounterUpdate(record) => record.to_line(),
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        match self {
+            Self::Usage(record) => &record.request_id,
+            Self::CounterUpdate(record) => &record.request_id,
+        }
+    }
+}
+
+/// Where usage lines go. In Lambda: standard output, which the Lambda service ships to CloudWatch Logs.
+/// Synchronous on purpose: a line is written when the answer completes, with no await on anything remote.
+pub trait UsageLog: Send + Sync {
+    fn write(&self, line: &UsageLine);
+}
+
+/// Writes each line to standard output, in one `write_all` so lines never interleave, and flushes it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdoutUsageLog;
 
-#[async_trait]
 impl UsageLog for StdoutUsageLog {
-    async fn write(&self, record: &UsageRecord) {
-        let mut line = record.to_line();
-        line.push('\n');
+    fn write(&self, line: &UsageLine) {
+        let mut text = line.to_line();
+        text.push('\n');
         let mut stdout = std::io::stdout().lock();
-        if let Err(error) = stdout.write_all(line.as_bytes()).and_then(|()| stdout.flush()) {
-            // Standard output is gone: the tracing log (stderr) is the last place the record can land.
-            tracing::error!(%error, usage_record = %line.trim_end(), "could not write the usage line to stdout");
+        if let Err(error) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+            // Standard output is gone: the tracing log (stderr) is the last place the line can land.
+            tracing::error!(%error, usage_record = %text.trim_end(), "could not write the usage line to stdout");
         }
     }
 }

@@ -6,7 +6,8 @@
  */
 import { Duration } from 'aws-cdk-lib';
 
-/** One counter update's upper bound: `COUNTER_WRITE_TIMEOUT` in crates/metering-core/src/metering.rs. */
+/** One counter update's upper bound: `DEFAULT_COUNTER_TIMEOUT` in crates/metering-core/src/config.rs (the
+ * functions refuse to start when METERING_COUNTER_TIMEOUT_MS would break the budget). */
 export const METERING_BOUND_SECONDS = 10;
 /** `BUDGET_MARGIN` in crates/api-gateway-lambda/src/budget.rs: the deadline reserve, the response, jitter. */
 export const BUDGET_MARGIN_SECONDS = 3;
