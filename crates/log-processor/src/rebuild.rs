@@ -334,6 +334,45 @@ impl CounterRebuilder {
     }
 }
 
+/// The rebuild on CloudWatch Logs and the usage table (`USAGE_TABLE_NAME`; without it there is no rebuild),
+/// read from the environment once at cold start.
+pub fn rebuild_on_aws(config: &crate::ExportConfig, sdk_config: &aws_config::SdkConfig)
+    -> Result<Option<CounterRebuilder>, metering_core::config::ConfigError> {
+    let Some(table) = std::env::var("USAGE_TABLE_NAME").ok().filter(|name| !name.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let days = |name: &'static str, default: u32| -> Result<u32, metering_core::config::ConfigError> {
+        match std::env::var(name).ok().filter(|value| !value.trim().is_empty()) {
+            None => Ok(default),
+            Some(value) => value.trim().parse::<u32>().ok().filter(|days| (1..=3650).contains(days)).ok_or(
+                metering_core::config::ConfigError::Invalid { name, value, reason: "a whole number of days, 1 to 3650".into() },
+            ),
+        }
+    };
+    let retention = CounterRetention { daily_days: days("USAGE_DAILY_TTL_DAYS", 90)?, weekly_days: days("USAGE_WEEKLY_TTL_DAYS", 400)? };
+    Ok(Some(CounterRebuilder::new(
+        Arc::new(crate::aws::CloudWatchLogSource::new(sdk_config)),
+        Arc::new(crate::rebuild_dynamodb::DynamoCounterStore::new(sdk_config, table)),
+        config.log_groups.clone(),
+        retention,
+    )))
+}
+
+/// One rebuild invocation: its summary as JSON, or the error Lambda reports.
+pub async fn handle_rebuild(rebuilder: Option<&CounterRebuilder>, request: Result<RebuildRequest, RebuildError>)
+    -> Result<Value, lambda_runtime::Diagnostic> {
+    let request = request?;
+    let Some(rebuilder) = rebuilder else {
+        return Err(RebuildError::BadRequest("this log processor has no USAGE_TABLE_NAME: it cannot rebuild counters".into()).into());
+    };
+    let summary = rebuilder.rebuild(&request, Utc::now()).await?;
+    tracing::info!(?summary, "counters rebuilt");
+    serde_json::to_value(summary).map_err(|error| lambda_runtime::Diagnostic {
+        error_type: "EncodeFailed".into(),
+        error_message: error.to_string(),
+    })
+}
+
 #[derive(Default)]
 struct BilledLines {
     lines: BTreeMap<String, UsageRecord>,
@@ -522,7 +561,8 @@ mod tests {
         let mut logs = PagedLogs::new(vec![], 10);
         logs.failing_group = Some("group".into());
         let counters = Arc::new(MemoryCounters::default());
-        let rebuilder = CounterRebuilder::new(Arc::new(logs), Arc::clone(&counters), vec!["group".into()],
+        let counter_store: Arc<dyn CounterStore> = counters.clone();
+        let rebuilder = CounterRebuilder::new(Arc::new(logs), counter_store, vec!["group".into()],
             CounterRetention { daily_days: 90, weekly_days: 400 });
         let request = RebuildRequest { day: day("2026-11-18"), tenant_id: None, allow_today: false };
         let error = rebuilder.rebuild(&request, Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()).await.unwrap_err();
