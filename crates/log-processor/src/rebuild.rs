@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
-use metering_core::counters::{day_label, expiry_epoch_seconds, week_label, CounterKey, PeriodKind};
+use metering_core::counters::{
+    day_label, expiry_epoch_seconds, week_label, CounterKey, PeriodKind,
+};
 use metering_core::usage::UsageRecord;
 use metering_core::usage_report::CounterRetention;
 use serde::{Deserialize, Serialize};
@@ -59,7 +61,10 @@ impl From<RebuildError> for lambda_runtime::Diagnostic {
             RebuildError::ReadLogs { .. } => "ReadLogsFailed",
             RebuildError::Counters { .. } => "CountersFailed",
         };
-        lambda_runtime::Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
+        lambda_runtime::Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: error.to_string(),
+        }
     }
 }
 
@@ -91,14 +96,21 @@ impl RebuildRequest {
 
     fn parse(payload: &Value) -> Result<Self, RebuildError> {
         let hint = r#"send {"rebuild_counters": "YYYY-MM-DD"} (optional "tenant_id", "allow_today": true)"#;
-        let parsed: RebuildPayload = serde_json::from_value(payload.clone())
-            .map_err(|error| RebuildError::BadRequest(format!("unexpected payload {payload}: {error}; {hint}")))?;
+        let parsed: RebuildPayload = serde_json::from_value(payload.clone()).map_err(|error| {
+            RebuildError::BadRequest(format!("unexpected payload {payload}: {error}; {hint}"))
+        })?;
         let day = parse_day("rebuild_counters", &parsed.rebuild_counters)
             .map_err(|error| RebuildError::BadRequest(error.to_string()))?;
         if parsed.tenant_id.as_deref() == Some("") {
-            return Err(RebuildError::BadRequest("\"tenant_id\" is empty".to_owned()));
+            return Err(RebuildError::BadRequest(
+                "\"tenant_id\" is empty".to_owned(),
+            ));
         }
-        Ok(Self { day, tenant_id: parsed.tenant_id, allow_today: parsed.allow_today })
+        Ok(Self {
+            day,
+            tenant_id: parsed.tenant_id,
+            allow_today: parsed.allow_today,
+        })
     }
 }
 
@@ -134,7 +146,13 @@ pub struct CounterItem {
 }
 
 impl CounterItem {
-    pub fn new(kind: PeriodKind, period: &str, tenant_id: &str, request_type: &str, model_id: &str) -> Self {
+    pub fn new(
+        kind: PeriodKind,
+        period: &str,
+        tenant_id: &str,
+        request_type: &str,
+        model_id: &str,
+    ) -> Self {
         Self {
             key: CounterKey::new(kind, period, tenant_id, request_type, model_id),
             tenant_id: tenant_id.to_owned(),
@@ -148,8 +166,12 @@ impl CounterItem {
 #[async_trait]
 pub trait CounterStore: Send + Sync {
     /// The counter items of one day or week (of one tenant when given); anything else is not returned.
-    async fn read_period(&self, kind: PeriodKind, period: &str, tenant_id: Option<&str>)
-        -> Result<Vec<(CounterItem, CounterSums)>, BoxError>;
+    async fn read_period(
+        &self,
+        kind: PeriodKind,
+        period: &str,
+        tenant_id: Option<&str>,
+    ) -> Result<Vec<(CounterItem, CounterSums)>, BoxError>;
     /// SETs the item to `sums` (the ttl only when the item has none).
     async fn set(&self, item: &CounterItem, sums: &CounterSums, ttl: i64) -> Result<(), BoxError>;
 }
@@ -177,7 +199,10 @@ pub struct CounterRebuilder {
 }
 
 fn day_end(day: NaiveDate) -> DateTime<Utc> {
-    day.checked_add_days(Days::new(1)).and_then(|next| next.and_hms_opt(0, 0, 0)).map(|at| at.and_utc()).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    day.checked_add_days(Days::new(1))
+        .and_then(|next| next.and_hms_opt(0, 0, 0))
+        .map(|at| at.and_utc())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// No line or counter update can still belong to `day`.
@@ -198,7 +223,9 @@ pub fn expected_items<'a>(
     let (day_period, week_period) = (day_label(day), week_label(day));
     let mut items: BTreeMap<(String, String), (CounterItem, CounterSums)> = BTreeMap::new();
     for record in records {
-        let Ok(at) = DateTime::parse_from_rfc3339(&record.timestamp) else { continue };
+        let Ok(at) = DateTime::parse_from_rfc3339(&record.timestamp) else {
+            continue;
+        };
         let line_day = at.with_timezone(&Utc).date_naive();
         let mut periods = Vec::with_capacity(2);
         if line_day == day {
@@ -208,7 +235,13 @@ pub fn expected_items<'a>(
             periods.push((PeriodKind::Week, week_period.as_str()));
         }
         for (kind, period) in periods {
-            let item = CounterItem::new(kind, period, &record.tenant_id, record.request_type.as_str(), &record.model_id);
+            let item = CounterItem::new(
+                kind,
+                period,
+                &record.tenant_id,
+                record.request_type.as_str(),
+                &record.model_id,
+            );
             let entry = items
                 .entry((item.key.pk.clone(), item.key.sk.clone()))
                 .or_insert_with(|| (item, CounterSums::default()));
@@ -219,15 +252,32 @@ pub fn expected_items<'a>(
 }
 
 impl CounterRebuilder {
-    pub fn new(logs: Arc<dyn LogSource>, counters: Arc<dyn CounterStore>, log_groups: Vec<String>, retention: CounterRetention) -> Self {
-        Self { logs, counters, log_groups, retention }
+    pub fn new(
+        logs: Arc<dyn LogSource>,
+        counters: Arc<dyn CounterStore>,
+        log_groups: Vec<String>,
+        retention: CounterRetention,
+    ) -> Self {
+        Self {
+            logs,
+            counters,
+            log_groups,
+            retention,
+        }
     }
 
     #[tracing::instrument(skip(self), fields(day = %request.day, tenant_id = request.tenant_id.as_deref().unwrap_or("*")))]
-    pub async fn rebuild(&self, request: &RebuildRequest, now: DateTime<Utc>) -> Result<RebuildSummary, RebuildError> {
+    pub async fn rebuild(
+        &self,
+        request: &RebuildRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RebuildSummary, RebuildError> {
         let day = request.day;
         if day > now.date_naive() {
-            return Err(RebuildError::BadRequest(format!("{day} is in the future (today is {} UTC)", now.date_naive())));
+            return Err(RebuildError::BadRequest(format!(
+                "{day} is in the future (today is {} UTC)",
+                now.date_naive()
+            )));
         }
         if !is_closed(day, now) && !request.allow_today {
             return Err(RebuildError::BadRequest(format!(
@@ -239,18 +289,31 @@ impl CounterRebuilder {
         let monday = monday_of(day);
         let sunday = monday + chrono::Duration::days(6);
         let with_week = is_closed(sunday, now) || request.allow_today;
-        let (first, last) = if with_week { (monday, sunday.min(now.date_naive())) } else { (day, day) };
+        let (first, last) = if with_week {
+            (monday, sunday.min(now.date_naive()))
+        } else {
+            (day, day)
+        };
 
-        let records = self.read_lines(first, last, request.tenant_id.as_deref(), now).await?;
+        let records = self
+            .read_lines(first, last, request.tenant_id.as_deref(), now)
+            .await?;
         let expected = expected_items(records.lines.values(), day, with_week);
         let mut summary = RebuildSummary {
             day: day_label(day),
             week: with_week.then(|| week_label(day)),
             tenant_id: request.tenant_id.clone(),
-            lines: records.lines.values().filter(|record| record.timestamp.get(..10) == Some(day_label(day).as_str())).count() as u64,
+            lines: records
+                .lines
+                .values()
+                .filter(|record| record.timestamp.get(..10) == Some(day_label(day).as_str()))
+                .count() as u64,
             repeated_request_ids: records.repeated,
             note: (!with_week).then(|| {
-                format!("week {} is still open (it holds today): its items were not rebuilt", week_label(day))
+                format!(
+                    "week {} is still open (it holds today): its items were not rebuilt",
+                    week_label(day)
+                )
             }),
             ..RebuildSummary::default()
         };
@@ -259,16 +322,29 @@ impl CounterRebuilder {
             periods.push((PeriodKind::Week, week_label(day)));
         }
         for (kind, period) in periods {
-            let counter_error = |source| RebuildError::Counters { period: format!("{}#{period}", kind.prefix()), source };
-            let current = self.counters.read_period(kind, &period, request.tenant_id.as_deref()).await.map_err(counter_error)?;
-            let mut targets: BTreeMap<(String, String), (CounterItem, CounterSums, Option<CounterSums>)> = expected
+            let counter_error = |source| RebuildError::Counters {
+                period: format!("{}#{period}", kind.prefix()),
+                source,
+            };
+            let current = self
+                .counters
+                .read_period(kind, &period, request.tenant_id.as_deref())
+                .await
+                .map_err(counter_error)?;
+            let mut targets: BTreeMap<
+                (String, String),
+                (CounterItem, CounterSums, Option<CounterSums>),
+            > = expected
                 .iter()
                 .filter(|(_, (item, _))| item.key.kind == kind)
                 .map(|(key, (item, sums))| (key.clone(), (item.clone(), *sums, None)))
                 .collect();
             for (item, sums) in current {
                 let key = (item.key.pk.clone(), item.key.sk.clone());
-                targets.entry(key).or_insert_with(|| (item, CounterSums::default(), None)).2 = Some(sums);
+                targets
+                    .entry(key)
+                    .or_insert_with(|| (item, CounterSums::default(), None))
+                    .2 = Some(sums);
             }
             for (item, wanted, present) in targets.into_values() {
                 if present == Some(wanted) {
@@ -276,7 +352,10 @@ impl CounterRebuilder {
                     continue;
                 }
                 let ttl = self.ttl(kind, day);
-                self.counters.set(&item, &wanted, ttl).await.map_err(counter_error)?;
+                self.counters
+                    .set(&item, &wanted, ttl)
+                    .await
+                    .map_err(counter_error)?;
                 summary.items_set += 1;
                 summary.items_zeroed += u64::from(wanted == CounterSums::default());
                 tracing::info!(sk = %item.key.sk, tenant_id = %item.tenant_id, ?present, ?wanted, "counter item rebuilt");
@@ -290,12 +369,25 @@ impl CounterRebuilder {
             PeriodKind::Day => (day, self.retention.daily_days),
             PeriodKind::Week => (monday_of(day), self.retention.weekly_days),
         };
-        expiry_epoch_seconds(start, kind, std::time::Duration::from_secs(u64::from(days) * 86_400))
+        expiry_epoch_seconds(
+            start,
+            kind,
+            std::time::Duration::from_secs(u64::from(days) * 86_400),
+        )
     }
 
-    async fn read_lines(&self, first: NaiveDate, last: NaiveDate, tenant_id: Option<&str>, now: DateTime<Utc>)
-        -> Result<BilledLines, RebuildError> {
-        let start = first.and_hms_opt(0, 0, 0).map(|at| at.and_utc()).unwrap_or(DateTime::<Utc>::MIN_UTC) - READ_BEFORE;
+    async fn read_lines(
+        &self,
+        first: NaiveDate,
+        last: NaiveDate,
+        tenant_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<BilledLines, RebuildError> {
+        let start = first
+            .and_hms_opt(0, 0, 0)
+            .map(|at| at.and_utc())
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+            - READ_BEFORE;
         let end = (day_end(last) + LATE_LINES).min(now);
         let mut billed = BilledLines::default();
         let mut seen = HashSet::new();
@@ -308,14 +400,20 @@ impl CounterRebuilder {
             };
             let mut next_token = None;
             loop {
-                let page = self
-                    .logs
-                    .page(&query, next_token)
-                    .await
-                    .map_err(|source| RebuildError::ReadLogs { log_group: group.clone(), source })?;
+                let page = self.logs.page(&query, next_token).await.map_err(|source| {
+                    RebuildError::ReadLogs {
+                        log_group: group.clone(),
+                        source,
+                    }
+                })?;
                 for message in &page.messages {
-                    let LineOutcome::Usage { day, record } = classify(message) else { continue };
-                    if day < first || day > last || tenant_id.is_some_and(|tenant| tenant != record.tenant_id) {
+                    let LineOutcome::Usage { day, record } = classify(message) else {
+                        continue;
+                    };
+                    if day < first
+                        || day > last
+                        || tenant_id.is_some_and(|tenant| tenant != record.tenant_id)
+                    {
                         continue;
                     }
                     if seen.insert(record.request_id.clone()) {
@@ -336,34 +434,60 @@ impl CounterRebuilder {
 
 /// The rebuild on CloudWatch Logs and the usage table (`USAGE_TABLE_NAME`; without it there is no rebuild),
 /// read from the environment once at cold start.
-pub fn rebuild_on_aws(config: &crate::ExportConfig, sdk_config: &aws_config::SdkConfig)
-    -> Result<Option<CounterRebuilder>, metering_core::config::ConfigError> {
-    let Some(table) = std::env::var("USAGE_TABLE_NAME").ok().filter(|name| !name.trim().is_empty()) else {
+pub fn rebuild_on_aws(
+    config: &crate::ExportConfig,
+    sdk_config: &aws_config::SdkConfig,
+) -> Result<Option<CounterRebuilder>, metering_core::config::ConfigError> {
+    let Some(table) = std::env::var("USAGE_TABLE_NAME")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+    else {
         return Ok(None);
     };
-    let days = |name: &'static str, default: u32| -> Result<u32, metering_core::config::ConfigError> {
-        match std::env::var(name).ok().filter(|value| !value.trim().is_empty()) {
-            None => Ok(default),
-            Some(value) => value.trim().parse::<u32>().ok().filter(|days| (1..=3650).contains(days)).ok_or(
-                metering_core::config::ConfigError::Invalid { name, value, reason: "a whole number of days, 1 to 3650".into() },
-            ),
-        }
+    let days =
+        |name: &'static str, default: u32| -> Result<u32, metering_core::config::ConfigError> {
+            match std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+            {
+                None => Ok(default),
+                Some(value) => value
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|days| (1..=3650).contains(days))
+                    .ok_or(metering_core::config::ConfigError::Invalid {
+                        name,
+                        value,
+                        reason: "a whole number of days, 1 to 3650".into(),
+                    }),
+            }
+        };
+    let retention = CounterRetention {
+        daily_days: days("USAGE_DAILY_TTL_DAYS", 90)?,
+        weekly_days: days("USAGE_WEEKLY_TTL_DAYS", 400)?,
     };
-    let retention = CounterRetention { daily_days: days("USAGE_DAILY_TTL_DAYS", 90)?, weekly_days: days("USAGE_WEEKLY_TTL_DAYS", 400)? };
     Ok(Some(CounterRebuilder::new(
         Arc::new(crate::aws::CloudWatchLogSource::new(sdk_config)),
-        Arc::new(crate::rebuild_dynamodb::DynamoCounterStore::new(sdk_config, table)),
+        Arc::new(crate::rebuild_dynamodb::DynamoCounterStore::new(
+            sdk_config, table,
+        )),
         config.log_groups.clone(),
         retention,
     )))
 }
 
 /// One rebuild invocation: its summary as JSON, or the error Lambda reports.
-pub async fn handle_rebuild(rebuilder: Option<&CounterRebuilder>, request: Result<RebuildRequest, RebuildError>)
-    -> Result<Value, lambda_runtime::Diagnostic> {
+pub async fn handle_rebuild(
+    rebuilder: Option<&CounterRebuilder>,
+    request: Result<RebuildRequest, RebuildError>,
+) -> Result<Value, lambda_runtime::Diagnostic> {
     let request = request?;
     let Some(rebuilder) = rebuilder else {
-        return Err(RebuildError::BadRequest("this log processor has no USAGE_TABLE_NAME: it cannot rebuild counters".into()).into());
+        return Err(RebuildError::BadRequest(
+            "this log processor has no USAGE_TABLE_NAME: it cannot rebuild counters".into(),
+        )
+        .into());
     };
     let summary = rebuilder.rebuild(&request, Utc::now()).await?;
     tracing::info!(?summary, "counters rebuilt");
@@ -390,17 +514,23 @@ mod tests {
     use super::*;
     use crate::ports::fakes::PagedLogs;
 
-    /// Counter items in memory, keyed (pk, sk); `extra` holds non-counter items the store must never return.
+    /// Counter items in memory, keyed (pk, sk), with the ttl of their first write.
+    type StoredItems = BTreeMap<(String, String), (CounterItem, CounterSums, i64)>;
+
     #[derive(Default)]
     struct MemoryCounters {
-        items: Mutex<BTreeMap<(String, String), (CounterItem, CounterSums, i64)>>,
+        items: Mutex<StoredItems>,
         sets: Mutex<u64>,
     }
 
     #[async_trait]
     impl CounterStore for MemoryCounters {
-        async fn read_period(&self, kind: PeriodKind, period: &str, tenant_id: Option<&str>)
-            -> Result<Vec<(CounterItem, CounterSums)>, BoxError> {
+        async fn read_period(
+            &self,
+            kind: PeriodKind,
+            period: &str,
+            tenant_id: Option<&str>,
+        ) -> Result<Vec<(CounterItem, CounterSums)>, BoxError> {
             Ok(self
                 .items
                 .lock()
@@ -412,10 +542,17 @@ mod tests {
                 .collect())
         }
 
-        async fn set(&self, item: &CounterItem, sums: &CounterSums, ttl: i64) -> Result<(), BoxError> {
+        async fn set(
+            &self,
+            item: &CounterItem,
+            sums: &CounterSums,
+            ttl: i64,
+        ) -> Result<(), BoxError> {
             *self.sets.lock().unwrap() += 1;
             let mut items = self.items.lock().unwrap();
-            let entry = items.entry((item.key.pk.clone(), item.key.sk.clone())).or_insert((item.clone(), *sums, ttl));
+            let entry = items
+                .entry((item.key.pk.clone(), item.key.sk.clone()))
+                .or_insert((item.clone(), *sums, ttl));
             entry.1 = *sums;
             Ok(())
         }
@@ -423,13 +560,20 @@ mod tests {
 
     fn record(at: &str, tenant: &str, model: &str, input: u64, request_id: &str) -> UsageRecord {
         UsageEvent {
-            received_at: DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc),
+            received_at: DateTime::parse_from_rfc3339(at)
+                .unwrap()
+                .with_timezone(&Utc),
             request_id: request_id.into(),
             tenant_id: tenant.into(),
             user_id: "u".into(),
             model_id: model.into(),
             request_type: RequestType::Bedrock,
-            tokens: TokenCounts { input_tokens: input, output_tokens: 2, cache_creation_input_tokens: 0, cache_read_input_tokens: 1 },
+            tokens: TokenCounts {
+                input_tokens: input,
+                output_tokens: 2,
+                cache_creation_input_tokens: 0,
+                cache_read_input_tokens: 1,
+            },
             latency_ms: 5,
         }
         .to_record(None)
@@ -438,13 +582,29 @@ mod tests {
     fn logs_of(records: &[UsageRecord]) -> Arc<PagedLogs> {
         let events = records
             .iter()
-            .map(|r| (DateTime::parse_from_rfc3339(&r.timestamp).unwrap().timestamp_millis() + 100, r.to_line()))
+            .map(|r| {
+                (
+                    DateTime::parse_from_rfc3339(&r.timestamp)
+                        .unwrap()
+                        .timestamp_millis()
+                        + 100,
+                    r.to_line(),
+                )
+            })
             .collect();
         Arc::new(PagedLogs::new(events, 2))
     }
 
     fn rebuilder(logs: Arc<PagedLogs>, counters: Arc<MemoryCounters>) -> CounterRebuilder {
-        CounterRebuilder::new(logs, counters, vec!["group".into()], CounterRetention { daily_days: 90, weekly_days: 400 })
+        CounterRebuilder::new(
+            logs,
+            counters,
+            vec!["group".into()],
+            CounterRetention {
+                daily_days: 90,
+                weekly_days: 400,
+            },
+        )
     }
 
     fn sums(request_count: u64, input: u64) -> CounterSums {
@@ -465,14 +625,29 @@ mod tests {
     #[test]
     fn the_payload_is_a_rebuild_only_when_it_says_so() {
         assert!(RebuildRequest::from_payload(&json!({"date": "2026-11-20"})).is_none());
-        let request = RebuildRequest::from_payload(&json!({"rebuild_counters": "2026-11-20", "tenant_id": "acme"}))
-            .unwrap()
-            .unwrap();
-        assert_eq!(request, RebuildRequest { day: day("2026-11-20"), tenant_id: Some("acme".into()), allow_today: false });
+        let request = RebuildRequest::from_payload(
+            &json!({"rebuild_counters": "2026-11-20", "tenant_id": "acme"}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            request,
+            RebuildRequest {
+                day: day("2026-11-20"),
+                tenant_id: Some("acme".into()),
+                allow_today: false
+            }
+        );
         for (payload, reason) in [
             (json!({"rebuild_counters": "2026-11-31"}), "a date like"),
-            (json!({"rebuild_counters": "2026-11-20", "date": "2026-11-20"}), "unknown field"),
-            (json!({"rebuild_counters": "2026-11-20", "tenant_id": ""}), "empty"),
+            (
+                json!({"rebuild_counters": "2026-11-20", "date": "2026-11-20"}),
+                "unknown field",
+            ),
+            (
+                json!({"rebuild_counters": "2026-11-20", "tenant_id": ""}),
+                "empty",
+            ),
             (json!({"rebuild_counters": 20261120}), "invalid type"),
         ] {
             let error = RebuildRequest::from_payload(&payload).unwrap().unwrap_err();
@@ -498,24 +673,41 @@ mod tests {
             counters.set(&item, &sums, 1).await.unwrap();
         }
         let rebuilder = rebuilder(logs_of(&lines), Arc::clone(&counters));
-        let request = RebuildRequest { day: day("2026-11-18"), tenant_id: Some("acme".into()), allow_today: false };
+        let request = RebuildRequest {
+            day: day("2026-11-18"),
+            tenant_id: Some("acme".into()),
+            allow_today: false,
+        };
         let now = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
 
         // WHEN rebuilt for acme
         let summary = rebuilder.rebuild(&request, now).await.unwrap();
 
         // THEN the day holds r1 + r2, the week r1 + r2 + r3, the stale item zero; beta untouched
-        assert_eq!((summary.lines, summary.repeated_request_ids, summary.week.as_deref()), (2, 1, Some("2026-W47")));
+        assert_eq!(
+            (
+                summary.lines,
+                summary.repeated_request_ids,
+                summary.week.as_deref()
+            ),
+            (2, 1, Some("2026-W47"))
+        );
         assert_eq!((summary.items_set, summary.items_zeroed), (3, 1));
         let read = |kind, period: &'static str| {
             let counters = Arc::clone(&counters);
             async move { counters.read_period(kind, period, None).await.unwrap() }
         };
         let days = read(PeriodKind::Day, "2026-11-18").await;
-        let by_model: BTreeMap<_, _> = days.iter().map(|(item, sums)| (item.model_id.clone(), *sums)).collect();
+        let by_model: BTreeMap<_, _> = days
+            .iter()
+            .map(|(item, sums)| (item.model_id.clone(), *sums))
+            .collect();
         assert_eq!(by_model["m1"], sums(2, 30));
         assert_eq!(by_model["gone"], CounterSums::default());
-        assert!(!by_model.contains_key("m2"), "another tenant's item is not written");
+        assert!(
+            !by_model.contains_key("m2"),
+            "another tenant's item is not written"
+        );
         let weeks = read(PeriodKind::Week, "2026-W47").await;
         assert_eq!(weeks.len(), 1);
         assert_eq!(weeks[0].1, sums(3, 35));
@@ -530,15 +722,25 @@ mod tests {
 
     #[tokio::test]
     async fn today_is_refused_and_an_open_week_is_left_alone() {
-        let lines = [record("2026-11-30T10:00:00.000Z", "acme", "m1", 10, "r1"), record("2026-12-01T00:05:00.000Z", "acme", "m1", 1, "r2")];
+        let lines = [
+            record("2026-11-30T10:00:00.000Z", "acme", "m1", 10, "r1"),
+            record("2026-12-01T00:05:00.000Z", "acme", "m1", 1, "r2"),
+        ];
         let counters = Arc::new(MemoryCounters::default());
         let rebuilder = rebuilder(logs_of(&lines), Arc::clone(&counters));
-        let monday = RebuildRequest { day: day("2026-11-30"), tenant_id: None, allow_today: false };
+        let monday = RebuildRequest {
+            day: day("2026-11-30"),
+            tenant_id: None,
+            allow_today: false,
+        };
 
         // WHEN yesterday is rebuilt 10 minutes after midnight THEN it is still open: refused, nothing written
         let early = Utc.with_ymd_and_hms(2026, 12, 1, 0, 10, 0).unwrap();
         let error = rebuilder.rebuild(&monday, early).await.unwrap_err();
-        assert!(matches!(error, RebuildError::BadRequest(ref m) if m.contains("still open")), "{error}");
+        assert!(
+            matches!(error, RebuildError::BadRequest(ref m) if m.contains("still open")),
+            "{error}"
+        );
         assert_eq!(*counters.sets.lock().unwrap(), 0);
 
         // WHEN it is rebuilt once closed THEN the day is set, the open week is not, and the summary says so
@@ -546,13 +748,23 @@ mod tests {
         let summary = rebuilder.rebuild(&monday, later).await.unwrap();
         assert_eq!((summary.week, summary.items_set), (None, 1));
         assert!(summary.note.unwrap().contains("still open"));
-        assert!(counters.read_period(PeriodKind::Week, "2026-W49", None).await.unwrap().is_empty());
+        assert!(counters
+            .read_period(PeriodKind::Week, "2026-W49", None)
+            .await
+            .unwrap()
+            .is_empty());
 
         // WHEN allowed THEN the week is rebuilt from its days so far
-        let allowed = RebuildRequest { allow_today: true, ..monday };
+        let allowed = RebuildRequest {
+            allow_today: true,
+            ..monday
+        };
         let summary = rebuilder.rebuild(&allowed, later).await.unwrap();
         assert_eq!(summary.week.as_deref(), Some("2026-W49"));
-        let week = counters.read_period(PeriodKind::Week, "2026-W49", None).await.unwrap();
+        let week = counters
+            .read_period(PeriodKind::Week, "2026-W49", None)
+            .await
+            .unwrap();
         assert_eq!(week[0].1, sums(2, 11));
     }
 
@@ -562,11 +774,31 @@ mod tests {
         logs.failing_group = Some("group".into());
         let counters = Arc::new(MemoryCounters::default());
         let counter_store: Arc<dyn CounterStore> = counters.clone();
-        let rebuilder = CounterRebuilder::new(Arc::new(logs), counter_store, vec!["group".into()],
-            CounterRetention { daily_days: 90, weekly_days: 400 });
-        let request = RebuildRequest { day: day("2026-11-18"), tenant_id: None, allow_today: false };
-        let error = rebuilder.rebuild(&request, Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()).await.unwrap_err();
-        assert!(matches!(error, RebuildError::ReadLogs { ref log_group, .. } if log_group == "group"), "{error}");
+        let rebuilder = CounterRebuilder::new(
+            Arc::new(logs),
+            counter_store,
+            vec!["group".into()],
+            CounterRetention {
+                daily_days: 90,
+                weekly_days: 400,
+            },
+        );
+        let request = RebuildRequest {
+            day: day("2026-11-18"),
+            tenant_id: None,
+            allow_today: false,
+        };
+        let error = rebuilder
+            .rebuild(
+                &request,
+                Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RebuildError::ReadLogs { ref log_group, .. } if log_group == "group"),
+            "{error}"
+        );
         assert_eq!(*counters.sets.lock().unwrap(), 0);
     }
 }
