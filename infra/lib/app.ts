@@ -31,6 +31,7 @@ export function buildApp(app: App, env: NodeJS.ProcessEnv = process.env): Meteri
     description: 'bedrock-metering: daily export of usage lines to S3, Glue table and Athena workgroup',
     config,
     usageLogGroups: metering.usageLogGroups,
+    usageTable: metering.usageTable.table,
   });
   analytics.addStackDependency(metering, 'exports the usage log groups of BedrockMeteringStack');
   Tags.of(app).add('project', 'bedrock-metering');

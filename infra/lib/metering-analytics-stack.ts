@@ -2,6 +2,7 @@
  * MeteringAnalyticsStack: the daily export of usage lines to S3 and the Glue/Athena layer over it.
  */
 import { CfnOutput, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { UsageAnalyticsWorkgroup } from './analytics/athena';
@@ -14,6 +15,8 @@ export interface MeteringAnalyticsStackProps extends StackProps {
   readonly config: MeteringConfig;
   /** The log groups of BedrockMeteringStack holding the usage lines (cross-stack references). */
   readonly usageLogGroups: readonly logs.ILogGroup[];
+  /** The usage counters' table of BedrockMeteringStack: the log processor rebuilds counters in it. */
+  readonly usageTable?: dynamodb.ITable;
 }
 
 export class MeteringAnalyticsStack extends Stack {
@@ -42,6 +45,7 @@ export class MeteringAnalyticsStack extends Stack {
       assetDir: config.lambdaAssetDir,
       logRetention: config.logRetention,
       removalPolicy,
+      usageTable: props.usageTable,
     });
 
     new CfnOutput(this, 'AnalyticsBucketName', { value: bucket.bucketName, description: 'Exports under logs/, Athena results under athena-results/' });

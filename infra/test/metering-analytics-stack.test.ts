@@ -208,6 +208,19 @@ describe('example queries', () => {
 });
 
 describe('log processor', () => {
+  it('rebuilds counters with Query on the usage table index gsi1 and UpdateItem on the table, nothing more', () => {
+    const rebuild = statementsOfRole(template, 'LogProcessorRole').find((s) => s.Sid === 'RebuildCounters');
+    assert.ok(rebuild, 'no RebuildCounters statement');
+    assert.deepEqual(actionsOf(rebuild).sort(), ['dynamodb:Query', 'dynamodb:UpdateItem']);
+    const resources = JSON.stringify(resourcesOfStatement(rebuild));
+    assert.ok(resources.includes('UsageTable') && resources.includes('/index/gsi1'), resources);
+    assert.equal(resourcesOfStatement(rebuild).length, 2, resources);
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      FunctionName: Match.stringLikeRegexp('LogProcessor'),
+      Environment: { Variables: Match.objectLike({ USAGE_TABLE_NAME: Match.anyValue() }) },
+    });
+  });
+
   it('is an arm64 Rust function named *LogProcessor*, 512 MB, 15 minutes, configured through its environment', () => {
     template.hasResourceProperties('AWS::Lambda::Function', {
       FunctionName: Match.stringLikeRegexp('LogProcessor'),
@@ -248,6 +261,7 @@ describe('log processor', () => {
         ['ReadUsageLines', ['logs:FilterLogEvents']],
         ['WriteExports', ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:PutObject']],
         ['ListExports', ['s3:ListBucket']],
+        ['RebuildCounters', ['dynamodb:Query', 'dynamodb:UpdateItem']],
       ],
     );
     const read = statements[1];

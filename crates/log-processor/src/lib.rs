@@ -7,6 +7,8 @@
 //! - [`parquet_file`]: rows -> row groups -> Parquet bytes, drained in parts as they are produced (pure).
 //! - [`ports`]: the two AWS services the export needs, behind narrow traits; [`aws`] implements them.
 //! - [`export`]: the day loop that streams pages -> row groups -> multipart upload, in bounded memory.
+//! - [`rebuild`]: `{"rebuild_counters": "YYYY-MM-DD"}` SETs a day's and its week's counters from the lines;
+//!   [`rebuild_dynamodb`] is its DynamoDB adapter.
 
 pub mod aws;
 pub mod bench;
@@ -17,6 +19,8 @@ pub mod export;
 pub mod line;
 pub mod parquet_file;
 pub mod ports;
+pub mod rebuild;
+pub mod rebuild_dynamodb;
 pub mod request;
 pub mod summary;
 pub mod synthetic;

@@ -4,6 +4,7 @@
  * It may filter those log groups, and write, replace and list objects under `logs/`, nothing more.
  */
 import { CfnResource, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -23,6 +24,11 @@ export interface LogProcessorProps {
   readonly assetDir: string;
   readonly logRetention: logs.RetentionDays;
   readonly removalPolicy: RemovalPolicy;
+  /**
+   * The usage counters' table: with it the processor also rebuilds counters from the lines on the event
+   * `{"rebuild_counters": "YYYY-MM-DD"}` (Query on its index gsi1, UpdateItem on the table; nothing else).
+   */
+  readonly usageTable?: dynamodb.ITable;
 }
 
 export class LogProcessor extends Construct {
@@ -48,6 +54,7 @@ export class LogProcessor extends Construct {
         USAGE_LOG_GROUPS: props.usageLogGroups.map((group) => group.logGroupName).join(','),
         ANALYTICS_BUCKET: props.bucket.bucketName,
         LOGS_PREFIX: props.logsPrefix,
+        ...(props.usageTable ? { USAGE_TABLE_NAME: props.usageTable.tableName } : {}),
       },
       assetDir: props.assetDir,
       logRetention: props.logRetention,
@@ -81,6 +88,17 @@ export class LogProcessor extends Construct {
         conditions: { StringLike: { 's3:prefix': `${props.logsPrefix}*` } },
       }),
     );
+    if (props.usageTable) {
+      this.processor.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'RebuildCounters',
+          // Read a day's or week's counter items (one Query on gsi1), SET them from the lines (UpdateItem).
+          // No PutItem, DeleteItem or Scan: a rebuild never removes an item, it sets stale ones to zero.
+          actions: ['dynamodb:Query', 'dynamodb:UpdateItem'],
+          resources: [props.usageTable.tableArn, `${props.usageTable.tableArn}/index/gsi1`],
+        }),
+      );
+    }
     const bucketResource = props.bucket.node.defaultChild as CfnResource;
     Validations.of(this.processor.role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::<${stack.getLogicalId(bucketResource)}.Arn>/${props.logsPrefix}*]`,
