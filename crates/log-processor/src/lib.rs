@@ -7,6 +7,9 @@
 //! - [`parquet_file`]: rows -> row groups -> Parquet bytes, drained in parts as they are produced (pure).
 //! - [`ports`]: the two AWS services the export needs, behind narrow traits; [`aws`] implements them.
 //! - [`export`]: the day loop that streams pages -> row groups -> multipart upload, in bounded memory.
+//! - [`row_price`]: each row priced from the usage API's own table; [`manifest`]: the day's `_SUCCESS`
+//!   (shrink guard, catch-up, the 03:00 check); [`options`]: `allow_shrink` and the check request;
+//!   [`metrics`]: the figures the alarms watch.
 
 pub mod aws;
 pub mod bench;
@@ -15,9 +18,13 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod line;
+pub mod manifest;
+pub mod metrics;
+pub mod options;
 pub mod parquet_file;
 pub mod ports;
 pub mod request;
+pub mod row_price;
 pub mod summary;
 pub mod synthetic;
 
