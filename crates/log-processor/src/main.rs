@@ -15,12 +15,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Export(args)) => std::process::exit(cli::export(args).await),
-        Some(Command::BenchTransform(args)) => {
-            std::process::exit(cli::bench(BenchCommand::Transform(args)).await)
-        }
-        Some(Command::BenchDay(args)) => {
-            std::process::exit(cli::bench(BenchCommand::Day(args)).await)
-        }
+        Some(Command::BenchTransform(args)) => std::process::exit(cli::bench(BenchCommand::Transform(args)).await),
+        Some(Command::BenchDay(args)) => std::process::exit(cli::bench(BenchCommand::Day(args)).await),
         None if cli.lambda_runtime_api.is_none() => {
             Cli::command().print_help()?;
             std::process::exit(2);

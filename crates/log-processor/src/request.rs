@@ -15,21 +15,17 @@ use crate::error::ExportError;
 
 pub const MAX_RANGE_DAYS: u64 = 31;
 
-const USAGE_HINT: &str = r#"send {} (today so far), {"date": "YYYY-MM-DD"} or {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}"#;
+const USAGE_HINT: &str =
+    r#"send {} (today so far), {"date": "YYYY-MM-DD"} or {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}"#;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportRequest {
     /// The daily schedule fired at `fired_at`: export the previous UTC day.
-    Scheduled {
-        fired_at: DateTime<Utc>,
-    },
+    Scheduled { fired_at: DateTime<Utc> },
     /// Today so far.
     Today,
     Day(NaiveDate),
-    Range {
-        from: NaiveDate,
-        to: NaiveDate,
-    },
+    Range { from: NaiveDate, to: NaiveDate },
 }
 
 #[derive(Deserialize)]
@@ -44,42 +40,24 @@ impl ExportRequest {
     /// Reads an invocation payload (see the module documentation).
     pub fn from_payload(payload: &Value) -> Result<Self, ExportError> {
         let Some(object) = payload.as_object() else {
-            return Err(bad(format!(
-                "the payload must be a JSON object, got {payload}; {USAGE_HINT}"
-            )));
+            return Err(bad(format!("the payload must be a JSON object, got {payload}; {USAGE_HINT}")));
         };
         if object.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
-            let time = object
-                .get("time")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let fired_at = DateTime::parse_from_rfc3339(time).map_err(|error| {
-                bad(format!(
-                    "scheduled event with an unreadable time {time:?}: {error}"
-                ))
-            })?;
-            return Ok(Self::Scheduled {
-                fired_at: fired_at.with_timezone(&Utc),
-            });
+            let time = object.get("time").and_then(Value::as_str).unwrap_or_default();
+            let fired_at = DateTime::parse_from_rfc3339(time)
+                .map_err(|error| bad(format!("scheduled event with an unreadable time {time:?}: {error}")))?;
+            return Ok(Self::Scheduled { fired_at: fired_at.with_timezone(&Utc) });
         }
-        let manual: ManualPayload = serde_json::from_value(payload.clone()).map_err(|error| {
-            bad(format!(
-                "unexpected payload {payload}: {error}; {USAGE_HINT}"
-            ))
-        })?;
+        let manual: ManualPayload = serde_json::from_value(payload.clone())
+            .map_err(|error| bad(format!("unexpected payload {payload}: {error}; {USAGE_HINT}")))?;
         match (manual.date, manual.from, manual.to) {
             (None, None, None) => Ok(Self::Today),
             (Some(date), None, None) => Ok(Self::Day(parse_day("date", &date)?)),
-            (None, Some(from), Some(to)) => Ok(Self::Range {
-                from: parse_day("from", &from)?,
-                to: parse_day("to", &to)?,
-            }),
-            (Some(_), _, _) => Err(bad(format!(
-                "give either \"date\" or \"from\"/\"to\", not both; {USAGE_HINT}"
-            ))),
-            (None, _, _) => Err(bad(format!(
-                "\"from\" and \"to\" go together; {USAGE_HINT}"
-            ))),
+            (None, Some(from), Some(to)) => {
+                Ok(Self::Range { from: parse_day("from", &from)?, to: parse_day("to", &to)? })
+            }
+            (Some(_), _, _) => Err(bad(format!("give either \"date\" or \"from\"/\"to\", not both; {USAGE_HINT}"))),
+            (None, _, _) => Err(bad(format!("\"from\" and \"to\" go together; {USAGE_HINT}"))),
         }
     }
 
@@ -88,10 +66,7 @@ impl ExportRequest {
         let today = now.date_naive();
         let (from, to) = match *self {
             Self::Scheduled { fired_at } => {
-                let day = fired_at
-                    .date_naive()
-                    .pred_opt()
-                    .ok_or_else(|| bad("no day before the schedule"))?;
+                let day = fired_at.date_naive().pred_opt().ok_or_else(|| bad("no day before the schedule"))?;
                 (day, day)
             }
             Self::Today => (today, today),
@@ -110,9 +85,7 @@ impl ExportRequest {
         if to > today {
             return Err(bad(format!("{to} is in the future (today is {today} UTC)")));
         }
-        Ok((0..count)
-            .filter_map(|offset| from.checked_add_days(Days::new(offset)))
-            .collect())
+        Ok((0..count).filter_map(|offset| from.checked_add_days(Days::new(offset))).collect())
     }
 
     /// A short name for the summary.
@@ -132,11 +105,7 @@ pub fn parse_day(field: &str, text: &str) -> Result<NaiveDate, ExportError> {
     well_formed
         .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
         .flatten()
-        .ok_or_else(|| {
-            bad(format!(
-                "\"{field}\" must be a date like 2026-11-23, got {text:?}"
-            ))
-        })
+        .ok_or_else(|| bad(format!("\"{field}\" must be a date like 2026-11-23, got {text:?}")))
 }
 
 fn bad(message: impl Into<String>) -> ExportError {
@@ -165,8 +134,7 @@ mod tests {
     fn the_daily_schedule_exports_the_previous_utc_day() {
         // GIVEN the event EventBridge sends at 01:00 UTC (events/log-processor-scheduled.json)
         let event: Value =
-            serde_json::from_str(include_str!("../../../events/log-processor-scheduled.json"))
-                .unwrap();
+            serde_json::from_str(include_str!("../../../events/log-processor-scheduled.json")).unwrap();
         // WHEN it is read
         let request = ExportRequest::from_payload(&event).unwrap();
         // THEN the day before its time is exported
@@ -177,25 +145,12 @@ mod tests {
     #[test]
     fn every_event_file_of_the_log_processor_is_a_valid_request() {
         for (file, trigger) in [
-            (
-                include_str!("../../../events/log-processor-scheduled.json"),
-                "schedule",
-            ),
-            (
-                include_str!("../../../events/log-processor-today.json"),
-                "today",
-            ),
-            (
-                include_str!("../../../events/log-processor-date.json"),
-                "date",
-            ),
-            (
-                include_str!("../../../events/log-processor-range.json"),
-                "range",
-            ),
+            (include_str!("../../../events/log-processor-scheduled.json"), "schedule"),
+            (include_str!("../../../events/log-processor-today.json"), "today"),
+            (include_str!("../../../events/log-processor-date.json"), "date"),
+            (include_str!("../../../events/log-processor-range.json"), "range"),
         ] {
-            let request =
-                ExportRequest::from_payload(&serde_json::from_str(file).unwrap()).unwrap();
+            let request = ExportRequest::from_payload(&serde_json::from_str(file).unwrap()).unwrap();
             assert_eq!(request.trigger(), trigger);
             assert!(!request.days(now()).unwrap().is_empty());
         }
@@ -208,25 +163,14 @@ mod tests {
 
     #[test]
     fn one_date_or_a_range_both_ends_included() {
-        assert_eq!(
-            days_of(json!({"date": "2026-02-28"})).unwrap(),
-            vec![day("2026-02-28")]
-        );
+        assert_eq!(days_of(json!({"date": "2026-02-28"})).unwrap(), vec![day("2026-02-28")]);
         let range = days_of(json!({"from": "2026-02-27", "to": "2026-03-02"})).unwrap();
-        assert_eq!(
-            range,
-            ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"].map(day)
-        );
+        assert_eq!(range, ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"].map(day));
     }
 
     #[test]
     fn thirty_one_days_pass_and_thirty_two_do_not() {
-        assert_eq!(
-            days_of(json!({"from": "2026-10-01", "to": "2026-10-31"}))
-                .unwrap()
-                .len(),
-            31
-        );
+        assert_eq!(days_of(json!({"from": "2026-10-01", "to": "2026-10-31"})).unwrap().len(), 31);
         let error = days_of(json!({"from": "2026-10-01", "to": "2026-11-01"})).unwrap_err();
         assert!(error.to_string().contains("at most 31 days"), "{error}");
     }
@@ -240,24 +184,15 @@ mod tests {
             (json!({"date": "yesterday"}), "a date like"),
             (json!({"day": "2026-11-01"}), "unknown field"),
             (json!({"from": "2026-11-01"}), "go together"),
-            (
-                json!({"date": "2026-11-01", "from": "2026-11-01", "to": "2026-11-02"}),
-                "not both",
-            ),
+            (json!({"date": "2026-11-01", "from": "2026-11-01", "to": "2026-11-02"}), "not both"),
             (json!({"from": "2026-11-05", "to": "2026-11-01"}), "after"),
             (json!({"date": "2026-11-24"}), "future"),
             (json!({"date": 20261101}), "invalid type"),
-            (
-                json!({"detail-type": "Scheduled Event", "time": "noon"}),
-                "unreadable time",
-            ),
+            (json!({"detail-type": "Scheduled Event", "time": "noon"}), "unreadable time"),
         ];
         for (payload, expected) in cases {
             let error = days_of(payload.clone()).unwrap_err();
-            assert!(
-                matches!(error, ExportError::BadRequest(_)),
-                "{payload}: {error:?}"
-            );
+            assert!(matches!(error, ExportError::BadRequest(_)), "{payload}: {error:?}");
             assert!(error.to_string().contains(expected), "{payload}: {error}");
         }
     }

@@ -23,8 +23,7 @@ pub struct SyntheticDay {
 impl SyntheticDay {
     /// `day` as `YYYY-MM-DD`; panics on anything else (test and benchmark input only).
     pub fn new(day: &str, count: u64, seed: u64) -> Self {
-        let day = NaiveDate::parse_from_str(day, "%Y-%m-%d")
-            .unwrap_or_else(|_| panic!("not a day: {day}"));
+        let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap_or_else(|_| panic!("not a day: {day}"));
         Self { day, count, seed }
     }
 
@@ -41,23 +40,15 @@ impl SyntheticDay {
     pub fn record(&self, index: u64) -> UsageRecord {
         let midnight = self.day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
         let step_ms = 86_400_000 / self.count.max(1);
-        let mut random = XorShift(
-            (self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                .wrapping_mul(0xBF58_476D_1CE4_E5B9)
-                | 1,
-        );
+        let mut random = XorShift((self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
         random.next();
         let tenant = random.below(TENANTS);
         let user = random.below(USERS_PER_TENANT);
         let input_tokens = 5 + random.below(2_000);
         let output_tokens = 1 + random.below(800);
-        let (cache_creation, cache_read) = if random.below(10) == 0 {
-            (random.below(500), random.below(4_000))
-        } else {
-            (0, 0)
-        };
-        let at = midnight
-            + Duration::milliseconds((index * step_ms + random.below(step_ms.max(1))) as i64);
+        let (cache_creation, cache_read) =
+            if random.below(10) == 0 { (random.below(500), random.below(4_000)) } else { (0, 0) };
+        let at = midnight + Duration::milliseconds((index * step_ms + random.below(step_ms.max(1))) as i64);
         UsageRecord {
             event: USAGE_EVENT.to_owned(),
             timestamp: at.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -72,11 +63,7 @@ impl SyntheticDay {
             tenant_id: format!("tenant-{tenant:03}"),
             user_id: format!("user-{tenant:03}-{user}"),
             model_id: MODELS[random.below(MODELS.len() as u64) as usize].to_owned(),
-            request_type: if random.below(10) == 0 {
-                RequestType::Anthropic
-            } else {
-                RequestType::Bedrock
-            },
+            request_type: if random.below(10) == 0 { RequestType::Anthropic } else { RequestType::Bedrock },
             input_tokens,
             output_tokens,
             total_tokens: input_tokens + output_tokens + cache_creation + cache_read,

@@ -65,10 +65,7 @@ impl ChatRequest {
                 )))
             }
         };
-        Ok(Self {
-            prompt: parsed.prompt,
-            max_tokens,
-        })
+        Ok(Self { prompt: parsed.prompt, max_tokens })
     }
 }
 
@@ -81,11 +78,7 @@ pub struct ChatService {
 
 impl ChatService {
     pub fn new(model: Arc<dyn ChatModel>, model_id: String, metering: Metering) -> Self {
-        Self {
-            model,
-            model_id,
-            metering,
-        }
+        Self { model, model_id, metering }
     }
 
     pub fn metering(&self) -> &Metering {
@@ -94,20 +87,11 @@ impl ChatService {
 
     /// Answers one chat request for `identity`; its usage is metered in the background.
     #[tracing::instrument(skip(self, identity, body), fields(tenant_id = %identity.tenant_id, request_id = %request_id))]
-    pub async fn chat(
-        &self,
-        identity: &TenantIdentity,
-        request_id: &str,
-        body: &[u8],
-    ) -> Result<String, ApiError> {
+    pub async fn chat(&self, identity: &TenantIdentity, request_id: &str, body: &[u8]) -> Result<String, ApiError> {
         let received_at = Utc::now();
         let started = Instant::now();
         let request = ChatRequest::parse(body)?;
-        let prompt = ModelPrompt {
-            model_id: self.model_id.clone(),
-            prompt: request.prompt,
-            max_tokens: request.max_tokens,
-        };
+        let prompt = ModelPrompt { model_id: self.model_id.clone(), prompt: request.prompt, max_tokens: request.max_tokens };
         let reply = self.model.converse(&prompt).await.map_err(|error| {
             tracing::warn!(%error, retryable = error.is_retryable(), "model call failed");
             ApiError::from(error)
@@ -140,13 +124,7 @@ mod tests {
     #[test]
     fn a_plain_prompt_is_accepted() {
         let request = ChatRequest::parse(br#"{"prompt": "hi", "max_tokens": 4096}"#).unwrap();
-        assert_eq!(
-            request,
-            ChatRequest {
-                prompt: "hi".into(),
-                max_tokens: Some(4096)
-            }
-        );
+        assert_eq!(request, ChatRequest { prompt: "hi".into(), max_tokens: Some(4096) });
     }
 
     #[test]
@@ -192,16 +170,10 @@ pub fn chat_service_on_aws(
         config.daily_ttl,
         config.weekly_ttl,
     );
-    ChatService::new(
-        Arc::new(model),
-        config.model_id.clone(),
-        Metering::new(Arc::new(counters), usage_log),
-    )
+    ChatService::new(Arc::new(model), config.model_id.clone(), Metering::new(Arc::new(counters), usage_log))
 }
 
 /// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }

@@ -11,11 +11,7 @@ pub enum ConfigError {
     #[error("environment variable {0} is required but not set")]
     Missing(&'static str),
     #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { name: &'static str, value: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +42,7 @@ impl ChatConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let model_id = non_empty("BEDROCK_MODEL_ID").unwrap_or_else(|| DEFAULT_MODEL_ID.to_owned());
-        let usage_table_name =
-            non_empty("USAGE_TABLE_NAME").ok_or(ConfigError::Missing("USAGE_TABLE_NAME"))?;
+        let usage_table_name = non_empty("USAGE_TABLE_NAME").ok_or(ConfigError::Missing("USAGE_TABLE_NAME"))?;
         let days = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
             let value = parse_number(name, non_empty(name), default, 1..=3650)?;
             Ok(Duration::from_secs(value * 86_400))
@@ -63,12 +58,8 @@ impl ChatConfig {
                 60_000,
                 100..=900_000,
             )?),
-            bedrock_max_attempts: parse_number(
-                "BEDROCK_MAX_ATTEMPTS",
-                non_empty("BEDROCK_MAX_ATTEMPTS"),
-                2,
-                1..=5,
-            )? as u32,
+            bedrock_max_attempts: parse_number("BEDROCK_MAX_ATTEMPTS", non_empty("BEDROCK_MAX_ATTEMPTS"), 2, 1..=5)?
+                as u32,
             throttle_retry_after_seconds: parse_number(
                 "THROTTLE_RETRY_AFTER_SECONDS",
                 non_empty("THROTTLE_RETRY_AFTER_SECONDS"),
@@ -85,9 +76,7 @@ fn parse_number(
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, ConfigError> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
+    let Some(value) = value else { return Ok(default) };
     let parsed: u64 = value.trim().parse().map_err(|_| ConfigError::Invalid {
         name,
         value: value.clone(),
@@ -109,10 +98,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
@@ -133,27 +119,9 @@ mod tests {
 
     #[test]
     fn out_of_range_or_garbage_numbers_are_refused() {
-        let garbage = ChatConfig::from_lookup(lookup(&[
-            ("USAGE_TABLE_NAME", "t"),
-            ("BEDROCK_TIMEOUT_MS", "soon"),
-        ]));
-        assert!(matches!(
-            garbage,
-            Err(ConfigError::Invalid {
-                name: "BEDROCK_TIMEOUT_MS",
-                ..
-            })
-        ));
-        let zero_ttl = ChatConfig::from_lookup(lookup(&[
-            ("USAGE_TABLE_NAME", "t"),
-            ("USAGE_DAILY_TTL_DAYS", "0"),
-        ]));
-        assert!(matches!(
-            zero_ttl,
-            Err(ConfigError::Invalid {
-                name: "USAGE_DAILY_TTL_DAYS",
-                ..
-            })
-        ));
+        let garbage = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("BEDROCK_TIMEOUT_MS", "soon")]));
+        assert!(matches!(garbage, Err(ConfigError::Invalid { name: "BEDROCK_TIMEOUT_MS", .. })));
+        let zero_ttl = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("USAGE_DAILY_TTL_DAYS", "0")]));
+        assert!(matches!(zero_ttl, Err(ConfigError::Invalid { name: "USAGE_DAILY_TTL_DAYS", .. })));
     }
 }

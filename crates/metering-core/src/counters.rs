@@ -60,13 +60,7 @@ pub struct CounterKey {
 }
 
 impl CounterKey {
-    pub fn new(
-        kind: PeriodKind,
-        period: &str,
-        tenant_id: &str,
-        request_type: &str,
-        model_id: &str,
-    ) -> Self {
+    pub fn new(kind: PeriodKind, period: &str, tenant_id: &str, request_type: &str, model_id: &str) -> Self {
         let prefix = kind.prefix();
         Self {
             pk: tenant_partition(tenant_id),
@@ -81,26 +75,10 @@ impl CounterKey {
     /// The day and the ISO week items one request adds to.
     pub fn for_event(event: &UsageEvent) -> [Self; 2] {
         let date = event.received_at.date_naive();
-        let (tenant, request_type, model) = (
-            &event.tenant_id,
-            event.request_type.as_str(),
-            &event.model_id,
-        );
+        let (tenant, request_type, model) = (&event.tenant_id, event.request_type.as_str(), &event.model_id);
         [
-            Self::new(
-                PeriodKind::Day,
-                &day_label(date),
-                tenant,
-                request_type,
-                model,
-            ),
-            Self::new(
-                PeriodKind::Week,
-                &week_label(date),
-                tenant,
-                request_type,
-                model,
-            ),
+            Self::new(PeriodKind::Day, &day_label(date), tenant, request_type, model),
+            Self::new(PeriodKind::Week, &week_label(date), tenant, request_type, model),
         ]
     }
 }
@@ -110,19 +88,12 @@ pub fn tenant_partition(tenant_id: &str) -> String {
 }
 
 /// When an item for `period_start` (a UTC date) should expire.
-pub fn expiry_epoch_seconds(
-    period_start: NaiveDate,
-    kind: PeriodKind,
-    time_to_live: Duration,
-) -> i64 {
+pub fn expiry_epoch_seconds(period_start: NaiveDate, kind: PeriodKind, time_to_live: Duration) -> i64 {
     let period_days = match kind {
         PeriodKind::Day => 1,
         PeriodKind::Week => 7,
     };
-    let start = period_start
-        .and_hms_opt(0, 0, 0)
-        .map(|dt| dt.and_utc().timestamp())
-        .unwrap_or_default();
+    let start = period_start.and_hms_opt(0, 0, 0).map(|dt| dt.and_utc().timestamp()).unwrap_or_default();
     start + period_days * 86_400 + time_to_live.as_secs() as i64
 }
 
@@ -148,29 +119,16 @@ pub struct DynamoUsageCounters {
 }
 
 impl DynamoUsageCounters {
-    pub fn new(
-        client: aws_sdk_dynamodb::Client,
-        table_name: String,
-        daily_ttl: Duration,
-        weekly_ttl: Duration,
-    ) -> Self {
-        Self {
-            client,
-            table_name,
-            daily_ttl,
-            weekly_ttl,
-        }
+    pub fn new(client: aws_sdk_dynamodb::Client, table_name: String, daily_ttl: Duration, weekly_ttl: Duration) -> Self {
+        Self { client, table_name, daily_ttl, weekly_ttl }
     }
 
     async fn add_to(&self, key: &CounterKey, event: &UsageEvent) -> Result<(), MeteringError> {
         let ttl = match key.kind {
-            PeriodKind::Day => {
-                expiry_epoch_seconds(event.received_at.date_naive(), key.kind, self.daily_ttl)
-            }
+            PeriodKind::Day => expiry_epoch_seconds(event.received_at.date_naive(), key.kind, self.daily_ttl),
             PeriodKind::Week => {
                 let date = event.received_at.date_naive();
-                let monday =
-                    date - chrono::Duration::days(i64::from(date.weekday().num_days_from_monday()));
+                let monday = date - chrono::Duration::days(i64::from(date.weekday().num_days_from_monday()));
                 expiry_epoch_seconds(monday, key.kind, self.weekly_ttl)
             }
         };
@@ -180,18 +138,12 @@ impl DynamoUsageCounters {
             (":input", number(tokens.input_tokens)),
             (":output", number(tokens.output_tokens)),
             (":total", number(tokens.total())),
-            (
-                ":cache_creation",
-                number(tokens.cache_creation_input_tokens),
-            ),
+            (":cache_creation", number(tokens.cache_creation_input_tokens)),
             (":cache_read", number(tokens.cache_read_input_tokens)),
             (":one", number(1)),
             (":tenant", AttributeValue::S(event.tenant_id.clone())),
             (":period", AttributeValue::S(key.period.clone())),
-            (
-                ":request_type",
-                AttributeValue::S(event.request_type.as_str().to_owned()),
-            ),
+            (":request_type", AttributeValue::S(event.request_type.as_str().to_owned())),
             (":model", AttributeValue::S(event.model_id.clone())),
             (":gsi1pk", AttributeValue::S(key.gsi1pk.clone())),
             (":gsi1sk", AttributeValue::S(key.gsi1sk.clone())),
@@ -259,8 +211,7 @@ impl UsageCounters for DynamoUsageCounters {
     #[tracing::instrument(skip(self, event), fields(tenant_id = %event.tenant_id, request_id = %event.request_id))]
     async fn add(&self, event: &UsageEvent) -> Result<(), MeteringError> {
         let [day, week] = CounterKey::for_event(event);
-        let (day_result, week_result) =
-            tokio::join!(self.add_to(&day, event), self.add_to(&week, event));
+        let (day_result, week_result) = tokio::join!(self.add_to(&day, event), self.add_to(&week, event));
         match (day_result, week_result) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
@@ -286,18 +237,9 @@ mod tests {
 
     #[test]
     fn iso_weeks_use_the_iso_year_around_new_year() {
-        assert_eq!(
-            week_label(NaiveDate::from_ymd_opt(2027, 1, 1).unwrap()),
-            "2026-W53"
-        );
-        assert_eq!(
-            week_label(NaiveDate::from_ymd_opt(2024, 12, 30).unwrap()),
-            "2025-W01"
-        );
-        assert_eq!(
-            week_label(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()),
-            "2026-W48"
-        );
+        assert_eq!(week_label(NaiveDate::from_ymd_opt(2027, 1, 1).unwrap()), "2026-W53");
+        assert_eq!(week_label(NaiveDate::from_ymd_opt(2024, 12, 30).unwrap()), "2025-W01");
+        assert_eq!(week_label(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()), "2026-W48");
     }
 
     #[test]
@@ -321,10 +263,7 @@ mod tests {
     fn daily_items_expire_the_configured_time_after_their_day_ends() {
         let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
         let expiry = expiry_epoch_seconds(day, PeriodKind::Day, Duration::from_secs(90 * 86_400));
-        let day_start = Utc
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .unwrap()
-            .timestamp();
+        let day_start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap().timestamp();
         assert_eq!(expiry, day_start + 91 * 86_400);
     }
 }

@@ -28,19 +28,13 @@ pub enum ApiError {
     PayloadTooLarge(String),
     /// The model provider asked us to slow down.
     #[error("{message}")]
-    RateLimited {
-        message: String,
-        retry_after_seconds: u64,
-    },
+    RateLimited { message: String, retry_after_seconds: u64 },
     /// The upstream model failed in a way the client cannot fix (misconfiguration, model error).
     #[error("{0}")]
     Upstream(String),
     /// The upstream model is temporarily unavailable.
     #[error("{message}")]
-    Unavailable {
-        message: String,
-        retry_after_seconds: u64,
-    },
+    Unavailable { message: String, retry_after_seconds: u64 },
     /// The upstream model did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
@@ -87,14 +81,9 @@ impl ApiError {
 
     pub fn retry_after_seconds(&self) -> Option<u64> {
         match self {
-            Self::RateLimited {
-                retry_after_seconds,
-                ..
+            Self::RateLimited { retry_after_seconds, .. } | Self::Unavailable { retry_after_seconds, .. } => {
+                Some(*retry_after_seconds)
             }
-            | Self::Unavailable {
-                retry_after_seconds,
-                ..
-            } => Some(*retry_after_seconds),
             _ => None,
         }
     }
@@ -108,10 +97,7 @@ impl ApiError {
         let mut response = Response::new(self.body().to_string());
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(seconds) = self.retry_after_seconds() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -168,9 +154,7 @@ mod tests {
 
     #[test]
     fn throttling_becomes_429_with_retry_after() {
-        let error = ApiError::from(ModelError::Throttled {
-            retry_after_seconds: 7,
-        });
+        let error = ApiError::from(ModelError::Throttled { retry_after_seconds: 7 });
         let response = error.to_response(None);
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
@@ -179,33 +163,18 @@ mod tests {
     #[test]
     fn model_errors_map_to_the_documented_statuses() {
         let cases = [
+            (ModelError::InvalidInput("bad".into()), StatusCode::BAD_REQUEST),
             (
-                ModelError::InvalidInput("bad".into()),
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                ModelError::AccessDenied {
-                    model_id: "m".into(),
-                    detail: "d".into(),
-                },
+                ModelError::AccessDenied { model_id: "m".into(), detail: "d".into() },
                 StatusCode::BAD_GATEWAY,
             ),
             (
-                ModelError::ModelNotFound {
-                    model_id: "m".into(),
-                    detail: "d".into(),
-                },
+                ModelError::ModelNotFound { model_id: "m".into(), detail: "d".into() },
                 StatusCode::BAD_GATEWAY,
             ),
+            (ModelError::Timeout("slow".into()), StatusCode::GATEWAY_TIMEOUT),
             (
-                ModelError::Timeout("slow".into()),
-                StatusCode::GATEWAY_TIMEOUT,
-            ),
-            (
-                ModelError::Unavailable {
-                    retry_after_seconds: 3,
-                    detail: "d".into(),
-                },
+                ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() },
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (ModelError::Upstream("boom".into()), StatusCode::BAD_GATEWAY),
@@ -217,11 +186,8 @@ mod tests {
 
     #[test]
     fn access_denied_tells_the_operator_what_to_do() {
-        let message = ApiError::from(ModelError::AccessDenied {
-            model_id: "anthropic.x".into(),
-            detail: "d".into(),
-        })
-        .to_string();
+        let message = ApiError::from(ModelError::AccessDenied { model_id: "anthropic.x".into(), detail: "d".into() })
+            .to_string();
         assert!(message.contains("anthropic.x") && message.contains("model access"));
     }
 }

@@ -24,32 +24,19 @@ impl TenantIdentity {
     /// API Gateway passes every claim as a string; `cognito:groups` arrives as `"admin"`, `"[a, b]"` or a
     /// JSON array depending on the path, so all three are accepted.
     pub fn from_claims(claims: &HashMap<String, Value>) -> Result<Self, ApiError> {
-        let text = |name: &str| {
-            claims
-                .get(name)
-                .and_then(claim_text)
-                .filter(|value| !value.is_empty())
-        };
-        let user_id = text("sub")
-            .ok_or_else(|| ApiError::Unauthenticated("the token carries no subject".into()))?;
+        let text = |name: &str| claims.get(name).and_then(claim_text).filter(|value| !value.is_empty());
+        let user_id = text("sub").ok_or_else(|| ApiError::Unauthenticated("the token carries no subject".into()))?;
         let tenant_id = text(TENANT_CLAIM).ok_or_else(|| {
-            ApiError::Forbidden(
-                "this user belongs to no tenant (the token has no custom:tenant_id claim)".into(),
-            )
+            ApiError::Forbidden("this user belongs to no tenant (the token has no custom:tenant_id claim)".into())
         })?;
         if !is_valid_tenant_id(&tenant_id) {
-            return Err(ApiError::Forbidden(
-                "the token's tenant id is not valid".into(),
-            ));
+            return Err(ApiError::Forbidden("the token's tenant id is not valid".into()));
         }
         Ok(Self {
             tenant_id,
             user_id,
             username: text("cognito:username"),
-            groups: claims
-                .get("cognito:groups")
-                .map(parse_groups)
-                .unwrap_or_default(),
+            groups: claims.get("cognito:groups").map(parse_groups).unwrap_or_default(),
         })
     }
 
@@ -61,9 +48,7 @@ impl TenantIdentity {
 /// Tenant ids become parts of DynamoDB keys (`TENANT#<id>#...`) and S3 rows: keep them to a safe alphabet.
 pub fn is_valid_tenant_id(tenant_id: &str) -> bool {
     (1..=128).contains(&tenant_id.len())
-        && tenant_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn claim_text(value: &Value) -> Option<String> {
@@ -120,37 +105,25 @@ mod tests {
     fn no_tenant_claim_is_forbidden_not_unauthenticated() {
         let error = TenantIdentity::from_claims(&claims(json!({"sub": "u-1"}))).unwrap_err();
         assert!(matches!(error, ApiError::Forbidden(_)));
-        let blank =
-            TenantIdentity::from_claims(&claims(json!({"sub": "u-1", "custom:tenant_id": "  "})))
-                .unwrap_err();
+        let blank = TenantIdentity::from_claims(&claims(json!({"sub": "u-1", "custom:tenant_id": "  "}))).unwrap_err();
         assert!(matches!(blank, ApiError::Forbidden(_)));
     }
 
     #[test]
     fn a_tenant_id_that_could_forge_keys_is_refused() {
-        let error = TenantIdentity::from_claims(&claims(
-            json!({"sub": "u", "custom:tenant_id": "a#DAY#x"}),
-        ))
-        .unwrap_err();
+        let error =
+            TenantIdentity::from_claims(&claims(json!({"sub": "u", "custom:tenant_id": "a#DAY#x"}))).unwrap_err();
         assert!(matches!(error, ApiError::Forbidden(_)));
     }
 
     #[test]
     fn groups_parse_in_every_form_api_gateway_uses() {
-        for groups in [
-            json!("[admin, ops]"),
-            json!("admin,ops"),
-            json!(["admin", "ops"]),
-            json!("[\"admin\",\"ops\"]"),
-        ] {
+        for groups in [json!("[admin, ops]"), json!("admin,ops"), json!(["admin", "ops"]), json!("[\"admin\",\"ops\"]")] {
             let identity = TenantIdentity::from_claims(&claims(json!({
                 "sub": "u", "custom:tenant_id": "t", "cognito:groups": groups
             })))
             .unwrap();
-            assert_eq!(
-                identity.groups,
-                vec!["admin".to_string(), "ops".to_string()]
-            );
+            assert_eq!(identity.groups, vec!["admin".to_string(), "ops".to_string()]);
         }
     }
 }

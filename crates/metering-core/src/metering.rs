@@ -55,10 +55,7 @@ impl Metering {
             let metering_error = match tokio::time::timeout(timeout, counters.add(&event)).await {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some(error.to_string()),
-                Err(_) => Some(format!(
-                    "usage counter update timed out after {} ms",
-                    timeout.as_millis()
-                )),
+                Err(_) => Some(format!("usage counter update timed out after {} ms", timeout.as_millis())),
             };
             if let Some(error) = &metering_error {
                 tracing::warn!(
@@ -70,31 +67,20 @@ impl Metering {
             }
             usage_log.write(&event.to_record(metering_error)).await;
         };
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         while pending.try_join_next().is_some() {}
         pending.spawn(job);
     }
 
     /// Number of metering jobs not yet finished.
     pub fn pending_jobs(&self) -> usize {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
 
     /// Waits until every job started so far (and any started meanwhile) has finished.
     pub async fn flush(&self) {
         loop {
-            let mut jobs = std::mem::take(
-                &mut *self
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            );
+            let mut jobs = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
             if jobs.is_empty() {
                 return;
             }
@@ -150,11 +136,7 @@ mod tests {
             user_id: "u".into(),
             model_id: "m".into(),
             request_type: RequestType::Bedrock,
-            tokens: TokenCounts {
-                input_tokens: 1,
-                output_tokens: 2,
-                ..TokenCounts::default()
-            },
+            tokens: TokenCounts { input_tokens: 1, output_tokens: 2, ..TokenCounts::default() },
             latency_ms: 1,
         }
     }
@@ -162,20 +144,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn record_returns_at_once_and_flush_waits_for_every_line() {
         let lines = Arc::new(CollectedLines::default());
-        let metering = Metering::new(
-            Arc::new(SlowCounters {
-                delay: Duration::from_secs(2),
-                fail: false,
-            }),
-            lines.clone(),
-        );
+        let metering = Metering::new(Arc::new(SlowCounters { delay: Duration::from_secs(2), fail: false }), lines.clone());
         for id in ["a", "b", "c"] {
             metering.record(event(id));
         }
-        assert!(
-            lines.0.lock().unwrap().is_empty(),
-            "recording must not wait for the counters"
-        );
+        assert!(lines.0.lock().unwrap().is_empty(), "recording must not wait for the counters");
         metering.flush().await;
         assert_eq!(lines.0.lock().unwrap().len(), 3);
         assert_eq!(metering.pending_jobs(), 0);
@@ -198,64 +171,35 @@ mod tests {
                 Ok(())
             }
         }
-        let counters = Arc::new(CountingCounters {
-            in_flight: 0.into(),
-            peak: 0.into(),
-        });
+        let counters = Arc::new(CountingCounters { in_flight: 0.into(), peak: 0.into() });
         let lines = Arc::new(CollectedLines::default());
         let metering = Metering::new(counters.clone(), lines.clone());
         for i in 0..(MAX_CONCURRENT_COUNTER_WRITES * 3) {
             metering.record(event(&i.to_string()));
         }
         metering.flush().await;
-        assert_eq!(
-            counters.peak.load(std::sync::atomic::Ordering::SeqCst),
-            MAX_CONCURRENT_COUNTER_WRITES
-        );
-        assert_eq!(
-            lines.0.lock().unwrap().len(),
-            MAX_CONCURRENT_COUNTER_WRITES * 3
-        );
+        assert_eq!(counters.peak.load(std::sync::atomic::Ordering::SeqCst), MAX_CONCURRENT_COUNTER_WRITES);
+        assert_eq!(lines.0.lock().unwrap().len(), MAX_CONCURRENT_COUNTER_WRITES * 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_counter_write_still_writes_the_line_with_the_error() {
         let lines = Arc::new(CollectedLines::default());
-        let metering = Metering::new(
-            Arc::new(SlowCounters {
-                delay: Duration::ZERO,
-                fail: true,
-            }),
-            lines.clone(),
-        );
+        let metering = Metering::new(Arc::new(SlowCounters { delay: Duration::ZERO, fail: true }), lines.clone());
         metering.record(event("a"));
         metering.flush().await;
         let written = lines.0.lock().unwrap();
         assert_eq!(written.len(), 1);
-        assert!(written[0]
-            .metering_error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("table unreachable"));
+        assert!(written[0].metering_error.as_deref().unwrap_or_default().contains("table unreachable"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_hung_counter_write_times_out_and_the_line_is_written() {
         let lines = Arc::new(CollectedLines::default());
-        let metering = Metering::new(
-            Arc::new(SlowCounters {
-                delay: Duration::from_secs(3600),
-                fail: false,
-            }),
-            lines.clone(),
-        )
-        .with_counter_timeout(Duration::from_secs(1));
+        let metering = Metering::new(Arc::new(SlowCounters { delay: Duration::from_secs(3600), fail: false }), lines.clone())
+            .with_counter_timeout(Duration::from_secs(1));
         metering.record(event("a"));
         metering.flush().await;
-        assert!(lines.0.lock().unwrap()[0]
-            .metering_error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("timed out"));
+        assert!(lines.0.lock().unwrap()[0].metering_error.as_deref().unwrap_or_default().contains("timed out"));
     }
 }

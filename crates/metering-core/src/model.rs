@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_bedrockruntime::config::http::HttpResponse;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::config::http::HttpResponse;
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, InferenceConfiguration, Message,
-};
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
 use thiserror::Error;
 
 use crate::usage::TokenCounts;
@@ -40,10 +38,7 @@ pub enum ModelError {
     #[error("model {model_id} not found: {detail}")]
     ModelNotFound { model_id: String, detail: String },
     #[error("unavailable: {detail}")]
-    Unavailable {
-        retry_after_seconds: u64,
-        detail: String,
-    },
+    Unavailable { retry_after_seconds: u64, detail: String },
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("upstream failure: {0}")]
@@ -53,10 +48,7 @@ pub enum ModelError {
 impl ModelError {
     /// Whether trying again later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::Throttled { .. } | Self::Unavailable { .. } | Self::Timeout(_)
-        )
+        matches!(self, Self::Throttled { .. } | Self::Unavailable { .. } | Self::Timeout(_))
     }
 }
 
@@ -81,18 +73,10 @@ impl BedrockChatModel {
         default_retry_after_seconds: u64,
     ) -> Self {
         let config = aws_sdk_bedrockruntime::config::Builder::from(sdk_config)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(timeout)
-                    .connect_timeout(Duration::from_secs(3))
-                    .build(),
-            )
+            .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).connect_timeout(Duration::from_secs(3)).build())
             .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
             .build();
-        Self {
-            client: aws_sdk_bedrockruntime::Client::from_conf(config),
-            default_retry_after_seconds,
-        }
+        Self { client: aws_sdk_bedrockruntime::Client::from_conf(config), default_retry_after_seconds }
     }
 }
 
@@ -105,21 +89,14 @@ impl ChatModel for BedrockChatModel {
             .content(ContentBlock::Text(prompt.prompt.clone()))
             .build()
             .map_err(|error| ModelError::InvalidInput(error.to_string()))?;
-        let mut request = self
-            .client
-            .converse()
-            .model_id(&prompt.model_id)
-            .messages(message);
+        let mut request = self.client.converse().model_id(&prompt.model_id).messages(message);
         if let Some(max_tokens) = prompt.max_tokens {
-            request = request.inference_config(
-                InferenceConfiguration::builder()
-                    .max_tokens(max_tokens as i32)
-                    .build(),
-            );
+            request = request.inference_config(InferenceConfiguration::builder().max_tokens(max_tokens as i32).build());
         }
-        let output = request.send().await.map_err(|error| {
-            classify_bedrock_error(&error, &prompt.model_id, self.default_retry_after_seconds)
-        })?;
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify_bedrock_error(&error, &prompt.model_id, self.default_retry_after_seconds))?;
         let text = match output.output() {
             Some(aws_sdk_bedrockruntime::types::ConverseOutput::Message(message)) => message
                 .content()
@@ -127,11 +104,7 @@ impl ChatModel for BedrockChatModel {
                 .filter_map(|block| block.as_text().ok().map(String::as_str))
                 .collect::<Vec<_>>()
                 .join(""),
-            _ => {
-                return Err(ModelError::Upstream(
-                    "the Converse answer carried no message".into(),
-                ))
-            }
+            _ => return Err(ModelError::Upstream("the Converse answer carried no message".into())),
         };
         let usage = output.usage();
         let count = |value: Option<i32>| value.map(|n| n.max(0) as u64).unwrap_or_default();
@@ -140,9 +113,7 @@ impl ChatModel for BedrockChatModel {
             tokens: TokenCounts {
                 input_tokens: count(usage.map(|u| u.input_tokens())),
                 output_tokens: count(usage.map(|u| u.output_tokens())),
-                cache_creation_input_tokens: count(
-                    usage.and_then(|u| u.cache_write_input_tokens()),
-                ),
+                cache_creation_input_tokens: count(usage.and_then(|u| u.cache_write_input_tokens())),
                 cache_read_input_tokens: count(usage.and_then(|u| u.cache_read_input_tokens())),
             },
         })
@@ -151,11 +122,7 @@ impl ChatModel for BedrockChatModel {
 
 /// Maps a failed Bedrock Runtime call (any operation: Converse, InvokeModel, ...) to a `ModelError`, by the
 /// error code AWS sends, so every caller of Bedrock classifies failures the same way.
-pub fn classify_bedrock_error<E>(
-    error: &SdkError<E, HttpResponse>,
-    model_id: &str,
-    default_retry_after: u64,
-) -> ModelError
+pub fn classify_bedrock_error<E>(error: &SdkError<E, HttpResponse>, model_id: &str, default_retry_after: u64) -> ModelError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -168,11 +135,7 @@ where
                 .and_then(|value| value.trim().parse::<u64>().ok())
                 .filter(|seconds| *seconds > 0)
                 .unwrap_or(default_retry_after);
-            let message = service_error
-                .err()
-                .message()
-                .unwrap_or("no message")
-                .to_owned();
+            let message = service_error.err().message().unwrap_or("no message").to_owned();
             classify_bedrock_code(service_error.err().code(), message, model_id, retry_after)
         }
         SdkError::TimeoutError(_) => ModelError::Timeout(DisplayErrorContext(error).to_string()),
@@ -184,30 +147,18 @@ where
 }
 
 /// Maps a Bedrock Runtime error code to a `ModelError`.
-pub fn classify_bedrock_code(
-    code: Option<&str>,
-    message: String,
-    model_id: &str,
-    retry_after: u64,
-) -> ModelError {
+pub fn classify_bedrock_code(code: Option<&str>, message: String, model_id: &str, retry_after: u64) -> ModelError {
     match code.unwrap_or_default() {
-        "ThrottlingException" | "ServiceQuotaExceededException" => ModelError::Throttled {
-            retry_after_seconds: retry_after,
-        },
+        "ThrottlingException" | "ServiceQuotaExceededException" => {
+            ModelError::Throttled { retry_after_seconds: retry_after }
+        }
         "ValidationException" => ModelError::InvalidInput(message),
-        "AccessDeniedException" => ModelError::AccessDenied {
-            model_id: model_id.to_owned(),
-            detail: message,
-        },
-        "ResourceNotFoundException" => ModelError::ModelNotFound {
-            model_id: model_id.to_owned(),
-            detail: message,
-        },
+        "AccessDeniedException" => ModelError::AccessDenied { model_id: model_id.to_owned(), detail: message },
+        "ResourceNotFoundException" => ModelError::ModelNotFound { model_id: model_id.to_owned(), detail: message },
         "ModelTimeoutException" => ModelError::Timeout(message),
-        "ServiceUnavailableException" | "ModelNotReadyException" => ModelError::Unavailable {
-            retry_after_seconds: retry_after,
-            detail: message,
-        },
+        "ServiceUnavailableException" | "ModelNotReadyException" => {
+            ModelError::Unavailable { retry_after_seconds: retry_after, detail: message }
+        }
         _ => ModelError::Upstream(message),
     }
 }
@@ -219,49 +170,15 @@ mod tests {
     #[test]
     fn bedrock_codes_map_to_model_errors() {
         let classify = |code: &str| classify_bedrock_code(Some(code), "msg".into(), "m", 5);
-        assert_eq!(
-            classify("ThrottlingException"),
-            ModelError::Throttled {
-                retry_after_seconds: 5
-            }
-        );
-        assert_eq!(
-            classify("ServiceQuotaExceededException"),
-            ModelError::Throttled {
-                retry_after_seconds: 5
-            }
-        );
-        assert!(matches!(
-            classify("ValidationException"),
-            ModelError::InvalidInput(_)
-        ));
-        assert!(matches!(
-            classify("AccessDeniedException"),
-            ModelError::AccessDenied { .. }
-        ));
-        assert!(matches!(
-            classify("ResourceNotFoundException"),
-            ModelError::ModelNotFound { .. }
-        ));
-        assert!(matches!(
-            classify("ServiceUnavailableException"),
-            ModelError::Unavailable { .. }
-        ));
-        assert!(matches!(
-            classify("ModelNotReadyException"),
-            ModelError::Unavailable { .. }
-        ));
-        assert!(matches!(
-            classify("ModelTimeoutException"),
-            ModelError::Timeout(_)
-        ));
-        assert!(matches!(
-            classify("InternalServerException"),
-            ModelError::Upstream(_)
-        ));
-        assert!(matches!(
-            classify_bedrock_code(None, "m".into(), "m", 5),
-            ModelError::Upstream(_)
-        ));
+        assert_eq!(classify("ThrottlingException"), ModelError::Throttled { retry_after_seconds: 5 });
+        assert_eq!(classify("ServiceQuotaExceededException"), ModelError::Throttled { retry_after_seconds: 5 });
+        assert!(matches!(classify("ValidationException"), ModelError::InvalidInput(_)));
+        assert!(matches!(classify("AccessDeniedException"), ModelError::AccessDenied { .. }));
+        assert!(matches!(classify("ResourceNotFoundException"), ModelError::ModelNotFound { .. }));
+        assert!(matches!(classify("ServiceUnavailableException"), ModelError::Unavailable { .. }));
+        assert!(matches!(classify("ModelNotReadyException"), ModelError::Unavailable { .. }));
+        assert!(matches!(classify("ModelTimeoutException"), ModelError::Timeout(_)));
+        assert!(matches!(classify("InternalServerException"), ModelError::Upstream(_)));
+        assert!(matches!(classify_bedrock_code(None, "m".into(), "m", 5), ModelError::Upstream(_)));
     }
 }

@@ -14,9 +14,7 @@ const BUILTIN_PRICING: &str = include_str!("../pricing.json");
 
 /// Prefixes of cross-region inference profile ids (`us.anthropic.claude-...`), which bill like their base model
 /// (plus [`ModelPrice::geographic_profile_premium`] for the geographic ones).
-const INFERENCE_PROFILE_PREFIXES: [&str; 8] = [
-    "us.", "us-gov.", "eu.", "apac.", "jp.", "au.", "ca.", "global.",
-];
+const INFERENCE_PROFILE_PREFIXES: [&str; 8] = ["us.", "us-gov.", "eu.", "apac.", "jp.", "au.", "ca.", "global."];
 /// The global profile routes worldwide; every other prefix is a geographic (regional) profile.
 const GLOBAL_PROFILE_PREFIX: &str = "global.";
 
@@ -77,9 +75,7 @@ pub enum PricingSource {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PricingError {
-    #[error(
-        "the pricing table from {source_name} is not valid JSON of the expected shape: {detail}"
-    )]
+    #[error("the pricing table from {source_name} is not valid JSON of the expected shape: {detail}")]
     Parse { source_name: String, detail: String },
     #[error("the pricing table from {source_name} is not valid: {detail}")]
     Invalid { source_name: String, detail: String },
@@ -102,39 +98,26 @@ impl PricingTable {
     /// The table committed in the repository.
     pub fn builtin() -> Self {
         // The embedded file is checked by a unit test; failing here is a build defect, caught at start-up.
-        Self::parse(BUILTIN_PRICING, "the built-in pricing.json")
-            .expect("the built-in pricing.json is valid")
+        Self::parse(BUILTIN_PRICING, "the built-in pricing.json").expect("the built-in pricing.json is valid")
     }
 
     pub fn parse(text: &str, source_name: &str) -> Result<Self, PricingError> {
-        let table: Self = serde_json::from_str(text).map_err(|error| PricingError::Parse {
-            source_name: source_name.to_owned(),
-            detail: error.to_string(),
-        })?;
-        table.validate().map_err(|detail| PricingError::Invalid {
-            source_name: source_name.to_owned(),
-            detail,
-        })?;
+        let table: Self = serde_json::from_str(text)
+            .map_err(|error| PricingError::Parse { source_name: source_name.to_owned(), detail: error.to_string() })?;
+        table.validate().map_err(|detail| PricingError::Invalid { source_name: source_name.to_owned(), detail })?;
         Ok(table)
     }
 
     /// `PRICING_JSON` (inline JSON), else `PRICING_FILE` (a path), else the built-in table.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(Self, PricingSource), PricingError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<(Self, PricingSource), PricingError> {
         let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         if let Some(inline) = non_empty("PRICING_JSON") {
             return Ok((Self::parse(&inline, "PRICING_JSON")?, PricingSource::Inline));
         }
         if let Some(path) = non_empty("PRICING_FILE") {
-            let text = std::fs::read_to_string(&path).map_err(|error| PricingError::File {
-                path: path.clone(),
-                detail: error.to_string(),
-            })?;
-            return Ok((
-                Self::parse(&text, &format!("PRICING_FILE {path}"))?,
-                PricingSource::File(path),
-            ));
+            let text = std::fs::read_to_string(&path)
+                .map_err(|error| PricingError::File { path: path.clone(), detail: error.to_string() })?;
+            return Ok((Self::parse(&text, &format!("PRICING_FILE {path}"))?, PricingSource::File(path)));
         }
         Ok((Self::builtin(), PricingSource::Builtin))
     }
@@ -151,14 +134,8 @@ impl PricingTable {
                 price.cache_read_per_1k,
                 price.geographic_profile_premium,
             ];
-            if all
-                .into_iter()
-                .flatten()
-                .any(|value| !value.is_finite() || value < 0.0)
-            {
-                return Err(format!(
-                    "model {model_id} has a negative or non-finite price"
-                ));
+            if all.into_iter().flatten().any(|value| !value.is_finite() || value < 0.0) {
+                return Err(format!("model {model_id} has a negative or non-finite price"));
             }
         }
         Ok(())
@@ -175,9 +152,8 @@ impl PricingTable {
         if let Some(price) = self.models.get(base) {
             return Some(*price);
         }
-        let (prefix, unprefixed) = INFERENCE_PROFILE_PREFIXES
-            .iter()
-            .find_map(|prefix| base.strip_prefix(prefix).map(|rest| (*prefix, rest)))?;
+        let (prefix, unprefixed) =
+            INFERENCE_PROFILE_PREFIXES.iter().find_map(|prefix| base.strip_prefix(prefix).map(|rest| (*prefix, rest)))?;
         let price = *self.models.get(unprefixed)?;
         match price.geographic_profile_premium {
             Some(premium) if prefix != GLOBAL_PROFILE_PREFIX => Some(price.with_premium(premium)),
@@ -195,18 +171,12 @@ impl PricingTable {
         for byte in format!("{}{models:?}", self.currency).bytes() {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
         }
-        format!(
-            "{}-{:08x}",
-            self.as_of.as_deref().unwrap_or("unversioned"),
-            hash as u32
-        )
+        format!("{}-{:08x}", self.as_of.as_deref().unwrap_or("unversioned"), hash as u32)
     }
 
     /// Estimated cost in USD of `tokens` on `model_id`.
     pub fn cost_usd(&self, model_id: &str, tokens: &TokenCounts) -> Result<f64, Unpriced> {
-        let price = self
-            .price_of(model_id)
-            .ok_or_else(|| Unpriced::UnknownModel(model_id.to_owned()))?;
+        let price = self.price_of(model_id).ok_or_else(|| Unpriced::UnknownModel(model_id.to_owned()))?;
         price.cost_usd(model_id, tokens)
     }
 }
@@ -238,10 +208,7 @@ impl ModelPrice {
 /// `claude-3-5-haiku`; `amazon.nova-lite-v1:0` is `amazon.nova-lite`). For grouping, never for pricing.
 pub fn base_model_id(model_id: &str) -> &str {
     let mut base = model_id.rsplit('/').next().unwrap_or(model_id);
-    if let Some(rest) = INFERENCE_PROFILE_PREFIXES
-        .iter()
-        .find_map(|prefix| base.strip_prefix(prefix))
-    {
+    if let Some(rest) = INFERENCE_PROFILE_PREFIXES.iter().find_map(|prefix| base.strip_prefix(prefix)) {
         base = rest;
     }
     base = base.strip_prefix("anthropic.").unwrap_or(base);
@@ -273,11 +240,7 @@ mod tests {
     const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 
     fn tokens(input: u64, output: u64) -> TokenCounts {
-        TokenCounts {
-            input_tokens: input,
-            output_tokens: output,
-            ..TokenCounts::default()
-        }
+        TokenCounts { input_tokens: input, output_tokens: output, ..TokenCounts::default() }
     }
 
     #[test]
@@ -285,9 +248,7 @@ mod tests {
         let table = PricingTable::builtin();
         assert_eq!(table.currency, "USD");
         // GIVEN 1M input and 1M output tokens on Claude 3 Haiku ($0.25 / $1.25 per million)
-        let cost = table
-            .cost_usd(HAIKU, &tokens(1_000_000, 1_000_000))
-            .unwrap();
+        let cost = table.cost_usd(HAIKU, &tokens(1_000_000, 1_000_000)).unwrap();
         assert!((cost - 1.5).abs() < 1e-9, "{cost}");
     }
 
@@ -308,10 +269,7 @@ mod tests {
         assert_eq!(table.price_of(&format!("global.{HAIKU}")), base);
         let arn = format!("arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.{HAIKU}");
         assert_eq!(table.price_of(&arn), base);
-        assert_eq!(
-            table.price_of("xx.anthropic.claude-3-haiku-20240307-v1:0"),
-            None
-        );
+        assert_eq!(table.price_of("xx.anthropic.claude-3-haiku-20240307-v1:0"), None);
     }
 
     #[test]
@@ -329,16 +287,11 @@ mod tests {
         // THEN global is the listed price (3 + 15 + 3.75 + 0.30), a geographic profile 10% more, on every price
         assert!((global - 22.05).abs() < 1e-9, "{global}");
         for geographic in ["us.", "eu.", "apac.", "jp."] {
-            let cost = table
-                .cost_usd(&format!("{geographic}{sonnet}"), &all)
-                .unwrap();
+            let cost = table.cost_usd(&format!("{geographic}{sonnet}"), &all).unwrap();
             assert!((cost - 22.05 * 1.1).abs() < 1e-9, "{geographic}: {cost}");
         }
         // AND a model without a documented premium costs the same through any profile
-        assert_eq!(
-            table.price_of(&format!("eu.{HAIKU}")),
-            table.price_of(HAIKU)
-        );
+        assert_eq!(table.price_of(&format!("eu.{HAIKU}")), table.price_of(HAIKU));
     }
 
     #[test]
@@ -360,11 +313,7 @@ mod tests {
     fn the_version_changes_with_any_price() {
         let table = PricingTable::builtin();
         assert_eq!(table.version(), PricingTable::builtin().version());
-        assert!(
-            table.version().starts_with("2026-11-01-"),
-            "{}",
-            table.version()
-        );
+        assert!(table.version().starts_with("2026-11-01-"), "{}", table.version());
         let mut cheaper = table.clone();
         cheaper.models.get_mut(HAIKU).unwrap().output_per_1k = 0.001;
         assert_ne!(cheaper.version(), table.version());
@@ -377,27 +326,17 @@ mod tests {
             "test",
         )
         .unwrap();
-        let read = TokenCounts {
-            cache_read_input_tokens: 1000,
-            ..tokens(1000, 1000)
-        };
+        let read = TokenCounts { cache_read_input_tokens: 1000, ..tokens(1000, 1000) };
         assert!((table.cost_usd("m", &read).unwrap() - 3.1).abs() < 1e-9);
-        let write = TokenCounts {
-            cache_creation_input_tokens: 1,
-            ..tokens(0, 0)
-        };
-        assert_eq!(
-            table.cost_usd("m", &write),
-            Err(Unpriced::NoCacheWritePrice("m".into()))
-        );
+        let write = TokenCounts { cache_creation_input_tokens: 1, ..tokens(0, 0) };
+        assert_eq!(table.cost_usd("m", &write), Err(Unpriced::NoCacheWritePrice("m".into())));
     }
 
     #[test]
     fn the_environment_replaces_the_table() {
         let inline = r#"{"currency":"USD","models":{"only":{"input_per_1k":1,"output_per_1k":1}}}"#;
         let (table, source) =
-            PricingTable::from_lookup(|name| (name == "PRICING_JSON").then(|| inline.to_owned()))
-                .unwrap();
+            PricingTable::from_lookup(|name| (name == "PRICING_JSON").then(|| inline.to_owned())).unwrap();
         assert_eq!(source, PricingSource::Inline);
         assert!(table.price_of("only").is_some() && table.price_of(HAIKU).is_none());
         let (_, source) = PricingTable::from_lookup(|_| None).unwrap();
@@ -406,23 +345,13 @@ mod tests {
 
     #[test]
     fn bad_tables_are_refused_with_their_source() {
-        let typo = PricingTable::parse(
-            r#"{"currency":"USD","models":{"m":{"input":1,"output_per_1k":1}}}"#,
-            "X",
-        );
-        assert!(
-            matches!(typo, Err(PricingError::Parse { ref source_name, .. }) if source_name == "X")
-        );
-        let negative = PricingTable::parse(
-            r#"{"currency":"USD","models":{"m":{"input_per_1k":-1,"output_per_1k":1}}}"#,
-            "X",
-        );
+        let typo = PricingTable::parse(r#"{"currency":"USD","models":{"m":{"input":1,"output_per_1k":1}}}"#, "X");
+        assert!(matches!(typo, Err(PricingError::Parse { ref source_name, .. }) if source_name == "X"));
+        let negative = PricingTable::parse(r#"{"currency":"USD","models":{"m":{"input_per_1k":-1,"output_per_1k":1}}}"#, "X");
         assert!(matches!(negative, Err(PricingError::Invalid { .. })));
         let euros = PricingTable::parse(r#"{"currency":"EUR","models":{}}"#, "X");
         assert!(matches!(euros, Err(PricingError::Invalid { .. })));
-        let missing = PricingTable::from_lookup(|name| {
-            (name == "PRICING_FILE").then(|| "/nonexistent/p.json".into())
-        });
+        let missing = PricingTable::from_lookup(|name| (name == "PRICING_FILE").then(|| "/nonexistent/p.json".into()));
         assert!(matches!(missing, Err(PricingError::File { .. })));
     }
 

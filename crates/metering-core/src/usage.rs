@@ -39,10 +39,7 @@ pub struct TokenCounts {
 
 impl TokenCounts {
     pub fn total(&self) -> u64 {
-        self.input_tokens
-            + self.output_tokens
-            + self.cache_creation_input_tokens
-            + self.cache_read_input_tokens
+        self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
     }
 }
 
@@ -87,9 +84,7 @@ impl UsageEvent {
     pub fn to_record(&self, metering_error: Option<String>) -> UsageRecord {
         UsageRecord {
             event: USAGE_EVENT.to_owned(),
-            timestamp: self
-                .received_at
-                .to_rfc3339_opts(SecondsFormat::Millis, true),
+            timestamp: self.received_at.to_rfc3339_opts(SecondsFormat::Millis, true),
             request_id: self.request_id.clone(),
             tenant_id: self.tenant_id.clone(),
             user_id: self.user_id.clone(),
@@ -130,10 +125,7 @@ impl UsageLog for StdoutUsageLog {
         let mut line = record.to_line();
         line.push('\n');
         let mut stdout = std::io::stdout().lock();
-        if let Err(error) = stdout
-            .write_all(line.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
+        if let Err(error) = stdout.write_all(line.as_bytes()).and_then(|()| stdout.flush()) {
             // Standard output is gone: the tracing log (stderr) is the last place the record can land.
             tracing::error!(%error, usage_record = %line.trim_end(), "could not write the usage line to stdout");
         }
@@ -147,18 +139,13 @@ mod tests {
 
     fn event() -> UsageEvent {
         UsageEvent {
-            received_at: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
-                + chrono::Duration::milliseconds(5),
+            received_at: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap() + chrono::Duration::milliseconds(5),
             request_id: "r-1".into(),
             tenant_id: "acme".into(),
             user_id: "u-1".into(),
             model_id: "m".into(),
             request_type: RequestType::Bedrock,
-            tokens: TokenCounts {
-                input_tokens: 3,
-                output_tokens: 4,
-                ..TokenCounts::default()
-            },
+            tokens: TokenCounts { input_tokens: 3, output_tokens: 4, ..TokenCounts::default() },
             latency_ms: 12,
         }
     }
@@ -177,9 +164,7 @@ mod tests {
 
     #[test]
     fn a_metering_error_is_carried_on_the_line() {
-        let line = event()
-            .to_record(Some("table unreachable".into()))
-            .to_line();
+        let line = event().to_record(Some("table unreachable".into())).to_line();
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["metering_error"], "table unreachable");
     }

@@ -37,26 +37,14 @@ impl UsageApiConfig {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let non_empty = |name: &str| {
-            lookup(name)
-                .map(|value| value.trim().to_owned())
-                .filter(|value| !value.is_empty())
-        };
-        let usage_table_name =
-            non_empty("USAGE_TABLE_NAME").ok_or(ConfigError::Missing("USAGE_TABLE_NAME"))?;
-        let admin_group =
-            non_empty("ADMIN_GROUP").unwrap_or_else(|| DEFAULT_ADMIN_GROUP.to_owned());
+        let non_empty = |name: &str| lookup(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
+        let usage_table_name = non_empty("USAGE_TABLE_NAME").ok_or(ConfigError::Missing("USAGE_TABLE_NAME"))?;
+        let admin_group = non_empty("ADMIN_GROUP").unwrap_or_else(|| DEFAULT_ADMIN_GROUP.to_owned());
         let number = |name: &'static str, default: u32, max: u32| -> Result<u32, ConfigError> {
-            let Some(value) = non_empty(name) else {
-                return Ok(default);
-            };
+            let Some(value) = non_empty(name) else { return Ok(default) };
             match value.parse::<u32>() {
                 Ok(parsed) if (1..=max).contains(&parsed) => Ok(parsed),
-                _ => Err(ConfigError::Invalid {
-                    name,
-                    value,
-                    reason: format!("must be a whole number from 1 to {max}"),
-                }),
+                _ => Err(ConfigError::Invalid { name, value, reason: format!("must be a whole number from 1 to {max}") }),
             }
         };
         let retention = CounterRetention {
@@ -64,8 +52,7 @@ impl UsageApiConfig {
             weekly_days: number("USAGE_WEEKLY_TTL_DAYS", 400, 3650)?,
         };
         let query_concurrency = number("USAGE_QUERY_CONCURRENCY", 8, 64)? as usize;
-        let (pricing, pricing_source) =
-            PricingTable::from_lookup(&lookup).map_err(pricing_error)?;
+        let (pricing, pricing_source) = PricingTable::from_lookup(&lookup).map_err(pricing_error)?;
         let region = non_empty("AWS_REGION")
             .or_else(|| non_empty("AWS_DEFAULT_REGION"))
             .ok_or(ConfigError::Missing("AWS_REGION"))?;
@@ -88,11 +75,7 @@ impl UsageApiConfig {
             query_concurrency,
             pricing,
             pricing_source,
-            dashboard: DashboardConfig {
-                cognito_endpoint,
-                cognito_client_id: non_empty("COGNITO_CLIENT_ID"),
-                region,
-            },
+            dashboard: DashboardConfig { cognito_endpoint, cognito_client_id: non_empty("COGNITO_CLIENT_ID"), region },
         })
     }
 }
@@ -108,11 +91,7 @@ fn pricing_error(error: PricingError) -> ConfigError {
             }
         }
     };
-    ConfigError::Invalid {
-        name,
-        value: String::new(),
-        reason: error.to_string(),
-    }
+    ConfigError::Invalid { name, value: String::new(), reason: error.to_string() }
 }
 
 #[cfg(test)]
@@ -121,33 +100,17 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
     #[test]
     fn defaults_with_only_the_table_and_region() {
-        let config = UsageApiConfig::from_lookup(lookup(&[
-            ("USAGE_TABLE_NAME", "usage"),
-            ("AWS_REGION", "eu-west-1"),
-        ]))
-        .unwrap();
+        let config = UsageApiConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "usage"), ("AWS_REGION", "eu-west-1")])).unwrap();
         assert_eq!(config.admin_group, "admin");
-        assert_eq!(
-            config.retention,
-            CounterRetention {
-                daily_days: 90,
-                weekly_days: 400
-            }
-        );
+        assert_eq!(config.retention, CounterRetention { daily_days: 90, weekly_days: 400 });
         assert_eq!(config.pricing_source, PricingSource::Builtin);
-        assert_eq!(
-            config.dashboard.cognito_endpoint,
-            "https://cognito-idp.eu-west-1.amazonaws.com/"
-        );
+        assert_eq!(config.dashboard.cognito_endpoint, "https://cognito-idp.eu-west-1.amazonaws.com/");
         assert_eq!(config.dashboard.cognito_client_id, None);
     }
 
@@ -168,47 +131,17 @@ mod tests {
 
     #[test]
     fn missing_or_bad_settings_fail_fast_by_name() {
-        assert_eq!(
-            UsageApiConfig::from_lookup(lookup(&[("AWS_REGION", "r")])),
-            Err(ConfigError::Missing("USAGE_TABLE_NAME"))
-        );
-        assert_eq!(
-            UsageApiConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t")])),
-            Err(ConfigError::Missing("AWS_REGION"))
-        );
+        assert_eq!(UsageApiConfig::from_lookup(lookup(&[("AWS_REGION", "r")])), Err(ConfigError::Missing("USAGE_TABLE_NAME")));
+        assert_eq!(UsageApiConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t")])), Err(ConfigError::Missing("AWS_REGION")));
         let base = [("USAGE_TABLE_NAME", "t"), ("AWS_REGION", "r")];
         let with = |extra: (&'static str, &'static str)| {
             let mut pairs = base.to_vec();
             pairs.push(extra);
             UsageApiConfig::from_lookup(lookup(&pairs))
         };
-        assert!(matches!(
-            with(("USAGE_DAILY_TTL_DAYS", "0")),
-            Err(ConfigError::Invalid {
-                name: "USAGE_DAILY_TTL_DAYS",
-                ..
-            })
-        ));
-        assert!(matches!(
-            with(("PRICING_JSON", "{")),
-            Err(ConfigError::Invalid {
-                name: "PRICING_JSON",
-                ..
-            })
-        ));
-        assert!(matches!(
-            with(("PRICING_FILE", "/nope.json")),
-            Err(ConfigError::Invalid {
-                name: "PRICING_FILE",
-                ..
-            })
-        ));
-        assert!(matches!(
-            with(("COGNITO_ENDPOINT", "cognito")),
-            Err(ConfigError::Invalid {
-                name: "COGNITO_ENDPOINT",
-                ..
-            })
-        ));
+        assert!(matches!(with(("USAGE_DAILY_TTL_DAYS", "0")), Err(ConfigError::Invalid { name: "USAGE_DAILY_TTL_DAYS", .. })));
+        assert!(matches!(with(("PRICING_JSON", "{")), Err(ConfigError::Invalid { name: "PRICING_JSON", .. })));
+        assert!(matches!(with(("PRICING_FILE", "/nope.json")), Err(ConfigError::Invalid { name: "PRICING_FILE", .. })));
+        assert!(matches!(with(("COGNITO_ENDPOINT", "cognito")), Err(ConfigError::Invalid { name: "COGNITO_ENDPOINT", .. })));
     }
 }

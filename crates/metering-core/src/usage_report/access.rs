@@ -9,11 +9,7 @@ fn forbidden() -> ApiError {
 }
 
 /// The tenant `identity` may read when it asks for `requested` (already percent-decoded, exactly once).
-pub fn readable_tenant(
-    identity: &TenantIdentity,
-    requested: &str,
-    admin_group: &str,
-) -> Result<String, ApiError> {
+pub fn readable_tenant(identity: &TenantIdentity, requested: &str, admin_group: &str) -> Result<String, ApiError> {
     // Tenant ids are compared exactly: `ACME` is not `acme`.
     if requested == identity.tenant_id {
         return Ok(requested.to_owned());
@@ -34,9 +30,7 @@ pub fn may_list_tenants(identity: &TenantIdentity, admin_group: &str) -> Result<
     if identity.is_in_group(admin_group) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!(
-            "listing every tenant's usage needs membership of the {admin_group} group"
-        )))
+        Err(ApiError::Forbidden(format!("listing every tenant's usage needs membership of the {admin_group} group")))
     }
 }
 
@@ -61,10 +55,7 @@ mod tests {
             .iter()
             .map(|requested| readable_tenant(&alice, requested, "admin").unwrap_err())
             .collect();
-        assert!(
-            refusals.iter().all(|error| *error == forbidden()),
-            "{refusals:?}"
-        );
+        assert!(refusals.iter().all(|error| *error == forbidden()), "{refusals:?}");
         assert!(may_list_tenants(&alice, "admin").is_err());
     }
 
@@ -72,14 +63,8 @@ mod tests {
     fn an_admin_reads_any_valid_tenant() {
         let root = user("ops", &["admin"]);
         assert_eq!(readable_tenant(&root, "globex", "admin").unwrap(), "globex");
-        assert!(matches!(
-            readable_tenant(&root, "a/b", "admin"),
-            Err(ApiError::InvalidRequest(_))
-        ));
+        assert!(matches!(readable_tenant(&root, "a/b", "admin"), Err(ApiError::InvalidRequest(_))));
         assert!(may_list_tenants(&root, "admin").is_ok());
-        assert!(
-            may_list_tenants(&root, "operators").is_err(),
-            "the admin group is configurable"
-        );
+        assert!(may_list_tenants(&root, "operators").is_err(), "the admin group is configurable");
     }
 }

@@ -35,11 +35,9 @@ impl RequestTypeFilter {
     pub fn parse(value: Option<&str>) -> Option<Self> {
         match value {
             None | Some(Self::ALL_LABEL) => Some(Self(None)),
-            Some(text) => {
-                serde_json::from_value::<RequestType>(serde_json::Value::String(text.to_owned()))
-                    .ok()
-                    .map(|request_type| Self(Some(request_type)))
-            }
+            Some(text) => serde_json::from_value::<RequestType>(serde_json::Value::String(text.to_owned()))
+                .ok()
+                .map(|request_type| Self(Some(request_type))),
         }
     }
 
@@ -78,11 +76,7 @@ pub struct Totals {
 
 impl Totals {
     pub fn add_row(&mut self, row: &CounterRow) {
-        self.add(&Totals {
-            tokens: row.tokens,
-            total_tokens: row.total_tokens,
-            requests: row.requests,
-        });
+        self.add(&Totals { tokens: row.tokens, total_tokens: row.total_tokens, requests: row.requests });
     }
 
     pub fn add(&mut self, other: &Totals) {
@@ -185,32 +179,20 @@ pub fn tenant_report(
     week_rows: &[CounterRow],
     pricing: &PricingTable,
 ) -> TenantUsageReport {
-    let mut daily_stats: BTreeMap<String, PeriodStats> = period
-        .day_labels()
-        .into_iter()
-        .map(|day| (day, PeriodStats::default()))
-        .collect();
-    let mut weekly_stats: BTreeMap<String, PeriodStats> = period
-        .week_labels()
-        .into_iter()
-        .map(|week| (week, PeriodStats::default()))
-        .collect();
+    let mut daily_stats: BTreeMap<String, PeriodStats> =
+        period.day_labels().into_iter().map(|day| (day, PeriodStats::default())).collect();
+    let mut weekly_stats: BTreeMap<String, PeriodStats> =
+        period.week_labels().into_iter().map(|week| (week, PeriodStats::default())).collect();
     let mut totals = Totals::default();
     let mut by_model: BTreeMap<ModelKey, Totals> = BTreeMap::new();
     // Rows outside the period or of another tenant or request type cannot come from a correct reader;
     // skipping them keeps a reader's mistake from ever showing another tenant's numbers.
-    let wanted =
-        |row: &&CounterRow| row.tenant_id == tenant_id && filter.matches(&row.request_type);
+    let wanted = |row: &&CounterRow| row.tenant_id == tenant_id && filter.matches(&row.request_type);
     for row in day_rows.iter().filter(wanted) {
-        let Some(day) = daily_stats.get_mut(&row.period) else {
-            continue;
-        };
+        let Some(day) = daily_stats.get_mut(&row.period) else { continue };
         day.add(row);
         totals.add_row(row);
-        by_model
-            .entry((row.request_type.clone(), row.model_id.clone()))
-            .or_default()
-            .add_row(row);
+        by_model.entry((row.request_type.clone(), row.model_id.clone())).or_default().add_row(row);
     }
     for row in week_rows.iter().filter(wanted) {
         if let Some(week) = weekly_stats.get_mut(&row.period) {
@@ -278,17 +260,11 @@ pub struct RankingBuilder {
 
 impl RankingBuilder {
     pub fn new(filter: RequestTypeFilter) -> Self {
-        Self {
-            filter,
-            per_tenant: HashMap::new(),
-        }
+        Self { filter, per_tenant: HashMap::new() }
     }
 
     pub fn add(&mut self, rows: &[CounterRow]) {
-        for row in rows
-            .iter()
-            .filter(|row| self.filter.matches(&row.request_type))
-        {
+        for row in rows.iter().filter(|row| self.filter.matches(&row.request_type)) {
             self.per_tenant
                 .entry(row.tenant_id.clone())
                 .or_default()
@@ -321,11 +297,7 @@ impl RankingBuilder {
                 }
             })
             .collect();
-        tenants.sort_by(|a, b| {
-            b.total_tokens
-                .cmp(&a.total_tokens)
-                .then_with(|| a.tenant_id.cmp(&b.tenant_id))
-        });
+        tenants.sort_by(|a, b| b.total_tokens.cmp(&a.total_tokens).then_with(|| a.tenant_id.cmp(&b.tenant_id)));
         Ranking {
             tenants,
             summary: UsageSummary::new(&grand, grand_cost.map(round_usd)),
@@ -349,25 +321,13 @@ mod tests {
 
     const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 
-    fn row(
-        tenant: &str,
-        period: &str,
-        request_type: &str,
-        model: &str,
-        input: u64,
-        output: u64,
-        requests: u64,
-    ) -> CounterRow {
+    fn row(tenant: &str, period: &str, request_type: &str, model: &str, input: u64, output: u64, requests: u64) -> CounterRow {
         CounterRow {
             tenant_id: tenant.into(),
             period: period.into(),
             request_type: request_type.into(),
             model_id: model.into(),
-            tokens: TokenCounts {
-                input_tokens: input,
-                output_tokens: output,
-                ..TokenCounts::default()
-            },
+            tokens: TokenCounts { input_tokens: input, output_tokens: output, ..TokenCounts::default() },
             total_tokens: input + output,
             requests,
         }
@@ -379,29 +339,13 @@ mod tests {
 
     #[test]
     fn every_day_and_week_is_present_with_zeros_when_idle() {
-        let report = tenant_report(
-            "acme",
-            &week_period(),
-            RequestTypeFilter(None),
-            &[],
-            &[],
-            &PricingTable::builtin(),
-        );
+        let report = tenant_report("acme", &week_period(), RequestTypeFilter(None), &[], &[], &PricingTable::builtin());
         assert_eq!(report.daily_stats.len(), 7);
-        assert!(report
-            .daily_stats
-            .values()
-            .all(|day| *day == PeriodStats::default()));
-        assert_eq!(
-            report.weekly_stats.keys().collect::<Vec<_>>(),
-            vec!["2026-W47", "2026-W48"]
-        );
+        assert!(report.daily_stats.values().all(|day| *day == PeriodStats::default()));
+        assert_eq!(report.weekly_stats.keys().collect::<Vec<_>>(), vec!["2026-W47", "2026-W48"]);
         assert_eq!(report.summary.total_tokens, 0);
         assert_eq!(report.summary.estimated_cost_usd, Some(0.0));
-        assert_eq!(
-            (report.from.as_str(), report.to.as_str(), report.period_days),
-            ("2026-11-17", "2026-11-23", 7)
-        );
+        assert_eq!((report.from.as_str(), report.to.as_str(), report.period_days), ("2026-11-17", "2026-11-23", 7));
     }
 
     #[test]
@@ -409,90 +353,38 @@ mod tests {
         // GIVEN two models on one day, one on another, and the weekly rows
         let days = [
             row("acme", "2026-11-20", "bedrock", HAIKU, 1000, 2000, 3),
-            row(
-                "acme",
-                "2026-11-20",
-                "anthropic",
-                "claude-3-haiku-20240307",
-                10,
-                20,
-                1,
-            ),
+            row("acme", "2026-11-20", "anthropic", "claude-3-haiku-20240307", 10, 20, 1),
             row("acme", "2026-11-23", "bedrock", HAIKU, 5, 7, 1),
         ];
-        let weeks = [
-            row("acme", "2026-W47", "bedrock", HAIKU, 1000, 2000, 3),
-            row("acme", "2026-W48", "bedrock", HAIKU, 5, 7, 1),
-        ];
+        let weeks = [row("acme", "2026-W47", "bedrock", HAIKU, 1000, 2000, 3), row("acme", "2026-W48", "bedrock", HAIKU, 5, 7, 1)];
         // WHEN the report is built for all request types
-        let report = tenant_report(
-            "acme",
-            &week_period(),
-            RequestTypeFilter(None),
-            &days,
-            &weeks,
-            &PricingTable::builtin(),
-        );
+        let report = tenant_report("acme", &week_period(), RequestTypeFilter(None), &days, &weeks, &PricingTable::builtin());
         // THEN the days, weeks, models and summary agree
-        assert_eq!(
-            report.daily_stats["2026-11-20"],
-            PeriodStats {
-                input_tokens: 1010,
-                output_tokens: 2020,
-                requests: 4
-            }
-        );
-        assert_eq!(
-            report.daily_stats["2026-11-23"],
-            PeriodStats {
-                input_tokens: 5,
-                output_tokens: 7,
-                requests: 1
-            }
-        );
+        assert_eq!(report.daily_stats["2026-11-20"], PeriodStats { input_tokens: 1010, output_tokens: 2020, requests: 4 });
+        assert_eq!(report.daily_stats["2026-11-23"], PeriodStats { input_tokens: 5, output_tokens: 7, requests: 1 });
         assert_eq!(report.weekly_stats["2026-W48"].requests, 1);
         assert_eq!(report.summary.total_tokens, 3042);
         assert_eq!(report.summary.total_requests, 5);
         assert_eq!(report.models.len(), 2);
-        let expected =
-            (1005.0 * 0.00025 + 2007.0 * 0.00125 + 10.0 * 0.00025 + 20.0 * 0.00125) / 1000.0;
+        let expected = (1005.0 * 0.00025 + 2007.0 * 0.00125 + 10.0 * 0.00025 + 20.0 * 0.00125) / 1000.0;
         assert!((report.summary.estimated_cost_usd.unwrap() - round_usd(expected)).abs() < 1e-12);
         assert!(report.warnings.is_empty());
     }
 
     #[test]
     fn the_request_type_filter_keeps_only_that_type() {
-        let days = [
-            row("acme", "2026-11-20", "bedrock", HAIKU, 1, 1, 1),
-            row("acme", "2026-11-20", "anthropic", HAIKU, 5, 5, 1),
-        ];
+        let days = [row("acme", "2026-11-20", "bedrock", HAIKU, 1, 1, 1), row("acme", "2026-11-20", "anthropic", HAIKU, 5, 5, 1)];
         let filter = RequestTypeFilter::parse(Some("anthropic")).unwrap();
-        let report = tenant_report(
-            "acme",
-            &week_period(),
-            filter,
-            &days,
-            &[],
-            &PricingTable::builtin(),
-        );
+        let report = tenant_report("acme", &week_period(), filter, &days, &[], &PricingTable::builtin());
         assert_eq!(report.request_type, "anthropic");
         assert_eq!(report.summary.total_input_tokens, 5);
     }
 
     #[test]
     fn request_types_parse_strictly() {
-        assert_eq!(
-            RequestTypeFilter::parse(None),
-            Some(RequestTypeFilter(None))
-        );
-        assert_eq!(
-            RequestTypeFilter::parse(Some("all")),
-            Some(RequestTypeFilter(None))
-        );
-        assert_eq!(
-            RequestTypeFilter::parse(Some("bedrock")),
-            Some(RequestTypeFilter(Some(RequestType::Bedrock)))
-        );
+        assert_eq!(RequestTypeFilter::parse(None), Some(RequestTypeFilter(None)));
+        assert_eq!(RequestTypeFilter::parse(Some("all")), Some(RequestTypeFilter(None)));
+        assert_eq!(RequestTypeFilter::parse(Some("bedrock")), Some(RequestTypeFilter(Some(RequestType::Bedrock))));
         for bad in ["BEDROCK", "", "bedrock ", "openai"] {
             assert_eq!(RequestTypeFilter::parse(Some(bad)), None, "{bad:?}");
         }
@@ -500,75 +392,30 @@ mod tests {
 
     #[test]
     fn rows_of_another_tenant_or_outside_the_period_never_count() {
-        let days = [
-            row("other", "2026-11-20", "bedrock", HAIKU, 9, 9, 9),
-            row("acme", "2026-11-01", "bedrock", HAIKU, 9, 9, 9),
-        ];
-        let report = tenant_report(
-            "acme",
-            &week_period(),
-            RequestTypeFilter(None),
-            &days,
-            &[],
-            &PricingTable::builtin(),
-        );
+        let days = [row("other", "2026-11-20", "bedrock", HAIKU, 9, 9, 9), row("acme", "2026-11-01", "bedrock", HAIKU, 9, 9, 9)];
+        let report = tenant_report("acme", &week_period(), RequestTypeFilter(None), &days, &[], &PricingTable::builtin());
         assert_eq!(report.summary.total_requests, 0);
         assert_eq!(report.daily_stats.len(), 7);
     }
 
     #[test]
     fn an_unpriced_model_nulls_the_cost_and_says_why() {
-        let days = [
-            row("acme", "2026-11-20", "bedrock", HAIKU, 1, 1, 1),
-            row(
-                "acme",
-                "2026-11-21",
-                "bedrock",
-                "acme.secret-model",
-                1,
-                1,
-                1,
-            ),
-        ];
-        let report = tenant_report(
-            "acme",
-            &week_period(),
-            RequestTypeFilter(None),
-            &days,
-            &[],
-            &PricingTable::builtin(),
-        );
+        let days = [row("acme", "2026-11-20", "bedrock", HAIKU, 1, 1, 1), row("acme", "2026-11-21", "bedrock", "acme.secret-model", 1, 1, 1)];
+        let report = tenant_report("acme", &week_period(), RequestTypeFilter(None), &days, &[], &PricingTable::builtin());
         assert_eq!(report.summary.estimated_cost_usd, None);
         assert_eq!(report.warnings.len(), 1);
         assert!(report.warnings[0].contains("acme.secret-model"));
-        let haiku = report
-            .models
-            .iter()
-            .find(|model| model.model_id == HAIKU)
-            .unwrap();
-        assert!(
-            haiku.estimated_cost_usd.is_some(),
-            "the priced model keeps its own cost"
-        );
+        let haiku = report.models.iter().find(|model| model.model_id == HAIKU).unwrap();
+        assert!(haiku.estimated_cost_usd.is_some(), "the priced model keeps its own cost");
     }
 
     #[test]
     fn tenants_rank_by_total_tokens_then_id() {
         let mut builder = RankingBuilder::new(RequestTypeFilter(None));
-        builder.add(&[
-            row("b", "2026-11-20", "bedrock", HAIKU, 10, 10, 1),
-            row("a", "2026-11-20", "bedrock", HAIKU, 10, 10, 1),
-        ]);
-        builder.add(&[
-            row("c", "2026-11-21", "bedrock", HAIKU, 100, 0, 1),
-            row("b", "2026-11-21", "bedrock", HAIKU, 1, 0, 1),
-        ]);
+        builder.add(&[row("b", "2026-11-20", "bedrock", HAIKU, 10, 10, 1), row("a", "2026-11-20", "bedrock", HAIKU, 10, 10, 1)]);
+        builder.add(&[row("c", "2026-11-21", "bedrock", HAIKU, 100, 0, 1), row("b", "2026-11-21", "bedrock", HAIKU, 1, 0, 1)]);
         let ranking = builder.finish(&PricingTable::builtin());
-        let order: Vec<_> = ranking
-            .tenants
-            .iter()
-            .map(|tenant| tenant.tenant_id.as_str())
-            .collect();
+        let order: Vec<_> = ranking.tenants.iter().map(|tenant| tenant.tenant_id.as_str()).collect();
         assert_eq!(order, vec!["c", "b", "a"]);
         assert_eq!(ranking.tenants[1].total_tokens, 21);
         assert_eq!(ranking.tenants[1].total_requests, 2);
@@ -579,10 +426,7 @@ mod tests {
     #[test]
     fn the_ranking_honours_the_request_type() {
         let mut builder = RankingBuilder::new(RequestTypeFilter(Some(RequestType::Anthropic)));
-        builder.add(&[
-            row("a", "2026-11-20", "bedrock", HAIKU, 10, 10, 1),
-            row("b", "2026-11-20", "anthropic", HAIKU, 1, 1, 1),
-        ]);
+        builder.add(&[row("a", "2026-11-20", "bedrock", HAIKU, 10, 10, 1), row("b", "2026-11-20", "anthropic", HAIKU, 1, 1, 1)]);
         let ranking = builder.finish(&PricingTable::builtin());
         assert_eq!(ranking.tenants.len(), 1);
         assert_eq!(ranking.tenants[0].tenant_id, "b");

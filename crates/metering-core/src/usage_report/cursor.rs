@@ -51,23 +51,15 @@ impl RankingCursor {
     }
 
     pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text.trim())
-            .map_err(|_| InvalidCursor)?;
+        let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| InvalidCursor)?;
         let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| InvalidCursor)?;
         if wire.v != VERSION || wire.offset > MAX_OFFSET {
             return Err(InvalidCursor);
         }
-        let date =
-            |text: &str| NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| InvalidCursor);
-        let period =
-            ReportPeriod::between(date(&wire.from)?, date(&wire.to)?).map_err(|_| InvalidCursor)?;
+        let date = |text: &str| NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| InvalidCursor);
+        let period = ReportPeriod::between(date(&wire.from)?, date(&wire.to)?).map_err(|_| InvalidCursor)?;
         let filter = RequestTypeFilter::parse(Some(&wire.request_type)).ok_or(InvalidCursor)?;
-        Ok(Self {
-            period,
-            filter,
-            offset: wire.offset,
-        })
+        Ok(Self { period, filter, offset: wire.offset })
     }
 }
 
@@ -78,8 +70,7 @@ mod tests {
 
     fn cursor() -> RankingCursor {
         RankingCursor {
-            period: ReportPeriod::last_days(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), 30)
-                .unwrap(),
+            period: ReportPeriod::last_days(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), 30).unwrap(),
             filter: RequestTypeFilter(Some(RequestType::Bedrock)),
             offset: 50,
         }
@@ -88,11 +79,7 @@ mod tests {
     #[test]
     fn a_cursor_survives_the_round_trip_and_is_url_safe() {
         let text = cursor().encode();
-        assert!(
-            text.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "{text}"
-        );
+        assert!(text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{text}");
         assert_eq!(RankingCursor::decode(&text), Ok(cursor()));
     }
 
@@ -103,24 +90,12 @@ mod tests {
             "".to_owned(),
             "not a cursor!".to_owned(),
             forge("{}"),
-            forge(
-                r#"{"v":2,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":0}"#,
-            ),
-            forge(
-                r#"{"v":1,"from":"2026-11-24","to":"2026-11-23","request_type":"all","offset":0}"#,
-            ),
-            forge(
-                r#"{"v":1,"from":"2024-11-17","to":"2026-11-23","request_type":"all","offset":0}"#,
-            ),
-            forge(
-                r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"gpt","offset":0}"#,
-            ),
-            forge(
-                r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":-1}"#,
-            ),
-            forge(
-                r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":99999999999}"#,
-            ),
+            forge(r#"{"v":2,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":0}"#),
+            forge(r#"{"v":1,"from":"2026-11-24","to":"2026-11-23","request_type":"all","offset":0}"#),
+            forge(r#"{"v":1,"from":"2024-11-17","to":"2026-11-23","request_type":"all","offset":0}"#),
+            forge(r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"gpt","offset":0}"#),
+            forge(r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":-1}"#),
+            forge(r#"{"v":1,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":99999999999}"#),
         ] {
             assert_eq!(RankingCursor::decode(&bad), Err(InvalidCursor), "{bad}");
         }

@@ -34,10 +34,7 @@ pub struct CounterRetention {
 
 impl Default for CounterRetention {
     fn default() -> Self {
-        Self {
-            daily_days: 90,
-            weekly_days: 400,
-        }
+        Self { daily_days: 90, weekly_days: 400 }
     }
 }
 
@@ -76,17 +73,8 @@ pub struct UsageReports {
 }
 
 impl UsageReports {
-    pub fn new(
-        reader: Arc<dyn UsageReader>,
-        pricing: Arc<PricingTable>,
-        retention: CounterRetention,
-    ) -> Self {
-        Self {
-            reader,
-            pricing,
-            retention,
-            concurrency: 8,
-        }
+    pub fn new(reader: Arc<dyn UsageReader>, pricing: Arc<PricingTable>, retention: CounterRetention) -> Self {
+        Self { reader, pricing, retention, concurrency: 8 }
     }
 
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
@@ -106,32 +94,11 @@ impl UsageReports {
         let (first_day, last_day) = (day_label(period.from), day_label(period.to));
         let (first_week, last_week) = (week_label(period.from), week_label(period.to));
         let (days, weeks) = tokio::try_join!(
-            self.reader.tenant_counters(
-                tenant_id,
-                PeriodKind::Day,
-                &first_day,
-                &last_day,
-                filter.0
-            ),
-            self.reader.tenant_counters(
-                tenant_id,
-                PeriodKind::Week,
-                &first_week,
-                &last_week,
-                filter.0
-            ),
+            self.reader.tenant_counters(tenant_id, PeriodKind::Day, &first_day, &last_day, filter.0),
+            self.reader.tenant_counters(tenant_id, PeriodKind::Week, &first_week, &last_week, filter.0),
         )?;
-        let mut report = aggregate::tenant_report(
-            tenant_id,
-            &period,
-            filter,
-            &days.rows,
-            &weeks.rows,
-            &self.pricing,
-        );
-        report
-            .warnings
-            .extend(retention_warnings(&period, today, self.retention));
+        let mut report = aggregate::tenant_report(tenant_id, &period, filter, &days.rows, &weeks.rows, &self.pricing);
+        report.warnings.extend(retention_warnings(&period, today, self.retention));
         let mut stats = days.stats;
         stats += weeks.stats;
         tracing::Span::current().record("items_read", stats.items_read);
@@ -146,11 +113,7 @@ impl UsageReports {
         limit: usize,
         today: NaiveDate,
     ) -> Result<Answer<TenantRankingPage>, UsageReadError> {
-        let RankingCursor {
-            period,
-            filter,
-            offset,
-        } = cursor;
+        let RankingCursor { period, filter, offset } = cursor;
         let reader = &self.reader;
         let mut reads = futures::stream::iter(period.day_labels())
             .map(|day| async move { reader.day_counters_of_all_tenants(&day, filter.0).await })
@@ -177,14 +140,7 @@ impl UsageReports {
                 summary: ranking.summary,
                 tenants,
                 limit,
-                next: next_offset.map(|offset| {
-                    RankingCursor {
-                        period,
-                        filter,
-                        offset,
-                    }
-                    .encode()
-                }),
+                next: next_offset.map(|offset| RankingCursor { period, filter, offset }.encode()),
                 warnings,
             },
             stats,
@@ -193,11 +149,7 @@ impl UsageReports {
 }
 
 /// Says when part of the period is older than the counters are kept (TTL), instead of silently showing zeros.
-pub fn retention_warnings(
-    period: &ReportPeriod,
-    today: NaiveDate,
-    retention: CounterRetention,
-) -> Vec<String> {
+pub fn retention_warnings(period: &ReportPeriod, today: NaiveDate, retention: CounterRetention) -> Vec<String> {
     let mut warnings = Vec::new();
     // A daily item of day D expires D + 1 + daily_days days after D's start.
     if let Some(oldest_kept) = today.checked_sub_days(Days::new(u64::from(retention.daily_days))) {
@@ -211,10 +163,8 @@ pub fn retention_warnings(
             ));
         }
     }
-    let first_monday =
-        period.from - Days::new(u64::from(period.from.weekday().num_days_from_monday()));
-    let first_week_expires =
-        first_monday.checked_add_days(Days::new(7 + u64::from(retention.weekly_days)));
+    let first_monday = period.from - Days::new(u64::from(period.from.weekday().num_days_from_monday()));
+    let first_week_expires = first_monday.checked_add_days(Days::new(7 + u64::from(retention.weekly_days)));
     if first_week_expires.is_some_and(|expiry| expiry <= today) {
         warnings.push(format!(
             "weekly counters are kept {} days: the oldest weeks of weekly_stats may show zeros",
@@ -258,27 +208,11 @@ mod tests {
             last: &str,
             _request_type: Option<crate::usage::RequestType>,
         ) -> Result<CounterRead, UsageReadError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("{tenant_id} {kind:?} {first}..{last}"));
-            let source = if kind == PeriodKind::Day {
-                &self.days
-            } else {
-                &self.weeks
-            };
-            let rows: Vec<CounterRow> = source
-                .iter()
-                .filter(|row| row.tenant_id == tenant_id && in_range(row, first, last))
-                .cloned()
-                .collect();
-            Ok(CounterRead {
-                stats: ReadStats {
-                    items_read: rows.len() as u64,
-                    queries: 1,
-                },
-                rows,
-            })
+            self.calls.lock().unwrap().push(format!("{tenant_id} {kind:?} {first}..{last}"));
+            let source = if kind == PeriodKind::Day { &self.days } else { &self.weeks };
+            let rows: Vec<CounterRow> =
+                source.iter().filter(|row| row.tenant_id == tenant_id && in_range(row, first, last)).cloned().collect();
+            Ok(CounterRead { stats: ReadStats { items_read: rows.len() as u64, queries: 1 }, rows })
         }
 
         async fn day_counters_of_all_tenants(
@@ -287,19 +221,8 @@ mod tests {
             _request_type: Option<crate::usage::RequestType>,
         ) -> Result<CounterRead, UsageReadError> {
             self.calls.lock().unwrap().push(format!("all {day}"));
-            let rows: Vec<CounterRow> = self
-                .days
-                .iter()
-                .filter(|row| row.period == day)
-                .cloned()
-                .collect();
-            Ok(CounterRead {
-                stats: ReadStats {
-                    items_read: rows.len() as u64,
-                    queries: 1,
-                },
-                rows,
-            })
+            let rows: Vec<CounterRow> = self.days.iter().filter(|row| row.period == day).cloned().collect();
+            Ok(CounterRead { stats: ReadStats { items_read: rows.len() as u64, queries: 1 }, rows })
         }
     }
 
@@ -309,10 +232,7 @@ mod tests {
             period: period.into(),
             request_type: "bedrock".into(),
             model_id: "anthropic.claude-3-haiku-20240307-v1:0".into(),
-            tokens: TokenCounts {
-                input_tokens: input,
-                ..TokenCounts::default()
-            },
+            tokens: TokenCounts { input_tokens: input, ..TokenCounts::default() },
             total_tokens: input,
             requests: 1,
         }
@@ -320,94 +240,45 @@ mod tests {
 
     fn reports(reader: MemoryReader) -> (UsageReports, Arc<MemoryReader>) {
         let reader = Arc::new(reader);
-        let reports = UsageReports::new(
-            reader.clone(),
-            Arc::new(PricingTable::builtin()),
-            CounterRetention::default(),
-        );
+        let reports = UsageReports::new(reader.clone(), Arc::new(PricingTable::builtin()), CounterRetention::default());
         (reports, reader)
     }
 
     #[tokio::test]
     async fn a_tenant_report_queries_its_day_and_week_ranges_once_each() {
         let (reports, reader) = reports(MemoryReader {
-            days: vec![
-                row("acme", "2026-11-20", 5),
-                row("acme", "2026-10-01", 99),
-                row("globex", "2026-11-20", 7),
-            ],
+            days: vec![row("acme", "2026-11-20", 5), row("acme", "2026-10-01", 99), row("globex", "2026-11-20", 7)],
             weeks: vec![row("acme", "2026-W47", 5)],
             ..MemoryReader::default()
         });
         let today = date(2026, 11, 23);
         let period = ReportPeriod::last_days(today, 7).unwrap();
-        let answer = reports
-            .tenant_report("acme", period, RequestTypeFilter(None), today)
-            .await
-            .unwrap();
+        let answer = reports.tenant_report("acme", period, RequestTypeFilter(None), today).await.unwrap();
         assert_eq!(answer.report.summary.total_input_tokens, 5);
         assert_eq!(answer.report.weekly_stats["2026-W47"].input_tokens, 5);
-        assert_eq!(
-            answer.stats,
-            ReadStats {
-                items_read: 2,
-                queries: 2
-            }
-        );
+        assert_eq!(answer.stats, ReadStats { items_read: 2, queries: 2 });
         let mut calls = reader.calls.lock().unwrap().clone();
         calls.sort();
-        assert_eq!(
-            calls,
-            vec![
-                "acme Day 2026-11-17..2026-11-23",
-                "acme Week 2026-W47..2026-W48"
-            ]
-        );
+        assert_eq!(calls, vec!["acme Day 2026-11-17..2026-11-23", "acme Week 2026-W47..2026-W48"]);
     }
 
     #[tokio::test]
     async fn the_ranking_reads_each_day_once_and_pages_with_a_cursor() {
         let (reports, reader) = reports(MemoryReader {
-            days: vec![
-                row("a", "2026-11-22", 1),
-                row("b", "2026-11-23", 2),
-                row("c", "2026-11-23", 3),
-            ],
+            days: vec![row("a", "2026-11-22", 1), row("b", "2026-11-23", 2), row("c", "2026-11-23", 3)],
             ..MemoryReader::default()
         });
         let today = date(2026, 11, 23);
         let period = ReportPeriod::last_days(today, 3).unwrap();
-        let first = RankingCursor {
-            period,
-            filter: RequestTypeFilter(None),
-            offset: 0,
-        };
-        let page_one = reports
-            .tenant_ranking(first, 2, today)
-            .await
-            .unwrap()
-            .report;
+        let first = RankingCursor { period, filter: RequestTypeFilter(None), offset: 0 };
+        let page_one = reports.tenant_ranking(first, 2, today).await.unwrap().report;
         assert_eq!(reader.calls.lock().unwrap().len(), 3, "one query per day");
         assert_eq!(page_one.tenant_count, 3);
-        assert_eq!(
-            page_one
-                .tenants
-                .iter()
-                .map(|t| t.tenant_id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["c", "b"]
-        );
+        assert_eq!(page_one.tenants.iter().map(|t| t.tenant_id.as_str()).collect::<Vec<_>>(), vec!["c", "b"]);
         let next = RankingCursor::decode(page_one.next.as_deref().unwrap()).unwrap();
         assert_eq!((next.period, next.offset), (period, 2));
         let page_two = reports.tenant_ranking(next, 2, today).await.unwrap().report;
-        assert_eq!(
-            page_two
-                .tenants
-                .iter()
-                .map(|t| t.tenant_id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["a"]
-        );
+        assert_eq!(page_two.tenants.iter().map(|t| t.tenant_id.as_str()).collect::<Vec<_>>(), vec!["a"]);
         assert_eq!(page_two.next, None);
         assert_eq!(page_two.summary.total_tokens, 6);
     }
@@ -422,13 +293,7 @@ mod tests {
         let warnings = retention_warnings(&year, today, retention);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("2026-08-25"), "{warnings:?}");
-        let short = CounterRetention {
-            daily_days: 1,
-            weekly_days: 7,
-        };
-        assert_eq!(
-            retention_warnings(&ReportPeriod::last_days(today, 30).unwrap(), today, short).len(),
-            2
-        );
+        let short = CounterRetention { daily_days: 1, weekly_days: 7 };
+        assert_eq!(retention_warnings(&ReportPeriod::last_days(today, 30).unwrap(), today, short).len(), 2);
     }
 }

@@ -26,9 +26,7 @@ impl ReportPeriod {
         if !(1..=MAX_DAYS).contains(&days) {
             return Err(InvalidPeriod);
         }
-        let from = today
-            .checked_sub_days(Days::new(u64::from(days - 1)))
-            .ok_or(InvalidPeriod)?;
+        let from = today.checked_sub_days(Days::new(u64::from(days - 1))).ok_or(InvalidPeriod)?;
         Ok(Self { from, to: today })
     }
 
@@ -86,10 +84,7 @@ mod tests {
         assert_eq!(period.day_labels().first().unwrap(), "2026-11-17");
         assert_eq!(period.day_labels().last().unwrap(), "2026-11-23");
         let today_only = ReportPeriod::last_days(date(2026, 11, 23), 1).unwrap();
-        assert_eq!(
-            (today_only.from, today_only.to),
-            (date(2026, 11, 23), date(2026, 11, 23))
-        );
+        assert_eq!((today_only.from, today_only.to), (date(2026, 11, 23), date(2026, 11, 23)));
     }
 
     #[test]
@@ -101,16 +96,10 @@ mod tests {
         let labels = period.day_labels();
         assert_eq!(labels.len(), 366);
         assert!(labels.contains(&"2024-02-29".to_string()));
-        assert!(
-            labels.contains(&"2024-12-31".to_string())
-                && labels.contains(&"2025-01-01".to_string())
-        );
+        assert!(labels.contains(&"2024-12-31".to_string()) && labels.contains(&"2025-01-01".to_string()));
         let unique: std::collections::BTreeSet<_> = labels.iter().collect();
         assert_eq!(unique.len(), 366);
-        assert!(
-            labels.windows(2).all(|pair| pair[0] < pair[1]),
-            "labels sort like dates"
-        );
+        assert!(labels.windows(2).all(|pair| pair[0] < pair[1]), "labels sort like dates");
     }
 
     #[test]
@@ -141,21 +130,13 @@ mod tests {
         assert_eq!(ReportPeriod::last_days(today, 367), Err(InvalidPeriod));
         assert!(ReportPeriod::between(today, date(2026, 11, 22)).is_err());
         assert!(ReportPeriod::between(date(2025, 11, 22), today).is_err());
-        assert_eq!(
-            ReportPeriod::between(date(2026, 11, 17), today)
-                .unwrap()
-                .days(),
-            7
-        );
+        assert_eq!(ReportPeriod::between(date(2026, 11, 17), today).unwrap().days(), 7);
     }
 
     #[test]
     fn a_30_day_period_touches_five_or_six_iso_weeks() {
         for day in 1..=28 {
-            let weeks = ReportPeriod::last_days(date(2026, 2, day), 30)
-                .unwrap()
-                .week_labels()
-                .len();
+            let weeks = ReportPeriod::last_days(date(2026, 2, day), 30).unwrap().week_labels().len();
             assert!((5..=6).contains(&weeks), "{day}: {weeks}");
         }
     }

@@ -58,8 +58,7 @@ impl From<UsageReadError> for ApiError {
     fn from(error: UsageReadError) -> Self {
         match error {
             UsageReadError::Throttled(_) => ApiError::Unavailable {
-                message: "usage reads are being throttled; retry after the delay in Retry-After"
-                    .into(),
+                message: "usage reads are being throttled; retry after the delay in Retry-After".into(),
                 retry_after_seconds: 1,
             },
             // The details (table, SDK error) go to the log, not to the caller.
@@ -122,12 +121,7 @@ impl DynamoUsageReader {
         let mut read = CounterRead::default();
         let mut start_key: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let page = query
-                .clone()
-                .set_exclusive_start_key(start_key.take())
-                .send()
-                .await
-                .map_err(query_error)?;
+            let page = query.clone().set_exclusive_start_key(start_key.take()).send().await.map_err(query_error)?;
             read.stats.queries += 1;
             read.stats.items_read += u64::try_from(page.scanned_count()).unwrap_or_default();
             for item in page.items() {
@@ -142,38 +136,21 @@ impl DynamoUsageReader {
         }
     }
 
-    fn base_query(
-        &self,
-        key_attribute: &str,
-        request_type: Option<RequestType>,
-    ) -> QueryFluentBuilder {
-        let mut names: HashMap<String, String> = NUMBER_ATTRIBUTES
-            .iter()
-            .map(|(placeholder, name)| (placeholder.to_string(), name.to_string()))
-            .collect();
+    fn base_query(&self, key_attribute: &str, request_type: Option<RequestType>) -> QueryFluentBuilder {
+        let mut names: HashMap<String, String> =
+            NUMBER_ATTRIBUTES.iter().map(|(placeholder, name)| (placeholder.to_string(), name.to_string())).collect();
         names.insert("#key".into(), key_attribute.into());
         let projection = format!(
             "#key, {}",
-            NUMBER_ATTRIBUTES
-                .iter()
-                .map(|(placeholder, _)| *placeholder)
-                .collect::<Vec<_>>()
-                .join(", ")
+            NUMBER_ATTRIBUTES.iter().map(|(placeholder, _)| *placeholder).collect::<Vec<_>>().join(", ")
         );
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.table_name)
-            .projection_expression(projection);
+        let mut query = self.client.query().table_name(&self.table_name).projection_expression(projection);
         if let Some(request_type) = request_type {
             // Key attributes cannot be filtered on; every item also carries `request_type` as an attribute.
             names.insert("#request_type".into(), "request_type".into());
             query = query
                 .filter_expression("#request_type = :request_type")
-                .expression_attribute_values(
-                    ":request_type",
-                    AttributeValue::S(request_type.as_str().into()),
-                );
+                .expression_attribute_values(":request_type", AttributeValue::S(request_type.as_str().into()));
         }
         query.set_expression_attribute_names(Some(names))
     }
@@ -206,13 +183,7 @@ impl UsageReader for DynamoUsageReader {
                 let Some((period, request_type, model_id)) = split_key(&sort_key, prefix) else {
                     return Err(UsageReadError::Malformed(format!("sort key {sort_key:?}")));
                 };
-                Ok(Some(row_from(
-                    item,
-                    tenant_id,
-                    period,
-                    request_type,
-                    model_id,
-                )?))
+                Ok(Some(row_from(item, tenant_id, period, request_type, model_id)?))
             })
             .await?;
         record_stats(&read.stats);
@@ -231,26 +202,14 @@ impl UsageReader for DynamoUsageReader {
             .base_query("gsi1sk", request_type)
             .index_name(GSI1_NAME)
             .key_condition_expression("gsi1pk = :day")
-            .expression_attribute_values(
-                ":day",
-                AttributeValue::S(format!("{}#{day}", PeriodKind::Day.prefix())),
-            );
+            .expression_attribute_values(":day", AttributeValue::S(format!("{}#{day}", PeriodKind::Day.prefix())));
         let read = self
             .query_all(query, |item| {
                 let index_key = string_attribute(item, "gsi1sk")?;
-                let Some((tenant_id, request_type, model_id)) = split_key(&index_key, "TENANT")
-                else {
-                    return Err(UsageReadError::Malformed(format!(
-                        "index sort key {index_key:?}"
-                    )));
+                let Some((tenant_id, request_type, model_id)) = split_key(&index_key, "TENANT") else {
+                    return Err(UsageReadError::Malformed(format!("index sort key {index_key:?}")));
                 };
-                Ok(Some(row_from(
-                    item,
-                    tenant_id,
-                    day,
-                    request_type,
-                    model_id,
-                )?))
+                Ok(Some(row_from(item, tenant_id, day, request_type, model_id)?))
             })
             .await?;
         record_stats(&read.stats);
@@ -284,34 +243,24 @@ fn split_key<'k>(key: &'k str, prefix: &str) -> Option<(&'k str, &'k str, &'k st
     let rest = key.strip_prefix(prefix)?.strip_prefix('#')?;
     let mut parts = rest.splitn(3, '#');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(b), Some(c)) if !a.is_empty() && !b.is_empty() && !c.is_empty() => {
-            Some((a, b, c))
-        }
+        (Some(a), Some(b), Some(c)) if !a.is_empty() && !b.is_empty() && !c.is_empty() => Some((a, b, c)),
         _ => None,
     }
 }
 
-fn string_attribute(
-    item: &HashMap<String, AttributeValue>,
-    name: &str,
-) -> Result<String, UsageReadError> {
+fn string_attribute(item: &HashMap<String, AttributeValue>, name: &str) -> Result<String, UsageReadError> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value.clone()),
-        _ => Err(UsageReadError::Malformed(format!(
-            "item without a string {name}"
-        ))),
+        _ => Err(UsageReadError::Malformed(format!("item without a string {name}"))),
     }
 }
 
-fn number_attribute(
-    item: &HashMap<String, AttributeValue>,
-    name: &str,
-) -> Result<u64, UsageReadError> {
+fn number_attribute(item: &HashMap<String, AttributeValue>, name: &str) -> Result<u64, UsageReadError> {
     match item.get(name) {
         None => Ok(0),
-        Some(AttributeValue::N(number)) => number
-            .parse()
-            .map_err(|_| UsageReadError::Malformed(format!("{name} = {number:?} is not a count"))),
+        Some(AttributeValue::N(number)) => {
+            number.parse().map_err(|_| UsageReadError::Malformed(format!("{name} = {number:?} is not a count")))
+        }
         Some(_) => Err(UsageReadError::Malformed(format!("{name} is not a number"))),
     }
 }
@@ -345,14 +294,8 @@ mod tests {
 
     #[test]
     fn keys_split_into_their_parts() {
-        assert_eq!(
-            split_key("DAY#2026-11-23#bedrock#m:1", "DAY"),
-            Some(("2026-11-23", "bedrock", "m:1"))
-        );
-        assert_eq!(
-            split_key("TENANT#acme#bedrock#a#b", "TENANT"),
-            Some(("acme", "bedrock", "a#b"))
-        );
+        assert_eq!(split_key("DAY#2026-11-23#bedrock#m:1", "DAY"), Some(("2026-11-23", "bedrock", "m:1")));
+        assert_eq!(split_key("TENANT#acme#bedrock#a#b", "TENANT"), Some(("acme", "bedrock", "a#b")));
         assert_eq!(split_key("WEEK#2026-W48#bedrock#m", "DAY"), None);
         assert_eq!(split_key("DAY#2026-11-23#bedrock", "DAY"), None);
         assert_eq!(split_key("DAYS#x#y#z", "DAY"), None);
@@ -370,36 +313,18 @@ mod tests {
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
         let row = row_from(&item, "acme", "2026-11-23", "bedrock", "m").unwrap();
-        assert_eq!(
-            (
-                row.tokens.input_tokens,
-                row.tokens.output_tokens,
-                row.total_tokens,
-                row.requests
-            ),
-            (3, 5, 8, 1)
-        );
+        assert_eq!((row.tokens.input_tokens, row.tokens.output_tokens, row.total_tokens, row.requests), (3, 5, 8, 1));
         assert_eq!(row.tokens.cache_read_input_tokens, 0);
         let bad: HashMap<String, AttributeValue> =
-            [("input_tokens".to_owned(), AttributeValue::S("3".into()))]
-                .into_iter()
-                .collect();
-        assert!(matches!(
-            row_from(&bad, "a", "d", "t", "m"),
-            Err(UsageReadError::Malformed(_))
-        ));
+            [("input_tokens".to_owned(), AttributeValue::S("3".into()))].into_iter().collect();
+        assert!(matches!(row_from(&bad, "a", "d", "t", "m"), Err(UsageReadError::Malformed(_))));
     }
 
     #[test]
     fn read_errors_do_not_leak_details_to_callers() {
-        let error = ApiError::from(UsageReadError::Query(
-            "table bedrock-metering-usage: AccessDenied".into(),
-        ));
+        let error = ApiError::from(UsageReadError::Query("table bedrock-metering-usage: AccessDenied".into()));
         assert_eq!(error.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!error.to_string().contains("bedrock-metering-usage"));
-        assert_eq!(
-            ApiError::from(UsageReadError::Throttled("x".into())).status(),
-            http::StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(ApiError::from(UsageReadError::Throttled("x".into())).status(), http::StatusCode::SERVICE_UNAVAILABLE);
     }
 }
