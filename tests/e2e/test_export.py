@@ -405,3 +405,27 @@ def test_a_day_of_200000_lines_is_exported_whole(resources, operator_env):
     rows = query(operator_env, f"SELECT tenant_id, count(*) AS requests, count(DISTINCT request_id) AS ids, {sums} FROM {TABLE} GROUP BY tenant_id", "--prefix", prefix)
     assert sum(r["ids"] for r in rows) == 200_000
     assert {r["tenant_id"]: {k: r[k] for k in ["requests", *METRICS]} for r in rows} == {t: dict(v) for t, v in expected.items()}
+
+
+def test_the_readme_builds_by_hand_with_the_venv_on_path():
+    """cargo lambda (and the zig it cross-compiles with) is installed in .venv: the by-hand step must put it on PATH."""
+    for readme in (REPO_ROOT / "README.md", REPO_ROOT / "infra" / "README.md"):
+        text = readme.read_text()
+        starts = [i for i in range(len(text)) if text.startswith("\ncargo lambda build", i)]
+        assert starts, f"{readme}: no build-by-hand step"
+        for start in starts:
+            block = text[: start][text[: start].rindex("```bash"):]
+            assert 'export PATH="$PWD/.venv/bin:$PATH"' in block, f"{readme}: the build-by-hand block lacks the venv on PATH"
+
+
+def test_export_logs_aws_uses_aws_region(monkeypatch, tmp_path):
+    """scripts/export-logs --aws builds its boto3 session in AWS_REGION (boto3 alone reads only AWS_DEFAULT_REGION)."""
+    import export_logs
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    assert export_logs.aws_session().region_name == "eu-west-3"
+    monkeypatch.delenv("AWS_REGION")
+    assert export_logs.aws_session().region_name is None, "no region named: run_aws then stops with a clear message"
