@@ -241,11 +241,11 @@ def test_reruns_midnight_and_empty_days(resources, operator_env):
     assert [d["stale_objects_deleted"] for d in second["days"]] == [1, 1]
     assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 6}]
 
-    # WHEN yesterday is split into 4 objects, then exported whole again THEN the stale parts are deleted
+    # WHEN yesterday is split into 4 objects, then exported whole again THEN all 4 of the earlier run are deleted
     split = export(operator_env, "--date", yesterday.isoformat(), "--max-rows-per-object", "1", *space)
     assert len(split["days"][0]["objects"]) == 4
     whole = export(operator_env, "--date", yesterday.isoformat(), *space)
-    assert (len(whole["days"][0]["objects"]), whole["days"][0]["stale_objects_deleted"]) == (1, 3)
+    assert (len(whole["days"][0]["objects"]), whole["days"][0]["stale_objects_deleted"]) == (1, 4)
     keys = [o["Key"] for o in resources.client("s3").list_objects_v2(Bucket=resources.analytics_bucket, Prefix=prefix)["Contents"]]
     assert len([k for k in keys if k.endswith(".parquet")]) == 2 and len([k for k in keys if k.endswith("/_SUCCESS")]) == 2, keys
     assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 6}]
