@@ -297,7 +297,7 @@ def test_malformed_lines_are_sampled_and_fail_the_run_above_the_threshold(resour
     counter = {"event": "counter_update", "timestamp": good[0]["timestamp"], "request_id": good[0]["request_id"],
                "tenant_id": good[0]["tenant_id"], "request_type": "bedrock", "model_id": good[0]["model_id"],
                "day": yesterday.isoformat(), "outcome": "failed", "error": "throttled"}
-    put_lines(resources.client("logs"), group, good + bad + [json.dumps(counter)])
+    put_lines(resources.client("logs"), group, good + bad + [counter])
     space = ["--log-group", group, "--prefix", prefix, "--date", yesterday.isoformat()]
     # WHEN exported with the default threshold THEN the day is complete, the bad lines counted and sampled
     summary = export(operator_env, *space)["days"][0]
