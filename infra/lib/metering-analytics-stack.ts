@@ -8,7 +8,9 @@ import { Construct } from 'constructs';
 import { UsageAnalyticsWorkgroup } from './analytics/athena';
 import { AnalyticsBucket, LOGS_PREFIX } from './analytics/bucket';
 import { UsageLogCatalog } from './analytics/glue-catalog';
+import { ExportAlarms } from './analytics/alarms';
 import { LogProcessor } from './analytics/log-processor';
+import { ModelPricesView } from './analytics/model-prices';
 import { MeteringConfig } from './config';
 
 export interface MeteringAnalyticsStackProps extends StackProps {
@@ -24,6 +26,8 @@ export class MeteringAnalyticsStack extends Stack {
   public readonly catalog: UsageLogCatalog;
   public readonly workgroup: UsageAnalyticsWorkgroup;
   public readonly logProcessor: LogProcessor;
+  public readonly modelPrices: ModelPricesView;
+  public readonly alarms: ExportAlarms;
 
   constructor(scope: Construct, id: string, props: MeteringAnalyticsStackProps) {
     super(scope, id, props);
@@ -48,6 +52,12 @@ export class MeteringAnalyticsStack extends Stack {
       usageTable: props.usageTable,
     });
 
+    this.modelPrices = new ModelPricesView(this, 'ModelPrices', { database: this.catalog.database });
+    this.alarms = new ExportAlarms(this, 'ExportAlarms', {
+      processor: this.logProcessor.processor.function,
+      deadLetterQueue: this.logProcessor.deadLetterQueue,
+    });
+    new CfnOutput(this, 'AlertsTopicArn', { value: this.alarms.alertsTopic.topicArn, description: 'SNS topic of the export alarms (subscribe to be told); for budget alerts too' });
     new CfnOutput(this, 'AnalyticsBucketName', { value: bucket.bucketName, description: 'Exports under logs/, Athena results under athena-results/' });
     new CfnOutput(this, 'LogProcessorFunctionName', { value: this.logProcessor.processor.function.functionName, description: 'Daily export Lambda (invoke it to export a day now)' });
     new CfnOutput(this, 'LogProcessorLogGroupName', { value: this.logProcessor.processor.logGroup.logGroupName, description: 'Log group of the export Lambda' });

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import { modelPricesSql, PRICING_FILE } from '../lib/analytics/model-prices';
 import { EXAMPLE_QUERIES } from '../lib/analytics/example-queries';
 import {
   actionsOf,
@@ -96,7 +97,9 @@ describe('Glue catalog', () => {
         }),
       },
     });
-    const table = Object.values(resourcesOf(template, 'AWS::Glue::Table'))[0];
+    const table = Object.values(resourcesOf(template, 'AWS::Glue::Table')).find(
+      (t) => (t.Properties?.TableInput as { Name: string }).Name === 'token_usage_logs',
+    )!;
     const columns = (table.Properties?.TableInput as { StorageDescriptor: { Columns: { Name: string; Type: string }[] } })
       .StorageDescriptor.Columns.map((column) => `${column.Name}:${column.Type}`);
     assert.deepEqual(columns, [
@@ -112,7 +115,29 @@ describe('Glue catalog', () => {
       'latency_ms:bigint',
       'cache_creation_input_tokens:bigint',
       'cache_read_input_tokens:bigint',
+      'cost_usd:double',
+      'price_version:string',
+      'base_model_id:string',
+      'client_user_id:string',
+      'requested_model_id:string',
+      'usage_estimated:boolean',
     ]);
+  });
+
+  it('has model_prices: an Athena view over every model of pricing.json', () => {
+    const pricing = JSON.parse(fs.readFileSync(PRICING_FILE, 'utf8')) as { models: Record<string, unknown> };
+    const view = Object.values(resourcesOf(template, 'AWS::Glue::Table')).find(
+      (t) => (t.Properties?.TableInput as { Name: string }).Name === 'model_prices',
+    );
+    assert.ok(view, 'no model_prices table');
+    const input = view.Properties?.TableInput as { TableType: string; ViewOriginalText: string };
+    assert.equal(input.TableType, 'VIRTUAL_VIEW');
+    const encoded = /^\/\* Presto View: (.*) \*\/$/.exec(input.ViewOriginalText)![1];
+    const sql = (JSON.parse(Buffer.from(encoded, 'base64').toString()) as { originalSql: string }).originalSql;
+    assert.equal(sql, modelPricesSql());
+    for (const model of Object.keys(pricing.models)) {
+      assert.ok(sql.includes(`'${model}'`), `model_prices lacks ${model}`);
+    }
   });
 
   it('projects partitions, so new days are queryable without a crawler or MSCK REPAIR', () => {
@@ -259,7 +284,7 @@ describe('log processor', () => {
       [
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['ReadUsageLines', ['logs:FilterLogEvents']],
-        ['WriteExports', ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:PutObject']],
+        ['WriteExports', ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:GetObject', 's3:PutObject']],
         ['ListExports', ['s3:ListBucket']],
         ['RebuildCounters', ['dynamodb:Query', 'dynamodb:UpdateItem']],
       ],
@@ -274,7 +299,7 @@ describe('log processor', () => {
           {
             Sid: 'WriteExports',
             Effect: 'Allow',
-            Action: ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:PutObject'],
+            Action: ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:GetObject', 's3:PutObject'],
             Resource: { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/logs/*']] },
           },
           {
@@ -289,12 +314,46 @@ describe('log processor', () => {
     });
   });
 
+  it('checks at 03:00 UTC that yesterday has a complete export, with the time of the event', () => {
+    const fn = logicalIdOf(template, 'AWS::Lambda::Function', 'LogProcessorFunction');
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'cron(0 3 * * ? *)',
+      Targets: [
+        Match.objectLike({
+          Arn: { 'Fn::GetAtt': [fn, 'Arn'] },
+          InputTransformer: Match.objectLike({ InputTemplate: '{"check_export":<time>}' }),
+          DeadLetterConfig: { Arn: Match.anyValue() },
+        }),
+      ],
+    });
+  });
+
+  it('alarms on errors, malformed lines, a missing daily export and dead letters, into one SNS topic', () => {
+    const alarms = Object.values(resourcesOf(template, 'AWS::CloudWatch::Alarm'));
+    const topic = logicalIdOf(template, 'AWS::SNS::Topic', 'ExportAlarmsAlerts');
+    const byMetric = new Map(alarms.map((a) => [a.Properties?.MetricName as string, a.Properties!]));
+    assert.deepEqual([...byMetric.keys()].sort(), ['ApproximateNumberOfMessagesVisible', 'Errors', 'MissingDailyExport', 'SkippedMalformed']);
+    for (const name of ['MissingDailyExport', 'SkippedMalformed']) {
+      assert.equal(byMetric.get(name)!.Namespace, 'BedrockMetering/LogExport');
+    }
+    for (const alarm of byMetric.values()) {
+      assert.deepEqual([alarm.Threshold, alarm.ComparisonOperator, alarm.AlarmActions], [0, 'GreaterThanThreshold', [{ Ref: topic }]]);
+    }
+    template.hasOutput('AlertsTopicArn', { Value: { Ref: topic } });
+  });
+
   it('runs every day at 01:00 UTC', () => {
     const fn = logicalIdOf(template, 'AWS::Lambda::Function', 'LogProcessorFunction');
     template.hasResourceProperties('AWS::Events::Rule', {
       ScheduleExpression: 'cron(0 1 * * ? *)',
       State: 'ENABLED',
-      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [fn, 'Arn'] }, RetryPolicy: Match.objectLike({ MaximumRetryAttempts: 2 }) })],
+      Targets: [
+        Match.objectLike({
+          Arn: { 'Fn::GetAtt': [fn, 'Arn'] },
+          RetryPolicy: Match.objectLike({ MaximumRetryAttempts: 2 }),
+          DeadLetterConfig: { Arn: Match.anyValue() },
+        }),
+      ],
     });
     template.hasResourceProperties('AWS::Lambda::Permission', {
       Action: 'lambda:InvokeFunction',

@@ -37,7 +37,15 @@ BIGINT_COLUMNS = [
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
 ]
+# Added by the export (log-processor's parquet_file.rs): the row's price and the newer optional line fields.
+# Objects written before them read as NULL here (union_by_name) as in Athena.
+ADDED_COLUMNS = [
+    ("cost_usd", "DOUBLE"), ("price_version", "VARCHAR"), ("base_model_id", "VARCHAR"),
+    ("client_user_id", "VARCHAR"), ("requested_model_id", "VARCHAR"), ("usage_estimated", "BOOLEAN"),
+]
 PARTITION_COLUMNS = ["year", "month", "day"]
+PRICES_TABLE = "bedrock_metering_db.model_prices"
+PRICING_FILE = Path(__file__).resolve().parents[2] / "crates" / "metering-core" / "pricing.json"
 EXAMPLES_FILE = Path(__file__).resolve().parent / "example_queries.sql"
 DEFAULT_PREFIX = "logs/"
 
@@ -110,10 +118,12 @@ def table_select(root: Path | None) -> str:
     """The view's SELECT: typed columns, partition keys as strings; no rows when there is no export yet."""
     columns = [f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in STRING_COLUMNS]
     columns += [f"CAST({c} AS BIGINT) AS {c}" for c in BIGINT_COLUMNS]
+    columns += [f"CAST({c} AS {t}) AS {c}" for c, t in ADDED_COLUMNS]
     columns += [f"CAST({c} AS VARCHAR) AS {c}" for c in PARTITION_COLUMNS]
     if root is None or not any(root.glob("year=*/month=*/day=*/*.parquet")):
         empty = [f'CAST(NULL AS VARCHAR) AS "{c}"' for c in STRING_COLUMNS]
         empty += [f"CAST(NULL AS BIGINT) AS {c}" for c in BIGINT_COLUMNS]
+        empty += [f"CAST(NULL AS {t}) AS {c}" for c, t in ADDED_COLUMNS]
         empty += [f"CAST(NULL AS VARCHAR) AS {c}" for c in PARTITION_COLUMNS]
         return f"SELECT {', '.join(empty)} WHERE false"
     pattern = _sql_string(str(root / "year=*" / "month=*" / "day=*" / "*.parquet"))
@@ -136,7 +146,21 @@ def connect(root: Path | None):
         connection.execute(macro)
     connection.execute("CREATE SCHEMA IF NOT EXISTS bedrock_metering_db")
     connection.execute(f"CREATE OR REPLACE VIEW {TABLE} AS {table_select(root)}")
+    connection.execute(f"CREATE OR REPLACE VIEW {PRICES_TABLE} AS {model_prices_select()}")
     return connection
+
+
+def model_prices_select(pricing_file: Path = PRICING_FILE) -> str:
+    """The Athena view `model_prices` (infra/lib/analytics/model-prices.ts) from the same pricing.json."""
+    table = json.loads(pricing_file.read_text())
+    rows = []
+    for model_id, price in sorted(table["models"].items()):
+        values = [price["input_per_1k"], price["output_per_1k"], price.get("cache_write_per_1k"),
+                  price.get("cache_read_per_1k"), price.get("geographic_profile_premium")]
+        rendered = ", ".join("CAST(NULL AS DOUBLE)" if v is None else f"CAST({v!r} AS DOUBLE)" for v in values)
+        rows.append(f"({_sql_string(model_id)}, {rendered}, {_sql_string(table.get('as_of') or '')})")
+    return ("SELECT * FROM (VALUES " + ", ".join(rows) + ") AS prices(model_id, input_per_1k, output_per_1k, "
+            "cache_write_per_1k, cache_read_per_1k, geographic_profile_premium, as_of)")
 
 
 def run_sql(connection, sql: str) -> tuple[list[str], list[tuple]]:

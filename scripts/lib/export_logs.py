@@ -43,13 +43,24 @@ def build_log_processor() -> Path:
 
 
 def payload_of(args: argparse.Namespace) -> dict:
+    payload: dict = {}
     if args.date:
-        return {"date": args.date}
-    if args.from_day or args.to_day:
+        payload = {"date": args.date}
+    elif args.from_day or args.to_day:
         if not (args.from_day and args.to_day):
             raise Prerequisite("--from and --to go together")
-        return {"from": args.from_day, "to": args.to_day}
-    return {}
+        payload = {"from": args.from_day, "to": args.to_day}
+    if getattr(args, "allow_shrink", False):
+        payload["allow_shrink"] = True
+    return payload
+
+
+def aws_session():
+    """A boto3 session in the region the operator named. boto3 reads AWS_DEFAULT_REGION and the profile's
+    region, but not AWS_REGION (the variable the README and the Rust SDK use): honour it first."""
+    import boto3
+
+    return boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
 
 
 def local_export_env(state: dict[str, str], log_groups: list[str] | None, bucket: str | None, prefix: str | None) -> dict[str, str]:
@@ -94,6 +105,8 @@ def run_local(args: argparse.Namespace, payload: dict) -> tuple[int, dict | None
             command += [flag, payload[key]]
     if args.max_rows_per_object:
         command += ["--max-rows-per-object", str(args.max_rows_per_object)]
+    if payload.get("allow_shrink"):
+        command += ["--allow-shrink"]
     env = local_export_env(state, args.log_group, args.bucket, args.prefix)
     result = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
     summary = json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
@@ -101,7 +114,6 @@ def run_local(args: argparse.Namespace, payload: dict) -> tuple[int, dict | None
 
 
 def run_aws(payload: dict) -> tuple[int, dict | None]:
-    import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -109,7 +121,7 @@ def run_aws(payload: dict) -> tuple[int, dict | None]:
         if "127.0.0.1" in os.environ[key] or "localhost" in os.environ[key]:
             print(f"note: ignoring {key}={os.environ[key]} (a local endpoint) for --aws", file=sys.stderr)
             del os.environ[key]
-    session = boto3.Session()
+    session = aws_session()
     if session.get_credentials() is None:
         raise Prerequisite("no AWS credentials found: set AWS_PROFILE (after `aws sso login`) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     if not session.region_name:
@@ -127,7 +139,7 @@ def run_aws(payload: dict) -> tuple[int, dict | None]:
         kind = body.get("errorType", "error") if isinstance(body, dict) else "error"
         message = body.get("errorMessage", body) if isinstance(body, dict) else body
         print(f"error ({kind}): {message}", file=sys.stderr)
-        return (2 if kind == "BadRequest" else 1), None
+        return {"BadRequest": 2, "WouldShrink": 3}.get(kind, 1), None
     return 0, body
 
 
@@ -164,10 +176,10 @@ def print_summary(summary: dict, out=sys.stdout) -> None:
         f"written, {summary['skipped']} skipped, {summary['objects']} object(s), {_size(summary['bytes'])}, "
         f"{summary['seconds']} s\n"
     )
-    header = ("day", "events", "rows", "not-usage", "malformed", "other-day", "objects", "bytes", "stale-deleted")
+    header = ("day", "events", "rows", "not-usage", "malformed", "other-day", "objects", "bytes", "stale-deleted", "complete")
     rows = [
         (d["day"], d["events_read"], d["rows_written"], d["skipped_not_usage"], d["skipped_malformed"],
-         d["outside_day"], len(d["objects"]), d["bytes"], d["stale_objects_deleted"])
+         d["outside_day"], len(d["objects"]), d["bytes"], d["stale_objects_deleted"], "yes" if d.get("complete") else "no")
         for d in summary["days"]
     ]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
@@ -176,6 +188,10 @@ def print_summary(summary: dict, out=sys.stdout) -> None:
     for day in summary["days"]:
         for uri in day["objects"]:
             out.write(f"  {uri}\n")
+        if day.get("manifest"):
+            out.write(f"  {day['manifest']}\n")
+        for sample in day.get("malformed_samples", []):
+            out.write(f"  malformed: {sample}\n")
         if day.get("note"):
             out.write(f"  note: {day['note']}\n")
 
@@ -186,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Export usage lines (CloudWatch Logs) to Parquet in S3 now and print the summary. Default: "
         "today so far, against the local stack (.local/stack.env, moto) with target/debug/log-processor; "
         "--aws invokes the deployed Lambda (MeteringAnalyticsStack output LogProcessorFunctionName). "
-        "Re-running a day replaces its objects.",
+        "Re-running a day replaces its objects, unless that would shrink it (see --allow-shrink). "
+        "Exit codes: 0 done, 1 failed, 2 bad request or missing prerequisite, 3 refused to shrink a day.",
     )
     days = parser.add_mutually_exclusive_group()
     days.add_argument("--date", help="one UTC day, YYYY-MM-DD (default: today so far)")
@@ -201,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("--bucket", help="bucket to write (default: the stack's ANALYTICS_BUCKET)")
     local.add_argument("--prefix", help="key prefix (default logs/)")
     local.add_argument("--max-rows-per-object", type=int, help="split a day into objects of this many rows")
+    parser.add_argument("--allow-shrink", action="store_true",
+                        help="replace a day even when the log now has fewer rows than its _SUCCESS manifest records "
+                        "(without it such a re-export is refused, exit 3, and the earlier export kept)")
     args = parser.parse_args(argv)
     if args.aws and args.local:
         parser.error("--aws and --local exclude each other")

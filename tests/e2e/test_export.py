@@ -152,10 +152,13 @@ def test_chats_are_exported_field_by_field_and_reconcile(stack, resources, api_u
     assert (summary["trigger"], day_summary["day"]) == ("today", today.isoformat())
     everything_today = usage_lines_of_day(resources, resources.usage_log_group, today)
     assert day_summary["rows_written"] == len(everything_today), day_summary
-    assert day_summary["objects"] == [f"s3://{resources.analytics_bucket}/logs/year={today:%Y}/month={today:%m}/day={today:%d}/part-00000.parquet"]
+    partition = f"s3://{resources.analytics_bucket}/logs/year={today:%Y}/month={today:%m}/day={today:%d}/"
+    assert len(day_summary["objects"]) == 1 and day_summary["objects"][0].startswith(partition + "part-"), day_summary
+    assert day_summary["objects"][0].endswith("-00000.parquet") and day_summary["manifest"] == partition + "_SUCCESS"
     quoted = ", ".join(f"'{r}'" for r in request_ids)
     rows = query(operator_env, f"SELECT * FROM {TABLE} WHERE request_id IN ({quoted}) ORDER BY request_id")
     assert [{c: r[c] for c in COLUMNS} for r in rows] == sorted(map(as_row, lines), key=lambda r: r["request_id"])
+    assert all(r["cost_usd"] is not None and r["price_version"] == day_summary["price_version"] for r in rows), rows
     assert {(r["year"], r["month"], r["day"]) for r in rows} == {(f"{today:%Y}", f"{today:%m}", f"{today:%d}")}
 
     # AND the SQL sums per tenant equal the DynamoDB counters of the day
@@ -232,28 +235,81 @@ def test_reruns_midnight_and_empty_days(resources, operator_env):
     counted = query(operator_env, f"SELECT day, count(*) AS n FROM {TABLE} WHERE tenant_id = 'tenant-night' GROUP BY day ORDER BY day", "--prefix", prefix)
     assert {r["day"]: r["n"] for r in counted} == {f"{yesterday:%d}": 4, f"{today:%d}": 2}
 
-    # WHEN the same export runs again THEN the row counts and objects are the same
+    # WHEN the same export runs again THEN the row counts are the same, in the new run's objects only
     second = export(operator_env, "--from", yesterday.isoformat(), "--to", today.isoformat(), *space)
     assert [d["rows_written"] for d in second["days"]] == [4, 2]
-    assert [d["objects"] for d in second["days"]] == [d["objects"] for d in first["days"]]
+    assert [d["stale_objects_deleted"] for d in second["days"]] == [1, 1]
     assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 6}]
 
-    # WHEN yesterday is split into 4 objects, then exported whole again THEN the stale parts are deleted
+    # WHEN yesterday is split into 4 objects, then exported whole again THEN all 4 of the earlier run are deleted
     split = export(operator_env, "--date", yesterday.isoformat(), "--max-rows-per-object", "1", *space)
     assert len(split["days"][0]["objects"]) == 4
     whole = export(operator_env, "--date", yesterday.isoformat(), *space)
-    assert (len(whole["days"][0]["objects"]), whole["days"][0]["stale_objects_deleted"]) == (1, 3)
+    assert (len(whole["days"][0]["objects"]), whole["days"][0]["stale_objects_deleted"]) == (1, 4)
     keys = [o["Key"] for o in resources.client("s3").list_objects_v2(Bucket=resources.analytics_bucket, Prefix=prefix)["Contents"]]
-    assert len(keys) == 2, keys
+    assert len([k for k in keys if k.endswith(".parquet")]) == 2 and len([k for k in keys if k.endswith("/_SUCCESS")]) == 2, keys
     assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 6}]
 
-    # WHEN a day without usage lines is exported THEN nothing is written and the summary says so
+    # WHEN a day without usage lines is exported THEN no object is written, only an empty manifest
     empty_day = today - timedelta(days=10)
     empty = export(operator_env, "--date", empty_day.isoformat(), *space)
     assert (empty["rows_written"], empty["objects"]) == (0, 0)
     assert "no usage lines" in empty["days"][0]["note"]
     listed = resources.client("s3").list_objects_v2(Bucket=resources.analytics_bucket, Prefix=f"{prefix}year={empty_day:%Y}/month={empty_day:%m}/day={empty_day:%d}/")
-    assert listed.get("KeyCount", 0) == 0
+    assert [o["Key"].rsplit("/", 1)[1] for o in listed.get("Contents", [])] == ["_SUCCESS"]
+
+
+def test_a_reexport_that_would_shrink_a_day_is_refused_unless_allowed(resources, operator_env):
+    # GIVEN yesterday exported with 10 rows (and its _SUCCESS manifest)
+    group, prefix = own_space(resources)
+    yesterday = utc_today() - timedelta(days=1)
+    lines = synthetic_day(yesterday, 10, seed=21)
+    put_lines(resources.client("logs"), group, lines)
+    space = ["--log-group", group, "--prefix", prefix]
+    first = export(operator_env, "--date", yesterday.isoformat(), *space)
+    assert first["rows_written"] == 10 and first["days"][0]["complete"]
+    manifest_key = first["days"][0]["manifest"].split("/", 3)[3]
+    manifest = json.loads(resources.client("s3").get_object(Bucket=resources.analytics_bucket, Key=manifest_key)["Body"].read())
+    assert (manifest["rows"], manifest["complete"], manifest["sources"]) == (10, True, [group])
+
+    # WHEN part of the day's log is gone (another group holding 6 of the lines) and the day is exported again
+    shrunk_group, _ = own_space(resources)
+    put_lines(resources.client("logs"), shrunk_group, lines[:6])
+    shrunk = ["--log-group", shrunk_group, "--prefix", prefix]
+    refused = run_script(operator_env, "export-logs", "--json", "--no-build", "--date", yesterday.isoformat(), *shrunk)
+
+    # THEN it is refused with exit 3, both counts named, and the 10 rows stay
+    assert refused.returncode == 3, f"{refused.stdout}\n{refused.stderr}"
+    assert "has 10 rows, the log now gives 6" in refused.stderr and "allow_shrink" in refused.stderr, refused.stderr
+    assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 10}]
+
+    # WHEN --allow-shrink is given THEN the day is replaced by the 6 rows
+    allowed = export(operator_env, "--date", yesterday.isoformat(), "--allow-shrink", *shrunk)
+    assert allowed["rows_written"] == 6
+    assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 6}]
+
+
+def test_malformed_lines_are_sampled_and_fail_the_run_above_the_threshold(resources, operator_env):
+    group, prefix = own_space(resources)
+    yesterday = utc_today() - timedelta(days=1)
+    good = synthetic_day(yesterday, 5, seed=22)
+    bad = [dict(line, request_type="carrier-pigeon") for line in synthetic_day(yesterday, 3, seed=23)]
+    counter = {"event": "counter_update", "timestamp": good[0]["timestamp"], "request_id": good[0]["request_id"],
+               "tenant_id": good[0]["tenant_id"], "request_type": "bedrock", "model_id": good[0]["model_id"],
+               "day": yesterday.isoformat(), "outcome": "failed", "error": "throttled"}
+    put_lines(resources.client("logs"), group, good + bad + [counter])
+    space = ["--log-group", group, "--prefix", prefix, "--date", yesterday.isoformat()]
+    # WHEN exported with the default threshold THEN the day is complete, the bad lines counted and sampled
+    summary = export(operator_env, *space)["days"][0]
+    assert (summary["rows_written"], summary["skipped_malformed"], summary["counter_updates"]) == (5, 3, 1), summary
+    assert len(summary["malformed_samples"]) == 3 and "carrier-pigeon" in summary["malformed_samples"][0]
+    # WHEN at most 2 are allowed THEN the run fails, names the samples, and the day has no manifest
+    strict = {**operator_env, "MAX_MALFORMED_LINES": "2"}
+    result = run_script(strict, "export-logs", "--json", "--no-build", *space)
+    assert result.returncode == 1 and "3 malformed usage lines (more than 2)" in result.stderr, result.stderr
+    day_prefix = f"{prefix}year={yesterday:%Y}/month={yesterday:%m}/day={yesterday:%d}/"
+    keys = [o["Key"] for o in resources.client("s3").list_objects_v2(Bucket=resources.analytics_bucket, Prefix=day_prefix)["Contents"]]
+    assert not any(k.endswith("_SUCCESS") for k in keys) and len(keys) == 1, keys
 
 
 def test_bad_requests_and_missing_prerequisites_are_explained(operator_env, tmp_path):
@@ -349,3 +405,27 @@ def test_a_day_of_200000_lines_is_exported_whole(resources, operator_env):
     rows = query(operator_env, f"SELECT tenant_id, count(*) AS requests, count(DISTINCT request_id) AS ids, {sums} FROM {TABLE} GROUP BY tenant_id", "--prefix", prefix)
     assert sum(r["ids"] for r in rows) == 200_000
     assert {r["tenant_id"]: {k: r[k] for k in ["requests", *METRICS]} for r in rows} == {t: dict(v) for t, v in expected.items()}
+
+
+def test_the_readme_builds_by_hand_with_the_venv_on_path():
+    """cargo lambda (and the zig it cross-compiles with) is installed in .venv: the by-hand step must put it on PATH."""
+    for readme in (REPO_ROOT / "README.md", REPO_ROOT / "infra" / "README.md"):
+        text = readme.read_text()
+        starts = [i for i in range(len(text)) if text.startswith("\ncargo lambda build", i)]
+        assert starts, f"{readme}: no build-by-hand step"
+        for start in starts:
+            block = text[: start][text[: start].rindex("```bash"):]
+            assert 'export PATH="$PWD/.venv/bin:$PATH"' in block, f"{readme}: the build-by-hand block lacks the venv on PATH"
+
+
+def test_export_logs_aws_uses_aws_region(monkeypatch, tmp_path):
+    """scripts/export-logs --aws builds its boto3 session in AWS_REGION (boto3 alone reads only AWS_DEFAULT_REGION)."""
+    import export_logs
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    assert export_logs.aws_session().region_name == "eu-west-3"
+    monkeypatch.delenv("AWS_REGION")
+    assert export_logs.aws_session().region_name is None, "no region named: run_aws then stops with a clear message"

@@ -13,10 +13,14 @@ use crate::config::ExportConfig;
 use crate::error::{BoxError, ExportError};
 use crate::export::{ExportSettings, Exporter};
 use crate::line::{classify, LineOutcome};
-use crate::parquet_file::{writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP};
+use crate::parquet_file::{
+    writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP,
+};
 use crate::ports::{LogPage, LogQuery, LogSource, ObjectStore};
 use crate::request::ExportRequest;
+use crate::row_price::RowPricer;
 use crate::synthetic::SyntheticDay;
+use metering_core::pricing::PricingTable;
 
 const BENCH_DAY: &str = "2026-11-23";
 
@@ -25,13 +29,14 @@ const BENCH_DAY: &str = "2026-11-23";
 pub fn transform(lines: u64) -> Result<Value, ExportError> {
     let input: Vec<String> = SyntheticDay::new(BENCH_DAY, lines, 42).lines().collect();
     let json_bytes: usize = input.iter().map(|line| line.len() + 1).sum();
+    let mut pricer = RowPricer::new(PricingTable::builtin());
     let started = Instant::now();
     let mut writer = ParquetFileWriter::new(writer_properties(DEFAULT_ROWS_PER_ROW_GROUP))?;
     let mut batch = RowBatch::with_capacity(DEFAULT_ROWS_PER_ROW_GROUP);
     let mut parquet_bytes = 0;
     for line in &input {
-        if let LineOutcome::Usage { record, .. } = classify(line) {
-            batch.push(record);
+        if let LineOutcome::Usage { line, .. } = classify(line) {
+            batch.push(&line, &mut pricer);
             if batch.len() >= DEFAULT_ROWS_PER_ROW_GROUP {
                 writer.write_row_group(&mut batch)?;
                 parquet_bytes += writer.take_bytes()?.len();
@@ -49,6 +54,7 @@ pub fn transform(lines: u64) -> Result<Value, ExportError> {
         "events_per_second": (rows as f64 / seconds.max(1e-9)).round(),
         "json_bytes": json_bytes,
         "parquet_bytes": parquet_bytes,
+        "parquet_bytes_per_row": (parquet_bytes as f64 / rows.max(1) as f64 * 10.0).round() / 10.0,
     }))
 }
 
@@ -57,15 +63,23 @@ pub fn transform(lines: u64) -> Result<Value, ExportError> {
 /// of any size, without the network. Reports the process's peak resident memory.
 pub async fn day(events: u64) -> Result<Value, ExportError> {
     let day = NaiveDate::parse_from_str(BENCH_DAY, "%Y-%m-%d").unwrap_or_default();
-    let config = ExportConfig { log_groups: vec!["bench".into()], bucket: "bench".into(), prefix: "logs/".into() };
+    let config = ExportConfig::new(vec!["bench".into()], "bench", "logs/");
     let store = Arc::new(CountingStore::default());
     let exporter = Exporter::new(
-        Arc::new(SyntheticLogs { day: SyntheticDay::of(day, events, 42), events, page_size: 10_000 }),
+        Arc::new(SyntheticLogs {
+            day: SyntheticDay::of(day, events, 42),
+            events,
+            page_size: 10_000,
+        }),
         store.clone(),
         // One slice: the synthetic source ignores the query window.
-        ExportSettings { read_slices: 1, ..ExportSettings::from_config(&config) },
+        ExportSettings {
+            read_slices: 1,
+            ..ExportSettings::from_config(&config)
+        },
     );
-    let now = Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap_or_default()) + Duration::days(2);
+    let now =
+        Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap_or_default()) + Duration::days(2);
     let started = Instant::now();
     let summary = exporter.export(&ExportRequest::Day(day), now).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -102,11 +116,17 @@ struct SyntheticLogs {
 
 #[async_trait]
 impl LogSource for SyntheticLogs {
-    async fn page(&self, _query: &LogQuery, next_token: Option<String>) -> Result<LogPage, BoxError> {
+    async fn page(
+        &self,
+        _query: &LogQuery,
+        next_token: Option<String>,
+    ) -> Result<LogPage, BoxError> {
         let start: u64 = next_token.as_deref().unwrap_or("0").parse()?;
         let end = (start + self.page_size).min(self.events);
         Ok(LogPage {
-            messages: (start..end).map(|index| self.day.record(index).to_line()).collect(),
+            messages: (start..end)
+                .map(|index| self.day.record(index).to_line())
+                .collect(),
             next_token: (end < self.events).then(|| end.to_string()),
         })
     }
@@ -128,15 +148,29 @@ impl ObjectStore for CountingStore {
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+    async fn get_object(&self, _key: &str) -> Result<Option<Vec<u8>>, BoxError> {
+        Ok(None)
+    }
     async fn create_multipart_upload(&self, _key: &str) -> Result<String, BoxError> {
         Ok("bench".into())
     }
-    async fn upload_part(&self, _key: &str, _id: &str, part: i32, body: Vec<u8>) -> Result<String, BoxError> {
+    async fn upload_part(
+        &self,
+        _key: &str,
+        _id: &str,
+        part: i32,
+        body: Vec<u8>,
+    ) -> Result<String, BoxError> {
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         self.parts.fetch_add(1, Ordering::Relaxed);
         Ok(format!("etag-{part}"))
     }
-    async fn complete_multipart_upload(&self, _: &str, _: &str, _: Vec<(i32, String)>) -> Result<(), BoxError> {
+    async fn complete_multipart_upload(
+        &self,
+        _: &str,
+        _: &str,
+        _: Vec<(i32, String)>,
+    ) -> Result<(), BoxError> {
         Ok(())
     }
     async fn abort_multipart_upload(&self, _: &str, _: &str) -> Result<(), BoxError> {

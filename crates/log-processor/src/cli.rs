@@ -8,6 +8,7 @@ use crate::aws::{exporter_with, load_sdk_config};
 use crate::config::ExportConfig;
 use crate::error::ExportError;
 use crate::export::ExportSettings;
+use crate::options::ExportOptions;
 use crate::request::ExportRequest;
 
 #[derive(Parser)]
@@ -61,6 +62,10 @@ pub struct ExportArgs {
     /// Time slices of the day read at once (default 4).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub read_slices: Option<u32>,
+    /// Replace a day's export even when the log now gives fewer rows than its _SUCCESS manifest records
+    /// (without it such a re-export is refused and the earlier export kept).
+    #[arg(long)]
+    pub allow_shrink: bool,
 }
 
 #[derive(Args)]
@@ -88,7 +93,8 @@ impl ExportArgs {
     }
 }
 
-/// `log-processor export`: returns the process exit code (0 done, 1 failed, 2 bad request or config).
+/// `log-processor export`: returns the process exit code (0 done, 1 failed, 2 bad request or config,
+/// 3 refused to shrink a day).
 pub async fn export(args: ExportArgs) -> i32 {
     let config = match ExportConfig::from_env() {
         Ok(config) => config,
@@ -115,7 +121,13 @@ pub async fn export(args: ExportArgs) -> i32 {
         }
     };
     let exporter = exporter_with(&config, &load_sdk_config().await, settings);
-    match exporter.export(&request, chrono::Utc::now()).await {
+    let options = ExportOptions {
+        allow_shrink: args.allow_shrink,
+    };
+    match exporter
+        .export_with(&request, options, chrono::Utc::now())
+        .await
+    {
         Ok(summary) => {
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             0
@@ -123,6 +135,10 @@ pub async fn export(args: ExportArgs) -> i32 {
         Err(error @ ExportError::BadRequest(_)) => {
             eprintln!("error: {error}");
             2
+        }
+        Err(error @ ExportError::WouldShrink { .. }) => {
+            eprintln!("error: {error}");
+            3
         }
         Err(error) => {
             eprintln!("error: {error}");

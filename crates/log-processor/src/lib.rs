@@ -9,6 +9,9 @@
 //! - [`export`]: the day loop that streams pages -> row groups -> multipart upload, in bounded memory.
 //! - [`rebuild`]: `{"rebuild_counters": "YYYY-MM-DD"}` SETs a day's and its week's counters from the lines;
 //!   [`rebuild_dynamodb`] is its DynamoDB adapter.
+//! - [`row_price`]: each row priced from the usage API's own table; [`manifest`]: the day's `_SUCCESS`
+//!   (shrink guard, catch-up, the 03:00 check); [`options`]: `allow_shrink` and the check request;
+//!   [`metrics`]: the figures the alarms watch.
 
 pub mod aws;
 pub mod bench;
@@ -17,11 +20,15 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod line;
+pub mod manifest;
+pub mod metrics;
+pub mod options;
 pub mod parquet_file;
 pub mod ports;
 pub mod rebuild;
 pub mod rebuild_dynamodb;
 pub mod request;
+pub mod row_price;
 pub mod summary;
 pub mod synthetic;
 

@@ -1,23 +1,35 @@
 //! Rows -> Parquet, one row group at a time, the file's bytes drained as they are produced so a day of any
 //! size is written in bounded memory. Pure: no I/O here.
 //!
-//! The schema is the Glue table's (contract): six strings, six bigints, every column required. The partition
-//! keys `year`/`month`/`day` are not columns: they are the object's path.
+//! The schema is the Glue table's (contract, `infra/lib/analytics/glue-catalog.ts`): the usage line's six
+//! strings and six bigints (required), then the columns the export adds: the row's price (`cost_usd`,
+//! `price_version`), the model without profile or date (`base_model_id`), and the newer optional fields of the
+//! line (`client_user_id`, `requested_model_id`, `usage_estimated`). The partition keys `year`/`month`/`day`
+//! are not columns: they are the object's path.
 
 use std::sync::Arc;
 
-use metering_core::usage::UsageRecord;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+use metering_core::usage::TokenCounts;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::{ColumnPath, Type};
 
 use crate::error::ExportError;
+use crate::line::UsageLine;
+use crate::row_price::RowPricer;
 
 /// The export columns, in file order (the Glue table's order).
-pub const STRING_COLUMNS: [&str; 6] = ["timestamp", "tenant_id", "user_id", "model_id", "request_type", "request_id"];
+pub const STRING_COLUMNS: [&str; 6] = [
+    "timestamp",
+    "tenant_id",
+    "user_id",
+    "model_id",
+    "request_type",
+    "request_id",
+];
 pub const BIGINT_COLUMNS: [&str; 6] = [
     "input_tokens",
     "output_tokens",
@@ -26,31 +38,59 @@ pub const BIGINT_COLUMNS: [&str; 6] = [
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
 ];
+/// After the bigints: `cost_usd` (double, null when the table has no price), `price_version`, `base_model_id`
+/// (strings), `client_user_id`, `requested_model_id` (strings, null when the line has none), `usage_estimated`.
+pub const ADDED_COLUMNS: [&str; 6] = [
+    "cost_usd",
+    "price_version",
+    "base_model_id",
+    "client_user_id",
+    "requested_model_id",
+    "usage_estimated",
+];
 
 /// Rows per row group: about 40 MB of column buffers, a few MB of Parquet once encoded.
 pub const DEFAULT_ROWS_PER_ROW_GROUP: usize = 100_000;
 
 pub fn schema() -> Result<Arc<Type>, ExportError> {
-    let strings: String =
-        STRING_COLUMNS.iter().map(|name| format!("  REQUIRED BYTE_ARRAY {name} (STRING);\n")).collect();
-    let bigints: String = BIGINT_COLUMNS.iter().map(|name| format!("  REQUIRED INT64 {name};\n")).collect();
-    Ok(Arc::new(parse_message_type(&format!("message token_usage_logs {{\n{strings}{bigints}}}"))?))
+    let strings: String = STRING_COLUMNS
+        .iter()
+        .map(|name| format!("  REQUIRED BYTE_ARRAY {name} (STRING);\n"))
+        .collect();
+    let bigints: String = BIGINT_COLUMNS
+        .iter()
+        .map(|name| format!("  REQUIRED INT64 {name};\n"))
+        .collect();
+    let added = "  OPTIONAL DOUBLE cost_usd;\n  REQUIRED BYTE_ARRAY price_version (STRING);\n  \
+                 REQUIRED BYTE_ARRAY base_model_id (STRING);\n  OPTIONAL BYTE_ARRAY client_user_id (STRING);\n  \
+                 OPTIONAL BYTE_ARRAY requested_model_id (STRING);\n  REQUIRED BOOLEAN usage_estimated;\n";
+    Ok(Arc::new(parse_message_type(&format!(
+        "message token_usage_logs {{\n{strings}{bigints}{added}}}"
+    ))?))
 }
 
-/// ZSTD level 3: the request ids (random hex) are most of a row, and only an entropy coder shrinks them —
-/// a day is 40% smaller than with Snappy, and Athena and DuckDB read ZSTD as fast. Dictionaries for the
-/// repetitive columns (tenants, users, models, counts) but not for the unique ones (timestamps, request
-/// ids), where a dictionary only costs time before it overflows.
+/// ZSTD level 3: the request ids (random hex) are most of a row, and only an entropy coder shrinks them.
+/// Dictionaries for the repetitive columns (tenants, users, models, counts) but not for the unique ones
+/// (timestamps, request ids, costs), where a dictionary only costs time before it overflows. Timestamps are
+/// nearly in order, so each shares most of its text with the one before: DELTA_BYTE_ARRAY stores only the
+/// new suffix (Athena/Trino and DuckDB read it).
 pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
-    let zstd = ZstdLevel::try_new(3).map(Compression::ZSTD).unwrap_or(Compression::SNAPPY);
+    let zstd = ZstdLevel::try_new(3)
+        .map(Compression::ZSTD)
+        .unwrap_or(Compression::SNAPPY);
     Arc::new(
         WriterProperties::builder()
             .set_writer_version(WriterVersion::PARQUET_1_0)
             .set_compression(zstd)
             .set_max_row_group_row_count(Some(rows_per_row_group.max(1)))
             .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
+            .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BYTE_ARRAY)
             .set_column_dictionary_enabled(ColumnPath::from("request_id"), false)
-            .set_created_by(format!("bedrock-metering log-processor {}", env!("CARGO_PKG_VERSION")))
+            .set_column_dictionary_enabled(ColumnPath::from("cost_usd"), false)
+            .set_created_by(format!(
+                "bedrock-metering log-processor {}",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build(),
     )
 }
@@ -60,41 +100,86 @@ pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
 pub struct RowBatch {
     strings: [Vec<ByteArray>; 6],
     bigints: [Vec<i64>; 6],
+    /// Present values only, with one definition level per row (1 = present).
+    cost_usd: Vec<f64>,
+    cost_levels: Vec<i16>,
+    price_version: Vec<ByteArray>,
+    base_model_id: Vec<ByteArray>,
+    optional_strings: [(Vec<ByteArray>, Vec<i16>); 2],
+    usage_estimated: Vec<bool>,
 }
 
 impl RowBatch {
     pub fn with_capacity(rows: usize) -> Self {
+        let column = || Vec::with_capacity(rows);
         Self {
-            strings: std::array::from_fn(|_| Vec::with_capacity(rows)),
+            strings: std::array::from_fn(|_| column()),
             bigints: std::array::from_fn(|_| Vec::with_capacity(rows)),
+            cost_usd: Vec::with_capacity(rows),
+            cost_levels: Vec::with_capacity(rows),
+            price_version: column(),
+            base_model_id: column(),
+            optional_strings: std::array::from_fn(|_| (Vec::new(), Vec::with_capacity(rows))),
+            usage_estimated: Vec::with_capacity(rows),
         }
     }
 
-    /// Adds one row. Counts were checked to fit i64 when the line was read (`line::classify`).
-    pub fn push(&mut self, record: UsageRecord) {
-        let request_type = record.request_type.as_str();
+    /// Adds one row, priced by `pricer`. Counts were checked to fit i64 when the line was read
+    /// (`line::classify`).
+    pub fn push(&mut self, line: &UsageLine<'_>, pricer: &mut RowPricer) {
         let strings = [
-            record.timestamp,
-            record.tenant_id,
-            record.user_id,
-            record.model_id,
-            request_type.to_owned(),
-            record.request_id,
+            line.timestamp.as_bytes(),
+            line.tenant_id.as_bytes(),
+            line.user_id.as_bytes(),
+            line.model_id.as_bytes(),
+            line.request_type.as_str().as_bytes(),
+            line.request_id.as_bytes(),
         ];
         for (column, value) in self.strings.iter_mut().zip(strings) {
-            column.push(ByteArray::from(value.into_bytes()));
+            column.push(ByteArray::from(value.to_vec()));
         }
         let bigints = [
-            record.input_tokens,
-            record.output_tokens,
-            record.total_tokens,
-            record.latency_ms,
-            record.cache_creation_input_tokens,
-            record.cache_read_input_tokens,
+            line.input_tokens,
+            line.output_tokens,
+            line.total_tokens,
+            line.latency_ms,
+            line.cache_creation_input_tokens,
+            line.cache_read_input_tokens,
         ];
         for (column, value) in self.bigints.iter_mut().zip(bigints) {
             column.push(i64::try_from(value).unwrap_or(i64::MAX));
         }
+        let tokens = TokenCounts {
+            input_tokens: line.input_tokens,
+            output_tokens: line.output_tokens,
+            cache_creation_input_tokens: line.cache_creation_input_tokens,
+            cache_read_input_tokens: line.cache_read_input_tokens,
+        };
+        let priced = pricer.price(&line.model_id, &tokens);
+        match priced.cost_usd {
+            Some(cost) => {
+                self.cost_usd.push(cost);
+                self.cost_levels.push(1);
+            }
+            None => self.cost_levels.push(0),
+        }
+        self.price_version.push(priced.version.clone());
+        self.base_model_id.push(priced.base_model_id.clone());
+        for ((values, levels), value) in self
+            .optional_strings
+            .iter_mut()
+            .zip([&line.client_user_id, &line.requested_model_id])
+        {
+            match value {
+                Some(text) => {
+                    values.push(ByteArray::from(text.as_bytes().to_vec()));
+                    levels.push(1);
+                }
+                None => levels.push(0),
+            }
+        }
+        self.usage_estimated
+            .push(line.usage_estimated.unwrap_or(false));
     }
 
     pub fn len(&self) -> usize {
@@ -108,6 +193,15 @@ impl RowBatch {
     fn clear(&mut self) {
         self.strings.iter_mut().for_each(Vec::clear);
         self.bigints.iter_mut().for_each(Vec::clear);
+        self.cost_usd.clear();
+        self.cost_levels.clear();
+        self.price_version.clear();
+        self.base_model_id.clear();
+        for (values, levels) in &mut self.optional_strings {
+            values.clear();
+            levels.clear();
+        }
+        self.usage_estimated.clear();
     }
 }
 
@@ -119,7 +213,10 @@ pub struct ParquetFileWriter {
 
 impl ParquetFileWriter {
     pub fn new(properties: Arc<WriterProperties>) -> Result<Self, ExportError> {
-        Ok(Self { writer: SerializedFileWriter::new(Vec::new(), schema()?, properties)?, rows: 0 })
+        Ok(Self {
+            writer: SerializedFileWriter::new(Vec::new(), schema()?, properties)?,
+            rows: 0,
+        })
     }
 
     /// Writes `batch` as one row group and empties it.
@@ -130,14 +227,44 @@ impl ParquetFileWriter {
         let mut row_group = self.writer.next_row_group()?;
         for values in &batch.strings {
             let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-            column.typed::<ByteArrayType>().write_batch(values, None, None)?;
+            column
+                .typed::<ByteArrayType>()
+                .write_batch(values, None, None)?;
             column.close()?;
         }
         for values in &batch.bigints {
             let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-            column.typed::<Int64Type>().write_batch(values, None, None)?;
+            column
+                .typed::<Int64Type>()
+                .write_batch(values, None, None)?;
             column.close()?;
         }
+        let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
+        column.typed::<DoubleType>().write_batch(
+            &batch.cost_usd,
+            Some(&batch.cost_levels),
+            None,
+        )?;
+        column.close()?;
+        for values in [&batch.price_version, &batch.base_model_id] {
+            let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
+            column
+                .typed::<ByteArrayType>()
+                .write_batch(values, None, None)?;
+            column.close()?;
+        }
+        for (values, levels) in &batch.optional_strings {
+            let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
+            column
+                .typed::<ByteArrayType>()
+                .write_batch(values, Some(levels), None)?;
+            column.close()?;
+        }
+        let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
+        column
+            .typed::<BoolType>()
+            .write_batch(&batch.usage_estimated, None, None)?;
+        column.close()?;
         row_group.close()?;
         self.rows += batch.len() as u64;
         batch.clear();
@@ -150,13 +277,17 @@ impl ParquetFileWriter {
 
     /// Bytes written so far and not yet taken.
     pub fn buffered_bytes(&mut self) -> Result<usize, ExportError> {
-        self.writer.flush().map_err(parquet::errors::ParquetError::from)?;
+        self.writer
+            .flush()
+            .map_err(parquet::errors::ParquetError::from)?;
         Ok(self.writer.inner().len())
     }
 
     /// Takes the bytes produced so far (a prefix of the file), leaving the writer ready for more.
     pub fn take_bytes(&mut self) -> Result<Vec<u8>, ExportError> {
-        self.writer.flush().map_err(parquet::errors::ParquetError::from)?;
+        self.writer
+            .flush()
+            .map_err(parquet::errors::ParquetError::from)?;
         Ok(std::mem::take(self.writer.inner_mut()))
     }
 
@@ -167,23 +298,31 @@ impl ParquetFileWriter {
 }
 
 fn schema_mismatch() -> ExportError {
-    ExportError::Parquet(parquet::errors::ParquetError::General("fewer columns than the schema".to_owned()))
+    ExportError::Parquet(parquet::errors::ParquetError::General(
+        "fewer columns than the schema".to_owned(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::line::{classify, LineOutcome};
     use crate::synthetic::SyntheticDay;
     use bytes::Bytes;
+    use metering_core::pricing::PricingTable;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
 
-    fn write(records: &[UsageRecord], rows_per_group: usize, drain_every_group: bool) -> Vec<u8> {
+    fn write(lines: &[String], rows_per_group: usize, drain_every_group: bool) -> Vec<u8> {
+        let mut pricer = RowPricer::new(PricingTable::builtin());
         let mut writer = ParquetFileWriter::new(writer_properties(rows_per_group)).unwrap();
         let mut batch = RowBatch::default();
         let mut file = Vec::new();
-        for record in records {
-            batch.push(record.clone());
+        for text in lines {
+            let LineOutcome::Usage { line, .. } = classify(text) else {
+                panic!("{text}")
+            };
+            batch.push(&line, &mut pricer);
             if batch.len() == rows_per_group {
                 writer.write_row_group(&mut batch).unwrap();
                 if drain_every_group {
@@ -209,40 +348,105 @@ mod tests {
 
     #[test]
     fn rows_come_back_field_by_field_even_when_drained_between_row_groups() {
-        // GIVEN 25 usage records, written 10 rows per row group, the bytes taken after each group
-        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 25, 7).records().collect();
-        let file = write(&records, 10, true);
+        // GIVEN 25 usage lines, written 10 rows per row group, the bytes taken after each group
+        let day = SyntheticDay::new("2026-11-23", 25, 7);
+        let records: Vec<_> = day.records().collect();
+        let file = write(&day.lines().collect::<Vec<_>>(), 10, true);
         // WHEN the file is read back
         let (groups, rows) = read_back(file);
-        // THEN every row is there, typed: strings as strings, counts as bigints
+        // THEN every row is there, typed: strings as strings, counts as bigints, then the added columns
         assert_eq!(groups, 3);
         assert_eq!(rows.len(), 25);
-        let first = &rows[0];
-        let names: Vec<&str> = first.iter().map(|(name, _)| name.as_str()).collect();
-        let expected: Vec<&str> = STRING_COLUMNS.iter().chain(BIGINT_COLUMNS.iter()).copied().collect();
+        let names: Vec<&str> = rows[0].iter().map(|(name, _)| name.as_str()).collect();
+        let expected: Vec<&str> = STRING_COLUMNS
+            .iter()
+            .chain(BIGINT_COLUMNS.iter())
+            .chain(ADDED_COLUMNS.iter())
+            .copied()
+            .collect();
         assert_eq!(names, expected);
+        let table = PricingTable::builtin();
         for (row, record) in rows.iter().zip(&records) {
             assert_eq!(row[0].1, Field::Str(record.timestamp.clone()));
             assert_eq!(row[1].1, Field::Str(record.tenant_id.clone()));
-            assert_eq!(row[4].1, Field::Str(record.request_type.as_str().to_owned()));
+            assert_eq!(
+                row[4].1,
+                Field::Str(record.request_type.as_str().to_owned())
+            );
             assert_eq!(row[5].1, Field::Str(record.request_id.clone()));
             assert_eq!(row[6].1, Field::Long(record.input_tokens as i64));
             assert_eq!(row[8].1, Field::Long(record.total_tokens as i64));
-            assert_eq!(row[11].1, Field::Long(record.cache_read_input_tokens as i64));
+            assert_eq!(
+                row[11].1,
+                Field::Long(record.cache_read_input_tokens as i64)
+            );
+            let tokens = TokenCounts {
+                input_tokens: record.input_tokens,
+                output_tokens: record.output_tokens,
+                cache_creation_input_tokens: record.cache_creation_input_tokens,
+                cache_read_input_tokens: record.cache_read_input_tokens,
+            };
+            let cost = table.cost_usd(&record.model_id, &tokens).unwrap();
+            assert_eq!(
+                row[12].1,
+                Field::Double(cost),
+                "the usage API's own formula"
+            );
+            assert_eq!(row[13].1, Field::Str(table.version()));
+            let base = metering_core::pricing::base_model_id(&record.model_id).to_owned();
+            assert_eq!(row[14].1, Field::Str(base));
+            assert_eq!(
+                (&row[15].1, &row[16].1, &row[17].1),
+                (&Field::Null, &Field::Null, &Field::Bool(false))
+            );
         }
     }
 
     #[test]
+    fn optional_fields_and_unpriced_models_are_nulls_next_to_values() {
+        let base = r#"{"event":"token_usage","timestamp":"2026-11-23T10:00:00.123Z","request_id":"r","tenant_id":"t","user_id":"u","request_type":"anthropic","input_tokens":1,"output_tokens":2,"total_tokens":3,"latency_ms":4,"#;
+        let lines = vec![
+            format!(r#"{base}"model_id":"acme.unknown"}}"#),
+            format!(
+                r#"{base}"model_id":"claude-3-haiku-20240307","client_user_id":"end user","requested_model_id":"claude-3-haiku","usage_estimated":true}}"#
+            ),
+        ];
+        let (_, rows) = read_back(write(&lines, 10, false));
+        assert_eq!(
+            rows[0][12].1,
+            Field::Null,
+            "no price: no cost rather than a wrong one"
+        );
+        assert_eq!(rows[0][14].1, Field::Str("acme.unknown".into()));
+        let tokens = TokenCounts {
+            input_tokens: 1,
+            output_tokens: 2,
+            ..TokenCounts::default()
+        };
+        let cost = PricingTable::builtin()
+            .cost_usd("claude-3-haiku-20240307", &tokens)
+            .unwrap();
+        assert_eq!(rows[1][12].1, Field::Double(cost));
+        assert_eq!(rows[1][15].1, Field::Str("end user".into()));
+        assert_eq!(rows[1][16].1, Field::Str("claude-3-haiku".into()));
+        assert_eq!(rows[1][17].1, Field::Bool(true));
+    }
+
+    #[test]
     fn draining_does_not_change_the_file() {
-        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 50, 1).records().collect();
-        assert_eq!(write(&records, 10, true), write(&records, 10, false));
+        let lines: Vec<String> = SyntheticDay::new("2026-11-23", 50, 1).lines().collect();
+        assert_eq!(write(&lines, 10, true), write(&lines, 10, false));
     }
 
     #[test]
     fn the_schema_is_the_glue_tables() {
         let schema = schema().unwrap();
-        let text = format!("{schema:?}");
-        assert_eq!(schema.get_fields().len(), 12);
-        assert!(text.contains("cache_read_input_tokens"));
+        assert_eq!(schema.get_fields().len(), 18);
+        let names: Vec<&str> = schema
+            .get_fields()
+            .iter()
+            .map(|field| field.name())
+            .collect();
+        assert_eq!(names[12..], ADDED_COLUMNS);
     }
 }

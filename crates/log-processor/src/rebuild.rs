@@ -407,7 +407,11 @@ impl CounterRebuilder {
                     }
                 })?;
                 for message in &page.messages {
-                    let LineOutcome::Usage { day, record } = classify(message) else {
+                    let LineOutcome::Usage { day, .. } = classify(message) else {
+                        continue;
+                    };
+                    // A valid usage line (just classified) is also a `UsageRecord`, which owns its fields.
+                    let Ok(record) = serde_json::from_str::<UsageRecord>(message.trim()) else {
                         continue;
                     };
                     if day < first
@@ -575,6 +579,9 @@ mod tests {
                 cache_read_input_tokens: 1,
             },
             latency_ms: 5,
+            client_user_id: None,
+            requested_model_id: None,
+            usage_estimated: false,
         }
         .to_record(None)
     }

@@ -19,13 +19,24 @@ pub struct DaySummary {
     pub skipped_not_usage: u64,
     /// Messages that claim `"event":"token_usage"` but cannot be read; see the warnings in the log.
     pub skipped_malformed: u64,
+    /// The first malformed lines (reason and the line's start), at most 5.
+    pub malformed_samples: Vec<String>,
+    /// `counter_update` lines read (the counters of a request billed by its usage line): not rows.
+    pub counter_updates: u64,
     /// Usage lines read in the window whose own timestamp is on the day before or after: exported with it.
     pub outside_day: u64,
     /// `s3://` URIs of the objects written.
     pub objects: Vec<String>,
     pub bytes: u64,
-    /// Objects of an earlier, larger export of the day that were deleted.
+    /// Objects of an earlier export of the day that were deleted.
     pub stale_objects_deleted: u64,
+    /// The day had ended (with its late lines) when it was read: its manifest marks it complete.
+    pub complete: bool,
+    /// The `_SUCCESS` manifest written (`s3://` URI), when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// The price table of the rows' `cost_usd`.
+    pub price_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }

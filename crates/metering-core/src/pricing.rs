@@ -12,8 +12,11 @@ use crate::usage::TokenCounts;
 
 const BUILTIN_PRICING: &str = include_str!("../pricing.json");
 
-/// Prefixes of cross-region inference profile ids (`us.anthropic.claude-...`), which bill like their base model.
+/// Prefixes of cross-region inference profile ids (`us.anthropic.claude-...`), which bill like their base model
+/// (plus [`ModelPrice::geographic_profile_premium`] for the geographic ones).
 const INFERENCE_PROFILE_PREFIXES: [&str; 8] = ["us.", "us-gov.", "eu.", "apac.", "jp.", "au.", "ca.", "global."];
+/// The global profile routes worldwide; every other prefix is a geographic (regional) profile.
+const GLOBAL_PROFILE_PREFIX: &str = "global.";
 
 /// Prices of one model in USD per 1,000 tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -27,6 +30,28 @@ pub struct ModelPrice {
     /// Prompt-cache reads; absent for models without prompt caching.
     #[serde(default)]
     pub cache_read_per_1k: Option<f64>,
+    /// Extra charged on a geographic inference profile (`us.`, `eu.`, `apac.`, ...) over the global profile and
+    /// the prices above, as a fraction (0.1 = 10%), on every price of the model. AWS documents it for the Claude
+    /// 4.5 generation: "Global cross-Region inference for Anthropic's Claude Sonnet 4.5 offers approximately 10%
+    /// savings on both input and output token pricing compared to geographic cross-Region inference"
+    /// (https://docs.aws.amazon.com/bedrock/latest/userguide/global-cross-region-inference.html; the regional
+    /// rows of https://aws.amazon.com/bedrock/pricing/ carry it on the prompt-cache prices too).
+    #[serde(default)]
+    pub geographic_profile_premium: Option<f64>,
+}
+
+impl ModelPrice {
+    /// These prices raised by `premium` (0.1 = 10%).
+    fn with_premium(self, premium: f64) -> Self {
+        let raise = |price: f64| price * (1.0 + premium);
+        Self {
+            input_per_1k: raise(self.input_per_1k),
+            output_per_1k: raise(self.output_per_1k),
+            cache_write_per_1k: self.cache_write_per_1k.map(raise),
+            cache_read_per_1k: self.cache_read_per_1k.map(raise),
+            geographic_profile_premium: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -102,7 +127,13 @@ impl PricingTable {
             return Err(format!("currency must be \"USD\", not {:?}", self.currency));
         }
         for (model_id, price) in &self.models {
-            let all = [Some(price.input_per_1k), Some(price.output_per_1k), price.cache_write_per_1k, price.cache_read_per_1k];
+            let all = [
+                Some(price.input_per_1k),
+                Some(price.output_per_1k),
+                price.cache_write_per_1k,
+                price.cache_read_per_1k,
+                price.geographic_profile_premium,
+            ];
             if all.into_iter().flatten().any(|value| !value.is_finite() || value < 0.0) {
                 return Err(format!("model {model_id} has a negative or non-finite price"));
             }
@@ -110,41 +141,91 @@ impl PricingTable {
         Ok(())
     }
 
-    /// The price of `model_id`: the exact id, else the base model of an inference profile id or ARN.
-    pub fn price_of(&self, model_id: &str) -> Option<&ModelPrice> {
+    /// The price of `model_id`: the exact id, else the base model of an inference profile id or ARN, raised by
+    /// the model's `geographic_profile_premium` when the profile is a geographic one.
+    pub fn price_of(&self, model_id: &str) -> Option<ModelPrice> {
         if let Some(price) = self.models.get(model_id) {
-            return Some(price);
+            return Some(*price);
         }
         // `arn:aws:bedrock:<region>:<account>:inference-profile/us.anthropic...` or `...foundation-model/anthropic...`
         let base = model_id.rsplit('/').next().unwrap_or(model_id);
         if let Some(price) = self.models.get(base) {
-            return Some(price);
+            return Some(*price);
         }
-        INFERENCE_PROFILE_PREFIXES
-            .iter()
-            .find_map(|prefix| base.strip_prefix(prefix))
-            .and_then(|unprefixed| self.models.get(unprefixed))
+        let (prefix, unprefixed) =
+            INFERENCE_PROFILE_PREFIXES.iter().find_map(|prefix| base.strip_prefix(prefix).map(|rest| (*prefix, rest)))?;
+        let price = *self.models.get(unprefixed)?;
+        match price.geographic_profile_premium {
+            Some(premium) if prefix != GLOBAL_PROFILE_PREFIX => Some(price.with_premium(premium)),
+            _ => Some(price),
+        }
+    }
+
+    /// A short, stable name of this table's content: `as_of` and a hash of every price, so two tables that
+    /// differ in any price never share a version (an override by `PRICING_JSON` included).
+    pub fn version(&self) -> String {
+        let mut models: Vec<(&String, &ModelPrice)> = self.models.iter().collect();
+        models.sort_by(|a, b| a.0.cmp(b.0));
+        // FNV-1a over the sorted prices: small, stable across builds and platforms (unlike std's hasher).
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in format!("{}{models:?}", self.currency).bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{}-{:08x}", self.as_of.as_deref().unwrap_or("unversioned"), hash as u32)
     }
 
     /// Estimated cost in USD of `tokens` on `model_id`.
     pub fn cost_usd(&self, model_id: &str, tokens: &TokenCounts) -> Result<f64, Unpriced> {
         let price = self.price_of(model_id).ok_or_else(|| Unpriced::UnknownModel(model_id.to_owned()))?;
+        price.cost_usd(model_id, tokens)
+    }
+}
+
+impl ModelPrice {
+    /// Cost in USD of `tokens` at these prices (`model_id` only names the model in the error). The one formula
+    /// of the project: the usage API and the log export both price through it.
+    pub fn cost_usd(&self, model_id: &str, tokens: &TokenCounts) -> Result<f64, Unpriced> {
         let per_token = |count: u64, per_1k: f64| count as f64 * per_1k / 1000.0;
-        let cache_write = match (tokens.cache_creation_input_tokens, price.cache_write_per_1k) {
+        let cache_write = match (tokens.cache_creation_input_tokens, self.cache_write_per_1k) {
             (0, _) => 0.0,
             (count, Some(per_1k)) => per_token(count, per_1k),
             (_, None) => return Err(Unpriced::NoCacheWritePrice(model_id.to_owned())),
         };
-        let cache_read = match (tokens.cache_read_input_tokens, price.cache_read_per_1k) {
+        let cache_read = match (tokens.cache_read_input_tokens, self.cache_read_per_1k) {
             (0, _) => 0.0,
             (count, Some(per_1k)) => per_token(count, per_1k),
             (_, None) => return Err(Unpriced::NoCacheReadPrice(model_id.to_owned())),
         };
-        Ok(per_token(tokens.input_tokens, price.input_per_1k)
-            + per_token(tokens.output_tokens, price.output_per_1k)
+        Ok(per_token(tokens.input_tokens, self.input_per_1k)
+            + per_token(tokens.output_tokens, self.output_per_1k)
             + cache_write
             + cache_read)
     }
+}
+
+/// One model, one value: `model_id` without its ARN, inference profile prefix, `anthropic.` provider prefix,
+/// date and version (`us.anthropic.claude-3-5-haiku-20241022-v1:0` and `claude-3-5-haiku-20241022` are both
+/// `claude-3-5-haiku`; `amazon.nova-lite-v1:0` is `amazon.nova-lite`). For grouping, never for pricing.
+pub fn base_model_id(model_id: &str) -> &str {
+    let mut base = model_id.rsplit('/').next().unwrap_or(model_id);
+    if let Some(rest) = INFERENCE_PROFILE_PREFIXES.iter().find_map(|prefix| base.strip_prefix(prefix)) {
+        base = rest;
+    }
+    base = base.strip_prefix("anthropic.").unwrap_or(base);
+    // `-vN:M` (Bedrock's version), then `-YYYYMMDD` (the release date).
+    if let Some(at) = base.rfind("-v") {
+        let version = &base[at + 2..];
+        if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+            base = &base[..at];
+        }
+    }
+    if let Some(at) = base.rfind('-') {
+        let date = &base[at + 1..];
+        if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) {
+            base = &base[..at];
+        }
+    }
+    base
 }
 
 /// Costs are shown to the millionth of a dollar; more digits would claim a precision prices do not have.
@@ -183,12 +264,59 @@ mod tests {
     #[test]
     fn inference_profiles_and_arns_fall_back_to_the_base_model() {
         let table = PricingTable::builtin();
-        let base = table.price_of(HAIKU).copied();
-        assert_eq!(table.price_of(&format!("us.{HAIKU}")).copied(), base);
-        assert_eq!(table.price_of(&format!("global.{HAIKU}")).copied(), base);
+        let base = table.price_of(HAIKU);
+        assert_eq!(table.price_of(&format!("us.{HAIKU}")), base);
+        assert_eq!(table.price_of(&format!("global.{HAIKU}")), base);
         let arn = format!("arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.{HAIKU}");
-        assert_eq!(table.price_of(&arn).copied(), base);
+        assert_eq!(table.price_of(&arn), base);
         assert_eq!(table.price_of("xx.anthropic.claude-3-haiku-20240307-v1:0"), None);
+    }
+
+    #[test]
+    fn geographic_profiles_of_the_4_5_generation_cost_ten_percent_more_than_global() {
+        // GIVEN 1M input, 1M output, 1M cache-write and 1M cache-read tokens on Claude Sonnet 4.5
+        let table = PricingTable::builtin();
+        let sonnet = "anthropic.claude-sonnet-4-5-20250929-v1:0";
+        let all = TokenCounts {
+            input_tokens: 1_000_000,
+            output_tokens: 1_000_000,
+            cache_creation_input_tokens: 1_000_000,
+            cache_read_input_tokens: 1_000_000,
+        };
+        let global = table.cost_usd(&format!("global.{sonnet}"), &all).unwrap();
+        // THEN global is the listed price (3 + 15 + 3.75 + 0.30), a geographic profile 10% more, on every price
+        assert!((global - 22.05).abs() < 1e-9, "{global}");
+        for geographic in ["us.", "eu.", "apac.", "jp."] {
+            let cost = table.cost_usd(&format!("{geographic}{sonnet}"), &all).unwrap();
+            assert!((cost - 22.05 * 1.1).abs() < 1e-9, "{geographic}: {cost}");
+        }
+        // AND a model without a documented premium costs the same through any profile
+        assert_eq!(table.price_of(&format!("eu.{HAIKU}")), table.price_of(HAIKU));
+    }
+
+    #[test]
+    fn one_model_is_one_base_model_id() {
+        for (model_id, base) in [
+            ("anthropic.claude-3-haiku-20240307-v1:0", "claude-3-haiku"),
+            ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet"),
+            ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5"),
+            ("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0", "claude-3-haiku"),
+            ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+            ("amazon.nova-lite-v1:0", "amazon.nova-lite"),
+            ("my-custom-model", "my-custom-model"),
+        ] {
+            assert_eq!(base_model_id(model_id), base, "{model_id}");
+        }
+    }
+
+    #[test]
+    fn the_version_changes_with_any_price() {
+        let table = PricingTable::builtin();
+        assert_eq!(table.version(), PricingTable::builtin().version());
+        assert!(table.version().starts_with("2026-11-01-"), "{}", table.version());
+        let mut cheaper = table.clone();
+        cheaper.models.get_mut(HAIKU).unwrap().output_per_1k = 0.001;
+        assert_ne!(cheaper.version(), table.version());
     }
 
     #[test]

@@ -99,31 +99,19 @@ ORDER BY tenant_id, hour_utc`,
 export const COST_PER_TENANT_PER_MONTH: ExampleQuery = {
   id: 'CostPerTenantPerMonth',
   name: 'cost-per-tenant-per-month',
-  description: 'Estimated Bedrock cost per tenant and month this year (edit the prices to your models and region)',
-  sql: `-- Prices in USD per 1,000 tokens (on-demand, us-east-1 list prices; check the Bedrock pricing page).
-WITH prices (model_id, usd_per_1k_input, usd_per_1k_output) AS (
-  VALUES ('anthropic.claude-3-haiku-20240307-v1:0', 0.00025, 0.00125),
-         ('us.anthropic.claude-3-haiku-20240307-v1:0', 0.00025, 0.00125)
-),
-monthly AS (
-  SELECT date_trunc('month', from_iso8601_timestamp(logs."timestamp")) AS usage_month,
-         logs.tenant_id,
-         logs.model_id,
-         sum(logs.input_tokens) AS input_tokens,
-         sum(logs.output_tokens) AS output_tokens
-  FROM ${TABLE} AS logs
-  WHERE logs.year = date_format(current_date, '%Y')
-  GROUP BY 1, 2, 3
-)
-SELECT date_format(monthly.usage_month, '%Y-%m') AS billing_month,
-       monthly.tenant_id,
-       sum(monthly.input_tokens) AS input_tokens,
-       sum(monthly.output_tokens) AS output_tokens,
-       round(sum(monthly.input_tokens * prices.usd_per_1k_input
-                 + monthly.output_tokens * prices.usd_per_1k_output) / 1000, 6) AS estimated_cost_usd,
-       array_agg(DISTINCT monthly.model_id) FILTER (WHERE prices.model_id IS NULL) AS models_without_price
-FROM monthly
-LEFT JOIN prices ON prices.model_id = monthly.model_id
+  description:
+    "Estimated Bedrock cost per tenant and month this year, from each row's cost_usd (priced at export by pricing.json, the usage API's table)",
+  sql: `SELECT date_format(date_trunc('month', from_iso8601_timestamp("timestamp")), '%Y-%m') AS billing_month,
+       tenant_id,
+       count(*) AS requests,
+       sum(input_tokens) AS input_tokens,
+       sum(output_tokens) AS output_tokens,
+       sum(cache_creation_input_tokens) AS cache_creation_input_tokens,
+       sum(cache_read_input_tokens) AS cache_read_input_tokens,
+       round(sum(cost_usd), 6) AS estimated_cost_usd,
+       array_agg(DISTINCT model_id) FILTER (WHERE cost_usd IS NULL) AS models_without_price
+FROM ${TABLE}
+WHERE year = date_format(current_date, '%Y')
 GROUP BY 1, 2
 ORDER BY billing_month, estimated_cost_usd DESC`,
 };

@@ -23,6 +23,12 @@ export const TOKEN_USAGE_COLUMNS: readonly glue.CfnTable.ColumnProperty[] = [
   { name: 'latency_ms', type: 'bigint' },
   { name: 'cache_creation_input_tokens', type: 'bigint' },
   { name: 'cache_read_input_tokens', type: 'bigint' },
+  { name: 'cost_usd', type: 'double', comment: 'USD, priced at export by pricing.json (the usage API table); null when unpriced' },
+  { name: 'price_version', type: 'string', comment: 'The price table that priced the row (as_of and a hash)' },
+  { name: 'base_model_id', type: 'string', comment: 'model_id without ARN, inference profile prefix, date and version' },
+  { name: 'client_user_id', type: 'string', comment: 'The end user the client named; null when none' },
+  { name: 'requested_model_id', type: 'string', comment: 'The model the client asked for; null when none' },
+  { name: 'usage_estimated', type: 'boolean', comment: 'True when the token counts are the gateway estimate' },
 ];
 
 export const PARTITION_KEYS: readonly glue.CfnTable.ColumnProperty[] = [

@@ -10,10 +10,13 @@ import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { RustFunction } from '../lambda/rust-function';
 
 export const DAILY_EXPORT_SCHEDULE = 'cron(0 1 * * ? *)';
+/** The check that yesterday has a complete export (its `_SUCCESS` manifest) by 03:00 UTC. */
+export const EXPORT_CHECK_SCHEDULE = 'cron(0 3 * * ? *)';
 
 export interface LogProcessorProps {
   /** The log groups holding the usage lines (the chat function's, from BedrockMeteringStack). */
@@ -34,6 +37,9 @@ export interface LogProcessorProps {
 export class LogProcessor extends Construct {
   public readonly processor: RustFunction;
   public readonly schedule: events.Rule;
+  public readonly check: events.Rule;
+  /** Scheduled invocations that still failed after their retries (or expired) land here. */
+  public readonly deadLetterQueue: sqs.Queue;
 
   constructor(scope: Construct, id: string, props: LogProcessorProps) {
     super(scope, id);
@@ -75,7 +81,8 @@ export class LogProcessor extends Construct {
         sid: 'WriteExports',
         // PutObject covers the multipart calls (Create/UploadPart/Complete); a failed upload is aborted; a
         // re-run replaces the day, deleting (DeleteObjects) the parts it no longer writes.
-        actions: ['s3:PutObject', 's3:AbortMultipartUpload', 's3:DeleteObject'],
+        // GetObject: the days' _SUCCESS manifests (shrink guard, catch-up, the 03:00 check).
+        actions: ['s3:PutObject', 's3:GetObject', 's3:AbortMultipartUpload', 's3:DeleteObject'],
         resources: [props.bucket.arnForObjects(`${props.logsPrefix}*`)],
       }),
     );
@@ -105,13 +112,36 @@ export class LogProcessor extends Construct {
       reason: 'The exporter writes (and replaces) the objects of one day under logs/year=YYYY/month=MM/day=DD/: the prefix, not the bucket.',
     });
 
+    this.deadLetterQueue = new sqs.Queue(this, 'ScheduleDeadLetters', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+      removalPolicy: props.removalPolicy,
+    });
+    Validations.of(this.deadLetterQueue).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This queue is itself the dead-letter queue of the export schedule.',
+    });
+
     this.schedule = new events.Rule(this, 'DailyExport', {
-      description: 'Exports the previous day of usage lines at 01:00 UTC',
+      description: 'Exports the previous day of usage lines at 01:00 UTC, and every earlier day without a complete export',
       schedule: events.Schedule.expression(DAILY_EXPORT_SCHEDULE),
       targets: [
         new targets.LambdaFunction(this.processor.function, {
           retryAttempts: 2,
           maxEventAge: Duration.hours(6),
+          deadLetterQueue: this.deadLetterQueue,
+        }),
+      ],
+    });
+    this.check = new events.Rule(this, 'DailyExportCheck', {
+      description: 'Checks at 03:00 UTC that yesterday has a complete export (_SUCCESS manifest)',
+      schedule: events.Schedule.expression(EXPORT_CHECK_SCHEDULE),
+      targets: [
+        new targets.LambdaFunction(this.processor.function, {
+          event: events.RuleTargetInput.fromObject({ check_export: events.EventField.time }),
+          retryAttempts: 2,
+          deadLetterQueue: this.deadLetterQueue,
         }),
       ],
     });

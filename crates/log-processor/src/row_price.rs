@@ -1,0 +1,64 @@
+//! The price of each exported row, from the usage API's own table (`metering_core::pricing`, the same
+//! `pricing.json`, or the same `PRICING_JSON`/`PRICING_FILE` override): one price truth for SQL and API.
+
+use std::collections::HashMap;
+
+use metering_core::pricing::{base_model_id, ModelPrice, PricingTable};
+use metering_core::usage::TokenCounts;
+use parquet::data_type::ByteArray;
+
+/// What a row gets from the price table.
+pub struct PricedRow<'a> {
+    /// `None` when the table has no price for the model (or for its cache tokens): no cost, never a wrong one.
+    pub cost_usd: Option<f64>,
+    pub version: &'a ByteArray,
+    pub base_model_id: &'a ByteArray,
+}
+
+/// What one model id resolves to, looked up once per export rather than once per row.
+struct ResolvedModel {
+    price: Option<ModelPrice>,
+    base_model_id: ByteArray,
+}
+
+pub struct RowPricer {
+    table: PricingTable,
+    version: ByteArray,
+    models: HashMap<String, ResolvedModel>,
+}
+
+impl RowPricer {
+    pub fn new(table: PricingTable) -> Self {
+        let version = ByteArray::from(table.version().into_bytes());
+        Self {
+            table,
+            version,
+            models: HashMap::new(),
+        }
+    }
+
+    /// `price_version` of every row: which table priced it.
+    pub fn version(&self) -> String {
+        String::from_utf8_lossy(self.version.data()).into_owned()
+    }
+
+    pub fn price(&mut self, model_id: &str, tokens: &TokenCounts) -> PricedRow<'_> {
+        if !self.models.contains_key(model_id) {
+            let resolved = ResolvedModel {
+                price: self.table.price_of(model_id),
+                base_model_id: ByteArray::from(base_model_id(model_id).as_bytes().to_vec()),
+            };
+            self.models.insert(model_id.to_owned(), resolved);
+        }
+        // Present: inserted just above (a `get` before the insert would hold the map borrowed).
+        let model = &self.models[model_id];
+        let cost_usd = model
+            .price
+            .and_then(|price| price.cost_usd(model_id, tokens).ok());
+        PricedRow {
+            cost_usd,
+            version: &self.version,
+            base_model_id: &model.base_model_id,
+        }
+    }
+}
