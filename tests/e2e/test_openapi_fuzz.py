@@ -188,4 +188,5 @@ def test_enough_cases_were_sent() -> None:
     missing = expected_runs - set(_cases_sent)
     assert not missing, f"these fuzz runs did not run in this session: {sorted(missing)}"
     total = sum(_cases_sent.values())
+    print(f"fuzz cases sent: {total} {_cases_sent}")
     assert total >= MIN_TOTAL_CASES, f"only {total} cases sent: {_cases_sent}"
