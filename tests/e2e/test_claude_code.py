@@ -21,12 +21,9 @@ from support import new_tenant_id, poll
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "lib" / "install_claude_code.sh"
 CLI_TIMEOUT_SECONDS = 180
-# Claude Code 2.1.332 sends `claude-opus-5-5` by default: neither the fake Bedrock's inference-profile list
-# nor a default family fallback resolves it yet. Strict: the mark must go when resolution covers it.
-DEFAULT_MODEL_UNRESOLVED = pytest.mark.xfail(
-    strict=True, reason="claude-opus-5-5 (the CLI's default) has no Bedrock model: not discovered, no family fallback")
-# The CLI's default model, and one that resolution covers (through discovery), to prove the rest of the path.
-MODELS = [pytest.param(None, id="default-model", marks=DEFAULT_MODEL_UNRESOLVED), pytest.param("claude-opus-4-8", id="opus-4-8")]
+# The CLI's default model (2.1.332 sends `claude-opus-5-5`, resolved through inference-profile discovery), and
+# an explicitly chosen one.
+MODELS = [pytest.param(None, id="default-model"), pytest.param("claude-opus-4-8", id="opus-4-8")]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ const HOME_REGION: &str = "us-east-1";
 const PAGE_SIZE: usize = 10;
 
 /// (foundation model id, display name, geographies it has a profile in).
-pub const LISTED_MODELS: [(&str, &str, &[&str]); 16] = [
+pub const LISTED_MODELS: [(&str, &str, &[&str]); 17] = [
     ("anthropic.claude-3-haiku-20240307-v1:0", "Claude 3 Haiku", &["us", "eu", "apac"]),
     ("anthropic.claude-3-5-haiku-20241022-v1:0", "Claude 3.5 Haiku", &["us"]),
     ("anthropic.claude-3-5-sonnet-20241022-v2:0", "Claude 3.5 Sonnet v2", &["us", "apac"]),
@@ -36,6 +36,8 @@ pub const LISTED_MODELS: [(&str, &str, &[&str]); 16] = [
     ("anthropic.claude-sonnet-4-6", "Claude Sonnet 4.6", &["us", "eu", "global"]),
     ("anthropic.claude-opus-4-8-20260915-v1:0", "Claude Opus 4.8", &["us", "eu", "global"]),
     ("anthropic.claude-sonnet-5-20261105-v1:0", "Claude Sonnet 5", &["eu", "global"]),
+    // Claude Code 2.1.332's default model (`claude-opus-5-5`).
+    ("anthropic.claude-opus-5-5-20261120-v1:0", "Claude Opus 5.5", &["us", "eu", "global"]),
     ("meta.llama3-3-70b-instruct-v1:0", "Llama 3.3 70B Instruct", &["us"]),
     ("amazon.nova-pro-v1:0", "Nova Pro", &["us", "eu", "apac"]),
 ];
