@@ -66,7 +66,8 @@ fn harness() -> Harness {
     let log = Arc::new(RecordingLog::default());
     let metering = Metering::new(counters.clone(), log.clone());
     let service = ChatService::new(model.clone(), "anthropic.claude-3-haiku-20240307-v1:0".into(), metering);
-    Harness { handler: ChatHandler::new(service), model, counters, log }
+    let tenants = Arc::new(metering_core::tenant_registry::InMemoryTenantRegistry::default());
+    Harness { handler: ChatHandler::new(service, tenants), model, counters, log }
 }
 
 fn event(name: &str) -> lambda_http::Request {
