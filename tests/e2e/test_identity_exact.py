@@ -232,3 +232,23 @@ def test_an_exact_tenant_still_works(api, acme):
     response = chat(api.url, acme.token, {"prompt": "acme again"})
     assert response.status_code == 200 and response.json() == {"response": fake_reply("acme again")}
     assert usage(api.url, acme.token, "/v1/usage/me").status_code == 200
+
+
+def test_an_unanswerable_registry_fails_closed_with_retry_after(stack, user_factory):
+    """DynamoDB unreachable (connection refused) for a tenant this process has not confirmed yet: refused, with
+    the overload status and Retry-After, never admitted unchecked and never a 500."""
+    from processes import closed_port
+
+    down = stack.start_api("api-registry-down", AWS_ENDPOINT_URL_DYNAMODB=f"http://127.0.0.1:{closed_port()}")
+    user = user_factory.create(f"down{uuid.uuid4().hex[:8]}", prefix="down")
+
+    answers = {
+        "chat": chat(down.url, user.token, {"prompt": "no registry, no answer"}),
+        "usage/me": usage(down.url, user.token, "/v1/usage/me"),
+    }
+    for route, response in answers.items():
+        error = assert_error_body(response, 503)
+        assert error["type"] == "overloaded_error", (route, error)
+        assert response.headers.get("Retry-After") == "2", (route, response.headers)
+        for internal in ("127.0.0.1", "DispatchFailure", "dispatch", "os error"):
+            assert internal not in response.text, (route, response.text)
