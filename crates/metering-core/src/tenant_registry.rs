@@ -16,6 +16,7 @@
 //! could attribute `ACME`'s usage while `acme` owns the name.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -130,8 +131,8 @@ impl TenantRegistry for CachedTenantRegistry {
 #[derive(Default)]
 pub struct InMemoryTenantRegistry {
     owners: Mutex<HashMap<String, String>>,
-    lookups: std::sync::atomic::AtomicUsize,
-    unavailable: std::sync::atomic::AtomicBool,
+    lookups: AtomicUsize,
+    unavailable: AtomicBool,
 }
 
 impl InMemoryTenantRegistry {
@@ -144,20 +145,20 @@ impl InMemoryTenantRegistry {
 
     /// Makes every lookup fail (DynamoDB unreachable).
     pub fn set_unavailable(&self, unavailable: bool) {
-        self.unavailable.store(unavailable, std::sync::atomic::Ordering::SeqCst);
+        self.unavailable.store(unavailable, Ordering::SeqCst);
     }
 
     /// How many lookups reached this registry.
     pub fn lookups(&self) -> usize {
-        self.lookups.load(std::sync::atomic::Ordering::SeqCst)
+        self.lookups.load(Ordering::SeqCst)
     }
 }
 
 #[async_trait]
 impl TenantRegistry for InMemoryTenantRegistry {
     async fn owner_or_register(&self, tenant_id: &str) -> Result<String, TenantRegistryError> {
-        self.lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self.unavailable.load(std::sync::atomic::Ordering::SeqCst) {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if self.unavailable.load(Ordering::SeqCst) {
             return Err(TenantRegistryError::Unavailable("set unavailable".into()));
         }
         let mut owners = self.owners.lock().map_err(|_| TenantRegistryError::Unavailable("poisoned".into()))?;
