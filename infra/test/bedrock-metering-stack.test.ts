@@ -204,6 +204,7 @@ describe('IAM', () => {
       [
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['IncrementUsageCounters', ['dynamodb:UpdateItem']],
+        ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
         ['InvokeConfiguredBedrockModel', ['bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream']],
       ],
     );
@@ -224,12 +225,29 @@ describe('IAM', () => {
       [
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['QueryUsageCounters', ['dynamodb:Query']],
+        ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
       ],
     );
     assert.deepEqual(resourcesOfStatement(statements[1]), [
       { 'Fn::GetAtt': [table, 'Arn'] },
       { 'Fn::Join': ['', [{ 'Fn::GetAtt': [table, 'Arn'] }, '/index/gsi1']] },
     ]);
+  });
+
+  it('the chat, usage and proxy roles may GetItem/PutItem only the tenant registry partitions of the usage table', () => {
+    const table = logicalIdOf(template, 'AWS::DynamoDB::Table', 'UsageTable');
+    for (const role of ['ChatApiRole', 'UsageApiRole', 'ClaudeProxyRole']) {
+      const registry = statementsOfRole(template, role).filter((s) => s.Sid === 'LookUpAndRegisterTenants');
+      assert.equal(registry.length, 1, role);
+      const [statement] = registry;
+      assert.deepEqual(actionsOf(statement), ['dynamodb:GetItem', 'dynamodb:PutItem'], role);
+      assert.deepEqual(resourcesOfStatement(statement), [{ 'Fn::GetAtt': [table, 'Arn'] }], role);
+      assert.deepEqual(
+        (statement as { Condition?: unknown }).Condition,
+        { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['TENANT_ID#*'] } },
+        role,
+      );
+    }
   });
 
   it('grants no wildcard action and no * resource, and the function roles carry no managed policy', () => {

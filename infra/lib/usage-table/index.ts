@@ -8,6 +8,8 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 
 export const USAGE_BY_PERIOD_INDEX = 'gsi1';
+/** The `pk` prefix of the tenant registry's items (crates/metering-core/src/tenant_registry.rs). */
+export const TENANT_REGISTRY_PARTITION_PREFIX = 'TENANT_ID#';
 
 export interface UsageTableProps {
   readonly removalPolicy: RemovalPolicy;
@@ -47,6 +49,22 @@ export class UsageTable extends Construct {
         sid: 'IncrementUsageCounters',
         actions: ['dynamodb:UpdateItem'],
         resources: [this.table.tableArn],
+      }),
+    );
+  }
+
+  /**
+   * The tenant registry (`pk = TENANT_ID#<lowercased id>`): every function that turns Cognito claims into a
+   * tenant looks its id up (GetItem) and registers it on first sight (conditional PutItem), and may touch no
+   * other item with these actions: `dynamodb:LeadingKeys` holds them to the registry's partitions.
+   */
+  public grantTenantRegistry(grantee: iam.IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'LookUpAndRegisterTenants',
+        actions: ['dynamodb:GetItem', 'dynamodb:PutItem'],
+        resources: [this.table.tableArn],
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${TENANT_REGISTRY_PARTITION_PREFIX}*`] } },
       }),
     );
   }
