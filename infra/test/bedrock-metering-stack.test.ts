@@ -204,6 +204,7 @@ describe('IAM', () => {
       [
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['IncrementUsageCounters', ['dynamodb:UpdateItem']],
+        ['PutCounterMarkers', ['dynamodb:PutItem']],
         ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
         ['InvokeConfiguredBedrockModel', ['bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream']],
       ],
@@ -212,6 +213,13 @@ describe('IAM', () => {
     const byId = Object.fromEntries(statements.map((s) => [s.Sid, resourcesOfStatement(s)]));
     assert.deepEqual(byId.WriteOwnLogGroup, [{ 'Fn::GetAtt': [logicalIdOf(template, 'AWS::Logs::LogGroup', 'ChatApiLogGroup'), 'Arn'] }]);
     assert.deepEqual(byId.IncrementUsageCounters, [{ 'Fn::GetAtt': [table, 'Arn'] }]);
+    assert.deepEqual(byId.PutCounterMarkers, [{ 'Fn::GetAtt': [table, 'Arn'] }]);
+    // A counter transaction updates TENANT#<t> items and puts one COUNTED#<batch> marker, and nothing else.
+    const leadingKeys = (sid: string) =>
+      (statements.find((s) => s.Sid === sid) as { Condition?: Record<string, Record<string, unknown>> } | undefined)
+        ?.Condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'];
+    assert.deepEqual(leadingKeys('IncrementUsageCounters'), ['TENANT#*']);
+    assert.deepEqual(leadingKeys('PutCounterMarkers'), ['COUNTED#*']);
     assert.deepEqual(byId.InvokeConfiguredBedrockModel, [
       `arn:aws:bedrock:${TEST_REGION}::foundation-model/anthropic.claude-3-haiku-20240307-v1:0`,
     ]);
