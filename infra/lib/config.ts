@@ -38,6 +38,8 @@ export const CONTEXT_KEYS = [
   'claudeProxyBedrockFallback',
   'claudeProxyFallbackOn',
   'claudeProxyModelMap',
+  'claudeProxyFamilyFallback',
+  'claudeProxyProfileGeographies',
   'claudeProxyForceRateLimitTest',
   'claudeProxyRateLimitScope',
 ] as const;
@@ -72,6 +74,11 @@ export type ClaudeProxyRateLimitScope = 'user' | 'tenant' | 'deployment';
 export type ClaudeProxyFallbackStatus = '429' | '529' | '5xx';
 
 /** The Claude-compatible proxy (crates/claude-proxy): how it reaches Anthropic and when it falls back. */
+export type ClaudeFamily = 'opus' | 'sonnet' | 'haiku';
+const CLAUDE_FAMILIES: readonly ClaudeFamily[] = ['opus', 'sonnet', 'haiku'];
+/** `PROFILE_GEOGRAPHIES` in crates/claude-proxy/src/model_resolution.rs. */
+const PROFILE_GEOGRAPHIES = ['us', 'us-gov', 'eu', 'apac', 'jp', 'au', 'ca', 'global'];
+
 export interface ClaudeProxyConfig {
   /** `managed`: the gateway pays Anthropic with the provider's key; `passthrough`: users' own credentials. */
   readonly credentialMode: ClaudeProxyCredentialMode;
@@ -86,6 +93,13 @@ export interface ClaudeProxyConfig {
   readonly fallbackOn?: readonly ClaudeProxyFallbackStatus[];
   /** BEDROCK_MODEL_MAP: Anthropic model id -> Bedrock model or inference profile id; IAM follows it. */
   readonly modelMap: Readonly<Record<string, string>>;
+  /**
+   * BEDROCK_FAMILY_FALLBACK: the Bedrock id for a Claude id neither the map nor discovery resolves, per family
+   * (`opus`, `sonnet`, `haiku`); IAM follows it. Unset: such ids answer with Anthropic's 429.
+   */
+  readonly familyFallback?: Readonly<Partial<Record<ClaudeFamily, string>>>;
+  /** BEDROCK_PROFILE_GEOGRAPHIES: discovery's preferred profile geographies, in order; unset: the region's. */
+  readonly profileGeographies?: readonly string[];
   /** FORCE_RATE_LIMIT_TEST: every Anthropic call behaves as a 429 (to prove the fallback when deployed). */
   readonly forceRateLimitTest: boolean;
   /** RATE_LIMIT_SCOPE; unset: the function's default (user). */
@@ -199,6 +213,8 @@ function loadClaudeProxyConfig(lookup: RawLookup): ClaudeProxyConfig {
     bedrockFallback: bool(lookup, 'claudeProxyBedrockFallback') ?? true,
     fallbackOn: fallbackOn as ClaudeProxyFallbackStatus[] | undefined,
     modelMap: modelMap(lookup, 'claudeProxyModelMap') ?? DEFAULT_CLAUDE_PROXY_MODEL_MAP,
+    familyFallback: familyFallback(lookup),
+    profileGeographies: profileGeographies(lookup),
     forceRateLimitTest: bool(lookup, 'claudeProxyForceRateLimitTest') ?? false,
     rateLimitScope: oneOf(lookup, 'claudeProxyRateLimitScope', ['user', 'tenant', 'deployment'] as const),
   };
@@ -225,6 +241,27 @@ function modelMap(lookup: RawLookup, key: ContextKey): Record<string, string> | 
     }
   }
   return parsed as Record<string, string>;
+}
+
+function familyFallback(lookup: RawLookup): Partial<Record<ClaudeFamily, string>> | undefined {
+  const map = modelMap(lookup, 'claudeProxyFamilyFallback');
+  if (map === undefined) return undefined;
+  for (const family of Object.keys(map)) {
+    if (!(CLAUDE_FAMILIES as readonly string[]).includes(family)) {
+      throw new ConfigError('claudeProxyFamilyFallback', JSON.stringify(map), `family ${JSON.stringify(family)}: expected ${CLAUDE_FAMILIES.join(', ')}`);
+    }
+  }
+  return map as Partial<Record<ClaudeFamily, string>>;
+}
+
+function profileGeographies(lookup: RawLookup): string[] | undefined {
+  const geographies = list(lookup, 'claudeProxyProfileGeographies');
+  for (const geography of geographies ?? []) {
+    if (!PROFILE_GEOGRAPHIES.includes(geography)) {
+      throw new ConfigError('claudeProxyProfileGeographies', geographies!.join(','), `expected a comma-separated list of ${PROFILE_GEOGRAPHIES.join(', ')}`);
+    }
+  }
+  return geographies;
 }
 
 function oneOf<T extends string>(lookup: RawLookup, key: ContextKey, allowed: readonly T[]): T | undefined {

@@ -76,6 +76,34 @@ describe('Claude proxy function', () => {
     });
   });
 
+  it('passes the family fallback and the profile geographies, and may invoke the fallback models', () => {
+    const fallback = { opus: 'us.anthropic.claude-opus-4-8-20260915-v1:0' };
+    const configured = synth({
+      claudeProxyFamilyFallback: JSON.stringify(fallback),
+      claudeProxyProfileGeographies: 'eu,global',
+    }).meteringTemplate;
+    configured.hasResourceProperties('AWS::Lambda::Function', {
+      FunctionName: FUNCTION_NAME,
+      Environment: {
+        Variables: Match.objectLike({
+          BEDROCK_FAMILY_FALLBACK: JSON.stringify(fallback),
+          BEDROCK_PROFILE_GEOGRAPHIES: 'eu,global',
+        }),
+      },
+    });
+    const invoke = statementsOfRole(configured, 'ClaudeProxyRole').find((s) => s.Sid === 'InvokeMappedBedrockModels');
+    assert.ok(invoke);
+    assert.ok(
+      JSON.stringify(resourcesOfStatement(invoke)).includes('inference-profile/us.anthropic.claude-opus-4-8-20260915-v1:0'),
+      'the fallback profile is invocable',
+    );
+    // Unset: nothing is passed, the function's defaults hold.
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      FunctionName: FUNCTION_NAME,
+      Environment: { Variables: Match.objectLike({ BEDROCK_FAMILY_FALLBACK: Match.absent(), BEDROCK_PROFILE_GEOGRAPHIES: Match.absent() }) },
+    });
+  });
+
   it('takes the credential mode, fallback, FALLBACK_ON, scope, forced 429 and model map from context', () => {
     const modelMap = { 'claude-sonnet-4-5': 'us.anthropic.claude-sonnet-4-5-20250929-v1:0' };
     const configured = synth({

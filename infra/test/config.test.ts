@@ -48,6 +48,8 @@ describe('loadConfig', () => {
       anthropicApiKeySecretName: undefined,
       bedrockFallback: true,
       fallbackOn: undefined,
+      familyFallback: undefined,
+      profileGeographies: undefined,
       modelMap: DEFAULT_CLAUDE_PROXY_MODEL_MAP,
       forceRateLimitTest: false,
       rateLimitScope: undefined,
@@ -82,6 +84,9 @@ describe('loadConfig', () => {
     assert.throws(() => load({ claudeProxyModelMap: '{}' }), /claudeProxyModelMap.*non-empty/);
     assert.throws(() => load({ claudeProxyModelMap: '{"claude-x": "arn:aws:bedrock:us-east-1::foundation-model/x"}' }), /claudeProxyModelMap.*not an ARN/);
     assert.throws(() => load({ claudeProxyRateLimitScope: 'org' }), /BM_CLAUDE_PROXY_RATE_LIMIT_SCOPE/);
+    assert.throws(() => load({ claudeProxyFamilyFallback: '{"poem": "us.anthropic.x-v1:0"}' }), /claudeProxyFamilyFallback.*expected opus, sonnet, haiku/);
+    assert.throws(() => load({ claudeProxyFamilyFallback: '{"opus": "arn:aws:bedrock:us-east-1::foundation-model/x"}' }), /not an ARN/);
+    assert.throws(() => load({ claudeProxyProfileGeographies: 'us,mars' }), /claudeProxyProfileGeographies.*expected a comma-separated list/);
     assert.throws(() => load({ claudeProxyForceRateLimitTest: 'sometimes' }), /true or false/);
     assert.throws(() => load({ anthropicApiKeySecretName: 'has spaces' }), /anthropicApiKeySecretName/);
     assert.throws(

@@ -147,6 +147,8 @@ export class ClaudeProxy extends Construct {
         BEDROCK_MODEL_MAP: JSON.stringify(config.modelMap),
         // Ids the map does not name are looked up in Bedrock's listing (geography from AWS_REGION).
         BEDROCK_MODEL_DISCOVERY: 'true',
+        ...(config.familyFallback ? { BEDROCK_FAMILY_FALLBACK: JSON.stringify(config.familyFallback) } : {}),
+        ...(config.profileGeographies ? { BEDROCK_PROFILE_GEOGRAPHIES: config.profileGeographies.join(',') } : {}),
         ...(config.rateLimitScope ? { RATE_LIMIT_SCOPE: config.rateLimitScope } : {}),
         FORCE_RATE_LIMIT_TEST: String(config.forceRateLimitTest),
         ANTHROPIC_TIMEOUT_MS: String(PROXY_ANTHROPIC_TIMEOUT_MS),
@@ -163,7 +165,10 @@ export class ClaudeProxy extends Construct {
     this.apiKeys.grantManageKeys(role);
     this.rateLimits.grantRememberLimits(role);
 
-    const modelIds = mappedBedrockModelIds(config.modelMap);
+    // The family fallback's ids are invoked like the map's.
+    const modelIds = [
+      ...new Set([...mappedBedrockModelIds(config.modelMap), ...Object.values(config.familyFallback ?? {})]),
+    ].sort();
     const modelArns = bedrockModelsArns(modelIds, props.modelTarget);
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({ sid: 'InvokeMappedBedrockModels', actions: PROXY_BEDROCK_ACTIONS, resources: modelArns }),
