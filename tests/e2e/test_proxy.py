@@ -16,7 +16,7 @@ import uuid
 import pytest
 import requests
 
-anthropic = pytest.importorskip("anthropic", reason="pip install -r scripts/requirements-proxy.txt")
+import anthropic  # scripts/requirements-proxy.txt, installed into .venv by scripts/test
 
 from proxy_stack import (  # noqa: E402
     BEDROCK_MODEL,
