@@ -194,6 +194,9 @@ struct Case {
     forced_retry_after: Option<u64>,
     /// A 429 already remembered for this key's owner, `seconds` from now.
     remembered_for: Option<i64>,
+    scope: RateLimitScope,
+    /// A 429 already remembered under this scope key (someone else's), for 300 s.
+    remembered_key: Option<String>,
 }
 
 const FALLBACK_OFF: FallbackPolicy = FallbackPolicy { enabled: false, on_overloaded: true, on_server_error: true };
@@ -202,7 +205,15 @@ const ON_ALL: FallbackPolicy = FallbackPolicy { enabled: true, on_overloaded: tr
 
 impl Case {
     fn new(fallback: FallbackPolicy, anthropic: AnthropicScript) -> Self {
-        Self { fallback, anthropic, bedrock_failure: None, forced_retry_after: None, remembered_for: None }
+        Self {
+            fallback,
+            anthropic,
+            bedrock_failure: None,
+            forced_retry_after: None,
+            remembered_for: None,
+            scope: RateLimitScope::User,
+            remembered_key: None,
+        }
     }
     fn bedrock_fails(mut self, error: ModelError) -> Self {
         self.bedrock_failure = Some(error);
@@ -214,6 +225,11 @@ impl Case {
     }
     fn remembered_for(mut self, seconds: i64) -> Self {
         self.remembered_for = Some(seconds);
+        self
+    }
+    fn scoped(mut self, scope: RateLimitScope, remembered_key: Option<&str>) -> Self {
+        self.scope = scope;
+        self.remembered_key = remembered_key.map(str::to_owned);
         self
     }
 }
@@ -264,8 +280,11 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     .unwrap();
     let table = Arc::new(LimitTable::default());
     if let Some(seconds) = case.remembered_for {
-        let key = RateLimitScope::User.key(TENANT, USER);
+        let key = case.scope.key(TENANT, USER);
         table.until.lock().unwrap().insert(key, Utc::now() + chrono::Duration::seconds(seconds));
+    }
+    if let Some(key) = case.remembered_key {
+        table.until.lock().unwrap().insert(key, Utc::now() + chrono::Duration::seconds(300));
     }
     let anthropic = Arc::new(ScriptedAnthropic { script: case.anthropic, calls: Mutex::default() });
     let bedrock = Arc::new(ScriptedBedrock { failure: case.bedrock_failure, calls: Mutex::default() });
@@ -287,7 +306,7 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     let service = ProxyService::new(
         settings,
         ApiKeys::new(keys, Duration::ZERO),
-        Some(RateLimitMemory::new(table.clone(), RateLimitScope::User)),
+        Some(RateLimitMemory::new(table.clone(), case.scope)),
         anthropic.clone(),
         bedrock.clone(),
         metering.clone(),
@@ -549,4 +568,42 @@ async fn a_count_tokens_429_falls_back_for_that_call_alone() {
     assert_eq!(outcome.anthropic_calls, vec!["/v1/messages/count_tokens"]);
     assert_eq!(outcome.bedrock_calls, vec!["count_tokens anthropic.claude-sonnet-4-5-20250929-v1:0"]);
     assert!(outcome.remembered.is_empty(), "a count_tokens 429 is not remembered");
+}
+
+// ---------------------------------------------------------------- RATE_LIMIT_SCOPE
+
+#[tokio::test]
+async fn a_429_is_remembered_under_the_configured_scope() {
+    for (scope, key) in [
+        (RateLimitScope::User, format!("USER#{TENANT}#{USER}")),
+        (RateLimitScope::Tenant, format!("TENANT#{TENANT}")),
+        (RateLimitScope::Deployment, "DEPLOYMENT".to_owned()),
+    ] {
+        let outcome = messages(Case::new(ON_429_ONLY, refuses(429, Some("12"))).scoped(scope, None)).await;
+        assert_served_by_bedrock(&outcome, "rate_limited");
+        assert_eq!(outcome.remembered.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![key], "{scope:?}");
+    }
+}
+
+#[tokio::test]
+async fn whose_429_diverts_whom_follows_the_scope() {
+    let other_user = format!("USER#{TENANT}#someone-else");
+    let whole_tenant = format!("TENANT#{TENANT}");
+    let other_tenant = "TENANT#another-tenant".to_owned();
+    // (scope, the 429 remembered under this key, whether this key's owner goes straight to Bedrock)
+    let cases = [
+        (RateLimitScope::User, &other_user, false),
+        (RateLimitScope::User, &whole_tenant, false),
+        (RateLimitScope::Tenant, &whole_tenant, true),
+        (RateLimitScope::Tenant, &other_tenant, false),
+        (RateLimitScope::Tenant, &other_user, false),
+        (RateLimitScope::Deployment, &"DEPLOYMENT".to_owned(), true),
+        (RateLimitScope::Deployment, &whole_tenant, false),
+    ];
+    for (scope, remembered, diverted) in cases {
+        let outcome = messages(Case::new(ON_429_ONLY, AnthropicScript::Ok).scoped(scope, Some(remembered))).await;
+        let upstream = if diverted { "bedrock" } else { "anthropic" };
+        assert_eq!(outcome.header("x-gateway-upstream"), Some(upstream), "{scope:?} with {remembered} remembered");
+        assert_eq!(outcome.anthropic_calls.is_empty(), diverted, "{scope:?} with {remembered} remembered");
+    }
 }
