@@ -1,11 +1,11 @@
 //! The `ttl` that `DynamoUsageCounters` writes on each counter item, exactly: the end of the day +
 //! `USAGE_DAILY_TTL_DAYS`, the end of the ISO week (Monday + 7 days) + `USAGE_WEEKLY_TTL_DAYS`, whatever
-//! weekday the request fell on. The SDK client talks to a one-connection HTTP listener on 127.0.0.1 that
+//! weekday the request fell on. The SDK client talks to an HTTP listener on 127.0.0.1 (`listener`) that
 //! keeps the `TransactWriteItems` body and answers `{}`; the end-to-end test `test_chat.py` checks the same
 //! items in the moto table, but only on the day it runs.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+mod listener;
+
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -17,41 +17,13 @@ const DAY: i64 = 86_400;
 const DAILY_TTL: Duration = Duration::from_secs(90 * DAY as u64);
 const WEEKLY_TTL: Duration = Duration::from_secs(400 * DAY as u64);
 
-/// Accepts one request, returns its body; answers 200 `{}` (an empty TransactWriteItems output).
-fn capture_one_request(listener: TcpListener) -> Vec<u8> {
-    let (mut socket, _) = listener.accept().unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 8192];
-    let body_start = loop {
-        let read = socket.read(&mut buffer).unwrap();
-        assert!(read > 0, "the connection closed before the headers ended");
-        received.extend_from_slice(&buffer[..read]);
-        if let Some(end) = received.windows(4).position(|window| window == b"\r\n\r\n") {
-            break end + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&received[..body_start]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .map(|value| value.trim().parse().unwrap())
-        .expect("a content-length");
-    while received.len() < body_start + length {
-        let read = socket.read(&mut buffer).unwrap();
-        assert!(read > 0, "the connection closed before the body ended");
-        received.extend_from_slice(&buffer[..read]);
-    }
-    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
-    socket.write_all(answer.as_bytes()).unwrap();
-    received[body_start..body_start + length].to_vec()
-}
-
 /// The `ttl` of the day item and of the week item that one batch of `day` writes.
 async fn ttls_written_for(day: NaiveDate) -> (i64, i64) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let capture = std::thread::spawn(move || capture_one_request(listener));
+    let (address, received) = listener::serve(listener::CannedResponse {
+        status_line: "HTTP/1.1 200 OK",
+        headers: vec![("content-type", "application/x-amz-json-1.0")],
+        body: "{}",
+    });
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
@@ -69,7 +41,9 @@ async fn ttls_written_for(day: NaiveDate) -> (i64, i64) {
         request_ids: vec!["r-1".into()],
     };
     counters.add(&batch).await.unwrap();
-    let body: Value = serde_json::from_slice(&capture.join().unwrap()).unwrap();
+    let bodies = received.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "one TransactWriteItems call");
+    let body: Value = serde_json::from_slice(&bodies[0]).unwrap();
     let ttl_of = |prefix: &str| -> i64 {
         let items = body["TransactItems"].as_array().unwrap();
         let update = items
