@@ -221,7 +221,8 @@ def test_keys_are_created_listed_and_revoked(stack, proxy, proxy_tables, user_fa
 def test_keys_need_an_id_token(proxy):
     for method in ("GET", "POST"):
         response = requests.request(method, f"{proxy.url}/v1/keys", timeout=10)
-        assert response.status_code == 401, response.text
+        assert_anthropic_error(response, 401, "authentication_error")
+        assert response.headers.get("x-request-id"), dict(response.headers)
     response = requests.post(f"{proxy.url}/v1/keys", headers={"Authorization": "Bearer not-a-jwt"}, timeout=10)
     assert_anthropic_error(response, 401, "authentication_error")
 
@@ -281,6 +282,8 @@ def test_anthropic_client_errors_pass_through_unmetered(proxy, caller):
     with pytest.raises(anthropic.InternalServerError) as overloaded:
         ask(sdk(proxy, caller.key), "busy [fake:overloaded]")
     assert overloaded.value.status_code == 529, "529 does not fall back unless FALLBACK_ON says so"
+    assert overloaded.value.body["error"]["type"] == "overloaded_error", overloaded.value.body
+    assert overloaded.value.response.headers["x-gateway-upstream"] == "anthropic"
     time.sleep(0.5)
     assert usage_lines_for(proxy, request_id) == []
 
