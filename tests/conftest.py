@@ -1,5 +1,8 @@
 """Session fixtures of the end-to-end tests: one local stack (moto + fake Bedrock + local API) on free ports.
 
+No test may skip: a skipped test (or a module skipped at import) fails the run unless its node id is in
+tests/skip-allowlist.txt with a reason. A missing tool is an install step of scripts/test, not a skip.
+
 The stack's logs (each process's stdout/stderr) go to a temporary directory, printed at the end of the run.
 Tests that need an API process with other settings start their own against the same moto and fake Bedrock
 (`stack.start_api(name, **env)`); they are stopped with the stack.
@@ -14,6 +17,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
+
+pytest_plugins = ["skip_guard"]  # tests/skip_guard.py: a skip not in tests/skip-allowlist.txt fails the run
 
 from localstack import LocalStack  # noqa: E402
 from support import UserFactory  # noqa: E402

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import boto3
@@ -94,8 +95,48 @@ def chat(api_url: str, token: str | None, body=None, *, raw: bytes | str | None 
     return requests.post(f"{api_url}/bedrock/chat", data=data, headers=all_headers, timeout=timeout)
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_table(heading: str, first_column: str) -> list[list[str]]:
+    """The rows of the first Markdown table under README `heading` whose header starts with `first_column`,
+    each cell stripped of its surrounding backticks. The README is the contract: tests read it, not a copy."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index(heading)
+    rows: list[list[str]] = []
+    in_table = False
+    for line in lines[start + 1:]:
+        if line.startswith("#") and not in_table:
+            break
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not in_table:
+                if cells[0] != first_column:
+                    continue
+                in_table = True
+                continue
+            if set(cells[0]) <= {"-", " ", ":"}:
+                continue
+            rows.append([cell[1:-1] if cell.startswith("`") and cell.endswith("`") and cell.count("`") == 2 else cell
+                         for cell in cells])
+        elif in_table:
+            break
+    assert rows, f"no table starting with {first_column!r} under {heading!r} in {README}"
+    return rows
+
+
+def readme_error_types() -> dict[int, str]:
+    """status -> `error.type`, from the README's error table of `POST /bedrock/chat` (every API of the
+    gateway answers with the same mapping: `metering_core::ApiError`)."""
+    types: dict[int, str] = {}
+    for status, error_type, _ in readme_table("## `POST /bedrock/chat`", "status"):
+        assert types.setdefault(int(status), error_type) == error_type, f"README: two types for {status}"
+    return types
+
+
 def assert_error_body(response: requests.Response, status: int) -> dict:
-    """The response has `status` and the error JSON `{"error": {"type": str, "message": str}}`."""
+    """The response has `status` and the error JSON `{"error": {"type": ..., "message": str}}` whose type is
+    exactly the one the README's error table gives for that status."""
     context = f"{response.request.method} {response.url} -> {response.status_code} {response.text[:500]!r}"
     assert response.status_code == status, context
     try:
@@ -104,7 +145,10 @@ def assert_error_body(response: requests.Response, status: int) -> dict:
         raise AssertionError(f"error body is not JSON: {context}") from None
     assert set(body) == {"error"}, context
     error = body["error"]
-    assert isinstance(error.get("type"), str) and error["type"], context
+    assert set(error) == {"type", "message"}, context
+    documented = readme_error_types()
+    assert status in documented, f"README's error table has no row for {status}: {context}"
+    assert error["type"] == documented[status], f"README says {documented[status]!r} for {status}: {context}"
     assert isinstance(error.get("message"), str) and error["message"], context
     return error
 

@@ -14,7 +14,7 @@ import pytest
 
 import tokens
 from provision import create_app_client
-from support import assert_error_body, chat, fake_reply, new_tenant_id
+from support import assert_error_body, chat, fake_reply, new_tenant_id, request_id_of
 
 PROMPT = "auth check"
 
@@ -87,6 +87,7 @@ def test_invalid_tokens_get_401(api_url, alice, claims, real_tokens, case):
 
     error = assert_error_body(response, 401)
     assert error == {"type": "authentication_error", "message": NOT_ACCEPTED}, "a 401 names no failing check"
+    assert len(request_id_of(response)) >= 16, "a 401 carries the x-request-id an operator looks for in the log"
 
 
 ODD_CLAIMS = {
@@ -147,3 +148,68 @@ def test_a_user_without_tenant_gets_403(api_url, user_factory):
     response = chat(api_url, orphan.token, {"prompt": PROMPT})
 
     assert_error_body(response, 403)
+    assert len(request_id_of(response)) >= 16, "a 403 carries the x-request-id an operator looks for in the log"
+
+
+class RotatingJwks:
+    """The user pool's JWKS as a local server whose key set the test changes (a key rotation), counting the
+    authorizer's fetches."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.keys: list[dict] = []
+        self.fetches = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                owner.fetches += 1
+                body = json.dumps({"keys": owner.keys}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/pool/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def public_jwk(private_key, kid: str) -> dict:
+        from jwt.algorithms import RSAAlgorithm
+
+        return {**json.loads(RSAAlgorithm.to_jwk(private_key.public_key())), "kid": kid, "alg": "RS256", "use": "sig"}
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_an_unknown_kid_refreshes_the_keys_at_most_once_per_interval(stack, claims):
+    # GIVEN an API whose user pool publishes key "old", and a token of that key accepted (first fetch)
+    jwks = RotatingJwks()
+    try:
+        old_key, new_key = tokens.other_rsa_key(), tokens.other_rsa_key()
+        jwks.keys = [jwks.public_jwk(old_key, "old")]
+        api = stack.start_api("api-jwks-rotation", COGNITO_JWKS_URL=jwks.url)
+        first = chat(api.url, tokens.sign_rs256(dict(claims), key=old_key, kid="old"), {"prompt": PROMPT})
+        assert first.status_code == 200, first.text
+        assert jwks.fetches == 1
+        # WHEN the pool rotates to key "new" and, past the refresh interval (10 s), a token of it arrives
+        jwks.keys = [jwks.public_jwk(old_key, "old"), jwks.public_jwk(new_key, "new")]
+        time.sleep(10.5)
+        rotated = chat(api.url, tokens.sign_rs256(dict(claims), key=new_key, kid="new"), {"prompt": PROMPT})
+        # THEN the keys are fetched again and the token is accepted
+        assert rotated.status_code == 200, rotated.text
+        assert jwks.fetches == 2
+        # AND an unknown kid right after does not fetch again (no refetch storm from forged kids)
+        forged = chat(api.url, tokens.sign_rs256(dict(claims), key=new_key, kid="forged"), {"prompt": PROMPT})
+        assert_error_body(forged, 401)
+        assert jwks.fetches == 2
+    finally:
+        jwks.close()

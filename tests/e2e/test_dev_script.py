@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from localstack import recorded_processes
 from processes import REPO_ROOT
@@ -62,6 +64,25 @@ def test_dev_starts_a_working_stack_and_stops_it(dev_env):
         answer = subprocess.run(["bash", "-c", curl_line(started.stdout)], capture_output=True, text=True, timeout=30)
         assert answer.returncode == 0, answer.stderr
         assert json.loads(answer.stdout) == {"response": "fake-bedrock says: Hello"}
+
+        # The printed demo gateway key works with the Claude-compatible proxy as pasted (README: scripts/dev
+        # "prints a demo gateway key").
+        exports = [line for line in started.stdout.splitlines() if line.startswith("export ANTHROPIC_BASE_URL=")]
+        assert len(exports) == 1, started.stdout
+        settings = dict(word.split("=", 1) for word in exports[0].split("#")[0].split()[1:])
+        assert settings["ANTHROPIC_BASE_URL"] == state["API_URL"], exports
+        assert re.fullmatch(r"bmk_[0-9a-f]{16}_[0-9a-f]{64}", settings["ANTHROPIC_API_KEY"]), exports
+        answer = requests.post(
+            f"{settings['ANTHROPIC_BASE_URL']}/v1/messages",
+            headers={"x-api-key": settings["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01"},
+            json={"model": "claude-sonnet-4-5-20250929", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["content"][0]["text"].startswith("fake-anthropic says:"), answer.text
+        wrong = requests.post(f"{settings['ANTHROPIC_BASE_URL']}/v1/messages", headers={"x-api-key": "bmk_nope"},
+                              json={"model": "m", "max_tokens": 1, "messages": []}, timeout=30)
+        assert wrong.status_code == 401, "the key is what opened the door"
 
         assert run("dev", "status", env=dev_env).returncode == 0
 

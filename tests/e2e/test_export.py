@@ -355,19 +355,48 @@ def test_example_queries_run_locally_as_written(resources, operator_env):
     hourly = results["hourly-pattern-per-tenant"]
     assert sum(r["requests"] for r in hourly) == len(old) + len(new)
     assert all(0 <= r["hour_utc"] <= 23 for r in hourly)
+    # The cost query covers this year only (on 1 January, yesterday's lines are last year's): expected
+    # per (month, tenant) from the lines of this year, and the cost from the rows' own prices (checked
+    # against pricing.json by the export's tests), so every day of the year checks exact numbers.
     months = {(r["billing_month"], r["tenant_id"]): r for r in results["cost-per-tenant-per-month"]}
-    if yesterday.year == today.year:
-        assert sum(r["input_tokens"] for r in months.values()) == sum(l["input_tokens"] for l in old + new)
-    priced = [r for r in months.values() if r["estimated_cost_usd"] is not None]
-    assert priced or all(r["models_without_price"] for r in months.values())
+    this_year = [line for line in old + new if line["timestamp"].startswith(f"{today:%Y}-")]
+    assert this_year, "today's lines are always this year's"
+    month_fields = ("requests", "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    expected_months = defaultdict(lambda: dict.fromkeys(month_fields, 0))
+    for line in this_year:
+        sums = expected_months[(line["timestamp"][:7], line["tenant_id"])]
+        sums["requests"] += 1
+        for metric in month_fields[1:]:
+            sums[metric] += line[metric]
+    assert {key: {f: row[f] for f in month_fields} for key, row in months.items()} == dict(expected_months)
+    ids = ", ".join(f"'{line['request_id']}'" for line in this_year)
+    priced_rows = query(operator_env, f'SELECT substr("timestamp", 1, 7) AS month, tenant_id, cost_usd, model_id '
+                        f"FROM {TABLE} WHERE request_id IN ({ids})", "--prefix", prefix)
+    assert len(priced_rows) == len(this_year)
+    cost = defaultdict(float)
+    unpriced = defaultdict(set)
+    for row in priced_rows:
+        key = (row["month"], row["tenant_id"])
+        if row["cost_usd"] is None:
+            unpriced[key].add(row["model_id"])
+        else:
+            cost[key] += row["cost_usd"]
+    assert cost, "the synthetic models are priced"
+    for key, row in months.items():
+        if key in cost:
+            assert row["estimated_cost_usd"] == pytest.approx(cost[key], abs=2e-6), (key, row)
+        else:
+            assert row["estimated_cost_usd"] is None, (key, row)
+        assert sorted(row["models_without_price"] or []) == sorted(unpriced[key]), (key, row)
 
 
 def test_example_queries_are_the_athena_named_queries():
     """scripts/lib/example_queries.sql must hold the SQL of infra/lib/analytics/example-queries.ts."""
     source = REPO_ROOT / "infra" / "lib" / "analytics" / "example-queries.ts"
     tsx = REPO_ROOT / "infra" / "node_modules" / ".bin" / "tsx"
-    if not source.exists() or not tsx.exists() or shutil.which("node") is None:
-        pytest.skip("needs node and infra/node_modules (npm ci in infra/)")
+    # scripts/test installs infra/node_modules before the e2e step; missing, it is a failure, never a skip.
+    assert source.exists(), source
+    assert shutil.which("node") and tsx.exists(), "needs node and infra/node_modules: run `npm ci` in infra/ (scripts/test does)"
     script = ("import('./lib/analytics/example-queries.ts').then(m => { const q = m.EXAMPLE_QUERIES ?? "
               "m.default.EXAMPLE_QUERIES; console.log(JSON.stringify(q)); })")
     result = subprocess.run(["node", "--import", "tsx", "-e", script], cwd=REPO_ROOT / "infra", capture_output=True, text=True, timeout=120)

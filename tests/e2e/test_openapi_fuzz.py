@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
-schemathesis = pytest.importorskip("schemathesis", reason="pip install -r scripts/requirements-fuzz.txt")
+import schemathesis  # scripts/requirements-fuzz.txt, installed into .venv by scripts/test
 
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402

@@ -16,7 +16,7 @@ import uuid
 import pytest
 import requests
 
-anthropic = pytest.importorskip("anthropic", reason="pip install -r scripts/requirements-proxy.txt")
+import anthropic  # scripts/requirements-proxy.txt, installed into .venv by scripts/test
 
 from proxy_stack import (  # noqa: E402
     BEDROCK_MODEL,
@@ -221,7 +221,8 @@ def test_keys_are_created_listed_and_revoked(stack, proxy, proxy_tables, user_fa
 def test_keys_need_an_id_token(proxy):
     for method in ("GET", "POST"):
         response = requests.request(method, f"{proxy.url}/v1/keys", timeout=10)
-        assert response.status_code == 401, response.text
+        assert_anthropic_error(response, 401, "authentication_error")
+        assert response.headers.get("x-request-id"), dict(response.headers)
     response = requests.post(f"{proxy.url}/v1/keys", headers={"Authorization": "Bearer not-a-jwt"}, timeout=10)
     assert_anthropic_error(response, 401, "authentication_error")
 
@@ -281,6 +282,8 @@ def test_anthropic_client_errors_pass_through_unmetered(proxy, caller):
     with pytest.raises(anthropic.InternalServerError) as overloaded:
         ask(sdk(proxy, caller.key), "busy [fake:overloaded]")
     assert overloaded.value.status_code == 529, "529 does not fall back unless FALLBACK_ON says so"
+    assert overloaded.value.body["error"]["type"] == "overloaded_error", overloaded.value.body
+    assert overloaded.value.response.headers["x-gateway-upstream"] == "anthropic"
     time.sleep(0.5)
     assert usage_lines_for(proxy, request_id) == []
 
@@ -673,3 +676,45 @@ def test_on_client_disconnect_abort_stops_reading_and_meters_an_estimate(abortin
     assert line["usage_estimated"] is True
     full_output = tokens(prompt, "fake-anthropic")["output_tokens"]
     assert 1 <= line["output_tokens"] < full_output, "aborted early: less than the whole answer"
+
+
+# ------------------------------------------------------------------ RATE_LIMIT_SCOPE
+
+@pytest.mark.parametrize("scope", ["tenant", "deployment"])
+def test_the_rate_limit_scope_decides_whose_429_diverts_whom(stack, fake_anthropic, user_factory, scope):
+    # GIVEN a proxy with RATE_LIMIT_SCOPE=<scope> (its own tables), two users of one tenant and one of another
+    key_table, limit_table = create_proxy_tables(stack.resources)
+    scoped = stack.start_api(f"api-proxy-scope-{scope}", **proxy_env(key_table, limit_table, fake_anthropic.url,
+                                                                    RATE_LIMIT_SCOPE=scope))
+
+    def caller_of(tenant_id: str) -> Caller:
+        user = user_factory.create(tenant_id)
+        created = create_key(scoped.url, user.token, scope)
+        assert created.status_code == 201, created.text
+        return Caller(user, created.json())
+
+    hit = caller_of(new_tenant_id("scope"))
+    colleague = caller_of(hit.tenant_id)
+    outsider = caller_of(new_tenant_id("scope-other"))
+    # WHEN the first user hits Anthropic's 429
+    _, first = ask(sdk(scoped, hit.key), "hit the limit [fake:rate-limit=30]")
+    assert first["x-gateway-fallback"] == "rate_limited"
+    expected_pk = f"LIMIT#TENANT#{hit.tenant_id}" if scope == "tenant" else "LIMIT#DEPLOYMENT"
+    item = stack.resources.client("dynamodb").get_item(TableName=limit_table, Key={"pk": {"S": expected_pk}})
+    assert item.get("Item", {}).get("retry_after_seconds") == {"N": "30"}, item
+    # THEN a colleague of the same tenant goes straight to Bedrock, without asking Anthropic
+    tag = marker()
+    message, second = ask(sdk(scoped, colleague.key), f"a colleague asks {tag}")
+    assert second["x-gateway-fallback"] == "remembered", dict(second)
+    assert message.content[0].text.startswith("fake-bedrock says:")
+    assert fake_requests(fake_anthropic.url, tag) == []
+    # AND another tenant is diverted only when the whole deployment shares the quota
+    tag = marker()
+    message, third = ask(sdk(scoped, outsider.key), f"another tenant asks {tag}")
+    if scope == "deployment":
+        assert third["x-gateway-fallback"] == "remembered", dict(third)
+        assert fake_requests(fake_anthropic.url, tag) == []
+    else:
+        assert third["x-gateway-upstream"] == "anthropic" and "x-gateway-fallback" not in third, dict(third)
+        assert message.content[0].text.startswith("fake-anthropic says:")
+        assert len(fake_requests(fake_anthropic.url, tag)) == 1

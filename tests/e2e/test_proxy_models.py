@@ -18,7 +18,7 @@ import uuid
 import pytest
 import requests
 
-anthropic = pytest.importorskip("anthropic", reason="pip install -r scripts/requirements-proxy.txt")
+import anthropic  # scripts/requirements-proxy.txt, installed into .venv by scripts/test
 
 from proxy_stack import create_proxy_tables, proxy_env, start_fake_anthropic  # noqa: E402
 from support import counter_items, new_tenant_id, usage_lines_for, wait_usage_line  # noqa: E402

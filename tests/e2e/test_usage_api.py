@@ -414,3 +414,25 @@ def test_the_dashboard_is_served_without_a_token(api_url, resources):
         assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
     slash = requests.get(f"{api_url}/ui/", timeout=10, allow_redirects=False)
     assert slash.status_code == 308 and slash.headers["location"] == "../ui"
+
+
+def test_pricing_file_replaces_the_built_in_prices(stack, user_factory, tmp_path):
+    # GIVEN a usage API started with PRICING_FILE naming a table of its own (round prices, easy to check)
+    prices = tmp_path / "pricing.json"
+    prices.write_text(
+        '{"currency": "USD", "as_of": "2026-11-30", "models": '
+        f'{{"{DEFAULT_MODEL_ID}": {{"input_per_1k": 1.5, "output_per_1k": 20}}}}}}'
+    )
+    api = stack.start_api("api-pricing-file", PRICING_FILE=str(prices))
+    caller = tenant_user(user_factory, "pricefile")
+    response = chat(api.url, caller.token, {"prompt": "price me"})
+    assert response.status_code == 200, response.text
+    line = wait_usage_line(api, request_id_of(response))
+    # WHEN the tenant asks for its report THEN the cost is the file's, not the built-in table's
+    expected = (line["input_tokens"] * 1.5 + line["output_tokens"] * 20) / 1000
+    report = poll("report", lambda: usage_get(api.url, caller.token, "/v1/usage/me"),
+                  lambda r: r.status_code == 200 and r.json()["summary"]["total_requests"] == 1, timeout=10)
+    assert report.json()["summary"]["estimated_cost_usd"] == pytest.approx(expected, abs=1e-9), report.json()
+    built_in = (line["input_tokens"] * HAIKU_INPUT_PER_1K + line["output_tokens"] * HAIKU_OUTPUT_PER_1K) / 1000
+    assert expected != pytest.approx(built_in)
+

@@ -326,3 +326,24 @@ def test_the_usage_function_answers_refuses_an_unparseable_event_and_stops_on_si
     stray = usage.invoke(b'"ping"', timeout_s=20)
     assert stray.error is not None and not stray.timed_out
     assert usage.shutdown() is not None
+
+
+@pytest.mark.parametrize("secret", ['{"api_key": "  "}', '{"other_field": "sk-ant-not-here"}', "   "])
+def test_the_proxy_refuses_to_start_when_its_secret_holds_no_key(make_lambda, lambda_stack, secret):
+    # GIVEN managed mode and a Secrets Manager secret with no usable key (README: "the secret holds no key")
+    name = f"provider-key-{uuid.uuid4().hex[:8]}"
+    lambda_stack[0].resources.client("secretsmanager").create_secret(Name=name, SecretString=secret)
+    proxy = make_lambda("claude-proxy", ANTHROPIC_API_KEY="", ANTHROPIC_API_KEY_SECRET_ID=name)
+    # WHEN the function starts THEN its init fails, and says why
+    with pytest.raises(InitFailed) as failed:
+        proxy.start()
+    assert "the secret holds no key" in failed.value.stderr, failed.value.stderr[-2000:]
+    assert name in failed.value.stderr
+
+
+def test_the_proxy_starts_with_the_key_of_its_secret(make_lambda, lambda_stack):
+    name = f"provider-key-{uuid.uuid4().hex[:8]}"
+    lambda_stack[0].resources.client("secretsmanager").create_secret(Name=name, SecretString='{"api_key": "sk-ant-from-secret"}')
+    proxy = make_lambda("claude-proxy", ANTHROPIC_API_KEY="", ANTHROPIC_API_KEY_SECRET_ID=name)
+    proxy.start()
+    assert "secret holds no key" not in proxy.stderr_text()

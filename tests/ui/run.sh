@@ -44,6 +44,12 @@ rm -rf "$output"
 mkdir -p "$output"
 status=0
 "$root/.venv/bin/python" "$here/with_stack.py" "$output" -- \
-  node --test --test-concurrency=1 --test-reporter=spec "${node_args[@]}" "$here/dashboard.test.mjs" || status=$?
+  node --test --test-concurrency=1 --test-reporter=spec "${node_args[@]}" "$here/dashboard.test.mjs" \
+  | tee "$output/node-test.log" || status=$?
+# No skipped or todo test passes silently (as in the pytest steps).
+if grep -Eq '^[^ ]+ (skipped|todo) [1-9]' "$output/node-test.log"; then
+  echo "ui: a test was skipped or left todo; none may be" >&2
+  [[ $status -eq 0 ]] && status=1
+fi
 echo "ui: screenshots and stack logs in $output" >&2
 exit $status

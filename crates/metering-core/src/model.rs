@@ -173,6 +173,7 @@ pub fn classify_bedrock_code(code: Option<&str>, message: String, model_id: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_bedrockruntime::operation::converse::ConverseError;
 
     #[test]
     fn bedrock_codes_map_to_model_errors() {
@@ -189,10 +190,40 @@ mod tests {
         assert!(matches!(classify_bedrock_code(None, "m".into(), "m", 5), ModelError::Upstream(_)));
     }
 
+    /// A Bedrock refusal as the SDK hands it over: the error `code` and the raw response with its headers.
+    fn refused(code: &str, status: u16, retry_after: Option<&'static str>) -> SdkError<ConverseError, HttpResponse> {
+        let meta = aws_sdk_bedrockruntime::error::ErrorMetadata::builder().code(code).message("refused").build();
+        let mut raw = HttpResponse::new(status.try_into().unwrap(), aws_smithy_types::body::SdkBody::empty());
+        if let Some(seconds) = retry_after {
+            raw.headers_mut().insert("retry-after", seconds);
+        }
+        SdkError::service_error(ConverseError::generic(meta), raw)
+    }
+
+    #[test]
+    fn bedrocks_own_retry_after_wins_over_the_default() {
+        // GIVEN Bedrock throttles and says when to come back THEN that delay is kept, exactly
+        assert_eq!(
+            classify_bedrock_error(&refused("ThrottlingException", 429, Some("9")), "m", 4),
+            ModelError::Throttled { retry_after_seconds: 9 }
+        );
+        assert_eq!(
+            classify_bedrock_error(&refused("ServiceUnavailableException", 503, Some(" 11 ")), "m", 4),
+            ModelError::Unavailable { retry_after_seconds: 11, detail: "refused".into() }
+        );
+        // GIVEN no usable delay (absent, zero, not whole seconds) THEN the configured default
+        for unusable in [None, Some("0"), Some("soon"), Some("-3")] {
+            assert_eq!(
+                classify_bedrock_error(&refused("ThrottlingException", 429, unusable), "m", 4),
+                ModelError::Throttled { retry_after_seconds: 4 },
+                "{unusable:?}"
+            );
+        }
+    }
+
     #[test]
     fn connection_failures_are_unavailable_with_the_default_retry_after() {
         use aws_sdk_bedrockruntime::error::ConnectorError;
-        use aws_sdk_bedrockruntime::operation::converse::ConverseError;
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let error: SdkError<ConverseError, HttpResponse> = SdkError::dispatch_failure(ConnectorError::io(Box::new(refused)));
         assert_eq!(
