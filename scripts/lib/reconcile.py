@@ -7,7 +7,12 @@ counters) and what is exported (the Parquet rows), tenant by tenant, for the day
    an unknown outcome (a timeout after the request may have reached the table);
 2. the DynamoDB counters: the day's items (`gsi1pk = DAY#D`) and the week's (`WEEK#YYYY-Www`), summed over
    request types and models;
-3. the exported rows in s3://<bucket>/<prefix>year=../month=../day=../ (read with DuckDB; --no-export skips).
+3. the exported rows in s3://<bucket>/<prefix>year=../month=../day=../ (read with DuckDB; --no-export skips);
+4. with --with-bedrock-logs, Bedrock's own record: its model invocation log records of the day (README
+   "Bedrock invocation logs"), matched to the lines by the `request_id` of their request metadata. For the
+   Bedrock-served requests (request_type `bedrock`) it compares lines, counters, export and records per tenant,
+   and names every request missing on either side (MISSING-LINE: Bedrock served it, nobody billed it;
+   MISSING-RECORD: billed, but Bedrock has no record of it) and every per-request token difference.
 
 Compared: requests, input/output/total tokens, cache creation/read tokens (and duplicate request ids). For
 every tenant whose counters disagree with its lines it prints the exact scripts/rebuild-counters command.
@@ -24,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bedrock_logs  # noqa: E402
 import usage_lines as ul  # noqa: E402
 from analytics import TABLE, ExportSource, connect, run_sql  # noqa: E402
 from billing_target import Prerequisite, aws_target, local_target, wants_aws  # noqa: E402
@@ -84,9 +90,115 @@ def compare(counters: Totals, lines: Totals, exported: Totals | None, tenants: l
     return differences
 
 
-def print_table(sources: list[tuple[str, Totals]], tenants: list[str], out=sys.stdout) -> None:
-    header = ["tenant", "source", *METRICS]
-    rows = [[tenant, name, *(str(totals.get(tenant, _zero())[m]) for m in METRICS)]
+BEDROCK_METRICS = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+]
+BEDROCK_REQUEST_TYPE = "bedrock"
+
+
+def _bedrock_zero() -> dict[str, int]:
+    return dict.fromkeys(BEDROCK_METRICS, 0)
+
+
+def bedrock_comparison(billed: ul.BilledLines, records: list[bedrock_logs.InvocationRecord], counter_items, day: date,
+                       tenants: list[str] | None) -> tuple[list[tuple[str, Totals]], list[str], list[str]]:
+    """Lines, counters and Bedrock's records of the Bedrock-served requests of `day`, per tenant.
+    -> (sources for the table, findings by request id, per-tenant differences)."""
+    lines = {rid: line for rid, line in billed.lines.items()
+             if ul.line_day(line) == day and line.get("request_type") == BEDROCK_REQUEST_TYPE}
+    # A tenant as the records name it (the id itself, or its digest) -> the tenant id.
+    known = {line["tenant_id"] for line in lines.values()} | set(tenants or [])
+    tenant_of_value = {bedrock_logs.metadata_value(t): t for t in known}
+    wanted = set(tenants) if tenants else None
+
+    def record_tenant(record: bedrock_logs.InvocationRecord) -> str:
+        if record.tenant_value is None:
+            return "(no tenant metadata)"
+        return tenant_of_value.get(record.tenant_value, record.tenant_value)
+
+    line_totals: Totals = defaultdict(_bedrock_zero)
+    for line in lines.values():
+        totals = line_totals[line["tenant_id"]]
+        totals["requests"] += 1
+        for metric in BEDROCK_METRICS[1:]:
+            totals[metric] += int(line.get(metric) or 0)
+    record_totals: Totals = defaultdict(_bedrock_zero)
+    by_request: dict[str, bedrock_logs.InvocationRecord] = {}
+    findings = []
+    for record in records:
+        tenant = record_tenant(record)
+        if wanted is not None and tenant not in wanted:
+            continue
+        totals = record_totals[tenant]
+        totals["requests"] += 1
+        totals["input_tokens"] += record.input_tokens
+        totals["output_tokens"] += record.output_tokens
+        totals["cache_creation_input_tokens"] += record.cache_write_input_tokens
+        totals["cache_read_input_tokens"] += record.cache_read_input_tokens
+        if record.request_id is None:
+            findings.append(f"MISSING-LINE {tenant} (no request_id) Bedrock request {record.bedrock_request_id} "
+                            f"{record.operation} {record.model_id}: not made by the gateway, or without metadata")
+            continue
+        by_request[record.request_id] = record
+    line_values = {bedrock_logs.metadata_value(rid): rid for rid in lines}
+    for value, record in sorted(by_request.items()):
+        if value not in line_values:
+            findings.append(f"MISSING-LINE {record_tenant(record)} {value}: Bedrock served it ({record.operation}, "
+                            f"{record.input_tokens} in / {record.output_tokens} out), no usage line bills it")
+    for value, rid in sorted(line_values.items()):
+        line = lines[rid]
+        if wanted is not None and line["tenant_id"] not in wanted:
+            continue
+        record = by_request.get(value)
+        if record is None:
+            findings.append(f"MISSING-RECORD {line['tenant_id']} {rid}: billed ({line.get('input_tokens', 0)} in / "
+                            f"{line.get('output_tokens', 0)} out), no Bedrock invocation record")
+            continue
+        pairs = [("input_tokens", record.input_tokens), ("output_tokens", record.output_tokens)]
+        if record.cache_read_input_tokens or record.cache_write_input_tokens:
+            pairs += [("cache_creation_input_tokens", record.cache_write_input_tokens),
+                      ("cache_read_input_tokens", record.cache_read_input_tokens)]
+        for metric, recorded in pairs:
+            if int(line.get(metric) or 0) != recorded:
+                findings.append(f"TOKENS {line['tenant_id']} {rid}: {metric} line {line.get(metric, 0)}, Bedrock {recorded}")
+    counters: Totals = defaultdict(_bedrock_zero)
+    for key, sums in counter_items.items():
+        if key.request_type == BEDROCK_REQUEST_TYPE:
+            counters[key.tenant_id]["requests"] += sums["request_count"]
+            for metric in BEDROCK_METRICS[1:]:
+                counters[key.tenant_id][metric] += sums[metric]
+    names = sorted(wanted if wanted is not None else set(line_totals) | set(record_totals) | set(counters))
+    differences = []
+    for tenant in names:
+        for metric in BEDROCK_METRICS:
+            billed_value = line_totals.get(tenant, _bedrock_zero())[metric]
+            counted = counters.get(tenant, _bedrock_zero())[metric]
+            recorded = record_totals.get(tenant, _bedrock_zero())[metric]
+            if len({billed_value, counted, recorded}) > 1:
+                differences.append(f"{tenant}: bedrock {metric} differs: log lines {billed_value}, counters {counted}, "
+                                   f"bedrock record {recorded}")
+    sources = [("log lines", dict(line_totals)), ("counters", dict(counters)), ("bedrock record", dict(record_totals))]
+    return sources, findings, differences
+
+
+def export_bedrock_totals(source: ExportSource, day: date) -> Totals:
+    """Sums of the exported rows of `day` served by Bedrock."""
+    partition = f"year={day:%Y}/month={day:%m}/day={day:%d}/"
+    connection = connect(source.local_root(only=partition))
+    sums = ", ".join(f"sum({m})" for m in BEDROCK_METRICS[1:])
+    where = (f"year = '{day:%Y}' AND month = '{day:%m}' AND day = '{day:%d}' "
+             f"AND request_type = '{BEDROCK_REQUEST_TYPE}'")
+    _, rows = run_sql(connection, f"SELECT tenant_id, count(*), {sums} FROM {TABLE} WHERE {where} GROUP BY tenant_id")
+    return {row[0]: dict(zip(BEDROCK_METRICS, (int(v or 0) for v in row[1:]))) for row in rows}
+
+
+def print_table(sources: list[tuple[str, Totals]], tenants: list[str], out=sys.stdout, metrics: list[str] = METRICS) -> None:
+    header = ["tenant", "source", *metrics]
+    rows = [[tenant, name, *(str(totals.get(tenant, {}).get(m, 0)) for m in metrics)]
             for tenant in tenants for name, totals in sources]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -149,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-week", action="store_true",
                         help="skip the ISO week (its check reads the lines of every day of the week so far)")
     parser.add_argument("--quiet", action="store_true", help="print only the differences")
+    parser.add_argument("--with-bedrock-logs", action="store_true",
+                        help="also compare the Bedrock-served requests with Bedrock's own model invocation log records "
+                        "(by the request_id of their request metadata; README \"Bedrock invocation logs\")")
+    parser.add_argument("--bedrock-logs-bucket", help="bucket of Bedrock's invocation logs (default: the analytics bucket)")
+    parser.add_argument("--bedrock-logs-prefix", default=bedrock_logs.DEFAULT_PREFIX,
+                        help=f"key prefix of Bedrock's invocation logs (default {bedrock_logs.DEFAULT_PREFIX})")
     args = parser.parse_args(argv)
     try:
         day = date.fromisoformat(args.date)
@@ -195,6 +313,27 @@ def main(argv: list[str] | None = None) -> int:
     if day_repeats:
         differences.append(f"{day_repeats} request id(s) of {day} have more than one usage line (each is billed once)")
 
+    bedrock_findings: list[str] = []
+    bedrock_sources: list[tuple[str, Totals]] = []
+    if args.with_bedrock_logs:
+        logs_bucket = args.bedrock_logs_bucket or target.bucket
+        records = bedrock_logs.read_records(target.s3, logs_bucket, args.bedrock_logs_prefix, day)
+        day_items = ul.read_counters(target.dynamodb, target.table, ul.DAY, day.isoformat())
+        bedrock_sources, bedrock_findings, bedrock_differences = bedrock_comparison(
+            billed, records, day_items, day, sorted(args.tenant) if args.tenant else None)
+        if not args.no_export:
+            source = ExportSource(s3=target.s3, bucket=target.bucket, prefix=target.prefix, cache_dir=target.cache_dir)
+            exported_bedrock = export_bedrock_totals(source, day)
+            bedrock_sources.append(("export", exported_bedrock))
+            for tenant in {t for _, totals in bedrock_sources for t in totals}:
+                if args.tenant and tenant not in args.tenant:
+                    continue
+                values = {name: totals.get(tenant, {}).get("requests", 0) for name, totals in bedrock_sources}
+                if len(set(values.values())) > 1 and not any(d.startswith(f"{tenant}: bedrock requests") for d in bedrock_differences):
+                    bedrock_differences.append(f"{tenant}: bedrock requests differs: " +
+                                               ", ".join(f"{n} {v}" for n, v in values.items()))
+        differences += bedrock_differences + bedrock_findings
+
     if not args.quiet:
         source = ", ".join(map(str, args.lines_file)) if args.lines_file else ", ".join(target.log_groups)
         export_name = "not compared" if args.no_export else f"s3://{target.bucket}/{target.prefix}"
@@ -204,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_week:
             print(f"week {week} (lines of {days_to_read[0]}..{days_to_read[-1]}):")
             print_table([("counters", week_counters), ("log lines", week_lines)], tenants)
+        if args.with_bedrock_logs:
+            logs_bucket = args.bedrock_logs_bucket or target.bucket
+            print(f"served by Bedrock on {day}: log lines | counters | bedrock record "
+                  f"s3://{logs_bucket}/{args.bedrock_logs_prefix}" + ("" if args.no_export else " | export"))
+            bedrock_tenants = sorted(set(args.tenant) if args.tenant else {t for _, totals in bedrock_sources for t in totals})
+            print_table(bedrock_sources, bedrock_tenants, metrics=BEDROCK_METRICS)
     for tenant in tenants:
         for period, counted, billed_totals in [(f"day {day}", counters, lines)] + (
                 [] if args.no_week else [(f"week {week}", week_counters, week_lines)]):
@@ -221,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                   + ": billed from their lines; their counters may or may not include them")
     if differences:
         for difference in differences:
-            print(f"DIFFERENCE {difference}")
+            print(difference if difference.split(" ", 1)[0] in ("MISSING-LINE", "MISSING-RECORD", "TOKENS")
+                  else f"DIFFERENCE {difference}")
         if counter_gaps:
             print(f"fix the counters: {rebuild_command(day, sorted(counter_gaps), args, use_aws, now)}")
         print(f"{len(differences)} difference(s) for {day}", file=sys.stderr)
