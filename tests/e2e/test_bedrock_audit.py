@@ -158,6 +158,8 @@ def reconcile(operator_env, traffic, *extra: str):
 def test_the_four_way_reconcile_agrees_and_catches_an_unmetered_call_and_an_unrecorded_line(
         stack, audit_api, traffic, operator_env, tmp_path):
     lines_file = str(audit_api.stdout_path)
+    poll("every record in S3", lambda: by_request_id(records_in_bucket(stack.resources)),
+         lambda records: all(c[2] in records for c in traffic))
     # GIVEN the traffic above WHEN reconciled with Bedrock's record THEN everything agrees
     agreed = reconcile(operator_env, traffic, "--lines-file", lines_file)
     assert agreed.returncode == 0, agreed.stdout + agreed.stderr
@@ -168,6 +170,8 @@ def test_the_four_way_reconcile_agrees_and_catches_an_unmetered_call_and_an_unre
     fake_bedrock_client(stack).converse(
         modelId="m", messages=[{"role": "user", "content": [{"text": "a call nobody metered"}]}],
         requestMetadata={"tenant_id": tenant, "user_id": user_id, "request_id": unmetered_id, "request_type": "bedrock"})
+    poll("the unmetered record in S3", lambda: by_request_id(records_in_bucket(stack.resources)),
+         lambda records: unmetered_id in records)
     # AND a usage line exists that Bedrock never recorded
     unrecorded_id = str(uuid.uuid4())
     injected = tmp_path / "lines.log"

@@ -9,7 +9,8 @@
 //! - Records go to memory (`GET /fake/invocation-logs` lists them) and, when a bucket is set, to S3 (moto
 //!   locally) as Bedrock delivers them: `<prefix>AWSLogs/<account>/BedrockModelInvocationLogs/<region>/
 //!   YYYY/MM/DD/HH/<file>`, one JSON record per line. Bedrock gzips and batches its files; the fake writes
-//!   one uncompressed `.json` object per call, written before the answer leaves (readers accept both).
+//!   one uncompressed `.json` object per call, in the background like Bedrock's delivery (readers accept
+//!   both).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -75,26 +76,30 @@ impl InvocationLog {
         if let Ok(mut records) = self.records.lock() {
             records.push(record.clone());
         }
-        if let Some(bucket) = &self.bucket {
-            let key = format!(
-                "{}AWSLogs/{ACCOUNT_ID}/BedrockModelInvocationLogs/{}/{}/{}_{}.json",
-                bucket.prefix,
-                bucket.region,
-                now.format("%Y/%m/%d/%H"),
-                now.format("%Y%m%dT%H%M%S%.3fZ"),
-                uuid::Uuid::new_v4().simple()
-            );
-            let body = format!("{record}\n").into_bytes();
-            if let Err(error) =
-                bucket.client.put_object().bucket(&bucket.bucket).key(&key).body(body.into()).send().await
-            {
-                tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(&error), key, "could not write an invocation record");
-            }
+        if let Some(bucket) = self.bucket.clone() {
+            // Delivered in the background, as Bedrock delivers its logs: the answer never waits for S3 (a
+            // frozen moto must not hold the fake's answers).
+            tokio::spawn(async move { deliver(&bucket, &record, now).await });
         }
     }
 
     fn all(&self) -> Vec<Value> {
         self.records.lock().map(|records| records.clone()).unwrap_or_default()
+    }
+}
+
+async fn deliver(bucket: &InvocationLogBucket, record: &Value, now: DateTime<Utc>) {
+    let key = format!(
+        "{}AWSLogs/{ACCOUNT_ID}/BedrockModelInvocationLogs/{}/{}/{}_{}.json",
+        bucket.prefix,
+        bucket.region,
+        now.format("%Y/%m/%d/%H"),
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        uuid::Uuid::new_v4().simple()
+    );
+    let body = format!("{record}\n").into_bytes();
+    if let Err(error) = bucket.client.put_object().bucket(&bucket.bucket).key(&key).body(body.into()).send().await {
+        tracing::error!(error = %aws_sdk_s3::error::DisplayErrorContext(&error), key, "could not write an invocation record");
     }
 }
 
