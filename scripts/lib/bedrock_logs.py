@@ -15,7 +15,13 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from collections import defaultdict
 from typing import Iterable
+
+import usage_lines as ul
+from analytics import TABLE, ExportSource, connect, run_sql
+
+Totals = dict[str, dict[str, int]]  # tenant -> metric -> value
 
 DEFAULT_PREFIX = "bedrock-invocation-logs/"
 DIGEST_PREFIX = "sha256:"
@@ -106,3 +112,111 @@ def read_records(s3, bucket: str, prefix: str, day: date) -> list[InvocationReco
                     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
                     records += [InvocationRecord.parse(r) for r in parse_object(body)]
     return [r for r in records if r.day == day]
+
+
+# ------------------------------------------------------------------ the comparison (scripts/reconcile)
+
+BEDROCK_METRICS = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+]
+BEDROCK_REQUEST_TYPE = "bedrock"
+
+
+def _bedrock_zero() -> dict[str, int]:
+    return dict.fromkeys(BEDROCK_METRICS, 0)
+
+
+def bedrock_comparison(billed: ul.BilledLines, records: list[InvocationRecord], counter_items, day: date,
+                       tenants: list[str] | None) -> tuple[list[tuple[str, Totals]], list[str], list[str]]:
+    """Lines, counters and Bedrock's records of the Bedrock-served requests of `day`, per tenant.
+    -> (sources for the table, findings by request id, per-tenant differences)."""
+    lines = {rid: line for rid, line in billed.lines.items()
+             if ul.line_day(line) == day and line.get("request_type") == BEDROCK_REQUEST_TYPE}
+    # A tenant as the records name it (the id itself, or its digest) -> the tenant id.
+    known = {line["tenant_id"] for line in lines.values()} | set(tenants or [])
+    tenant_of_value = {metadata_value(t): t for t in known}
+    wanted = set(tenants) if tenants else None
+
+    def record_tenant(record: InvocationRecord) -> str:
+        if record.tenant_value is None:
+            return "(no tenant metadata)"
+        return tenant_of_value.get(record.tenant_value, record.tenant_value)
+
+    line_totals: Totals = defaultdict(_bedrock_zero)
+    for line in lines.values():
+        totals = line_totals[line["tenant_id"]]
+        totals["requests"] += 1
+        for metric in BEDROCK_METRICS[1:]:
+            totals[metric] += int(line.get(metric) or 0)
+    record_totals: Totals = defaultdict(_bedrock_zero)
+    by_request: dict[str, InvocationRecord] = {}
+    findings = []
+    for record in records:
+        tenant = record_tenant(record)
+        if wanted is not None and tenant not in wanted:
+            continue
+        totals = record_totals[tenant]
+        totals["requests"] += 1
+        totals["input_tokens"] += record.input_tokens
+        totals["output_tokens"] += record.output_tokens
+        totals["cache_creation_input_tokens"] += record.cache_write_input_tokens
+        totals["cache_read_input_tokens"] += record.cache_read_input_tokens
+        if record.request_id is None:
+            findings.append(f"MISSING-LINE {tenant} (no request_id) Bedrock request {record.bedrock_request_id} "
+                            f"{record.operation} {record.model_id}: not made by the gateway, or without metadata")
+            continue
+        by_request[record.request_id] = record
+    line_values = {metadata_value(rid): rid for rid in lines}
+    for value, record in sorted(by_request.items()):
+        if value not in line_values:
+            findings.append(f"MISSING-LINE {record_tenant(record)} {value}: Bedrock served it ({record.operation}, "
+                            f"{record.input_tokens} in / {record.output_tokens} out), no usage line bills it")
+    for value, rid in sorted(line_values.items()):
+        line = lines[rid]
+        if wanted is not None and line["tenant_id"] not in wanted:
+            continue
+        record = by_request.get(value)
+        if record is None:
+            findings.append(f"MISSING-RECORD {line['tenant_id']} {rid}: billed ({line.get('input_tokens', 0)} in / "
+                            f"{line.get('output_tokens', 0)} out), no Bedrock invocation record")
+            continue
+        pairs = [("input_tokens", record.input_tokens), ("output_tokens", record.output_tokens)]
+        if record.cache_read_input_tokens or record.cache_write_input_tokens:
+            pairs += [("cache_creation_input_tokens", record.cache_write_input_tokens),
+                      ("cache_read_input_tokens", record.cache_read_input_tokens)]
+        for metric, recorded in pairs:
+            if int(line.get(metric) or 0) != recorded:
+                findings.append(f"TOKENS {line['tenant_id']} {rid}: {metric} line {line.get(metric, 0)}, Bedrock {recorded}")
+    counters: Totals = defaultdict(_bedrock_zero)
+    for key, sums in counter_items.items():
+        if key.request_type == BEDROCK_REQUEST_TYPE:
+            counters[key.tenant_id]["requests"] += sums["request_count"]
+            for metric in BEDROCK_METRICS[1:]:
+                counters[key.tenant_id][metric] += sums[metric]
+    names = sorted(wanted if wanted is not None else set(line_totals) | set(record_totals) | set(counters))
+    differences = []
+    for tenant in names:
+        for metric in BEDROCK_METRICS:
+            billed_value = line_totals.get(tenant, _bedrock_zero())[metric]
+            counted = counters.get(tenant, _bedrock_zero())[metric]
+            recorded = record_totals.get(tenant, _bedrock_zero())[metric]
+            if len({billed_value, counted, recorded}) > 1:
+                differences.append(f"{tenant}: bedrock {metric} differs: log lines {billed_value}, counters {counted}, "
+                                   f"bedrock record {recorded}")
+    sources = [("log lines", dict(line_totals)), ("counters", dict(counters)), ("bedrock record", dict(record_totals))]
+    return sources, findings, differences
+
+
+def export_bedrock_totals(source: ExportSource, day: date) -> Totals:
+    """Sums of the exported rows of `day` served by Bedrock."""
+    partition = f"year={day:%Y}/month={day:%m}/day={day:%d}/"
+    connection = connect(source.local_root(only=partition))
+    sums = ", ".join(f"sum({m})" for m in BEDROCK_METRICS[1:])
+    where = (f"year = '{day:%Y}' AND month = '{day:%m}' AND day = '{day:%d}' "
+             f"AND request_type = '{BEDROCK_REQUEST_TYPE}'")
+    _, rows = run_sql(connection, f"SELECT tenant_id, count(*), {sums} FROM {TABLE} WHERE {where} GROUP BY tenant_id")
+    return {row[0]: dict(zip(BEDROCK_METRICS, (int(v or 0) for v in row[1:]))) for row in rows}
