@@ -131,8 +131,10 @@ def _bedrock_zero() -> dict[str, int]:
 
 
 def bedrock_comparison(billed: ul.BilledLines, records: list[InvocationRecord], counter_items, day: date,
-                       tenants: list[str] | None) -> tuple[list[tuple[str, Totals]], list[str], list[str]]:
-    """Lines, counters and Bedrock's records of the Bedrock-served requests of `day`, per tenant.
+                       tenants: list[str] | None, exported: Totals | None = None,
+                       ) -> tuple[list[tuple[str, Totals]], list[str], list[str]]:
+    """Lines, counters, Bedrock's records (and the export, when given) of the Bedrock-served requests of `day`,
+    per tenant.
     -> (sources for the table, findings by request id, per-tenant differences)."""
     lines = {rid: line for rid, line in billed.lines.items()
              if ul.line_day(line) == day and line.get("request_type") == BEDROCK_REQUEST_TYPE}
@@ -197,17 +199,16 @@ def bedrock_comparison(billed: ul.BilledLines, records: list[InvocationRecord], 
             counters[key.tenant_id]["requests"] += sums["request_count"]
             for metric in BEDROCK_METRICS[1:]:
                 counters[key.tenant_id][metric] += sums[metric]
-    names = sorted(wanted if wanted is not None else set(line_totals) | set(record_totals) | set(counters))
+    sources = [("log lines", dict(line_totals)), ("counters", dict(counters)), ("bedrock record", dict(record_totals))]
+    if exported is not None:
+        sources.append(("export", exported))
+    names = sorted(wanted if wanted is not None else {t for _, totals in sources for t in totals})
     differences = []
     for tenant in names:
         for metric in BEDROCK_METRICS:
-            billed_value = line_totals.get(tenant, _bedrock_zero())[metric]
-            counted = counters.get(tenant, _bedrock_zero())[metric]
-            recorded = record_totals.get(tenant, _bedrock_zero())[metric]
-            if len({billed_value, counted, recorded}) > 1:
-                differences.append(f"{tenant}: bedrock {metric} differs: log lines {billed_value}, counters {counted}, "
-                                   f"bedrock record {recorded}")
-    sources = [("log lines", dict(line_totals)), ("counters", dict(counters)), ("bedrock record", dict(record_totals))]
+            values = [(name, totals.get(tenant, {}).get(metric, 0)) for name, totals in sources]
+            if len({value for _, value in values}) > 1:
+                differences.append(f"{tenant}: bedrock {metric} differs: " + ", ".join(f"{n} {v}" for n, v in values))
     return sources, findings, differences
 
 

@@ -214,19 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         logs_bucket = args.bedrock_logs_bucket or target.bucket
         records = bedrock_logs.read_records(target.s3, logs_bucket, args.bedrock_logs_prefix, day)
         day_items = ul.read_counters(target.dynamodb, target.table, ul.DAY, day.isoformat())
-        bedrock_sources, bedrock_findings, bedrock_differences = bedrock_comparison(
-            billed, records, day_items, day, sorted(args.tenant) if args.tenant else None)
+        exported_bedrock = None
         if not args.no_export:
             source = ExportSource(s3=target.s3, bucket=target.bucket, prefix=target.prefix, cache_dir=target.cache_dir)
             exported_bedrock = export_bedrock_totals(source, day)
-            bedrock_sources.append(("export", exported_bedrock))
-            for tenant in {t for _, totals in bedrock_sources for t in totals}:
-                if args.tenant and tenant not in args.tenant:
-                    continue
-                values = {name: totals.get(tenant, {}).get("requests", 0) for name, totals in bedrock_sources}
-                if len(set(values.values())) > 1 and not any(d.startswith(f"{tenant}: bedrock requests") for d in bedrock_differences):
-                    bedrock_differences.append(f"{tenant}: bedrock requests differs: " +
-                                               ", ".join(f"{n} {v}" for n, v in values.items()))
+        bedrock_sources, bedrock_findings, bedrock_differences = bedrock_comparison(
+            billed, records, day_items, day, sorted(args.tenant) if args.tenant else None, exported_bedrock)
         differences += bedrock_differences + bedrock_findings
 
     if not args.quiet:

@@ -24,7 +24,7 @@ anthropic = pytest.importorskip("anthropic", reason="pip install -r scripts/requ
 from localstack import BEDROCK_LOGS_PREFIX  # noqa: E402
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic  # noqa: E402
 from support import chat, new_tenant_id, poll, wait_usage_line  # noqa: E402
-from test_exactly_once import operator_env, run_script  # noqa: E402,F401  (operator_env is a fixture)
+from test_export import export, log_processor_bin, operator_env, run_script, usage_lines_of_day  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -149,7 +149,7 @@ def test_the_reconcile_maps_ids_as_the_gateway_does():
 
 def reconcile(operator_env, traffic, *extra: str):
     tenants = sorted({c[0] for c in traffic})
-    args = ["--date", dt.datetime.now(dt.timezone.utc).date().isoformat(), "--no-export", "--no-week", "--with-bedrock-logs"]
+    args = ["--date", dt.datetime.now(dt.timezone.utc).date().isoformat(), "--no-week", "--with-bedrock-logs"]
     for tenant in tenants:
         args += ["--tenant", tenant]
     return run_script(operator_env, "reconcile", *args, *extra)
@@ -160,10 +160,19 @@ def test_the_four_way_reconcile_agrees_and_catches_an_unmetered_call_and_an_unre
     lines_file = str(audit_api.stdout_path)
     poll("every record in S3", lambda: by_request_id(records_in_bucket(stack.resources)),
          lambda records: all(c[2] in records for c in traffic))
-    # GIVEN the traffic above WHEN reconciled with Bedrock's record THEN everything agrees
+    # GIVEN the traffic above, its lines in the usage log group and exported
+    today = dt.datetime.now(dt.timezone.utc).date()
+    request_ids = {c[2] for c in traffic}
+    poll("usage lines in CloudWatch Logs",
+         lambda: {l["request_id"] for l in usage_lines_of_day(stack.resources, stack.resources.usage_log_group, today)},
+         lambda found: request_ids <= found, timeout=20)
+    export(operator_env)
+    # WHEN reconciled with Bedrock's record THEN lines, counters, export and record agree
     agreed = reconcile(operator_env, traffic, "--lines-file", lines_file)
     assert agreed.returncode == 0, agreed.stdout + agreed.stderr
-    assert "bedrock record" in agreed.stdout
+    assert "bedrock record" in agreed.stdout and "| export" in agreed.stdout, agreed.stdout
+    requests_row = [row for row in agreed.stdout.splitlines() if row.startswith(traffic[0][0]) and " export " in f" {row} "]
+    assert requests_row, agreed.stdout
     # WHEN a call reaches Bedrock without the gateway (no usage line) for one of the tenants
     tenant, user_id = traffic[0][0], traffic[0][1]
     unmetered_id = str(uuid.uuid4())
