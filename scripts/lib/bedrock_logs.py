@@ -48,6 +48,7 @@ class InvocationRecord:
     cache_read_input_tokens: int
     cache_write_input_tokens: int
     bedrock_request_id: str
+    error_code: str | None = None  # a failed invocation (not billed by AWS, not billed by us)
 
     @classmethod
     def parse(cls, record: dict) -> "InvocationRecord":
@@ -65,6 +66,7 @@ class InvocationRecord:
             cache_read_input_tokens=int(source.get("cacheReadInputTokenCount") or 0),
             cache_write_input_tokens=int(source.get("cacheWriteInputTokenCount") or 0),
             bedrock_request_id=record.get("requestId", ""),
+            error_code=record.get("errorCode"),
         )
 
     @property
@@ -101,8 +103,9 @@ def _keys(s3, bucket: str, prefix: str) -> Iterable[str]:
 
 
 def read_records(s3, bucket: str, prefix: str, day: date) -> list[InvocationRecord]:
-    """The records stamped on `day` (UTC), from every account and region folder under the prefix. The next
-    day's first hour is read too: a call at 23:59 may be delivered in the next folder."""
+    """The records of successful calls stamped on `day` (UTC), from every account and region folder under the
+    prefix (a record with an `errorCode` is a failed call: skipped). The next day's first hour is read too: a
+    call at 23:59 may be delivered in the next folder."""
     records = []
     for account in _children(s3, bucket, f"{prefix}AWSLogs/"):
         for region in _children(s3, bucket, f"{account}BedrockModelInvocationLogs/"):
@@ -111,7 +114,7 @@ def read_records(s3, bucket: str, prefix: str, day: date) -> list[InvocationReco
                 for key in _keys(s3, bucket, folder):
                     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
                     records += [InvocationRecord.parse(r) for r in parse_object(body)]
-    return [r for r in records if r.day == day]
+    return [r for r in records if r.day == day and not r.error_code]
 
 
 # ------------------------------------------------------------------ the comparison (scripts/reconcile)
