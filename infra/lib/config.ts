@@ -42,6 +42,8 @@ export const CONTEXT_KEYS = [
   'claudeProxyProfileGeographies',
   'claudeProxyForceRateLimitTest',
   'claudeProxyRateLimitScope',
+  'bedrockInvocationLogging',
+  'bedrockInvocationLoggingOverwrite',
 ] as const;
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
 
@@ -120,6 +122,8 @@ export interface MeteringConfig {
   readonly anthropic: AnthropicConfig;
   readonly claudeProxy: ClaudeProxyConfig;
   readonly athenaBytesScannedCutoffBytes: number;
+  /** Bedrock model invocation logging to the analytics bucket (account-wide; README "Bedrock invocation logs"). */
+  readonly bedrockInvocationLogging: { readonly enabled: boolean; readonly overwriteExisting: boolean };
 }
 
 /** Reads a raw value: context first, then `BM_<KEY>` from the environment. */
@@ -188,6 +192,10 @@ export function loadConfig(lookup: RawLookup): MeteringConfig {
     claudeProxy: loadClaudeProxyConfig(lookup),
     // Athena refuses cutoffs under 10 MB.
     athenaBytesScannedCutoffBytes: int(lookup, 'athenaBytesScannedCutoffBytes', 10_000_000, Number.MAX_SAFE_INTEGER) ?? 1_073_741_824,
+    bedrockInvocationLogging: {
+      enabled: bool(lookup, 'bedrockInvocationLogging') ?? true,
+      overwriteExisting: bool(lookup, 'bedrockInvocationLoggingOverwrite') ?? false,
+    },
   };
 }
 

@@ -11,6 +11,7 @@ import { UsageLogCatalog } from './analytics/glue-catalog';
 import { ExportAlarms } from './analytics/alarms';
 import { LogProcessor } from './analytics/log-processor';
 import { ModelPricesView } from './analytics/model-prices';
+import { BedrockInvocationLogging } from './bedrock/invocation-logging';
 import { MeteringConfig } from './config';
 
 export interface MeteringAnalyticsStackProps extends StackProps {
@@ -28,6 +29,8 @@ export class MeteringAnalyticsStack extends Stack {
   public readonly logProcessor: LogProcessor;
   public readonly modelPrices: ModelPricesView;
   public readonly alarms: ExportAlarms;
+  /** Bedrock's own record of the calls, when `bedrockInvocationLogging` is on. */
+  public readonly invocationLogging?: BedrockInvocationLogging;
 
   constructor(scope: Construct, id: string, props: MeteringAnalyticsStackProps) {
     super(scope, id, props);
@@ -57,6 +60,19 @@ export class MeteringAnalyticsStack extends Stack {
       processor: this.logProcessor.processor.function,
       deadLetterQueue: this.logProcessor.deadLetterQueue,
     });
+    if (config.bedrockInvocationLogging.enabled) {
+      this.invocationLogging = new BedrockInvocationLogging(this, 'BedrockInvocationLogging', {
+        bucket,
+        database: this.catalog.database,
+        databaseName: this.catalog.databaseName,
+        overwriteExisting: config.bedrockInvocationLogging.overwriteExisting,
+        logRetention: config.logRetention,
+      });
+      new CfnOutput(this, 'BedrockInvocationLogsPrefix', {
+        value: this.invocationLogging.prefix,
+        description: "Where Bedrock's model invocation logs land in the analytics bucket (scripts/reconcile --with-bedrock-logs)",
+      });
+    }
     new CfnOutput(this, 'AlertsTopicArn', { value: this.alarms.alertsTopic.topicArn, description: 'SNS topic of the export alarms (subscribe to be told); for budget alerts too' });
     new CfnOutput(this, 'AnalyticsBucketName', { value: bucket.bucketName, description: 'Exports under logs/, Athena results under athena-results/' });
     new CfnOutput(this, 'LogProcessorFunctionName', { value: this.logProcessor.processor.function.functionName, description: 'Daily export Lambda (invoke it to export a day now)' });

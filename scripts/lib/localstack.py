@@ -39,6 +39,25 @@ from venv_bootstrap import ensure_venv  # noqa: E402,F401  (re-exported: the sta
 DEMO_USER = "demo-user"
 DEMO_EMAIL = "demo-user@example.com"
 DEMO_TENANT = "demo-tenant"
+# Where Bedrock's invocation records go in the analytics bucket (the CDK app's default too).
+BEDROCK_LOGS_PREFIX = "bedrock-invocation-logs/"
+
+
+def fake_bedrock_env(resources: LocalResources) -> dict[str, str]:
+    """The fake Bedrock's environment: it writes Bedrock-format invocation records to the analytics bucket in
+    moto (README "Bedrock invocation logs")."""
+    env = base_env()
+    env.update(
+        {
+            "AWS_REGION": resources.region,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": resources.endpoint_url,
+            "FAKE_BEDROCK_INVOCATION_LOG_BUCKET": resources.analytics_bucket,
+            "FAKE_BEDROCK_INVOCATION_LOG_PREFIX": BEDROCK_LOGS_PREFIX,
+        }
+    )
+    return env
 
 
 def api_env(resources: LocalResources, fake_bedrock_url: str, **overrides: str | None) -> dict[str, str]:
@@ -103,7 +122,7 @@ class LocalStack:
                 started.append(fake_anthropic)
                 api_overrides = {**proxy_env(*proxy_tables, fake_anthropic.url), **api_overrides}
             fake = start_local_stack_service(
-                "fake-bedrock", "fake-bedrock", run_dir, base_env(), detached=detached, require_health=False
+                "fake-bedrock", "fake-bedrock", run_dir, fake_bedrock_env(resources), detached=detached, require_health=False
             )
             started.append(fake)
             api = start_local_stack_service(

@@ -7,7 +7,12 @@ counters) and what is exported (the Parquet rows), tenant by tenant, for the day
    an unknown outcome (a timeout after the request may have reached the table);
 2. the DynamoDB counters: the day's items (`gsi1pk = DAY#D`) and the week's (`WEEK#YYYY-Www`), summed over
    request types and models;
-3. the exported rows in s3://<bucket>/<prefix>year=../month=../day=../ (read with DuckDB; --no-export skips).
+3. the exported rows in s3://<bucket>/<prefix>year=../month=../day=../ (read with DuckDB; --no-export skips);
+4. with --with-bedrock-logs, Bedrock's own record: its model invocation log records of the day (README
+   "Bedrock invocation logs"), matched to the lines by the `request_id` of their request metadata. For the
+   Bedrock-served requests (request_type `bedrock`) it compares lines, counters, export and records per tenant,
+   and names every request missing on either side (MISSING-LINE: Bedrock served it, nobody billed it;
+   MISSING-RECORD: billed, but Bedrock has no record of it) and every per-request token difference.
 
 Compared: requests, input/output/total tokens, cache creation/read tokens (and duplicate request ids). For
 every tenant whose counters disagree with its lines it prints the exact scripts/rebuild-counters command.
@@ -24,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bedrock_logs  # noqa: E402
+from bedrock_logs import BEDROCK_METRICS, bedrock_comparison, export_bedrock_totals  # noqa: E402
 import usage_lines as ul  # noqa: E402
 from analytics import TABLE, ExportSource, connect, run_sql  # noqa: E402
 from billing_target import Prerequisite, aws_target, local_target, wants_aws  # noqa: E402
@@ -84,9 +91,9 @@ def compare(counters: Totals, lines: Totals, exported: Totals | None, tenants: l
     return differences
 
 
-def print_table(sources: list[tuple[str, Totals]], tenants: list[str], out=sys.stdout) -> None:
-    header = ["tenant", "source", *METRICS]
-    rows = [[tenant, name, *(str(totals.get(tenant, _zero())[m]) for m in METRICS)]
+def print_table(sources: list[tuple[str, Totals]], tenants: list[str], out=sys.stdout, metrics: list[str] = METRICS) -> None:
+    header = ["tenant", "source", *metrics]
+    rows = [[tenant, name, *(str(totals.get(tenant, {}).get(m, 0)) for m in metrics)]
             for tenant in tenants for name, totals in sources]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -149,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-week", action="store_true",
                         help="skip the ISO week (its check reads the lines of every day of the week so far)")
     parser.add_argument("--quiet", action="store_true", help="print only the differences")
+    parser.add_argument("--with-bedrock-logs", action="store_true",
+                        help="also compare the Bedrock-served requests with Bedrock's own model invocation log records "
+                        "(by the request_id of their request metadata; README \"Bedrock invocation logs\")")
+    parser.add_argument("--bedrock-logs-bucket", help="bucket of Bedrock's invocation logs (default: the analytics bucket)")
+    parser.add_argument("--bedrock-logs-prefix", default=bedrock_logs.DEFAULT_PREFIX,
+                        help=f"key prefix of Bedrock's invocation logs (default {bedrock_logs.DEFAULT_PREFIX})")
     args = parser.parse_args(argv)
     try:
         day = date.fromisoformat(args.date)
@@ -195,6 +208,20 @@ def main(argv: list[str] | None = None) -> int:
     if day_repeats:
         differences.append(f"{day_repeats} request id(s) of {day} have more than one usage line (each is billed once)")
 
+    bedrock_findings: list[str] = []
+    bedrock_sources: list[tuple[str, Totals]] = []
+    if args.with_bedrock_logs:
+        logs_bucket = args.bedrock_logs_bucket or target.bucket
+        records = bedrock_logs.read_records(target.s3, logs_bucket, args.bedrock_logs_prefix, day)
+        day_items = ul.read_counters(target.dynamodb, target.table, ul.DAY, day.isoformat())
+        exported_bedrock = None
+        if not args.no_export:
+            source = ExportSource(s3=target.s3, bucket=target.bucket, prefix=target.prefix, cache_dir=target.cache_dir)
+            exported_bedrock = export_bedrock_totals(source, day)
+        bedrock_sources, bedrock_findings, bedrock_differences = bedrock_comparison(
+            billed, records, day_items, day, sorted(args.tenant) if args.tenant else None, exported_bedrock)
+        differences += bedrock_differences + bedrock_findings
+
     if not args.quiet:
         source = ", ".join(map(str, args.lines_file)) if args.lines_file else ", ".join(target.log_groups)
         export_name = "not compared" if args.no_export else f"s3://{target.bucket}/{target.prefix}"
@@ -204,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_week:
             print(f"week {week} (lines of {days_to_read[0]}..{days_to_read[-1]}):")
             print_table([("counters", week_counters), ("log lines", week_lines)], tenants)
+        if args.with_bedrock_logs:
+            logs_bucket = args.bedrock_logs_bucket or target.bucket
+            print(f"served by Bedrock on {day}: log lines | counters | bedrock record "
+                  f"s3://{logs_bucket}/{args.bedrock_logs_prefix}" + ("" if args.no_export else " | export"))
+            bedrock_tenants = sorted(set(args.tenant) if args.tenant else {t for _, totals in bedrock_sources for t in totals})
+            print_table(bedrock_sources, bedrock_tenants, metrics=BEDROCK_METRICS)
     for tenant in tenants:
         for period, counted, billed_totals in [(f"day {day}", counters, lines)] + (
                 [] if args.no_week else [(f"week {week}", week_counters, week_lines)]):
@@ -221,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                   + ": billed from their lines; their counters may or may not include them")
     if differences:
         for difference in differences:
-            print(f"DIFFERENCE {difference}")
+            print(difference if difference.split(" ", 1)[0] in ("MISSING-LINE", "MISSING-RECORD", "TOKENS")
+                  else f"DIFFERENCE {difference}")
         if counter_gaps:
             print(f"fix the counters: {rebuild_command(day, sorted(counter_gaps), args, use_aws, now)}")
         print(f"{len(differences)} difference(s) for {day}", file=sys.stderr)

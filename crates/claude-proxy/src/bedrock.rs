@@ -12,6 +12,7 @@ use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, S
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{CountTokensInput, InvokeModelTokensRequest, ResponseStream};
 use bytes::Bytes;
+use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use metering_core::model::{classify_bedrock_code, classify_bedrock_error, ModelError};
 use metering_core::ApiError;
 
@@ -25,9 +26,15 @@ pub trait EventSource: Send {
 
 #[async_trait]
 pub trait BedrockApi: Send + Sync {
-    /// The whole answer: Messages API JSON.
-    async fn invoke(&self, model_id: &str, body: Vec<u8>) -> Result<Bytes, ModelError>;
-    async fn invoke_stream(&self, model_id: &str, body: Vec<u8>) -> Result<Box<dyn EventSource>, ModelError>;
+    /// The whole answer: Messages API JSON. `metadata` goes in the `X-Amzn-Bedrock-Request-Metadata` header,
+    /// which Bedrock records in its invocation logs (README "Bedrock invocation logs").
+    async fn invoke(&self, model_id: &str, body: Vec<u8>, metadata: &BedrockRequestMetadata) -> Result<Bytes, ModelError>;
+    async fn invoke_stream(
+        &self,
+        model_id: &str,
+        body: Vec<u8>,
+        metadata: &BedrockRequestMetadata,
+    ) -> Result<Box<dyn EventSource>, ModelError>;
     async fn count_tokens(&self, model_id: &str, body: Vec<u8>) -> Result<u64, ModelError>;
 }
 
@@ -140,11 +147,12 @@ impl EventSource for SdkEvents {
 
 #[async_trait]
 impl BedrockApi for SdkBedrock {
-    async fn invoke(&self, model_id: &str, body: Vec<u8>) -> Result<Bytes, ModelError> {
+    async fn invoke(&self, model_id: &str, body: Vec<u8>, metadata: &BedrockRequestMetadata) -> Result<Bytes, ModelError> {
         let output = self
             .client
             .invoke_model()
             .model_id(model_id)
+            .request_metadata(metadata.header_json())
             .content_type("application/json")
             .accept("application/json")
             .body(Blob::new(body))
@@ -154,11 +162,17 @@ impl BedrockApi for SdkBedrock {
         Ok(Bytes::from(output.body.into_inner()))
     }
 
-    async fn invoke_stream(&self, model_id: &str, body: Vec<u8>) -> Result<Box<dyn EventSource>, ModelError> {
+    async fn invoke_stream(
+        &self,
+        model_id: &str,
+        body: Vec<u8>,
+        metadata: &BedrockRequestMetadata,
+    ) -> Result<Box<dyn EventSource>, ModelError> {
         let output = self
             .client
             .invoke_model_with_response_stream()
             .model_id(model_id)
+            .request_metadata(metadata.header_json())
             .content_type("application/json")
             .accept("application/json")
             .body(Blob::new(body))

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use metering_core::error::REQUEST_ID_HEADER;
 use metering_core::metering::Metering;
 use metering_core::usage::{RequestType, TokenCounts, UsageEvent};
@@ -546,10 +547,16 @@ impl ProxyService {
         let converted = to_bedrock_body(&call.body.fields, &call.request.betas(), &self.settings.bedrock_allowed_betas);
         converted.log_dropped(&call.request.request_id);
         tracing::info!(bedrock_model = model_id, reason = reason.as_str(), stream = call.body.stream, "served by Bedrock");
+        let metadata = BedrockRequestMetadata {
+            tenant_id: call.owner.tenant_id.clone(),
+            user_id: call.owner.user_id.clone(),
+            request_id: call.request.request_id.clone(),
+            request_type: RequestType::Bedrock,
+        };
         if call.body.stream {
             let events = self
                 .bedrock
-                .invoke_stream(model_id, converted.to_bytes())
+                .invoke_stream(model_id, converted.to_bytes(), &metadata)
                 .await
                 .map_err(|error| bedrock::api_error(error, model_id))?;
             let body = spawn_stream(
@@ -569,7 +576,7 @@ impl ProxyService {
         }
         let answer = self
             .bedrock
-            .invoke(model_id, converted.to_bytes())
+            .invoke(model_id, converted.to_bytes(), &metadata)
             .await
             .map_err(|error| bedrock::api_error(error, model_id))?;
         let tokens = serde_json::from_slice::<Value>(&answer).ok().as_ref().and_then(usage_of_message);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use claude_proxy::anthropic::{AnthropicApi, ChunkSource, UpstreamError, UpstreamRequest, UpstreamResponse};
 use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
 use claude_proxy::bedrock::{BedrockApi, EventSource};
@@ -90,14 +91,14 @@ struct StubBedrock {
 
 #[async_trait]
 impl BedrockApi for StubBedrock {
-    async fn invoke(&self, model_id: &str, body: Vec<u8>) -> Result<Bytes, ModelError> {
+    async fn invoke(&self, model_id: &str, body: Vec<u8>, _: &BedrockRequestMetadata) -> Result<Bytes, ModelError> {
         self.bodies.lock().unwrap().push((model_id.to_owned(), serde_json::from_slice(&body).unwrap()));
         let answer = json!({"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": model_id,
             "content": [{"type": "text", "text": "From Bedrock."}], "stop_reason": "end_turn",
             "usage": {"input_tokens": 4, "output_tokens": 3}});
         Ok(Bytes::from(answer.to_string()))
     }
-    async fn invoke_stream(&self, _: &str, _: Vec<u8>) -> Result<Box<dyn EventSource>, ModelError> {
+    async fn invoke_stream(&self, _: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<Box<dyn EventSource>, ModelError> {
         Err(ModelError::Upstream("not used here".into()))
     }
     async fn count_tokens(&self, _: &str, _: Vec<u8>) -> Result<u64, ModelError> {

@@ -19,6 +19,8 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::fake_bedrock_audit::{converse_metadata, Invocation, InvocationLog};
+
 pub const REPLY_PREFIX: &str = "fake-bedrock says:";
 const ECHOED_WORDS: usize = 32;
 /// Seconds the fake asks a throttled client to wait.
@@ -28,6 +30,8 @@ pub const THROTTLE_RETRY_AFTER_SECONDS: u64 = 7;
 pub struct FakeBedrockSettings {
     /// Delay added to every answer (for benchmarks).
     pub fixed_delay: Duration,
+    /// The record of served calls (`fake_bedrock_audit`).
+    pub invocation_log: InvocationLog,
 }
 
 pub fn router(settings: FakeBedrockSettings) -> Router {
@@ -37,9 +41,11 @@ pub fn router(settings: FakeBedrockSettings) -> Router {
         .route("/health", axum::routing::get(|| async { "ok" }))
         .with_state(settings.clone())
         // InvokeModel, InvokeModelWithResponseStream and CountTokens (the Claude proxy's fallback).
-        .merge(crate::fake_bedrock_invoke::router(settings))
+        .merge(crate::fake_bedrock_invoke::router(settings.clone()))
         // The control plane's ListInferenceProfiles (the Claude proxy's model discovery).
         .merge(crate::fake_bedrock_profiles::router())
+        // GET /fake/invocation-logs: what the fake recorded, in Bedrock's invocation log format.
+        .merge(crate::fake_bedrock_audit::router(settings.invocation_log.clone()))
 }
 
 /// What the fake will answer for one request body.
@@ -140,6 +146,7 @@ async fn prepare(settings: &FakeBedrockSettings, model_id: &str, body: &Bytes) -
     if model_id.trim().is_empty() {
         return Err(aws_error(StatusCode::BAD_REQUEST, "ValidationException", "modelId is required"));
     }
+    converse_metadata(&parsed)?;
     let mut delay = settings.fixed_delay;
     let mut failure = None;
     for directive in directives(&user_text(&parsed)) {
@@ -166,6 +173,7 @@ async fn converse(State(settings): State<FakeBedrockSettings>, Path(model_id): P
         Err(response) => return response,
     };
     let reply = plan_reply(&parsed);
+    let metadata = converse_metadata(&parsed).unwrap_or_default();
     let answer = json!({
         "output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}},
         "stopReason": reply.stop_reason,
@@ -176,7 +184,31 @@ async fn converse(State(settings): State<FakeBedrockSettings>, Path(model_id): P
         },
         "metrics": {"latencyMs": started.elapsed().as_millis() as u64}
     });
+    record_converse(&settings, "Converse", &model_id, metadata, &parsed, &reply, answer.clone()).await;
     ([("content-type", "application/json")], answer.to_string()).into_response()
+}
+
+async fn record_converse(
+    settings: &FakeBedrockSettings,
+    operation: &'static str,
+    model_id: &str,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+    body: &Value,
+    reply: &PlannedReply,
+    output_body: Value,
+) {
+    let invocation = Invocation {
+        operation,
+        model_id,
+        metadata,
+        input_body: body,
+        input_tokens: reply.input_tokens,
+        cache_read_input_tokens: 0,
+        cache_write_input_tokens: 0,
+        output_body,
+        output_tokens: reply.output_tokens,
+    };
+    settings.invocation_log.record(invocation).await;
 }
 
 pub(crate) fn event_frame(event_type: &'static str, payload: Value) -> Vec<u8> {
@@ -202,6 +234,9 @@ async fn converse_stream(
         Err(response) => return response,
     };
     let reply = plan_reply(&parsed);
+    let metadata = converse_metadata(&parsed).unwrap_or_default();
+    let output = json!({"output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}}, "stopReason": reply.stop_reason});
+    record_converse(&settings, "ConverseStream", &model_id, metadata, &parsed, &reply, output).await;
     let mut stream = event_frame("messageStart", json!({"role": "assistant"}));
     let words: Vec<&str> = reply.text.split(' ').collect();
     for (index, word) in words.iter().enumerate() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use aws_smithy_types::base64;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::fake_anthropic::{self, count_input_tokens, directive_text, message_json, plan_message, stream_delay, PromptCache, RequestLog};
+use crate::fake_bedrock_audit::{invoke_metadata, Invocation};
 use crate::fake_bedrock::{self, aws_error, event_frame, Directive, FakeBedrockSettings};
 
 const ACCEPTED_FIELDS: [&str; 13] = [
@@ -119,13 +120,18 @@ fn message_id() -> String {
     format!("msg_bdrk_{}", uuid::Uuid::new_v4().simple())
 }
 
-async fn invoke(State(state): State<InvokeState>, Path(model_id): Path<String>, body: Bytes) -> Response {
+async fn invoke(State(state): State<InvokeState>, Path(model_id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let metadata = match invoke_metadata(&headers) {
+        Ok(metadata) => metadata,
+        Err(response) => return response,
+    };
     let parsed = match prepare(&state, &model_id, &body).await {
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
     let plan = plan_message(&parsed, "fake-bedrock", &state.cache);
     let answer = message_json(&plan, &model_id, &message_id());
+    record_invoke(&state, "InvokeModel", &model_id, metadata, &parsed, &plan, answer.clone()).await;
     (
         [
             ("content-type", "application/json".to_owned()),
@@ -137,17 +143,45 @@ async fn invoke(State(state): State<InvokeState>, Path(model_id): Path<String>, 
         .into_response()
 }
 
+async fn record_invoke(
+    state: &InvokeState,
+    operation: &'static str,
+    model_id: &str,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+    body: &Value,
+    plan: &fake_anthropic::PlannedMessage,
+    output_body: Value,
+) {
+    let invocation = Invocation {
+        operation,
+        model_id,
+        metadata,
+        input_body: body,
+        input_tokens: plan.input_tokens,
+        cache_read_input_tokens: plan.cache_read_input_tokens,
+        cache_write_input_tokens: plan.cache_creation_input_tokens,
+        output_body,
+        output_tokens: plan.output_tokens,
+    };
+    state.settings.invocation_log.record(invocation).await;
+}
+
 fn chunk_frame(event: &Value) -> Vec<u8> {
     event_frame("chunk", json!({"bytes": base64::encode(event.to_string())}))
 }
 
-async fn invoke_stream(State(state): State<InvokeState>, Path(model_id): Path<String>, body: Bytes) -> Response {
+async fn invoke_stream(State(state): State<InvokeState>, Path(model_id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let metadata = match invoke_metadata(&headers) {
+        Ok(metadata) => metadata,
+        Err(response) => return response,
+    };
     let parsed = match prepare(&state, &model_id, &body).await {
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
     let plan = plan_message(&parsed, "fake-bedrock", &state.cache);
     let mut events = fake_anthropic::stream_events(&plan, &model_id, &message_id());
+    record_invoke(&state, "InvokeModelWithResponseStream", &model_id, metadata, &parsed, &plan, json!(events)).await;
     if let Some(last) = events.last_mut() {
         last["amazon-bedrock-invocationMetrics"] = json!({
             "inputTokenCount": plan.input_tokens,

@@ -6,6 +6,7 @@ pub mod authorizer;
 pub mod cloudwatch_usage_log;
 pub mod fake_anthropic;
 pub mod fake_bedrock;
+pub mod fake_bedrock_audit;
 pub mod fake_bedrock_invoke;
 pub mod fake_bedrock_profiles;
 pub mod proxy_routes;

@@ -11,6 +11,7 @@ use local_stack::authorizer::{CognitoAuthorizer, CognitoSettings};
 use local_stack::cloudwatch_usage_log::{CloudWatchUsageLog, TeeUsageLog};
 use local_stack::fake_anthropic::{self, FakeAnthropicSettings};
 use local_stack::fake_bedrock::{self, FakeBedrockSettings};
+use local_stack::fake_bedrock_audit::{InvocationLog, InvocationLogBucket};
 use local_stack::proxy_routes::LocalProxy;
 use local_stack::serve::{bind, serve_http1, shutdown_signal, HEADER_READ_TIMEOUT};
 use metering_core::chat::{chat_service_on_aws, load_sdk_config};
@@ -54,7 +55,9 @@ enum Command {
         #[arg(long, env = "USAGE_LOG_GROUP")]
         usage_log_group: Option<String>,
     },
-    /// Serve a wire-compatible fake of the Bedrock Runtime Converse and ConverseStream APIs.
+    /// Serve a wire-compatible fake of the Bedrock Runtime (Converse, ConverseStream, InvokeModel,
+    /// InvokeModelWithResponseStream, CountTokens, ListInferenceProfiles) that checks request metadata as
+    /// Bedrock does and records every served call in Bedrock's invocation log format.
     FakeBedrock {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -65,6 +68,14 @@ enum Command {
         /// Delay added to every answer, in milliseconds (for benchmarks).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Bucket that receives a model invocation log record of every served call, as Bedrock's invocation
+        /// logging writes them (S3 endpoint and credentials from the standard AWS environment: moto locally).
+        /// Without it the records are only listed at GET /fake/invocation-logs.
+        #[arg(long, env = "FAKE_BEDROCK_INVOCATION_LOG_BUCKET")]
+        invocation_log_bucket: Option<String>,
+        /// Key prefix of the invocation records in that bucket.
+        #[arg(long, env = "FAKE_BEDROCK_INVOCATION_LOG_PREFIX", default_value = "bedrock-invocation-logs/")]
+        invocation_log_prefix: String,
     },
     /// Serve a wire-compatible fake of the Anthropic Messages API (/v1/messages, streamed or not, and
     /// /v1/messages/count_tokens) with deterministic usage and `[fake:...]` directives (429 with retry-after, ...).
@@ -119,8 +130,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(pending = chat.metering().pending_jobs(), "draining metering jobs");
             chat.metering().shutdown(deadline).await;
         }
-        Command::FakeBedrock { addr, port_file, delay_ms } => {
-            let settings = FakeBedrockSettings { fixed_delay: Duration::from_millis(delay_ms) };
+        Command::FakeBedrock { addr, port_file, delay_ms, invocation_log_bucket, invocation_log_prefix } => {
+            let invocation_log = match invocation_log_bucket {
+                Some(bucket) if !bucket.is_empty() => {
+                    let sdk_config = load_sdk_config().await;
+                    let region = sdk_config.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+                    let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config).force_path_style(true).build();
+                    InvocationLog::with_bucket(InvocationLogBucket {
+                        client: aws_sdk_s3::Client::from_conf(s3_config),
+                        bucket,
+                        prefix: invocation_log_prefix,
+                        region,
+                    })
+                }
+                _ => InvocationLog::default(),
+            };
+            let settings = FakeBedrockSettings { fixed_delay: Duration::from_millis(delay_ms), invocation_log };
             let listener = bind(addr, port_file.as_deref()).await?;
             axum::serve(listener, fake_bedrock::router(settings)).with_graceful_shutdown(shutdown_signal()).await?;
         }

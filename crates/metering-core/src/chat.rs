@@ -6,6 +6,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::Deserialize;
 
+use crate::bedrock_metadata::BedrockRequestMetadata;
 use crate::error::ApiError;
 use crate::identity::TenantIdentity;
 use crate::metering::Metering;
@@ -91,7 +92,14 @@ impl ChatService {
         let received_at = Utc::now();
         let started = Instant::now();
         let request = ChatRequest::parse(body)?;
-        let prompt = ModelPrompt { model_id: self.model_id.clone(), prompt: request.prompt, max_tokens: request.max_tokens };
+        let metadata = BedrockRequestMetadata {
+            tenant_id: identity.tenant_id.clone(),
+            user_id: identity.user_id.clone(),
+            request_id: request_id.to_owned(),
+            request_type: RequestType::Bedrock,
+        };
+        let prompt =
+            ModelPrompt { model_id: self.model_id.clone(), prompt: request.prompt, max_tokens: request.max_tokens, metadata };
         let reply = self.model.converse(&prompt).await.map_err(|error| {
             tracing::warn!(%error, retryable = error.is_retryable(), "model call failed");
             ApiError::from(error)

@@ -2,6 +2,7 @@
 //! tokens (the usage record and its log line), where usage is counted (DynamoDB counters), how errors
 //! become HTTP answers, and the ports in front of AWS (Bedrock, DynamoDB, CloudWatch Logs).
 
+pub mod bedrock_metadata;
 pub mod chat;
 pub mod config;
 pub mod counters;

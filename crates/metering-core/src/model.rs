@@ -12,6 +12,7 @@ use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, S
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
 use thiserror::Error;
 
+use crate::bedrock_metadata::BedrockRequestMetadata;
 use crate::usage::TokenCounts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub struct ModelPrompt {
     pub model_id: String,
     pub prompt: String,
     pub max_tokens: Option<u32>,
+    /// Sent as Converse's `requestMetadata`: Bedrock's invocation logs name the tenant and the request.
+    pub metadata: BedrockRequestMetadata,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +92,12 @@ impl ChatModel for BedrockChatModel {
             .content(ContentBlock::Text(prompt.prompt.clone()))
             .build()
             .map_err(|error| ModelError::InvalidInput(error.to_string()))?;
-        let mut request = self.client.converse().model_id(&prompt.model_id).messages(message);
+        let mut request = self
+            .client
+            .converse()
+            .model_id(&prompt.model_id)
+            .messages(message)
+            .set_request_metadata(Some(prompt.metadata.pairs()));
         if let Some(max_tokens) = prompt.max_tokens {
             request = request.inference_config(InferenceConfiguration::builder().max_tokens(max_tokens as i32).build());
         }
