@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use claude_proxy::anthropic::{AnthropicApi, ChunkSource, UpstreamError, UpstreamRequest, UpstreamResponse};
 use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
 use claude_proxy::bedrock::{BedrockApi, EventSource};
+use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{Endpoint, ProxyService, ProxySettings};
@@ -124,7 +125,7 @@ struct ScriptedBedrock {
 
 #[async_trait]
 impl BedrockApi for ScriptedBedrock {
-    async fn invoke(&self, model_id: &str, _: Vec<u8>) -> Result<Bytes, ModelError> {
+    async fn invoke(&self, model_id: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<Bytes, ModelError> {
         self.calls.lock().unwrap().push(format!("invoke {model_id}"));
         if let Some(failure) = &self.failure {
             return Err(failure.clone());
@@ -134,7 +135,7 @@ impl BedrockApi for ScriptedBedrock {
             "usage": {"input_tokens": 4, "output_tokens": 3}});
         Ok(Bytes::from(answer.to_string()))
     }
-    async fn invoke_stream(&self, _: &str, _: Vec<u8>) -> Result<Box<dyn EventSource>, ModelError> {
+    async fn invoke_stream(&self, _: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<Box<dyn EventSource>, ModelError> {
         Err(ModelError::Upstream("not used here".into()))
     }
     async fn count_tokens(&self, model_id: &str, _: Vec<u8>) -> Result<u64, ModelError> {

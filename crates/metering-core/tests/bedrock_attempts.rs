@@ -9,6 +9,8 @@ use std::time::Duration;
 use aws_sdk_bedrockruntime::config::{Credentials, Region, SharedCredentialsProvider};
 use metering_core::config::ChatConfig;
 use metering_core::model::{BedrockChatModel, ChatModel, ModelError, ModelPrompt};
+use metering_core::bedrock_metadata::BedrockRequestMetadata;
+use metering_core::usage::RequestType;
 
 async fn attempts_made(max_attempts: u32) -> (usize, ModelError) {
     let (address, received) = listener::serve(listener::CannedResponse {
@@ -27,7 +29,13 @@ async fn attempts_made(max_attempts: u32) -> (usize, ModelError) {
         .endpoint_url(format!("http://{address}"))
         .build();
     let model = BedrockChatModel::new(&sdk_config, Duration::from_secs(30), max_attempts, 5);
-    let prompt = ModelPrompt { model_id: "m".into(), prompt: "hi".into(), max_tokens: None };
+    let metadata = BedrockRequestMetadata {
+        tenant_id: "t".into(),
+        user_id: "u".into(),
+        request_id: "r".into(),
+        request_type: RequestType::Bedrock,
+    };
+    let prompt = ModelPrompt { model_id: "m".into(), prompt: "hi".into(), max_tokens: None, metadata };
     let error = model.converse(&prompt).await.unwrap_err();
     let count = received.lock().unwrap().len();
     (count, error)
