@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::config::ExportConfig;
 use crate::error::{BoxError, ExportError};
 use crate::export::{ExportSettings, Exporter};
-use crate::line::{classify, LineOutcome};
+use crate::line::{classify, CounterOutcome, LineOutcome};
 use crate::parquet_file::{
     writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP,
 };
@@ -36,7 +36,7 @@ pub fn transform(lines: u64) -> Result<Value, ExportError> {
     let mut parquet_bytes = 0;
     for line in &input {
         if let LineOutcome::Usage { line, .. } = classify(line) {
-            batch.push(&line, &mut pricer);
+            batch.push(&line, &mut pricer, Some(CounterOutcome::Applied));
             if batch.len() >= DEFAULT_ROWS_PER_ROW_GROUP {
                 writer.write_row_group(&mut batch)?;
                 parquet_bytes += writer.take_bytes()?.len();

@@ -8,6 +8,8 @@ use crate::error::BoxError;
 
 /// The server-side filter; moto ignores JSON patterns, so `line::classify` checks every message again.
 pub const USAGE_FILTER_PATTERN: &str = r#"{ $.event = "token_usage" }"#;
+/// The lines that say a request's counter update did not apply (read before the day's rows).
+pub const COUNTER_UPDATE_FILTER_PATTERN: &str = r#"{ $.event = "counter_update" }"#;
 
 /// One `FilterLogEvents` query: a log group between two instants (epoch milliseconds, both included).
 #[derive(Debug, Clone, PartialEq, Eq)]
