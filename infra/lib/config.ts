@@ -40,6 +40,7 @@ export const CONTEXT_KEYS = [
   'claudeProxyModelMap',
   'claudeProxyForceRateLimitTest',
   'claudeProxyRateLimitScope',
+  'exportMode',
 ] as const;
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
 
@@ -92,6 +93,12 @@ export interface ClaudeProxyConfig {
   readonly rateLimitScope?: ClaudeProxyRateLimitScope;
 }
 
+/**
+ * How usage lines reach the analytics bucket: `daily`, the scheduled log processor (FilterLogEvents, one run
+ * a day); `stream`, a subscription filter to an Amazon Data Firehose stream (see analytics/usage-stream.ts).
+ */
+export type ExportMode = 'daily' | 'stream';
+
 export interface MeteringConfig {
   readonly modelId: string;
   /** Overrides the source regions assumed for a cross-region inference profile (see bedrock/model-access.ts). */
@@ -106,6 +113,7 @@ export interface MeteringConfig {
   readonly anthropic: AnthropicConfig;
   readonly claudeProxy: ClaudeProxyConfig;
   readonly athenaBytesScannedCutoffBytes: number;
+  readonly exportMode: ExportMode;
 }
 
 /** Reads a raw value: context first, then `BM_<KEY>` from the environment. */
@@ -174,6 +182,7 @@ export function loadConfig(lookup: RawLookup): MeteringConfig {
     claudeProxy: loadClaudeProxyConfig(lookup),
     // Athena refuses cutoffs under 10 MB.
     athenaBytesScannedCutoffBytes: int(lookup, 'athenaBytesScannedCutoffBytes', 10_000_000, Number.MAX_SAFE_INTEGER) ?? 1_073_741_824,
+    exportMode: oneOf(lookup, 'exportMode', ['daily', 'stream'] as const) ?? 'daily',
   };
 }
 
