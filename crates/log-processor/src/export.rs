@@ -286,9 +286,9 @@ impl Exporter {
 }
 
 impl Exporter {
-    /// Reads the window's `counter_update` lines (server-side filtered to those on AWS: a few per day, a
-    /// full read on moto, which ignores the pattern) into the outcome of every request of `day` whose counter
-    /// update did not apply, and how many such lines there were. Requests without one were applied.
+    /// Reads the window's `counter_update` lines (filtered server-side: a few per day) into the outcome of
+    /// every request of `day` whose counter update did not apply, and how many such lines there were.
+    /// Requests without one were applied.
     async fn read_counter_outcomes(
         &self,
         day: NaiveDate,
