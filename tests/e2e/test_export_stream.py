@@ -64,9 +64,11 @@ def create_stream(resources, bucket_prefix: str) -> str:
 
 def stream_shaped_parquet(lines: list[dict], path) -> None:
     """What the stream's format conversion writes: the Glue columns by name; what a line lacks is null."""
-    import duckdb
-
     from analytics import ADDED_COLUMNS, BIGINT_COLUMNS, STRING_COLUMNS
+    from analytics_env import ensure_analytics_packages
+
+    ensure_analytics_packages()
+    import duckdb
 
     source = path.with_suffix(".json")
     source.write_text("\n".join(json.dumps(line) for line in lines))
