@@ -82,6 +82,13 @@ impl CounterOutcome {
         }
     }
 
+    /// Every outcome, in the order of [`CounterOutcome::index`].
+    pub const ALL: [Self; 3] = [Self::Applied, Self::Failed, Self::Unknown];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Two lines about one request: the surer "not applied" wins (`failed` over `unknown` over `applied`).
     pub fn worst(self, other: Self) -> Self {
         match (self, other) {

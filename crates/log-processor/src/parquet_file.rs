@@ -112,6 +112,17 @@ pub struct RowBatch {
     optional_strings: [(Vec<ByteArray>, Vec<i16>); 2],
     usage_estimated: Vec<bool>,
     counter_outcome: (Vec<ByteArray>, Vec<i16>),
+    /// The three outcome strings, made once: a row shares one (a `ByteArray` clone is a reference count).
+    outcome_texts: OutcomeTexts,
+}
+
+#[derive(Debug)]
+struct OutcomeTexts([ByteArray; 3]);
+
+impl Default for OutcomeTexts {
+    fn default() -> Self {
+        Self(CounterOutcome::ALL.map(|outcome| ByteArray::from(outcome.as_str())))
+    }
 }
 
 impl RowBatch {
@@ -127,6 +138,7 @@ impl RowBatch {
             optional_strings: std::array::from_fn(|_| (Vec::new(), Vec::with_capacity(rows))),
             usage_estimated: Vec::with_capacity(rows),
             counter_outcome: (Vec::with_capacity(rows), Vec::with_capacity(rows)),
+            outcome_texts: OutcomeTexts::default(),
         }
     }
 
@@ -194,7 +206,7 @@ impl RowBatch {
         let (values, levels) = &mut self.counter_outcome;
         match counter_outcome {
             Some(outcome) => {
-                values.push(ByteArray::from(outcome.as_str()));
+                values.push(self.outcome_texts.0[outcome.index()].clone());
                 levels.push(1);
             }
             None => levels.push(0),
