@@ -44,6 +44,7 @@ export const CONTEXT_KEYS = [
   'claudeProxyRateLimitScope',
   'bedrockInvocationLogging',
   'bedrockInvocationLoggingOverwrite',
+  'exportMode',
 ] as const;
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
 
@@ -108,6 +109,12 @@ export interface ClaudeProxyConfig {
   readonly rateLimitScope?: ClaudeProxyRateLimitScope;
 }
 
+/**
+ * How usage lines reach the analytics bucket: `daily`, the scheduled log processor (FilterLogEvents, one run
+ * a day); `stream`, a subscription filter to an Amazon Data Firehose stream (see analytics/usage-stream.ts).
+ */
+export type ExportMode = 'daily' | 'stream';
+
 export interface MeteringConfig {
   readonly modelId: string;
   /** Overrides the source regions assumed for a cross-region inference profile (see bedrock/model-access.ts). */
@@ -124,6 +131,7 @@ export interface MeteringConfig {
   readonly athenaBytesScannedCutoffBytes: number;
   /** Bedrock model invocation logging to the analytics bucket (account-wide; README "Bedrock invocation logs"). */
   readonly bedrockInvocationLogging: { readonly enabled: boolean; readonly overwriteExisting: boolean };
+  readonly exportMode: ExportMode;
 }
 
 /** Reads a raw value: context first, then `BM_<KEY>` from the environment. */
@@ -196,6 +204,7 @@ export function loadConfig(lookup: RawLookup): MeteringConfig {
       enabled: bool(lookup, 'bedrockInvocationLogging') ?? true,
       overwriteExisting: bool(lookup, 'bedrockInvocationLoggingOverwrite') ?? false,
     },
+    exportMode: oneOf(lookup, 'exportMode', ['daily', 'stream'] as const) ?? 'daily',
   };
 }
 

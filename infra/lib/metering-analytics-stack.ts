@@ -12,6 +12,7 @@ import { ExportAlarms } from './analytics/alarms';
 import { LogProcessor } from './analytics/log-processor';
 import { ModelPricesView } from './analytics/model-prices';
 import { BedrockInvocationLogging } from './bedrock/invocation-logging';
+import { STREAM_FRESHNESS_LIMIT, UsageStream } from './analytics/usage-stream';
 import { MeteringConfig } from './config';
 
 export interface MeteringAnalyticsStackProps extends StackProps {
@@ -31,6 +32,8 @@ export class MeteringAnalyticsStack extends Stack {
   public readonly alarms: ExportAlarms;
   /** Bedrock's own record of the calls, when `bedrockInvocationLogging` is on. */
   public readonly invocationLogging?: BedrockInvocationLogging;
+  /** Present in stream mode (`exportMode: "stream"`). */
+  public readonly usageStream?: UsageStream;
 
   constructor(scope: Construct, id: string, props: MeteringAnalyticsStackProps) {
     super(scope, id, props);
@@ -53,12 +56,26 @@ export class MeteringAnalyticsStack extends Stack {
       logRetention: config.logRetention,
       removalPolicy,
       usageTable: props.usageTable,
+      scheduled: config.exportMode === 'daily',
     });
+    if (config.exportMode === 'stream') {
+      this.usageStream = new UsageStream(this, 'UsageStream', {
+        usageLogGroups: props.usageLogGroups,
+        bucket,
+        logsPrefix: LOGS_PREFIX,
+        table: this.catalog.table,
+        databaseName: this.catalog.databaseName,
+        tableName: this.catalog.tableName,
+        logRetention: config.logRetention,
+        removalPolicy,
+      });
+    }
 
     this.modelPrices = new ModelPricesView(this, 'ModelPrices', { database: this.catalog.database });
     this.alarms = new ExportAlarms(this, 'ExportAlarms', {
       processor: this.logProcessor.processor.function,
       deadLetterQueue: this.logProcessor.deadLetterQueue,
+      stream: this.usageStream && { streamName: this.usageStream.streamName, freshnessLimit: STREAM_FRESHNESS_LIMIT },
     });
     if (config.bedrockInvocationLogging.enabled) {
       this.invocationLogging = new BedrockInvocationLogging(this, 'BedrockInvocationLogging', {
@@ -79,6 +96,9 @@ export class MeteringAnalyticsStack extends Stack {
     new CfnOutput(this, 'LogProcessorLogGroupName', { value: this.logProcessor.processor.logGroup.logGroupName, description: 'Log group of the export Lambda' });
     new CfnOutput(this, 'AthenaWorkgroupName', { value: this.workgroup.workgroupName, description: 'Athena workgroup to query the exports in' });
     new CfnOutput(this, 'GlueDatabaseName', { value: this.catalog.databaseName, description: 'Glue database of the exports' });
+    if (this.usageStream) {
+      new CfnOutput(this, 'UsageStreamName', { value: this.usageStream.streamName, description: 'Firehose stream writing the usage lines to logs/ (exportMode stream)' });
+    }
     new CfnOutput(this, 'GlueTableName', { value: this.catalog.tableName, description: 'Glue table of the exports (partitioned by year, month, day)' });
   }
 }

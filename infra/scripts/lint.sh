@@ -8,7 +8,8 @@ usage() {
 Usage: infra/scripts/lint.sh [--keep]
 
 Synthesizes BedrockMeteringStack and MeteringAnalyticsStack with -c lambdaAssetDir=test/placeholder-lambda
-(no Rust build, no AWS credentials) and lints the templates with cfn-lint from the project venv
+(no Rust build, no AWS credentials), and MeteringAnalyticsStack again with -c exportMode=stream, and lints
+the templates with cfn-lint from the project venv
 (<repo>/.venv/bin/cfn-lint, see scripts/requirements-infra.txt).
 
 Ignored on purpose: W3005 (redundant DependsOn), which the CDK itself emits for Lambda functions
@@ -51,18 +52,27 @@ if [[ "$keep" == false ]]; then trap 'rm -rf "$out" "$synth_log"' EXIT; else tra
 cd "$infra_dir"
 # Offline and quiet: no notices fetch, no CLI telemetry, no CDKMetadata; the app needs no credentials.
 export CDK_DISABLE_CLI_TELEMETRY=true
-if ! npx --no-install cdk synth --quiet --no-notices --no-version-reporting \
-  -c lambdaAssetDir=test/placeholder-lambda -c region="$region" -o "$out" >"$synth_log" 2>&1; then
-  grep -v 'Unknown \(user\|env\) config "nodedir"' "$synth_log" >&2 || true
-  echo "lint.sh: cdk synth failed" >&2
-  exit 1
-fi
+synth() {  # synth <out dir> [extra cdk args...]
+  local dir="$1"; shift
+  if ! npx --no-install cdk synth --quiet --no-notices --no-version-reporting \
+    -c lambdaAssetDir=test/placeholder-lambda -c region="$region" "$@" -o "$dir" >"$synth_log" 2>&1; then
+    grep -v 'Unknown \(user\|env\) config "nodedir"' "$synth_log" >&2 || true
+    echo "lint.sh: cdk synth $* failed" >&2
+    exit 1
+  fi
+}
+synth "$out"
+# exportMode=stream changes only MeteringAnalyticsStack (the Firehose stream and its subscriptions): lint it too.
+synth "$out/stream" -c exportMode=stream
 
 templates=("$out"/*.template.json)
 if [[ ${#templates[@]} -ne 2 ]]; then
   echo "lint.sh: expected 2 templates in $out, found ${#templates[@]}" >&2
   exit 1
 fi
+mkdir -p "$out/linted"
+cp "$out/stream/MeteringAnalyticsStack.template.json" "$out/linted/MeteringAnalyticsStack-stream.template.json"
+templates+=("$out/linted/MeteringAnalyticsStack-stream.template.json")
 "$cfn_lint" --regions "$region" --ignore-checks W3005 -- "${templates[@]}"
 echo "cfn-lint: clean (${templates[*]##*/})"
 if [[ "$keep" == true ]]; then echo "cloud assembly kept in $out"; fi

@@ -121,6 +121,7 @@ describe('Glue catalog', () => {
       'client_user_id:string',
       'requested_model_id:string',
       'usage_estimated:boolean',
+      'counter_outcome:string',
     ]);
   });
 

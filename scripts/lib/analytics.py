@@ -42,6 +42,7 @@ BIGINT_COLUMNS = [
 ADDED_COLUMNS = [
     ("cost_usd", "DOUBLE"), ("price_version", "VARCHAR"), ("base_model_id", "VARCHAR"),
     ("client_user_id", "VARCHAR"), ("requested_model_id", "VARCHAR"), ("usage_estimated", "BOOLEAN"),
+    ("counter_outcome", "VARCHAR"),
 ]
 PARTITION_COLUMNS = ["year", "month", "day"]
 PRICES_TABLE = "bedrock_metering_db.model_prices"

@@ -58,7 +58,7 @@ GROUP BY tenant_id, extract(hour from from_iso8601_timestamp("timestamp"))
 ORDER BY tenant_id, hour_utc;
 
 -- name: cost-per-tenant-per-month
--- Estimated Bedrock cost per tenant and month this year, from each row's cost_usd (priced at export by pricing.json, the usage API's table)
+-- Estimated Bedrock cost per tenant and month this year, from each row's cost_usd (priced at export by pricing.json, the usage API's table), and the requests the usage API's counters may lack (counter_outcome failed or unknown)
 SELECT date_format(date_trunc('month', from_iso8601_timestamp("timestamp")), '%Y-%m') AS billing_month,
        tenant_id,
        count(*) AS requests,
@@ -67,7 +67,8 @@ SELECT date_format(date_trunc('month', from_iso8601_timestamp("timestamp")), '%Y
        sum(cache_creation_input_tokens) AS cache_creation_input_tokens,
        sum(cache_read_input_tokens) AS cache_read_input_tokens,
        round(sum(cost_usd), 6) AS estimated_cost_usd,
-       array_agg(DISTINCT model_id) FILTER (WHERE cost_usd IS NULL) AS models_without_price
+       array_agg(DISTINCT model_id) FILTER (WHERE cost_usd IS NULL) AS models_without_price,
+       count(*) FILTER (WHERE counter_outcome IN ('failed', 'unknown')) AS requests_not_in_counters
 FROM bedrock_metering_db.token_usage_logs
 WHERE year = date_format(current_date, '%Y')
 GROUP BY 1, 2

@@ -312,6 +312,37 @@ def test_malformed_lines_are_sampled_and_fail_the_run_above_the_threshold(resour
     assert not any(k.endswith("_SUCCESS") for k in keys) and len(keys) == 1, keys
 
 
+def test_each_row_carries_its_counter_outcome(resources, operator_env):
+    # GIVEN 6 usage lines of yesterday in moto; counter_update lines written after them say the first request's
+    # counter update failed and the second's outcome is unknown; the third is an older line with metering_error
+    group, prefix = own_space(resources)
+    yesterday = utc_today() - timedelta(days=1)
+    lines = synthetic_day(yesterday, 6, seed=31, tenants=1)
+    lines[2] = dict(lines[2], metering_error="timeout")
+
+    def counter_update(line: dict, outcome: str) -> dict:
+        return {"event": "counter_update", "timestamp": lines[-1]["timestamp"], "request_id": line["request_id"],
+                "tenant_id": line["tenant_id"], "request_type": line["request_type"], "model_id": line["model_id"],
+                "day": yesterday.isoformat(), "outcome": outcome, "error": "throttled"}
+
+    put_lines(resources.client("logs"), group, lines)
+    put_lines(resources.client("logs"), group, [counter_update(lines[0], "failed"), counter_update(lines[1], "unknown")])
+
+    # WHEN the day is exported
+    summary = export(operator_env, "--date", yesterday.isoformat(), "--log-group", group, "--prefix", prefix)["days"][0]
+
+    # THEN every row says whether its request reached the counters
+    assert (summary["rows_written"], summary["counter_updates"]) == (6, 2), summary
+    rows = query(operator_env, f"SELECT request_id, counter_outcome FROM {TABLE}", "--prefix", prefix)
+    expected = ["failed", "unknown", "unknown", "applied", "applied", "applied"]
+    assert {r["request_id"]: r["counter_outcome"] for r in rows} == {l["request_id"]: o for l, o in zip(lines, expected)}
+    # AND the cost example counts the requests the usage API's counters may lack
+    if yesterday.year == utc_today().year:
+        cost = query(operator_env, "", "--example", "cost-per-tenant-per-month", "--prefix", prefix)
+        assert [(r["tenant_id"], r["requests"], r["requests_not_in_counters"]) for r in cost] == [
+            (lines[0]["tenant_id"], 6, 3)]
+
+
 def test_bad_requests_and_missing_prerequisites_are_explained(operator_env, tmp_path):
     result = run_script(operator_env, "export-logs", "--no-build", "--date", "2026-02-30")
     assert result.returncode == 2 and "must be a date like" in result.stderr, result.stderr

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use crate::config::ExportConfig;
 use crate::error::{BoxError, ExportError};
 use crate::export::{ExportSettings, Exporter};
-use crate::line::{classify, LineOutcome};
+use crate::line::{classify, CounterOutcome, LineOutcome};
 use crate::parquet_file::{
     writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP,
 };
-use crate::ports::{LogPage, LogQuery, LogSource, ObjectStore};
+use crate::ports::{LogPage, LogQuery, LogSource, ObjectStore, USAGE_FILTER_PATTERN};
 use crate::request::ExportRequest;
 use crate::row_price::RowPricer;
 use crate::synthetic::SyntheticDay;
@@ -36,7 +36,7 @@ pub fn transform(lines: u64) -> Result<Value, ExportError> {
     let mut parquet_bytes = 0;
     for line in &input {
         if let LineOutcome::Usage { line, .. } = classify(line) {
-            batch.push(&line, &mut pricer);
+            batch.push(&line, &mut pricer, Some(CounterOutcome::Applied));
             if batch.len() >= DEFAULT_ROWS_PER_ROW_GROUP {
                 writer.write_row_group(&mut batch)?;
                 parquet_bytes += writer.take_bytes()?.len();
@@ -107,7 +107,9 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Pages of synthetic usage lines; the page token is the index of the next line.
+/// Pages of synthetic usage lines; the page token is the index of the next line. Filtered as CloudWatch Logs
+/// filters server-side: the day holds usage lines only, so any other pattern (the `counter_update` read)
+/// finds nothing.
 struct SyntheticLogs {
     day: SyntheticDay,
     events: u64,
@@ -118,9 +120,12 @@ struct SyntheticLogs {
 impl LogSource for SyntheticLogs {
     async fn page(
         &self,
-        _query: &LogQuery,
+        query: &LogQuery,
         next_token: Option<String>,
     ) -> Result<LogPage, BoxError> {
+        if query.filter_pattern != USAGE_FILTER_PATTERN {
+            return Ok(LogPage::default());
+        }
         let start: u64 = next_token.as_deref().unwrap_or("0").parse()?;
         let end = (start + self.page_size).min(self.events);
         Ok(LogPage {

@@ -11,6 +11,7 @@
 //! exported twice over. A day without a single usage line writes only an empty manifest, and keeps any
 //! objects an export without a manifest left there (its logs may simply have expired).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,17 @@ use metering_core::pricing::PricingTable;
 
 use crate::config::ExportConfig;
 use crate::error::{BoxError, ExportError};
-use crate::line::{classify, LineOutcome};
+use crate::line::{classify, counter_update, CounterOutcome, LineOutcome};
 use crate::manifest::{check_complete, days_to_catch_up, manifest_key, read_manifest, Manifest};
 use crate::metrics::emf_line;
 use crate::options::{check_request, split_options, ExportOptions};
 use crate::parquet_file::{
     writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP,
 };
-use crate::ports::{LogPage, LogQuery, LogSource, ObjectStore, ObjectUpload, USAGE_FILTER_PATTERN};
+use crate::ports::{
+    LogPage, LogQuery, LogSource, ObjectStore, ObjectUpload, COUNTER_UPDATE_FILTER_PATTERN,
+    USAGE_FILTER_PATTERN,
+};
 use crate::request::ExportRequest;
 use crate::row_price::RowPricer;
 use crate::summary::{DaySummary, ExportSummary};
@@ -252,11 +256,16 @@ impl Exporter {
         run.summary.read_to = rfc3339(end_ms);
         run.summary.complete = end_ms >= full_end_ms;
         run.exported_at = rfc3339(now.timestamp_millis());
+        // The counter outcomes first: a request's `counter_update` line may be read after its usage line
+        // became a row (the slices are read at once), and a Parquet row cannot be changed once written.
+        (run.counter_outcomes, run.summary.counter_updates) =
+            self.read_counter_outcomes(day, start_ms, end_ms).await?;
         let queries = slice_queries(
             &self.settings.log_groups,
             start_ms,
             end_ms,
             self.settings.read_slices,
+            USAGE_FILTER_PATTERN,
         );
         let mut pages = read_ahead(Arc::clone(&self.logs), queries);
         while let Some(page) = pages.recv().await {
@@ -276,6 +285,49 @@ impl Exporter {
     }
 }
 
+impl Exporter {
+    /// Reads the window's `counter_update` lines (filtered server-side: a few per day) into the outcome of
+    /// every request of `day` whose counter update did not apply, and how many such lines there were.
+    /// Requests without one were applied.
+    async fn read_counter_outcomes(
+        &self,
+        day: NaiveDate,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(HashMap<String, CounterOutcome>, u64), ExportError> {
+        let queries = slice_queries(
+            &self.settings.log_groups,
+            start_ms,
+            end_ms,
+            self.settings.read_slices,
+            COUNTER_UPDATE_FILTER_PATTERN,
+        );
+        let day = day.to_string();
+        let mut outcomes: HashMap<String, CounterOutcome> = HashMap::new();
+        let mut lines = 0;
+        let mut pages = read_ahead(Arc::clone(&self.logs), queries);
+        while let Some(page) = pages.recv().await {
+            let page =
+                page.map_err(|(log_group, source)| ExportError::ReadLogs { log_group, source })?;
+            for update in page
+                .messages
+                .iter()
+                .filter_map(|message| counter_update(message))
+            {
+                if update.day != day {
+                    continue;
+                }
+                lines += 1;
+                let outcome = outcomes
+                    .entry(update.request_id.into_owned())
+                    .or_insert(update.outcome);
+                *outcome = outcome.worst(update.outcome);
+            }
+        }
+        Ok((outcomes, lines))
+    }
+}
+
 /// One query per log group and time slice: the slices split `[start_ms, end_ms]` (both included) into
 /// `slices` contiguous windows that do not overlap, so every event is read exactly once.
 pub fn slice_queries(
@@ -283,6 +335,7 @@ pub fn slice_queries(
     start_ms: i64,
     end_ms: i64,
     slices: u32,
+    filter_pattern: &str,
 ) -> Vec<LogQuery> {
     let slices = i64::from(slices.max(1));
     let length = end_ms - start_ms + 1;
@@ -296,7 +349,7 @@ pub fn slice_queries(
                     log_group: log_group.clone(),
                     start_ms: from,
                     end_ms: to,
-                    filter_pattern: USAGE_FILTER_PATTERN.to_owned(),
+                    filter_pattern: filter_pattern.to_owned(),
                 });
             }
         }
@@ -359,6 +412,8 @@ struct DayRun<'a> {
     options: ExportOptions,
     pricer: RowPricer,
     exported_at: String,
+    /// Requests of the day whose counter update did not apply (from their `counter_update` lines).
+    counter_outcomes: HashMap<String, CounterOutcome>,
 }
 
 impl<'a> DayRun<'a> {
@@ -384,6 +439,7 @@ impl<'a> DayRun<'a> {
             options,
             pricer: RowPricer::new(settings.pricing.clone()),
             exported_at: String::new(),
+            counter_outcomes: HashMap::new(),
         }
     }
 
@@ -392,13 +448,23 @@ impl<'a> DayRun<'a> {
             self.summary.events_read += 1;
             match classify(&message) {
                 LineOutcome::Usage { day, line } if day == self.day => {
-                    self.batch.push(&line, &mut self.pricer);
+                    let mut outcome = if self.counter_outcomes.is_empty() {
+                        CounterOutcome::Applied
+                    } else {
+                        let known = self.counter_outcomes.get(line.request_id.as_ref());
+                        known.copied().unwrap_or(CounterOutcome::Applied)
+                    };
+                    if line.metering_error {
+                        outcome = outcome.worst(CounterOutcome::Unknown);
+                    }
+                    self.batch.push(&line, &mut self.pricer, Some(outcome));
                     if self.batch.len() >= self.group_rows {
                         self.write_row_group().await?;
                     }
                 }
                 LineOutcome::Usage { .. } => self.summary.outside_day += 1,
-                LineOutcome::CounterUpdate => self.summary.counter_updates += 1,
+                // Counted by the first read (`read_counter_outcomes`).
+                LineOutcome::CounterUpdate => {}
                 LineOutcome::NotUsage => self.summary.skipped_not_usage += 1,
                 LineOutcome::Malformed(reason) => {
                     self.summary.skipped_malformed += 1;
@@ -745,6 +811,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_row_carries_the_counter_outcome_of_its_request_wherever_its_line_was_read() {
+        // GIVEN 12 usage lines of the 23rd across pages of 3: a `counter_update` line for the first request
+        // (failed) sits in the last page, one for the second (unknown) right after it, one for the third says
+        // failed for the 22nd (another day's request of the same id: not this one's), and the fourth is an
+        // older line with `metering_error`
+        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 12, 3).records().collect();
+        let mut events = events_of(&records);
+        let update = |record: &UsageRecord, day: &str, outcome: &str, at_ms: i64| {
+            let line = serde_json::json!({"event": "counter_update", "timestamp": record.timestamp,
+                "request_id": record.request_id, "tenant_id": record.tenant_id, "request_type": "bedrock",
+                "model_id": record.model_id, "day": day, "outcome": outcome, "error": "throttled"});
+            (at_ms, line.to_string())
+        };
+        let last_ms = events.last().unwrap().0 + 1;
+        events.push(update(&records[0], "2026-11-23", "failed", last_ms));
+        events.insert(2, update(&records[1], "2026-11-23", "unknown", events[1].0));
+        events.push(update(&records[2], "2026-11-22", "failed", last_ms));
+        let mut older = records[3].clone();
+        older.metering_error = Some("timeout".into());
+        events[4].1 = older.to_line();
+        let store = Arc::new(MemoryStore::default());
+        // WHEN the day is exported
+        let summary = exporter(PagedLogs::new(events, 3), store.clone(), settings())
+            .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
+            .await
+            .unwrap();
+        // THEN each row says its request's outcome; every other request's counters applied
+        let key = &summary.days[0].objects[0]["s3://memory/".len()..];
+        let outcomes: HashMap<String, Field> = rows_of(store.object(key))
+            .into_iter()
+            .map(|row| match &row[5] {
+                Field::Str(request_id) => (request_id.clone(), row[18].clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let outcome_of = |index: usize| outcomes[&records[index].request_id].clone();
+        assert_eq!(outcome_of(0), Field::Str("failed".into()));
+        assert_eq!(outcome_of(1), Field::Str("unknown".into()));
+        assert_eq!(outcome_of(2), Field::Str("applied".into()));
+        assert_eq!(outcome_of(3), Field::Str("unknown".into()));
+        assert!((4..12).all(|index| outcome_of(index) == Field::Str("applied".into())));
+        assert_eq!(
+            (
+                summary.days[0].rows_written,
+                summary.days[0].counter_updates
+            ),
+            (12, 2)
+        );
+    }
+
+    #[tokio::test]
     async fn the_window_reaches_past_midnight_for_late_lines_but_not_past_now() {
         let logs = Arc::new(PagedLogs::new(Vec::new(), 10));
         let mut two_groups = ExportSettings {
@@ -761,9 +878,28 @@ mod tests {
             .export(&ExportRequest::Today, at(NOW))
             .await
             .unwrap();
-        let mut queries = logs.queries.lock().unwrap().clone();
+        let all = logs.queries.lock().unwrap().clone();
+        let (mut queries, counter_queries): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|query| query.filter_pattern == USAGE_FILTER_PATTERN);
         queries.sort_by_key(|query| (query.start_ms, query.log_group.clone()));
         assert_eq!(queries.len(), 4, "each group, each day");
+        let mut counter_windows: Vec<_> = counter_queries
+            .iter()
+            .map(|query| {
+                assert_eq!(query.filter_pattern, COUNTER_UPDATE_FILTER_PATTERN);
+                (query.start_ms, query.log_group.clone(), query.end_ms)
+            })
+            .collect();
+        counter_windows.sort();
+        let windows: Vec<_> = queries
+            .iter()
+            .map(|query| (query.start_ms, query.log_group.clone(), query.end_ms))
+            .collect();
+        assert_eq!(
+            counter_windows, windows,
+            "the counter updates of the same windows, first"
+        );
         assert_eq!(
             queries[0].start_ms,
             at("2026-11-21T23:55:00Z").timestamp_millis()
@@ -784,7 +920,7 @@ mod tests {
     fn slices_cover_the_window_once() {
         let groups = vec!["a".to_owned()];
         for (start, end, slices) in [(0, 99, 4), (0, 100, 3), (5, 6, 4), (1_000, 87_001_000, 4)] {
-            let queries = slice_queries(&groups, start, end, slices);
+            let queries = slice_queries(&groups, start, end, slices, USAGE_FILTER_PATTERN);
             assert_eq!(queries.first().unwrap().start_ms, start);
             assert_eq!(queries.last().unwrap().end_ms, end);
             for pair in queries.windows(2) {

@@ -51,6 +51,76 @@ pub struct UsageLine<'a> {
     /// True when the token counts are the gateway's estimate (the upstream reported none).
     #[serde(default)]
     pub usage_estimated: Option<bool>,
+    /// Older writers put the counter update's error on the usage line itself: its outcome is unknown.
+    #[serde(default, deserialize_with = "present")]
+    pub metering_error: bool,
+}
+
+/// True when the field is there with any value but null (its text is not needed).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let value = Option::<serde::de::IgnoredAny>::deserialize(deserializer)?;
+    Ok(value.is_some())
+}
+
+/// The `counter_outcome` of a row: `applied` unless a `counter_update` line of the same request says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterOutcome {
+    Applied,
+    /// Definitely not applied: the counters miss this request.
+    Failed,
+    /// May or may not have applied (a timeout after the write may have reached the table).
+    Unknown,
+}
+
+impl CounterOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Every outcome, in the order of [`CounterOutcome::index`].
+    pub const ALL: [Self; 3] = [Self::Applied, Self::Failed, Self::Unknown];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Two lines about one request: the surer "not applied" wins (`failed` over `unknown` over `applied`).
+    pub fn worst(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Failed, _) | (_, Self::Failed) => Self::Failed,
+            (Self::Unknown, _) | (_, Self::Unknown) => Self::Unknown,
+            _ => Self::Applied,
+        }
+    }
+}
+
+/// The fields of a `counter_update` line the export needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CounterUpdateLine<'a> {
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    #[serde(borrow)]
+    pub request_id: Cow<'a, str>,
+    /// `YYYY-MM-DD`: the UTC day of the request's usage line.
+    #[serde(borrow)]
+    pub day: Cow<'a, str>,
+    pub outcome: CounterOutcome,
+}
+
+/// The `counter_update` line in `message`, if it is one (a cheap text check first: most messages are not).
+pub fn counter_update(message: &str) -> Option<CounterUpdateLine<'_>> {
+    let message = message.trim();
+    if !message.starts_with('{') || !message.contains(COUNTER_UPDATE_EVENT) {
+        return None;
+    }
+    serde_json::from_str::<CounterUpdateLine>(message)
+        .ok()
+        .filter(|line| line.event == COUNTER_UPDATE_EVENT)
 }
 
 /// What a log message turned out to be. Returned by value and consumed at once, line by line: boxing the
@@ -232,12 +302,46 @@ mod tests {
             Some("claude-sonnet-4-5")
         );
         assert_eq!(line.usage_estimated, Some(true));
+        assert!(
+            line.metering_error,
+            "an older line's metering_error: outcome unknown"
+        );
     }
 
     #[test]
     fn a_counter_update_line_is_neither_usage_nor_malformed() {
         let text = r#"{"event":"counter_update","timestamp":"2026-11-23T10:00:00.200Z","request_id":"r-1","tenant_id":"acme","request_type":"bedrock","model_id":"m","day":"2026-11-23","outcome":"failed","error":"throttled"}"#;
         assert_eq!(classify(text), LineOutcome::CounterUpdate);
+    }
+
+    #[test]
+    fn a_counter_update_line_gives_its_request_day_and_outcome() {
+        let text = r#"{"event":"counter_update","timestamp":"2026-11-24T00:00:00.200Z","request_id":"r-1","tenant_id":"acme","request_type":"bedrock","model_id":"m","day":"2026-11-23","outcome":"unknown","error":"timeout"}"#;
+        let update = counter_update(text).unwrap();
+        assert_eq!(
+            (
+                update.request_id.as_ref(),
+                update.day.as_ref(),
+                update.outcome
+            ),
+            ("r-1", "2026-11-23", CounterOutcome::Unknown)
+        );
+        assert_eq!(counter_update(LINE), None);
+        assert_eq!(
+            counter_update(&text.replace(
+                r#""event":"counter_update""#,
+                r#""event":"x","note":"counter_update""#
+            )),
+            None
+        );
+        assert_eq!(
+            CounterOutcome::Unknown.worst(CounterOutcome::Failed),
+            CounterOutcome::Failed
+        );
+        assert_eq!(
+            CounterOutcome::Applied.worst(CounterOutcome::Unknown),
+            CounterOutcome::Unknown
+        );
     }
 
     #[test]

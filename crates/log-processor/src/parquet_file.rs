@@ -4,7 +4,8 @@
 //! The schema is the Glue table's (contract, `infra/lib/analytics/glue-catalog.ts`): the usage line's six
 //! strings and six bigints (required), then the columns the export adds: the row's price (`cost_usd`,
 //! `price_version`), the model without profile or date (`base_model_id`), and the newer optional fields of the
-//! line (`client_user_id`, `requested_model_id`, `usage_estimated`). The partition keys `year`/`month`/`day`
+//! line (`client_user_id`, `requested_model_id`, `usage_estimated`), and the request's `counter_outcome`
+//! (`applied`, `failed`, `unknown`; null where nothing could know it, e.g. rows of the stream). The partition keys `year`/`month`/`day`
 //! are not columns: they are the object's path.
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::{ColumnPath, Type};
 
 use crate::error::ExportError;
-use crate::line::UsageLine;
+use crate::line::{CounterOutcome, UsageLine};
 use crate::row_price::RowPricer;
 
 /// The export columns, in file order (the Glue table's order).
@@ -39,14 +40,16 @@ pub const BIGINT_COLUMNS: [&str; 6] = [
     "cache_read_input_tokens",
 ];
 /// After the bigints: `cost_usd` (double, null when the table has no price), `price_version`, `base_model_id`
-/// (strings), `client_user_id`, `requested_model_id` (strings, null when the line has none), `usage_estimated`.
-pub const ADDED_COLUMNS: [&str; 6] = [
+/// (strings), `client_user_id`, `requested_model_id` (strings, null when the line has none), `usage_estimated`,
+/// `counter_outcome` (string).
+pub const ADDED_COLUMNS: [&str; 7] = [
     "cost_usd",
     "price_version",
     "base_model_id",
     "client_user_id",
     "requested_model_id",
     "usage_estimated",
+    "counter_outcome",
 ];
 
 /// Rows per row group: about 40 MB of column buffers, a few MB of Parquet once encoded.
@@ -63,7 +66,8 @@ pub fn schema() -> Result<Arc<Type>, ExportError> {
         .collect();
     let added = "  OPTIONAL DOUBLE cost_usd;\n  REQUIRED BYTE_ARRAY price_version (STRING);\n  \
                  REQUIRED BYTE_ARRAY base_model_id (STRING);\n  OPTIONAL BYTE_ARRAY client_user_id (STRING);\n  \
-                 OPTIONAL BYTE_ARRAY requested_model_id (STRING);\n  REQUIRED BOOLEAN usage_estimated;\n";
+                 OPTIONAL BYTE_ARRAY requested_model_id (STRING);\n  REQUIRED BOOLEAN usage_estimated;\n  \
+                 OPTIONAL BYTE_ARRAY counter_outcome (STRING);\n";
     Ok(Arc::new(parse_message_type(&format!(
         "message token_usage_logs {{\n{strings}{bigints}{added}}}"
     ))?))
@@ -107,6 +111,18 @@ pub struct RowBatch {
     base_model_id: Vec<ByteArray>,
     optional_strings: [(Vec<ByteArray>, Vec<i16>); 2],
     usage_estimated: Vec<bool>,
+    counter_outcome: (Vec<ByteArray>, Vec<i16>),
+    /// The three outcome strings, made once: a row shares one (a `ByteArray` clone is a reference count).
+    outcome_texts: OutcomeTexts,
+}
+
+#[derive(Debug)]
+struct OutcomeTexts([ByteArray; 3]);
+
+impl Default for OutcomeTexts {
+    fn default() -> Self {
+        Self(CounterOutcome::ALL.map(|outcome| ByteArray::from(outcome.as_str())))
+    }
 }
 
 impl RowBatch {
@@ -121,12 +137,19 @@ impl RowBatch {
             base_model_id: column(),
             optional_strings: std::array::from_fn(|_| (Vec::new(), Vec::with_capacity(rows))),
             usage_estimated: Vec::with_capacity(rows),
+            counter_outcome: (Vec::with_capacity(rows), Vec::with_capacity(rows)),
+            outcome_texts: OutcomeTexts::default(),
         }
     }
 
-    /// Adds one row, priced by `pricer`. Counts were checked to fit i64 when the line was read
-    /// (`line::classify`).
-    pub fn push(&mut self, line: &UsageLine<'_>, pricer: &mut RowPricer) {
+    /// Adds one row, priced by `pricer`, with the request's counter outcome when it is known. Counts were
+    /// checked to fit i64 when the line was read (`line::classify`).
+    pub fn push(
+        &mut self,
+        line: &UsageLine<'_>,
+        pricer: &mut RowPricer,
+        counter_outcome: Option<CounterOutcome>,
+    ) {
         let strings = [
             line.timestamp.as_bytes(),
             line.tenant_id.as_bytes(),
@@ -180,6 +203,14 @@ impl RowBatch {
         }
         self.usage_estimated
             .push(line.usage_estimated.unwrap_or(false));
+        let (values, levels) = &mut self.counter_outcome;
+        match counter_outcome {
+            Some(outcome) => {
+                values.push(self.outcome_texts.0[outcome.index()].clone());
+                levels.push(1);
+            }
+            None => levels.push(0),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -202,6 +233,8 @@ impl RowBatch {
             levels.clear();
         }
         self.usage_estimated.clear();
+        self.counter_outcome.0.clear();
+        self.counter_outcome.1.clear();
     }
 }
 
@@ -265,6 +298,12 @@ impl ParquetFileWriter {
             .typed::<BoolType>()
             .write_batch(&batch.usage_estimated, None, None)?;
         column.close()?;
+        let (values, levels) = &batch.counter_outcome;
+        let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
+        column
+            .typed::<ByteArrayType>()
+            .write_batch(values, Some(levels), None)?;
+        column.close()?;
         row_group.close()?;
         self.rows += batch.len() as u64;
         batch.clear();
@@ -322,7 +361,7 @@ mod tests {
             let LineOutcome::Usage { line, .. } = classify(text) else {
                 panic!("{text}")
             };
-            batch.push(&line, &mut pricer);
+            batch.push(&line, &mut pricer, Some(CounterOutcome::Applied));
             if batch.len() == rows_per_group {
                 writer.write_row_group(&mut batch).unwrap();
                 if drain_every_group {
@@ -399,6 +438,7 @@ mod tests {
                 (&row[15].1, &row[16].1, &row[17].1),
                 (&Field::Null, &Field::Null, &Field::Bool(false))
             );
+            assert_eq!(row[18].1, Field::Str("applied".into()));
         }
     }
 
@@ -441,7 +481,7 @@ mod tests {
     #[test]
     fn the_schema_is_the_glue_tables() {
         let schema = schema().unwrap();
-        assert_eq!(schema.get_fields().len(), 18);
+        assert_eq!(schema.get_fields().len(), 19);
         let names: Vec<&str> = schema
             .get_fields()
             .iter()

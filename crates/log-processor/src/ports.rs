@@ -8,6 +8,10 @@ use crate::error::BoxError;
 
 /// The server-side filter; moto ignores JSON patterns, so `line::classify` checks every message again.
 pub const USAGE_FILTER_PATTERN: &str = r#"{ $.event = "token_usage" }"#;
+/// The lines that say a request's counter update did not apply (read before the day's rows). A quoted term
+/// rather than a JSON pattern: moto honours this one too, so a local export does not read the day twice.
+/// It may let through a usage line that merely mentions the term; `line::counter_update` checks each one.
+pub const COUNTER_UPDATE_FILTER_PATTERN: &str = r#""counter_update""#;
 
 /// One `FilterLogEvents` query: a log group between two instants (epoch milliseconds, both included).
 #[derive(Debug, Clone, PartialEq, Eq)]

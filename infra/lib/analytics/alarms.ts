@@ -16,6 +16,12 @@ export const LOG_EXPORT_NAMESPACE = 'BedrockMetering/LogExport';
 export interface ExportAlarmsProps {
   readonly processor: lambda.IFunction;
   readonly deadLetterQueue: sqs.IQueue;
+  /**
+   * Stream mode: no daily manifest is expected (the 03:00 check is not scheduled); the Firehose stream's
+   * delivery is watched instead: data older than `freshnessLimit` not yet in S3, records that failed the
+   * Parquet conversion (they land under stream-errors/), and days past the active partition limit.
+   */
+  readonly stream?: { readonly streamName: string; readonly freshnessLimit: Duration };
   /** An existing alerts topic; one is created when absent. */
   readonly alertsTopic?: sns.ITopic;
 }
@@ -43,11 +49,36 @@ export class ExportAlarms extends Construct {
         props.processor.metricErrors({ period: Duration.minutes(5), statistic: 'Sum' })),
       anyOf('SkippedMalformed', 'The export skipped malformed usage lines (see malformed_samples in the summary)',
         metric('SkippedMalformed', 'Sum')),
-      anyOf('MissingDailyExport', 'No complete export (_SUCCESS manifest) of yesterday at 03:00 UTC',
-        metric('MissingDailyExport', 'Maximum')),
       anyOf('ScheduleDeadLetters', 'A scheduled export or check could not be delivered to the log processor',
         props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5), statistic: 'Maximum' })),
     ];
+    if (props.stream === undefined) {
+      this.alarms.push(anyOf('MissingDailyExport', 'No complete export (_SUCCESS manifest) of yesterday at 03:00 UTC',
+        metric('MissingDailyExport', 'Maximum')));
+    } else {
+      const firehoseMetric = (metricName: string, statistic: string) =>
+        new cloudwatch.Metric({
+          namespace: 'AWS/Firehose',
+          metricName,
+          statistic,
+          dimensionsMap: { DeliveryStreamName: props.stream!.streamName },
+          period: Duration.minutes(5),
+        });
+      this.alarms.push(
+        new cloudwatch.Alarm(this, 'StreamDataFreshness', {
+          alarmDescription: 'The usage stream holds lines older than the freshness limit: delivery to S3 is failing or late',
+          metric: firehoseMetric('DeliveryToS3.DataFreshness', 'Maximum'),
+          threshold: props.stream.freshnessLimit.toSeconds(),
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          evaluationPeriods: 1,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
+        anyOf('StreamFailedConversion', 'Usage lines failed the Parquet conversion (see stream-errors/ in the bucket)',
+          firehoseMetric('FailedConversion.Records', 'Sum')),
+        anyOf('StreamPartitionCountExceeded', 'The usage stream exceeded its active partition limit (records went to stream-errors/)',
+          firehoseMetric('PartitionCountExceeded', 'Maximum')),
+      );
+    }
     for (const alarm of this.alarms) {
       alarm.addAlarmAction(new actions.SnsAction(this.alertsTopic));
     }

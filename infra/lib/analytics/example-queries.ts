@@ -100,7 +100,7 @@ export const COST_PER_TENANT_PER_MONTH: ExampleQuery = {
   id: 'CostPerTenantPerMonth',
   name: 'cost-per-tenant-per-month',
   description:
-    "Estimated Bedrock cost per tenant and month this year, from each row's cost_usd (priced at export by pricing.json, the usage API's table)",
+    "Estimated Bedrock cost per tenant and month this year, from each row's cost_usd (priced at export by pricing.json, the usage API's table), and the requests the usage API's counters may lack (counter_outcome failed or unknown)",
   sql: `SELECT date_format(date_trunc('month', from_iso8601_timestamp("timestamp")), '%Y-%m') AS billing_month,
        tenant_id,
        count(*) AS requests,
@@ -109,7 +109,8 @@ export const COST_PER_TENANT_PER_MONTH: ExampleQuery = {
        sum(cache_creation_input_tokens) AS cache_creation_input_tokens,
        sum(cache_read_input_tokens) AS cache_read_input_tokens,
        round(sum(cost_usd), 6) AS estimated_cost_usd,
-       array_agg(DISTINCT model_id) FILTER (WHERE cost_usd IS NULL) AS models_without_price
+       array_agg(DISTINCT model_id) FILTER (WHERE cost_usd IS NULL) AS models_without_price,
+       count(*) FILTER (WHERE counter_outcome IN ('failed', 'unknown')) AS requests_not_in_counters
 FROM ${TABLE}
 WHERE year = date_format(current_date, '%Y')
 GROUP BY 1, 2

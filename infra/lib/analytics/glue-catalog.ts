@@ -29,6 +29,11 @@ export const TOKEN_USAGE_COLUMNS: readonly glue.CfnTable.ColumnProperty[] = [
   { name: 'client_user_id', type: 'string', comment: 'The end user the client named; null when none' },
   { name: 'requested_model_id', type: 'string', comment: 'The model the client asked for; null when none' },
   { name: 'usage_estimated', type: 'boolean', comment: 'True when the token counts are the gateway estimate' },
+  {
+    name: 'counter_outcome',
+    type: 'string',
+    comment: 'applied, failed or unknown: did the request reach the DynamoDB counters; null in rows of the stream',
+  },
 ];
 
 export const PARTITION_KEYS: readonly glue.CfnTable.ColumnProperty[] = [

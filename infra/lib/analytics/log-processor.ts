@@ -32,12 +32,18 @@ export interface LogProcessorProps {
    * `{"rebuild_counters": "YYYY-MM-DD"}` (Query on its index gsi1, UpdateItem on the table; nothing else).
    */
   readonly usageTable?: dynamodb.ITable;
+  /**
+   * False in stream mode: the Firehose stream exports the lines, the function stays for backfills and
+   * rebuilds by hand (`scripts/export-logs --aws --date D`), with no 01:00 schedule and no 03:00 check.
+   */
+  readonly scheduled?: boolean;
 }
 
 export class LogProcessor extends Construct {
   public readonly processor: RustFunction;
-  public readonly schedule: events.Rule;
-  public readonly check: events.Rule;
+  /** Absent in stream mode (see `LogProcessorProps.scheduled`). */
+  public readonly schedule?: events.Rule;
+  public readonly check?: events.Rule;
   /** Scheduled invocations that still failed after their retries (or expired) land here. */
   public readonly deadLetterQueue: sqs.Queue;
 
@@ -123,6 +129,9 @@ export class LogProcessor extends Construct {
       reason: 'This queue is itself the dead-letter queue of the export schedule.',
     });
 
+    if (props.scheduled === false) {
+      return;
+    }
     this.schedule = new events.Rule(this, 'DailyExport', {
       description: 'Exports the previous day of usage lines at 01:00 UTC, and every earlier day without a complete export',
       schedule: events.Schedule.expression(DAILY_EXPORT_SCHEDULE),
