@@ -341,9 +341,10 @@ def test_sigterm_with_5000_pending_counter_updates_exits_within_the_drain_bound(
     assert set(outcomes) <= {"failed", "unknown"}, outcomes
     # AND the lines tell the truth: once the table is back, only writes reported "unknown" (in flight at exit)
     # may have been counted; "failed" ones were never sent
+    settled = wait_quiet(lambda: {tenant: counters(resources, tenant) for tenant in sorted(tenants)}, quiet_for=2.0)
     for tenant in tenants:
         unknown = sum(1 for l in updates if l["tenant_id"] == tenant and l["outcome"] == "unknown")
-        after = wait_quiet(lambda: counters(resources, tenant))
+        after = settled[tenant]
         assert after["day"] == after["week"], after
         assert 1 <= after["day"]["request_count"] <= 1 + unknown, (tenant, after, outcomes)
 
