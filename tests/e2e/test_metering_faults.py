@@ -5,9 +5,10 @@
   once, day and week alike, and its usage line and `counter_update` line say so.
 - kill -9 of the API 1 s after a burst of 500 answered requests (chats and proxy calls, half of these
   streamed): every answered request has its usage line (written before the answer completes).
-- SIGTERM with 5,000 requests' counter updates pending behind a frozen table: the API exits within its drain
-  bound (METERING_DRAIN_TIMEOUT_MS, plus the CloudWatch copy's short grace), every usage line is there, and
-  every pending request has its `counter_update` line; nothing is counted that the lines do not allow.
+- SIGTERM with 5,000 chats' and 50 proxy calls' counter updates pending behind a frozen table: the API exits
+  within its one drain bound (METERING_DRAIN_TIMEOUT_MS, plus the CloudWatch copy's short grace), every usage
+  line is there, and every pending request, chat or proxy, has its `counter_update` line; nothing is counted
+  that the lines do not allow.
 - The CloudWatch Logs copy of the lines: with moto frozen while chats are answered, their stdout lines are all
   written before moto is resumed, and afterwards every line reaches the log group.
 
@@ -288,6 +289,7 @@ def test_kill_9_after_a_burst_loses_no_usage_line(stack, resources, user_factory
 # ------------------------------------------------------------------ SIGTERM with 5,000 pending updates
 
 PENDING_REQUESTS = 5_000
+PENDING_PROXY_CALLS = 50
 DRAIN_TIMEOUT_MS = 2_000
 # What the API may take beyond its drain bound: the CloudWatch copy's grace (2 s) and a loaded machine.
 # Without the bound it would wait for the frozen table for the whole counter timeout (10 minutes here).
@@ -295,14 +297,22 @@ EXIT_MARGIN_SECONDS = 10
 
 
 def test_sigterm_with_5000_pending_counter_updates_exits_within_the_drain_bound(stack, resources, user_factory):
-    api = stack.start_api("api-sigterm-backlog", METERING_DRAIN_TIMEOUT_MS=str(DRAIN_TIMEOUT_MS),
-                          METERING_COUNTER_TIMEOUT_MS="600000", RUST_LOG="warn")
+    fake = start_fake_anthropic(stack.run_dir, name=f"fake-anthropic-backlog-{uuid.uuid4().hex[:6]}")
+    stack.extra_apis.append(fake)
+    key_table, _ = create_proxy_tables(resources)
+    api = stack.start_api("api-sigterm-backlog", **proxy_env(
+        key_table, None, fake.url, API_KEY_CACHE_SECONDS="600", RATE_LIMIT_TRACKING="false", RUST_LOG="warn",
+        METERING_DRAIN_TIMEOUT_MS=str(DRAIN_TIMEOUT_MS), METERING_COUNTER_TIMEOUT_MS="600000"))
     users = [user_factory.create(new_tenant_id("backlog")) for _ in range(2)]
+    key = gateway_key(api.url, users[0].token)
+    burst = Burst(workers=8)
+    assert burst.proxy(api.url, key, "warm up", stream=False).status_code == 200
     for user in users:
         assert chat(api.url, user.token, {"prompt": "warm up"}).status_code == 200
+    warm = {users[0].tenant_id: 2, users[1].tenant_id: 1}
     for user in users:
-        poll("warm-up counted", lambda: counters(resources, user.tenant_id)["week"]["request_count"], lambda n: n == 1,
-             timeout=20)
+        poll("warm-up counted", lambda: counters(resources, user.tenant_id)["week"]["request_count"],
+             lambda n: n == warm[user.tenant_id], timeout=20)
     tenants = {user.tenant_id for user in users}
 
     exited_in = None
@@ -313,9 +323,14 @@ def test_sigterm_with_5000_pending_counter_updates_exits_within_the_drain_bound(
             share = range(index, PENDING_REQUESTS, len(users))
             responses += pipelined_chats(api.url, user.token, [f"pending {i}" for i in share])
         assert Counter(status for status, _ in responses) == {200: PENDING_REQUESTS}, Counter(s for s, _ in responses)
-        answered = {request_id for _, request_id in responses}
-        assert len(answered) == PENDING_REQUESTS and "" not in answered
-        assert len(lines_of(api, "token_usage", answered)) == PENDING_REQUESTS, "lines are written at once"
+        # AND proxy calls (half streamed), whose counters the proxy's own metering holds
+        proxied = burst.map(lambda i: burst.proxy(api.url, key, f"pending proxy {i}", stream=i % 2 == 1),
+                            range(PENDING_PROXY_CALLS))
+        burst.close()
+        assert [r.status_code for r in proxied] == [200] * PENDING_PROXY_CALLS
+        answered = {request_id for _, request_id in responses} | {request_id_of(r) for r in proxied}
+        assert len(answered) == PENDING_REQUESTS + PENDING_PROXY_CALLS and "" not in answered
+        assert len(lines_of(api, "token_usage", answered)) == len(answered), "lines are written at once"
         assert not lines_of(api, "counter_update", answered), "no counter outcome can be known yet"
         # WHEN the API gets SIGTERM
         stopped_at = time.monotonic()
@@ -336,6 +351,7 @@ def test_sigterm_with_5000_pending_counter_updates_exits_within_the_drain_bound(
     per_request = Counter(l["request_id"] for l in updates)
     assert set(usage) == answered and max(usage.values()) == 1
     assert set(per_request) == answered, f"{len(answered - set(per_request))} pending request(s) without a counter_update line"
+    assert Counter(l["request_type"] for l in updates) == {"bedrock": PENDING_REQUESTS, "anthropic": PENDING_PROXY_CALLS}
     assert max(per_request.values()) == 1
     outcomes = Counter(l["outcome"] for l in updates)
     assert set(outcomes) <= {"failed", "unknown"}, outcomes
@@ -346,7 +362,7 @@ def test_sigterm_with_5000_pending_counter_updates_exits_within_the_drain_bound(
         unknown = sum(1 for l in updates if l["tenant_id"] == tenant and l["outcome"] == "unknown")
         after = settled[tenant]
         assert after["day"] == after["week"], after
-        assert 1 <= after["day"]["request_count"] <= 1 + unknown, (tenant, after, outcomes)
+        assert warm[tenant] <= after["day"]["request_count"] <= warm[tenant] + unknown, (tenant, after, outcomes)
 
 
 # ------------------------------------------------------------------ the CloudWatch Logs copy
