@@ -63,6 +63,7 @@ export class BedrockMeteringStack extends Stack {
       removalPolicy,
     });
     this.usageTable.grantIncrementCounters(this.chatApi.role);
+    this.usageTable.grantTenantRegistry(this.chatApi.role);
     const modelTarget = {
       partition: this.partition,
       region: this.region,
@@ -96,6 +97,7 @@ export class BedrockMeteringStack extends Stack {
       removalPolicy,
     });
     this.usageTable.grantQueryCounters(this.usageApi.role);
+    this.usageTable.grantTenantRegistry(this.usageApi.role);
 
     this.claudeProxy = new ClaudeProxy(this, 'ClaudeProxy', {
       config: config.claudeProxy,

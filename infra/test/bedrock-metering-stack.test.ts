@@ -204,6 +204,8 @@ describe('IAM', () => {
       [
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['IncrementUsageCounters', ['dynamodb:UpdateItem']],
+        ['PutCounterMarkers', ['dynamodb:PutItem']],
+        ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
         ['InvokeConfiguredBedrockModel', ['bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream']],
       ],
     );
@@ -211,6 +213,13 @@ describe('IAM', () => {
     const byId = Object.fromEntries(statements.map((s) => [s.Sid, resourcesOfStatement(s)]));
     assert.deepEqual(byId.WriteOwnLogGroup, [{ 'Fn::GetAtt': [logicalIdOf(template, 'AWS::Logs::LogGroup', 'ChatApiLogGroup'), 'Arn'] }]);
     assert.deepEqual(byId.IncrementUsageCounters, [{ 'Fn::GetAtt': [table, 'Arn'] }]);
+    assert.deepEqual(byId.PutCounterMarkers, [{ 'Fn::GetAtt': [table, 'Arn'] }]);
+    // A counter transaction updates TENANT#<t> items and puts one COUNTED#<batch> marker, and nothing else.
+    const leadingKeys = (sid: string) =>
+      (statements.find((s) => s.Sid === sid) as { Condition?: Record<string, Record<string, unknown>> } | undefined)
+        ?.Condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'];
+    assert.deepEqual(leadingKeys('IncrementUsageCounters'), ['TENANT#*']);
+    assert.deepEqual(leadingKeys('PutCounterMarkers'), ['COUNTED#*']);
     assert.deepEqual(byId.InvokeConfiguredBedrockModel, [
       `arn:aws:bedrock:${TEST_REGION}::foundation-model/anthropic.claude-3-haiku-20240307-v1:0`,
     ]);
@@ -224,12 +233,29 @@ describe('IAM', () => {
       [
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['QueryUsageCounters', ['dynamodb:Query']],
+        ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
       ],
     );
     assert.deepEqual(resourcesOfStatement(statements[1]), [
       { 'Fn::GetAtt': [table, 'Arn'] },
       { 'Fn::Join': ['', [{ 'Fn::GetAtt': [table, 'Arn'] }, '/index/gsi1']] },
     ]);
+  });
+
+  it('the chat, usage and proxy roles may GetItem/PutItem only the tenant registry partitions of the usage table', () => {
+    const table = logicalIdOf(template, 'AWS::DynamoDB::Table', 'UsageTable');
+    for (const role of ['ChatApiRole', 'UsageApiRole', 'ClaudeProxyRole']) {
+      const registry = statementsOfRole(template, role).filter((s) => s.Sid === 'LookUpAndRegisterTenants');
+      assert.equal(registry.length, 1, role);
+      const [statement] = registry;
+      assert.deepEqual(actionsOf(statement), ['dynamodb:GetItem', 'dynamodb:PutItem'], role);
+      assert.deepEqual(resourcesOfStatement(statement), [{ 'Fn::GetAtt': [table, 'Arn'] }], role);
+      assert.deepEqual(
+        (statement as { Condition?: unknown }).Condition,
+        { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['TENANT_ID#*'] } },
+        role,
+      );
+    }
   });
 
   it('grants no wildcard action and no * resource, and the function roles carry no managed policy', () => {

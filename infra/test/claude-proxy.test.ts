@@ -235,6 +235,8 @@ describe('Claude proxy IAM', () => {
       [
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['IncrementUsageCounters', ['dynamodb:UpdateItem']],
+        ['PutCounterMarkers', ['dynamodb:PutItem']],
+        ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
         ['CheckAndManageGatewayKeys', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']],
         ['ListGatewayKeysOfUser', ['dynamodb:Query']],
         ['RememberRateLimits', ['dynamodb:GetItem', 'dynamodb:PutItem']],

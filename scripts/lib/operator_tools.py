@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
 import stack_state  # noqa: E402
 from provision import CognitoUsers, generate_password  # noqa: E402
 from targets import Target, TargetError, resolve, wants_aws  # noqa: E402
-from tenant_names import InvalidName, check_tenant_id  # noqa: E402
+from tenant_names import InvalidName, TenantIdCollision, check_tenant_id  # noqa: E402
 
 DEFAULT_USER = "demo-user"
 
@@ -34,6 +34,14 @@ def _add_target_flags(parser: argparse.ArgumentParser) -> None:
 
 def _users(target: Target) -> CognitoUsers:
     return CognitoUsers(target.cognito, target.user_pool_id, target.client_id)
+
+
+def _registering_users(target: Target) -> CognitoUsers:
+    """Users whose tenant ids are registered in the gateway's tenant registry (the usage table) first."""
+    if not target.usage_table:
+        where = "USAGE_TABLE_NAME in .local/stack.env" if target.is_local else f"output UsageTableName of {target.kind} stack"
+        raise TargetError(f"no usage table to register the tenant in ({where} is missing); redeploy or restart the stack")
+    return CognitoUsers(target.cognito, target.user_pool_id, target.client_id, registry=(target.dynamodb, target.usage_table))
 
 
 def _password_for(target: Target, username: str, given: str | None) -> str:
@@ -67,7 +75,9 @@ def create_tenant_user(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/create-tenant-user",
         description="Create a confirmed Cognito user bound to a tenant (custom:tenant_id, immutable), with a "
-        "permanent password. Locally the password is kept in .local/users.json for get-token/chat; "
+        "permanent password. The tenant id is registered in the gateway's tenant registry (the usage table) first; "
+        "an id that differs only by case from a registered or existing one (ACME when acme exists) is refused. "
+        "Locally the password is kept in .local/users.json for get-token/chat; "
         "on AWS it is printed once and not stored.",
     )
     parser.add_argument("username")
@@ -94,7 +104,9 @@ def create_tenant_user(argv: list[str]) -> int:
         )
     password = args.password or generate_password()
     try:
-        sub = _users(target).create_tenant_user(args.username, args.email, args.tenant_id, password, admin=args.admin)
+        sub = _registering_users(target).create_tenant_user(args.username, args.email, args.tenant_id, password, admin=args.admin)
+    except TenantIdCollision as error:
+        raise TargetError(str(error)) from None
     except ClientError as error:
         code = error.response["Error"]["Code"]
         if code == "UsernameExistsException":

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import boto3
 
-from tenant_names import check_group_name, check_tenant_id
+from tenant_names import check_group_name, check_tenant_id, register_tenant
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -150,10 +150,14 @@ def generate_password(length: int = 24) -> str:
 class CognitoUsers:
     """Tenant users of one user pool (moto or AWS)."""
 
-    def __init__(self, cognito, user_pool_id: str, client_id: str):
+    def __init__(self, cognito, user_pool_id: str, client_id: str, registry: tuple[object, str] | None = None):
+        """registry: (DynamoDB client, usage table) of the tenant registry; when given, every tenant id is
+        registered before its user is created, and one that differs only by case from a registered id is
+        refused (tenant_names.TenantIdCollision)."""
         self.cognito = cognito
         self.user_pool_id = user_pool_id
         self.client_id = client_id
+        self.registry = registry
 
     def create_tenant_user(
         self, username: str, email: str, tenant_id: str | None, password: str, admin: bool = False
@@ -164,6 +168,8 @@ class CognitoUsers:
         checked first (tenant_names.check_tenant_id): Cognito would store `"acme "` as it is."""
         if tenant_id is not None:
             check_tenant_id(tenant_id)
+            if self.registry is not None:
+                register_tenant(*self.registry, tenant_id)
         attributes = [{"Name": "email", "Value": email}, {"Name": "email_verified", "Value": "true"}]
         if tenant_id is not None:
             attributes.append({"Name": TENANT_ATTRIBUTE, "Value": tenant_id})
@@ -204,4 +210,9 @@ class CognitoUsers:
 
 
 def local_users(resources: LocalResources) -> CognitoUsers:
-    return CognitoUsers(resources.client("cognito-idp"), resources.user_pool_id, resources.user_pool_client_id)
+    return CognitoUsers(
+        resources.client("cognito-idp"),
+        resources.user_pool_id,
+        resources.user_pool_client_id,
+        registry=(resources.client("dynamodb"), resources.usage_table),
+    )

@@ -34,6 +34,8 @@ class Target:
     client_id: str
     api_url: str
     cognito: object  # boto3 cognito-idp client
+    dynamodb: object = None  # boto3 dynamodb client (the tenant registry in the usage table)
+    usage_table: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -71,7 +73,11 @@ def local_target() -> Target:
             "Restart it with scripts/dev."
         ) from None
     cognito = boto3.client("cognito-idp", endpoint_url=endpoint, region_name=state["AWS_REGION"], **LOCAL_CREDENTIALS)
-    return Target("local", state["AWS_REGION"], state["USER_POOL_ID"], state["USER_POOL_CLIENT_ID"], state["API_URL"], cognito)
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=state["AWS_REGION"], **LOCAL_CREDENTIALS)
+    return Target(
+        "local", state["AWS_REGION"], state["USER_POOL_ID"], state["USER_POOL_CLIENT_ID"], state["API_URL"], cognito,
+        dynamodb, state.get("USAGE_TABLE_NAME"),
+    )
 
 
 def _forget_sourced_local_stack() -> None:
@@ -113,5 +119,6 @@ def aws_target() -> Target:
     if missing:
         raise TargetError(f"stack {APP_STACK_NAME} has no output(s) {', '.join(missing)}; is it fully deployed?")
     return Target(
-        "aws", region, outputs["UserPoolId"], outputs["UserPoolClientId"], outputs["ApiGatewayUrl"], session.client("cognito-idp")
+        "aws", region, outputs["UserPoolId"], outputs["UserPoolClientId"], outputs["ApiGatewayUrl"], session.client("cognito-idp"),
+        session.client("dynamodb"), outputs.get("UsageTableName"),
     )

@@ -35,3 +35,50 @@ def check_group_name(name: str) -> str:
             "(API Gateway joins a user's groups with ',')"
         )
     return name
+
+
+# ------------------------------------------------------------------ the tenant registry
+
+# The gateway's registry (crates/metering-core/src/tenant_registry.rs): every tenant id recorded in the usage
+# table under its ASCII-lowercased name, first seen wins. A tenant id whose name is registered to another exact
+# id (`ACME` when `acme` exists) is refused by the gateway on every route, so the scripts refuse to create it.
+REGISTRY_PARTITION_PREFIX = "TENANT_ID#"
+REGISTRY_SORT_KEY = "TENANT_ID"
+
+
+class TenantIdCollision(ValueError):
+    def __init__(self, tenant_id: str, registered: str):
+        super().__init__(
+            f"tenant id {tenant_id!r} differs only by case from existing tenant {registered!r}: tenant ids are exact, "
+            "and the gateway refuses a second tenant under the same name; use the existing id or a clearly different one"
+        )
+        self.tenant_id = tenant_id
+        self.registered = registered
+
+
+def registry_key(tenant_id: str) -> dict:
+    """The DynamoDB key of the registry item of `tenant_id`'s name (ASCII lowercase, as the gateway's)."""
+    name = check_tenant_id(tenant_id).lower()  # the id is ASCII, so this is the gateway's to_ascii_lowercase
+    return {"pk": {"S": REGISTRY_PARTITION_PREFIX + name}, "sk": {"S": REGISTRY_SORT_KEY}}
+
+
+def register_tenant(dynamodb, table: str, tenant_id: str) -> str:
+    """Register `tenant_id` as the gateway does (conditional put, first seen wins) and return it; raise
+    TenantIdCollision when its name is registered to another exact id."""
+    key = registry_key(tenant_id)
+    item = {**key, "tenant_id": {"S": tenant_id}, "registered_at": {"S": _now()}, "registered_by": {"S": "operator"}}
+    try:
+        dynamodb.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        return tenant_id
+    except dynamodb.exceptions.ConditionalCheckFailedException:
+        pass
+    owner = dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]["tenant_id"]["S"]
+    if owner != tenant_id:
+        raise TenantIdCollision(tenant_id, owner)
+    return owner
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat()

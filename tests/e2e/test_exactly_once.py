@@ -322,7 +322,7 @@ def test_rebuild_sets_a_tampered_tenant_back_to_its_lines_and_reconcile_names_th
     poll("counters", lambda: actual_items(resources, tenant, [day_period, week_period]), lambda a: a == expected, timeout=20)
 
     # GIVEN counters that disagree with the lines: the day over-counted, the week item gone, a stale item of a
-    # model no line names, and an item that is not a counter (an idempotency marker) in the day's index
+    # model no line names, and an item that is not a counter (an idempotency marker, as metering writes them)
     dynamodb = resources.client("dynamodb")
     table = resources.usage_table
     day_sk = next(sk for sk in expected if sk.startswith(day_period))
@@ -337,8 +337,8 @@ def test_rebuild_sets_a_tampered_tenant_back_to_its_lines_and_reconcile_names_th
         "gsi1sk": {"S": f"TENANT#{tenant}#bedrock#ghost-model"}, "tenant_id": {"S": tenant}, "period": {"S": str(today)},
         "request_type": {"S": "bedrock"}, "model_id": {"S": "ghost-model"}, "request_count": {"N": "5"},
         "input_tokens": {"N": "50"}, "output_tokens": {"N": "0"}, "total_tokens": {"N": "50"}})
-    marker = {"pk": {"S": f"TENANT#{tenant}"}, "sk": {"S": f"REQUEST#{request_ids[0]}"}, "gsi1pk": {"S": day_period},
-              "gsi1sk": {"S": f"TENANT#{tenant}#marker"}, "tenant_id": {"S": tenant}, "request_count": {"N": "1"}}
+    marker = {"pk": {"S": f"COUNTED#{uuid.uuid4().hex}"}, "sk": {"S": "COUNTED"}, "request_count": {"N": "1"},
+              "day": {"S": str(today)}, "ttl": {"N": str(int(time.time()) + 2 * 86_400)}}
     dynamodb.put_item(TableName=table, Item=marker)
     stdout_file = str(api.stdout_path)
 

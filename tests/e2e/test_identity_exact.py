@@ -105,21 +105,98 @@ def test_a_whitespace_variant_of_a_tenant_is_refused_on_every_route(api, acme, u
     assert counter_items(resources, odd.tenant_id, "DAY#") == [], "the odd tenant was metered"
 
 
-def test_a_case_variant_is_another_tenant_never_acme(api, acme, user_factory, resources):
-    """`ACME` is not folded into `acme`: it is refused acme's usage and its own usage is its own."""
+def every_route(api_url: str, token: str, victim: str) -> dict[str, requests.Response]:
+    """One answer per claims-authenticated route, asked with `token` (victim: the tenant it must not reach)."""
+    return {
+        "chat": chat(api_url, token, {"prompt": f"bill this to {victim}"}),
+        "usage/me": usage(api_url, token, "/v1/usage/me"),
+        "usage/victim": usage(api_url, token, f"/v1/usage/{victim}"),
+        "usage (all)": usage(api_url, token, "/v1/usage"),
+        "keys (create)": create_key(api_url, token),
+        "keys (list)": usage(api_url, token, "/v1/keys"),
+        "keys (revoke)": requests.delete(f"{api_url}/v1/keys/bmk_0000000000000000", headers={"Authorization": f"Bearer {token}"}, timeout=30),
+    }
+
+
+def assert_refused_everywhere(answers: dict[str, requests.Response], *never_shown: str) -> None:
+    for route, response in answers.items():
+        assert response.status_code == 403, f"{route}: {response.status_code} {response.text}"
+        assert response.json()["error"]["type"] == "permission_error", (route, response.text)
+        for text in never_shown:
+            assert text not in response.text, f"{route} names {text}: {response.text}"
+
+
+def messages(api_url: str, key: str, prompt: str) -> requests.Response:
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 32, "messages": [{"role": "user", "content": prompt}]}
+    return requests.post(f"{api_url}/v1/messages", json=body, headers=headers, timeout=30)
+
+
+def registry_item(resources, tenant_id: str) -> dict | None:
+    key = {"pk": {"S": f"TENANT_ID#{tenant_id.lower()}"}, "sk": {"S": "TENANT_ID"}}
+    return resources.client("dynamodb").get_item(TableName=resources.usage_table, Key=key, ConsistentRead=True).get("Item")
+
+
+def test_a_case_variant_of_an_existing_tenant_is_refused_on_every_route(api, acme, user_factory, resources):
+    """`ACME` when `acme` exists: not folded into acme, and not a second tenant beside it either."""
     before = counter_sums(resources, acme.tenant_id, "DAY#")
     upper = create_raw_user(user_factory, acme.tenant_id.upper())
 
-    for path in (f"/v1/usage/{acme.tenant_id}", "/v1/usage"):
-        assert_error_body(usage(api.url, upper.token, path), 403)
-    own = chat(api.url, upper.token, {"prompt": "upper case tenant"})
-    assert own.status_code == 200, own.text
-    line = wait_usage_line(api, request_id_of(own))
-    assert line["tenant_id"] == acme.tenant_id.upper()
-    me = usage(api.url, upper.token, "/v1/usage/me")
-    assert me.status_code == 200, me.text
-    assert me.json()["tenant_id"] == acme.tenant_id.upper()
-    assert counter_sums(resources, acme.tenant_id, "DAY#") == before, "acme's counters moved"
+    assert_refused_everywhere(every_route(api.url, upper.token, acme.tenant_id), acme.tenant_id)
+    # /v1/messages takes a gateway key, bound at creation to an admitted tenant: ACME got none above, and
+    # acme's own key still answers (as acme).
+    acme_key = create_key(api.url, acme.token)
+    assert acme_key.status_code == 201, acme_key.text
+    assert messages(api.url, acme_key.json()["key"], "acme through the proxy").status_code == 200
+
+    time.sleep(0.3)
+    assert counter_sums(resources, acme.tenant_id, "DAY#").get("request_count", 0) == before.get("request_count", 0) + 1, \
+        "acme's counters moved by more than acme's own proxy call"
+    assert counter_items(resources, upper.tenant_id, "DAY#") == [], "ACME was metered"
+    assert registry_item(resources, acme.tenant_id)["tenant_id"]["S"] == acme.tenant_id, "acme owns the name"
+
+
+def test_the_first_seen_case_wins_the_other_way_round_too(api, user_factory, resources):
+    """Symmetry: when `ZED` is registered first, `zed` is the one refused."""
+    tenant_id = f"ZED{uuid.uuid4().hex[:8].upper()}"
+    first = create_raw_user(user_factory, tenant_id, prefix="zed")
+    response = chat(api.url, first.token, {"prompt": "ZED registers its name"})
+    assert response.status_code == 200, response.text
+    assert registry_item(resources, tenant_id)["tenant_id"]["S"] == tenant_id
+    lower = create_raw_user(user_factory, tenant_id.lower(), prefix="zed")
+
+    assert_refused_everywhere(every_route(api.url, lower.token, tenant_id), tenant_id)
+    time.sleep(0.3)
+    assert counter_items(resources, tenant_id.lower(), "DAY#") == [], "zed was metered"
+    assert usage(api.url, first.token, "/v1/usage/me").status_code == 200, "the owner is unaffected"
+
+
+def test_different_tenants_with_similar_names_are_unaffected(api, acme, user_factory):
+    """Only a case variant collides: `acme-2`, `acme.x` and `Xacme` are tenants of their own."""
+    for tenant_id in (f"{acme.tenant_id}-2", f"{acme.tenant_id}.x", f"X{acme.tenant_id}"):
+        user = create_raw_user(user_factory, tenant_id, prefix="near")
+        answers = every_route(api.url, user.token, acme.tenant_id)
+        assert answers["chat"].status_code == 200, answers["chat"].text
+        assert answers["usage/me"].status_code == 200 and answers["usage/me"].json()["tenant_id"] == tenant_id
+        assert answers["usage/victim"].status_code == 403, "still not acme's usage"
+        assert answers["keys (create)"].status_code == 201, answers["keys (create)"].text
+        assert answers["keys (list)"].status_code == 200
+
+
+def test_registry_items_never_show_in_a_usage_answer(api, acme, user_factory, resources):
+    admin = create_raw_user(user_factory, f"reg{uuid.uuid4().hex[:8]}", groups=(ADMIN_GROUP,))
+    assert chat(api.url, admin.token, {"prompt": "register the admin's tenant too"}).status_code == 200
+    assert registry_item(resources, admin.tenant_id) is not None and registry_item(resources, acme.tenant_id) is not None
+
+    answers = [
+        usage(api.url, admin.token, "/v1/usage"),
+        usage(api.url, admin.token, f"/v1/usage/{acme.tenant_id}"),
+        usage(api.url, acme.token, "/v1/usage/me"),
+    ]
+    for response in answers:
+        assert response.status_code == 200, response.text
+        for registry_text in ("TENANT_ID", "registered_at", "registered_by"):
+            assert registry_text not in response.text, f"{response.url}: {response.text}"
 
 
 ODD_GROUPS = ["support,admin", "[admin]", " admin", "Admin"]
@@ -155,3 +232,23 @@ def test_an_exact_tenant_still_works(api, acme):
     response = chat(api.url, acme.token, {"prompt": "acme again"})
     assert response.status_code == 200 and response.json() == {"response": fake_reply("acme again")}
     assert usage(api.url, acme.token, "/v1/usage/me").status_code == 200
+
+
+def test_an_unanswerable_registry_fails_closed_with_retry_after(stack, user_factory):
+    """DynamoDB unreachable (connection refused) for a tenant this process has not confirmed yet: refused, with
+    the overload status and Retry-After, never admitted unchecked and never a 500."""
+    from processes import closed_port
+
+    down = stack.start_api("api-registry-down", AWS_ENDPOINT_URL_DYNAMODB=f"http://127.0.0.1:{closed_port()}")
+    user = user_factory.create(f"down{uuid.uuid4().hex[:8]}", prefix="down")
+
+    answers = {
+        "chat": chat(down.url, user.token, {"prompt": "no registry, no answer"}),
+        "usage/me": usage(down.url, user.token, "/v1/usage/me"),
+    }
+    for route, response in answers.items():
+        error = assert_error_body(response, 503)
+        assert error["type"] == "overloaded_error", (route, error)
+        assert response.headers.get("Retry-After") == "2", (route, response.headers)
+        for internal in ("127.0.0.1", "DispatchFailure", "dispatch", "os error"):
+            assert internal not in response.text, (route, response.text)

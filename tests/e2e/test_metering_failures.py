@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from processes import closed_port
 from support import (
     chat,
     cloudwatch_usage_lines,
@@ -28,8 +27,14 @@ from support import (
 
 
 def test_unreachable_dynamodb_still_answers_and_logs_a_counter_update_line(stack, resources, user_factory):
-    api = stack.start_api("api-no-dynamodb", AWS_ENDPOINT_URL_DYNAMODB=f"http://127.0.0.1:{closed_port()}")
+    # DynamoDB through a proxy that is closed after a warm-up request: the tenant registry's lookup (one per
+    # tenant per process, fail-closed) is then cached, and every later DynamoDB call is refused at connect.
+    proxy = SlowDynamoProxy(resources.endpoint_url, delay=0)
+    api = stack.start_api("api-no-dynamodb", AWS_ENDPOINT_URL_DYNAMODB=proxy.url)
     user = user_factory.create(new_tenant_id("nodb"))
+    assert chat(api.url, user.token, {"prompt": "warm-up"}).status_code == 200
+    poll("warm-up counters", lambda: counter_sums(resources, user.tenant_id, "DAY#")["request_count"], lambda n: n == 1, timeout=10)
+    proxy.close()
     prompt = "billing must survive"
 
     response = chat(api.url, user.token, {"prompt": prompt})
@@ -48,7 +53,7 @@ def test_unreachable_dynamodb_still_answers_and_logs_a_counter_update_line(stack
     assert updates[0]["tenant_id"] == user.tenant_id and updates[0]["day"] == line["timestamp"][:10]
     in_cloudwatch = poll("cloudwatch", lambda: cloudwatch_usage_lines(resources, request_id), bool, timeout=10)
     assert in_cloudwatch == [line], "the usage line reaches the log group (the export bills from it)"
-    assert counter_sums(resources, user.tenant_id, "DAY#")["request_count"] == 0
+    assert counter_sums(resources, user.tenant_id, "DAY#")["request_count"] == 1, "the warm-up's only"
 
 
 class SlowDynamoProxy:
@@ -59,6 +64,7 @@ class SlowDynamoProxy:
         self.upstream = urlsplit(upstream)
         self.delay = delay
         self.completed_at: list[float] = []
+        self.closed = False
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +72,9 @@ class SlowDynamoProxy:
 
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if proxy.closed:  # a kept-alive connection after close(): drop it, as a dead endpoint would
+                    self.close_connection = True
+                    return
                 time.sleep(proxy.delay)
                 upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
@@ -91,6 +100,7 @@ class SlowDynamoProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.closed = True
         self.server.shutdown()
         self.server.server_close()
 

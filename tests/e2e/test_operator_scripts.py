@@ -40,6 +40,7 @@ def deployed_env(resources, api_url, clean_env) -> dict[str, str]:
             "UserPoolId": {"Value": resources.user_pool_id},
             "UserPoolClientId": {"Value": resources.user_pool_client_id},
             "ApiGatewayUrl": {"Value": f"{api_url}/"},
+            "UsageTableName": {"Value": resources.usage_table},
         },
     }
     resources.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))

@@ -132,6 +132,13 @@ def assert_metered_in_order(emulator: LambdaEmulator, invocation, api_request_id
     return line
 
 
+def warm_up(chat: LambdaEmulator) -> None:
+    """One metered request before DynamoDB is stopped, as in a warm environment: the tenant's registry lookup
+    (one per tenant per process, and fail-closed: a 503 when the table cannot answer) is cached."""
+    api_id, event = chat_event("warm the tenant registry")
+    assert_metered_in_order(chat, chat.invoke(event, timeout_s=20), api_id)
+
+
 def test_chat_init_then_five_sequential_invocations_each_metered_before_release(make_lambda):
     chat = make_lambda("chat-api", FUNCTION_TIMEOUT_SECONDS="38")
     chat.start()
@@ -190,6 +197,7 @@ def test_an_unparseable_event_releases_at_once_and_the_next_invocation_is_paired
 def test_a_slow_table_holds_the_release_not_the_response(make_lambda, moto_pid):
     chat = make_lambda("chat-api")
     chat.start()
+    warm_up(chat)
     api_id, event = chat_event()
     request_id = str(uuid.uuid4())
     result = {}
@@ -210,7 +218,7 @@ def test_a_slow_table_holds_the_release_not_the_response(make_lambda, moto_pid):
     invocation = result["inv"]
     line = assert_metered_in_order(chat, invocation, api_id)
     assert "metering_error" not in line
-    assert min(w.t for w in chat.timeline.of("counter_write")) > resumed
+    assert min(w.t for w in chat.timeline.of("counter_write") if w.t >= invocation.started) > resumed
 
 
 def test_an_invocation_timeout_without_an_answer_writes_no_line_and_the_next_environment_works(make_lambda):
@@ -230,6 +238,7 @@ def test_an_invocation_timeout_without_an_answer_writes_no_line_and_the_next_env
 def test_at_the_deadline_pending_counters_are_abandoned_and_the_line_is_written(make_lambda, moto_pid):
     chat = make_lambda("chat-api")
     chat.start()
+    warm_up(chat)
     api_id, event = chat_event()
     os.kill(moto_pid, signal.SIGSTOP)
     try:
@@ -249,6 +258,7 @@ def test_at_the_deadline_pending_counters_are_abandoned_and_the_line_is_written(
 def test_sigterm_with_metering_pending_writes_the_line_and_exits_in_the_grace_period(make_lambda, moto_pid):
     chat = make_lambda("chat-api")
     chat.start()
+    warm_up(chat)
     api_id, event = chat_event()
     request_id = str(uuid.uuid4())
     os.kill(moto_pid, signal.SIGSTOP)

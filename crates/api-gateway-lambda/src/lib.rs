@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
+use metering_core::identity::TenantIdentity;
+use metering_core::tenant_registry::TenantRegistry;
 use metering_core::ApiError;
 use serde_json::Value;
 
@@ -28,6 +30,13 @@ pub fn authorizer_claims(request: &Request) -> Result<HashMap<String, Value>, Ap
         Some(Value::String(text)) => serde_json::from_str(text).map_err(|_| unauthenticated()),
         _ => Err(unauthenticated()),
     }
+}
+
+/// The caller's tenant identity: the verified claims taken exactly, then admitted by the tenant registry (a
+/// tenant id that differs only by case from a registered one is a 403). Every claims-authenticated route
+/// (chat, usage, keys) reads its caller here.
+pub async fn tenant_identity(request: &Request, tenants: &dyn TenantRegistry) -> Result<TenantIdentity, ApiError> {
+    TenantIdentity::from_claims_admitted(&authorizer_claims(request)?, tenants).await
 }
 
 /// API Gateway's request id (what the caller sees), else the Lambda invocation id, else a fresh one.

@@ -1,24 +1,27 @@
 //! `POST /bedrock/chat` as a Lambda handler: read the authorizer's claims, call the chat service, map the
 //! result to HTTP. The same handler is mounted by the local API server.
 
+use std::sync::Arc;
+
 use lambda_http::{Body, Request, Response};
 use metering_core::chat::ChatService;
 use metering_core::error::REQUEST_ID_HEADER;
-use metering_core::identity::TenantIdentity;
 use metering_core::metering::Metering;
+use metering_core::tenant_registry::TenantRegistry;
 use metering_core::ApiError;
 use serde_json::json;
 
-pub use api_gateway_lambda::{authorizer_claims, request_id_of};
+pub use api_gateway_lambda::{authorizer_claims, request_id_of, tenant_identity};
 
 #[derive(Clone)]
 pub struct ChatHandler {
     service: ChatService,
+    tenants: Arc<dyn TenantRegistry>,
 }
 
 impl ChatHandler {
-    pub fn new(service: ChatService) -> Self {
-        Self { service }
+    pub fn new(service: ChatService, tenants: Arc<dyn TenantRegistry>) -> Self {
+        Self { service, tenants }
     }
 
     pub fn metering(&self) -> &Metering {
@@ -43,7 +46,7 @@ impl ChatHandler {
         if request.method() != http::Method::POST {
             return Err(ApiError::MethodNotAllowed("use POST for /bedrock/chat".into()));
         }
-        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
         let text = self.service.chat(&identity, request_id, request.body().as_ref()).await?;
         let (content_type, body) = if prefers_plain_text(request.headers()) {
             ("text/plain; charset=utf-8", text)

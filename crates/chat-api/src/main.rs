@@ -9,6 +9,7 @@ use chat_api::ChatHandler;
 use lambda_http::{service_fn, Error, Request};
 use metering_core::chat::{chat_service_on_aws_with_counters, load_sdk_config};
 use metering_core::config::ChatConfig;
+use metering_core::tenant_registry::tenant_registry_on_aws;
 use metering_core::usage::StdoutUsageLog;
 
 #[tokio::main]
@@ -20,7 +21,8 @@ async fn main() -> Result<(), Error> {
     let lambda = MeteredLambda::new();
     let cutoff = lambda.counter_cutoff().clone();
     let service = chat_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters));
-    let handler = Arc::new(ChatHandler::new(service));
+    let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
+    let handler = Arc::new(ChatHandler::new(service, tenants));
     let metering = handler.metering().clone();
     let flush = move || {
         let metering = metering.clone();

@@ -55,6 +55,7 @@ impl UsageLog for RecordingLog {
 
 struct Harness {
     handler: ChatHandler,
+    tenants: Arc<metering_core::tenant_registry::InMemoryTenantRegistry>,
     model: Arc<RecordingModel>,
     counters: Arc<RecordingCounters>,
     log: Arc<RecordingLog>,
@@ -66,7 +67,8 @@ fn harness() -> Harness {
     let log = Arc::new(RecordingLog::default());
     let metering = Metering::new(counters.clone(), log.clone());
     let service = ChatService::new(model.clone(), "anthropic.claude-3-haiku-20240307-v1:0".into(), metering);
-    Harness { handler: ChatHandler::new(service), model, counters, log }
+    let tenants = Arc::new(metering_core::tenant_registry::InMemoryTenantRegistry::default());
+    Harness { handler: ChatHandler::new(service, tenants.clone()), tenants, model, counters, log }
 }
 
 fn event(name: &str) -> lambda_http::Request {
@@ -123,6 +125,30 @@ async fn a_user_without_tenant_claim_is_forbidden_and_nothing_is_metered() {
     harness.handler.metering().flush().await;
     assert!(harness.model.prompts.lock().unwrap().is_empty());
     assert!(harness.log.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_case_variant_of_a_registered_tenant_is_forbidden_and_nothing_is_metered() {
+    // GIVEN `DEMO-TENANT` registered first; the event's claim is `demo-tenant`
+    let harness = harness();
+    harness.tenants.register("DEMO-TENANT");
+    let response = harness.handler.handle(event("chat")).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(json_body(&response)["error"]["type"], "permission_error");
+    harness.handler.metering().flush().await;
+    assert!(harness.model.prompts.lock().unwrap().is_empty(), "the model was not asked");
+    assert!(harness.log.0.lock().unwrap().is_empty(), "nothing was metered");
+}
+
+#[tokio::test]
+async fn an_unanswerable_tenant_registry_is_a_503_with_retry_after_not_a_pass() {
+    let harness = harness();
+    harness.tenants.set_unavailable(true);
+    let response = harness.handler.handle(event("chat")).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert_eq!(json_body(&response)["error"]["type"], "overloaded_error");
+    assert!(harness.model.prompts.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -4,12 +4,13 @@
 //!
 //! The local API server mounts the same handler.
 
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use lambda_http::{Request, RequestExt};
 use metering_core::error::REQUEST_ID_HEADER;
-use metering_core::identity::TenantIdentity;
+use metering_core::tenant_registry::TenantRegistry;
 use metering_core::ApiError;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -52,11 +53,14 @@ fn route_of(method: &Method, path: &str) -> Result<Route, ApiError> {
 pub struct ProxyHandler {
     service: ProxyService,
     max_body_bytes: usize,
+    /// Admits the Cognito caller of `/v1/keys*`. `/v1/messages` needs no lookup: a key is bound at creation
+    /// to a tenant the registry admitted.
+    tenants: Arc<dyn TenantRegistry>,
 }
 
 impl ProxyHandler {
-    pub fn new(service: ProxyService, max_body_bytes: usize) -> Self {
-        Self { service, max_body_bytes }
+    pub fn new(service: ProxyService, max_body_bytes: usize, tenants: Arc<dyn TenantRegistry>) -> Self {
+        Self { service, max_body_bytes, tenants }
     }
 
     pub fn service(&self) -> &ProxyService {
@@ -109,7 +113,7 @@ impl ProxyHandler {
             #[serde(default)]
             name: Option<String>,
         }
-        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
         let body = request.body().as_ref();
         let name = if body.iter().all(u8::is_ascii_whitespace) {
             None
@@ -128,13 +132,13 @@ impl ProxyHandler {
     }
 
     async fn list_keys(&self, request: &Request) -> Result<Response<ProxyBody>, ApiError> {
-        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
         let keys = self.service.keys().list(&identity).await?;
         Ok(json_answer(StatusCode::OK, &json!({ "data": keys })))
     }
 
     async fn revoke_key(&self, request: &Request, key_id: &str) -> Result<Response<ProxyBody>, ApiError> {
-        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
         let revoked = self.service.keys().revoke(&identity, key_id).await?;
         Ok(json_answer(StatusCode::OK, &serde_json::to_value(&revoked).unwrap_or_default()))
     }
@@ -158,7 +162,7 @@ fn proxy_request(request: Request, request_id: String) -> ProxyRequest {
     ProxyRequest { request_id, headers: parts.headers, query, body: Bytes::copy_from_slice(body.as_ref()) }
 }
 
-pub use api_gateway_lambda::{authorizer_claims, request_id_of};
+pub use api_gateway_lambda::{authorizer_claims, request_id_of, tenant_identity};
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ use claude_proxy::config::ProxyConfig;
 use claude_proxy::ProxyHandler;
 use lambda_http::{service_fn, Error, Request};
 use metering_core::chat::load_sdk_config;
+use metering_core::tenant_registry::tenant_registry_on_aws;
 use metering_core::usage::StdoutUsageLog;
 
 #[tokio::main]
@@ -26,7 +27,8 @@ async fn main() -> Result<(), Error> {
     let service =
         proxy_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
             .await?;
-    let handler = Arc::new(ProxyHandler::new(service.clone(), config.max_body_bytes));
+    let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
+    let handler = Arc::new(ProxyHandler::new(service.clone(), config.max_body_bytes, tenants));
     // A streamed answer meters when its stream ends, after the handler returned: wait for those, then flush.
     let flush = move || {
         let service = service.clone();

@@ -175,7 +175,8 @@ async fn harness() -> Harness {
         bedrock.clone(),
         metering.clone(),
     );
-    Harness { handler: ProxyHandler::new(service, 1024 * 1024), anthropic, bedrock, lines, metering }
+    let tenants = Arc::new(metering_core::tenant_registry::InMemoryTenantRegistry::default());
+    Harness { handler: ProxyHandler::new(service, 1024 * 1024, tenants), anthropic, bedrock, lines, metering }
 }
 
 fn event(name: &str) -> lambda_http::Request {

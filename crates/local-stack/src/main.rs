@@ -14,6 +14,7 @@ use local_stack::fake_bedrock::{self, FakeBedrockSettings};
 use local_stack::proxy_routes::LocalProxy;
 use local_stack::serve::{bind, serve_http1, shutdown_signal, HEADER_READ_TIMEOUT};
 use metering_core::chat::{chat_service_on_aws, load_sdk_config};
+use metering_core::tenant_registry::tenant_registry_on_aws;
 use metering_core::config::ChatConfig;
 use metering_core::usage_config::UsageApiConfig;
 
@@ -100,7 +101,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let tee = Arc::new(TeeUsageLog { cloudwatch });
             let usage_log: Arc<dyn metering_core::usage::UsageLog> = tee.clone();
-            let chat = chat_api::ChatHandler::new(chat_service_on_aws(&config, &sdk_config, Arc::clone(&usage_log)));
+            let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
+            let chat = chat_api::ChatHandler::new(chat_service_on_aws(&config, &sdk_config, Arc::clone(&usage_log)), tenants);
             let usage = usage_api::usage_handler_on_aws(UsageApiConfig::from_env()?, &sdk_config);
             let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id }));
             // The Claude proxy (/v1/messages, /v1/keys) when API_KEY_TABLE_NAME is set.

@@ -36,7 +36,9 @@ impl LocalProxy {
         let config = ProxyConfig::from_env()?;
         config.log_start();
         let service = claude_proxy::aws::proxy_service_on_aws(&config, sdk_config, usage_log).await?;
-        Ok(Some(Self { handler: ProxyHandler::new(service, config.max_body_bytes), max_body_bytes: config.max_body_bytes }))
+        let tenants = metering_core::tenant_registry::tenant_registry_on_aws(sdk_config, config.usage_table_name.clone());
+        let handler = ProxyHandler::new(service, config.max_body_bytes, tenants);
+        Ok(Some(Self { handler, max_body_bytes: config.max_body_bytes }))
     }
 
     pub fn router(&self, authorizer: Arc<CognitoAuthorizer>) -> Router {

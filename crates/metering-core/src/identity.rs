@@ -43,7 +43,7 @@ pub struct TenantIdentity {
 }
 
 /// The message of every refused tenant claim: which check failed goes to the logs, not to the caller.
-const TENANT_REFUSED: &str = "this user is not bound to a valid tenant";
+pub const TENANT_REFUSED: &str = "this user is not bound to a valid tenant";
 
 impl TenantIdentity {
     /// Builds the identity from the authorizer's claims (`requestContext.authorizer.claims`), where API
@@ -77,6 +77,18 @@ impl TenantIdentity {
             }
         };
         Ok(Self { tenant_id, user_id, username, groups })
+    }
+
+    /// As [`Self::from_claims`], then admitted by the tenant registry: a tenant id that differs only by case
+    /// from a registered one is refused (403), and an unanswerable registry is a 503 (see `tenant_registry`).
+    /// Every route that turns claims into a tenant goes through here.
+    pub async fn from_claims_admitted(
+        claims: &HashMap<String, Value>,
+        tenants: &dyn crate::tenant_registry::TenantRegistry,
+    ) -> Result<Self, ApiError> {
+        let identity = Self::from_claims(claims)?;
+        crate::tenant_registry::admit(tenants, &identity).await?;
+        Ok(identity)
     }
 
     /// Exact membership: `Admin`, ` admin` or `[admin]` are not `admin`.

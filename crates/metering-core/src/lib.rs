@@ -11,6 +11,7 @@ pub mod metering;
 pub mod model;
 pub mod pricing;
 pub mod telemetry;
+pub mod tenant_registry;
 pub mod usage;
 pub mod usage_config;
 pub mod usage_report;

@@ -8,7 +8,7 @@ use chrono::{NaiveDate, Utc};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use lambda_http::{Body, Request, Response};
 use metering_core::error::REQUEST_ID_HEADER;
-use metering_core::identity::TenantIdentity;
+use metering_core::tenant_registry::{tenant_registry_on_aws, TenantRegistry};
 use metering_core::counters::dynamodb_client;
 use metering_core::usage_config::{DashboardConfig, UsageApiConfig};
 use metering_core::usage_report::access::{may_list_tenants, readable_tenant};
@@ -21,7 +21,7 @@ pub mod dashboard;
 pub mod params;
 pub mod routes;
 
-use api_gateway_lambda::{authorizer_claims, request_id_of, route_path};
+use api_gateway_lambda::{request_id_of, route_path, tenant_identity};
 use params::{ListQuery, ReportQuery};
 use routes::Route;
 
@@ -37,12 +37,18 @@ pub struct UsageHandler {
     reports: UsageReports,
     admin_group: String,
     dashboard: DashboardConfig,
+    tenants: Arc<dyn TenantRegistry>,
     today: Clock,
 }
 
 impl UsageHandler {
-    pub fn new(reports: UsageReports, admin_group: String, dashboard: DashboardConfig) -> Self {
-        Self { reports, admin_group, dashboard, today: Arc::new(|| Utc::now().date_naive()) }
+    pub fn new(
+        reports: UsageReports,
+        admin_group: String,
+        dashboard: DashboardConfig,
+        tenants: Arc<dyn TenantRegistry>,
+    ) -> Self {
+        Self { reports, admin_group, dashboard, tenants, today: Arc::new(|| Utc::now().date_naive()) }
     }
 
     /// Replaces the UTC clock (tests fix "today").
@@ -76,7 +82,7 @@ impl UsageHandler {
         if let Route::Dashboard(asset) = route {
             return dashboard::response(asset, &self.dashboard, &self.admin_group);
         }
-        let identity = TenantIdentity::from_claims(&authorizer_claims(request)?)?;
+        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
         let query = request.uri().query();
         let today = (self.today)();
         let answer = match route {
@@ -112,9 +118,10 @@ impl UsageHandler {
 /// Wires the handler to the DynamoDB usage table from one shared SDK config (the Lambda and the local server).
 pub fn usage_handler_on_aws(config: UsageApiConfig, sdk_config: &aws_config::SdkConfig) -> UsageHandler {
     let reader = DynamoUsageReader::new(dynamodb_client(sdk_config), config.usage_table_name.clone());
+    let tenants = tenant_registry_on_aws(sdk_config, config.usage_table_name.clone());
     let reports = UsageReports::new(Arc::new(reader), Arc::new(config.pricing), config.retention)
         .with_concurrency(config.query_concurrency);
-    UsageHandler::new(reports, config.admin_group, config.dashboard)
+    UsageHandler::new(reports, config.admin_group, config.dashboard, tenants)
 }
 
 type JsonAnswer = Answer<String>;

@@ -92,7 +92,8 @@ fn handler() -> (UsageHandler, Arc<MemoryReader>) {
         cognito_client_id: Some("4example1clientid2345678".into()),
         region: "us-east-1".into(),
     };
-    let handler = UsageHandler::new(reports, "admin".into(), dashboard)
+    let tenants = Arc::new(metering_core::tenant_registry::InMemoryTenantRegistry::default());
+    let handler = UsageHandler::new(reports, "admin".into(), dashboard, tenants)
         .with_today(|| NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
     (handler, reader)
 }

@@ -159,6 +159,7 @@ export class ClaudeProxy extends Construct {
     const role = this.proxy.role;
 
     props.usageTable.grantIncrementCounters(role);
+    props.usageTable.grantTenantRegistry(role);
     this.apiKeys.grantManageKeys(role);
     this.rateLimits.grantRememberLimits(role);
 

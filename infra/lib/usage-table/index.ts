@@ -1,6 +1,8 @@
 /**
  * The usage counters: one item per tenant, period (day or ISO week), request type and model, incremented by
- * the chat function with `UpdateItem ... ADD` and read by the usage function with `Query` (see /tmp/contract.md).
+ * the chat and proxy functions with `ADD` updates in one idempotent `TransactWriteItems` (with a
+ * `COUNTED#<batch id>` marker item; README "Usage counters in DynamoDB") and read by the usage function with
+ * `Query`.
  */
 import { RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
@@ -8,6 +10,12 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 
 export const USAGE_BY_PERIOD_INDEX = 'gsi1';
+/** The `pk` prefix of the tenant registry's items (crates/metering-core/src/tenant_registry.rs). */
+export const TENANT_REGISTRY_PARTITION_PREFIX = 'TENANT_ID#';
+/** The `pk` prefix of counter items (`TENANT#<tenant_id>`). */
+export const COUNTER_PARTITION_PREFIX = 'TENANT#';
+/** The `pk` prefix of the idempotency markers the counter transactions put (crates/metering-core/src/counters.rs). */
+export const COUNTER_MARKER_PARTITION_PREFIX = 'COUNTED#';
 
 export interface UsageTableProps {
   readonly removalPolicy: RemovalPolicy;
@@ -40,13 +48,43 @@ export class UsageTable extends Construct {
     });
   }
 
-  /** The chat function only increments counters: UpdateItem on the table, not on its index. */
+  /**
+   * The metering functions only increment counters: a `TransactWriteItems` needs the permission of each of its
+   * actions, so UpdateItem on the counter partitions (`TENANT#*`) and PutItem on the marker partitions
+   * (`COUNTED#*`), on the table, not on its index.
+   */
   public grantIncrementCounters(grantee: iam.IGrantable): void {
+    const onPartitions = (prefix: string) => ({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${prefix}*`] } });
     grantee.grantPrincipal.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'IncrementUsageCounters',
         actions: ['dynamodb:UpdateItem'],
         resources: [this.table.tableArn],
+        conditions: onPartitions(COUNTER_PARTITION_PREFIX),
+      }),
+    );
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'PutCounterMarkers',
+        actions: ['dynamodb:PutItem'],
+        resources: [this.table.tableArn],
+        conditions: onPartitions(COUNTER_MARKER_PARTITION_PREFIX),
+      }),
+    );
+  }
+
+  /**
+   * The tenant registry (`pk = TENANT_ID#<lowercased id>`): every function that turns Cognito claims into a
+   * tenant looks its id up (GetItem) and registers it on first sight (conditional PutItem), and may touch no
+   * other item with these actions: `dynamodb:LeadingKeys` holds them to the registry's partitions.
+   */
+  public grantTenantRegistry(grantee: iam.IGrantable): void {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'LookUpAndRegisterTenants',
+        actions: ['dynamodb:GetItem', 'dynamodb:PutItem'],
+        resources: [this.table.tableArn],
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${TENANT_REGISTRY_PARTITION_PREFIX}*`] } },
       }),
     );
   }

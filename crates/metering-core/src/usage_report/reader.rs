@@ -56,6 +56,8 @@ pub enum UsageReadError {
 
 impl From<UsageReadError> for ApiError {
     fn from(error: UsageReadError) -> Self {
+        // The details (table, SDK error, the offending key) are for the operator: logged here, never answered.
+        tracing::error!(%error, "usage could not be read");
         match error {
             UsageReadError::Throttled(_) => ApiError::Unavailable {
                 message: "usage reads are being throttled; retry after the delay in Retry-After".into(),
