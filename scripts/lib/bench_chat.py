@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark of POST /bedrock/chat through the local API server (release build), against the same load
 sent straight to the fake Bedrock Runtime with the same fixed delay, in one run. The gateway's added
-latency is the difference between the two.
+latency is the difference between the two. Then the local API is stopped at once (SIGTERM; it drains its
+counters within METERING_DRAIN_TIMEOUT_MS) and the usage lines it wrote are compared with the requests it
+answered (must be 100%); its idle and peak RSS (over the runs and the drain) are reported.
 
 Load generator: wrk (Debian package), fixed connection count, fixed duration, loopback only.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_memory import PeakSampler, memory_kib, memory_line  # noqa: E402
 from processes import REPO_ROOT, base_env, start_local_stack_service  # noqa: E402
 from provision import DEFAULT_MODEL_ID, local_users  # noqa: E402
 
@@ -59,7 +62,8 @@ def _millis(text: str) -> float:
 
 
 def run_wrk(wrk: str, url: str, script: Path, connections: int, seconds: int) -> dict:
-    command = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    # wrk needs at least one connection per thread.
+    command = [wrk, f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
     result = {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
@@ -72,21 +76,56 @@ def run_wrk(wrk: str, url: str, script: Path, connections: int, seconds: int) ->
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
-    parser.add_argument("--seconds", type=int, default=15, help="duration of each measured run (default 15)")
-    parser.add_argument("--delay-ms", type=int, default=50, help="fixed delay of the fake Bedrock (default 50)")
-    parser.add_argument("--no-build", action="store_true", help="use the existing target/bench/release/local-stack")
-    args = parser.parse_args()
+def answered(result: dict) -> int:
+    """Requests wrk saw answered with 2xx in one run."""
+    return result["requests"] - result["errors"]
 
-    wrk = ensure_wrk()
+
+def local_stack_bin(args: argparse.Namespace) -> Path:
+    """The local-stack binary to measure: --local-stack-bin, else the release build (built unless --no-build)."""
+    if args.local_stack_bin:
+        return Path(args.local_stack_bin).resolve()
     if not args.no_build:
         print("building local-stack (release)...", file=sys.stderr)
         # A target dir of its own, so the long release build never holds the dev builds' lock.
         subprocess.run(["cargo", "build", "--release", "-p", "local-stack"], cwd=REPO_ROOT, check=True,
                        env=dict(os.environ, CARGO_TARGET_DIR=str(BENCH_TARGET_DIR)))
-    os.environ["BM_LOCAL_STACK_BIN"] = str(BENCH_TARGET_DIR / "release" / "local-stack")
+    return BENCH_TARGET_DIR / "release" / "local-stack"
+
+
+def add_binary_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-build", action="store_true", help="use the existing target/bench/release/local-stack")
+    parser.add_argument("--local-stack-bin", metavar="PATH",
+                        help="measure this local-stack binary instead (e.g. target/debug/local-stack; no build)")
+
+
+def stop_and_count(server, count_lines, timeout: float = 120.0) -> tuple[int, float, int | None]:
+    """SIGTERM the server (it drains its counters within METERING_DRAIN_TIMEOUT_MS), wait for it to exit, then
+    count the usage lines it wrote: (lines, seconds it took to exit, exit code)."""
+    started = time.monotonic()
+    code = server.stop(timeout=timeout)
+    return count_lines(), time.monotonic() - started, code
+
+
+def billing_line(lines: int, answered_requests: int) -> str:
+    share = 100.0 * lines / answered_requests if answered_requests else 0.0
+    verdict = "OK" if lines >= answered_requests else "LINES MISSING"
+    return (f"usage lines written / answered requests when the server stopped: {lines} / {answered_requests} "
+            f"= {share:.2f}% ({verdict})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each measured run (default 15)")
+    parser.add_argument("--delay-ms", type=int, default=50, help="fixed delay of the fake Bedrock (default 50)")
+    add_binary_options(parser)
+    args = parser.parse_args()
+    if args.connections < 1:
+        parser.error("--connections must be at least 1")
+
+    wrk = ensure_wrk()
+    os.environ["BM_LOCAL_STACK_BIN"] = str(local_stack_bin(args))
     from localstack import LocalStack  # noqa: E402  (reads BM_LOCAL_STACK_BIN)
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-chat-"))
@@ -114,12 +153,18 @@ def main() -> int:
             "through the gateway": (api.url + "/bedrock/chat", gateway_script),
         }
         results = {}
+        idle_kib = memory_kib(api.pid, "VmRSS")
+        sampler = PeakSampler(api.pid)
+        gateway_answered = 0
         for name, (url, script) in targets.items():
-            run_wrk(wrk, url, script, args.connections, 3)  # warm-up
+            warm_up = run_wrk(wrk, url, script, args.connections, 3)
             results[name] = run_wrk(wrk, url, script, args.connections, args.seconds)
-        time.sleep(1)
-        api.stop()  # drains the counter writes
-        metered = sum(1 for line in api.usage_lines() if line.get("tenant_id") == "bench-tenant")
+            if url.startswith(api.url):
+                gateway_answered += answered(warm_up) + answered(results[name])
+        # No pause: the server is stopped with whatever counter backlog the load left.
+        metered, stop_seconds, exit_code = stop_and_count(
+            api, lambda: sum(1 for line in api.usage_lines() if line.get("tenant_id") == "bench-tenant"))
+        peak_kib = sampler.stop_sampling()
     finally:
         stack.stop()
 
@@ -132,9 +177,10 @@ def main() -> int:
     print(f"throughput ratio gateway/direct: {gateway['rps'] / direct['rps']:.3f}")
     print(f"added latency p50: {gateway['p50_ms'] - direct['p50_ms']:.2f} ms, "
           f"p99: {gateway['p99_ms'] - direct['p99_ms']:.2f} ms")
-    answered = gateway["requests"] - gateway["errors"]
-    print(f"usage lines written: {metered} (answered requests incl. warm-up: >= {answered})")
-    return 0
+    print(billing_line(metered, gateway_answered))
+    print(f"server exit after SIGTERM: {stop_seconds:.1f}s (code {exit_code}); "
+          f"local API {memory_line(idle_kib, peak_kib)} (peak over the runs and the drain)")
+    return 0 if metered >= gateway_answered else 1
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 (2) through this project's Claude proxy (local-stack api, release build) and (3) through LiteLLM's proxy
 (`litellm[proxy]`, its own venv under .local/), both configured for the same fake upstream with a fixed delay.
 Reports requests/s, p50/p99 latency and the latency each proxy adds over the direct run, peak memory (RSS
-high-water mark) of each proxy, and the ratios. Plain and streamed answers.
+high-water mark) of each proxy, and the ratios. Plain and streamed answers. Then stops this proxy at once
+(SIGTERM; it drains its counters within METERING_DRAIN_TIMEOUT_MS) and reports the usage lines it wrote against
+the requests it answered (must be 100%), how long it took to exit, and its idle and peak RSS over the whole
+run. --no-litellm measures this proxy alone; --local-stack-bin measures a given build.
 
 Load generator: wrk (Debian package), the same Lua script shape, connections and duration for every target;
 everything on 127.0.0.1; every run bounded in time.
@@ -21,21 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_chat import ensure_wrk, run_wrk  # noqa: E402  (same wrk handling and parsing as the chat benchmark)
+from bench_chat import add_binary_options, billing_line, ensure_wrk, local_stack_bin, run_wrk, stop_and_count  # noqa: E402
+from bench_memory import PeakSampler, memory_kib, memory_line  # noqa: E402
 from processes import REPO_ROOT, ManagedProcess, base_env, free_port, spawn, wait_until  # noqa: E402
 
-BENCH_TARGET_DIR = REPO_ROOT / "target" / "bench"
 LITELLM_VENV = REPO_ROOT / ".local" / "litellm-venv"
 LITELLM_REQUIREMENT = "litellm[proxy]==1.106.2"
 MODEL = "claude-sonnet-4-5-20250929"
@@ -59,49 +58,6 @@ def lua_script(path: Path, body: dict, headers: dict[str, str]) -> Path:
     lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def process_tree(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        children = Path(f"/proc/{current}/task/{current}/children")
-        if children.exists():
-            pending.extend(int(child) for child in children.read_text().split())
-    return found
-
-
-def memory_kib(pid: int, field: str) -> int:
-    """Sum of a /proc status field (VmHWM: peak RSS, VmRSS: current) over the process and its children."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith(field + ":"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-class PeakSampler:
-    """Samples the summed RSS of a process tree (children come and go; VmHWM alone would miss them)."""
-
-    def __init__(self, pid: int):
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, memory_kib(self.pid, "VmRSS"))
-            time.sleep(0.1)
-
-    def stop_sampling(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 def start_litellm(litellm: Path, run_dir: Path, upstream_url: str, workers: int) -> ManagedProcess:
@@ -155,26 +111,25 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--seconds", type=int, default=15, help="duration of each measured run (default 15)")
     parser.add_argument("--delay-ms", type=int, default=50, help="fixed delay of the fake Anthropic (default 50)")
-    parser.add_argument("--no-build", action="store_true", help="use the existing target/bench/release/local-stack")
+    add_binary_options(parser)
     parser.add_argument("--no-stream", action="store_true", help="only plain (non-streamed) answers")
+    parser.add_argument("--no-litellm", action="store_true", help="measure only this proxy (and the direct runs)")
     parser.add_argument("--litellm-workers", type=int, default=os.cpu_count() or 1,
                         help="LiteLLM worker processes (default: one per core, as the claude proxy uses every core)")
     args = parser.parse_args()
+    if args.connections < 1:
+        parser.error("--connections must be at least 1")
 
     wrk = ensure_wrk()
-    litellm = ensure_litellm()
-    if not args.no_build:
-        print("building local-stack (release)...", file=sys.stderr)
-        subprocess.run(["cargo", "build", "--release", "-p", "local-stack"], cwd=REPO_ROOT, check=True,
-                       env=dict(os.environ, CARGO_TARGET_DIR=str(BENCH_TARGET_DIR)))
-    os.environ["BM_LOCAL_STACK_BIN"] = str(BENCH_TARGET_DIR / "release" / "local-stack")
+    litellm = None if args.no_litellm else ensure_litellm()
+    os.environ["BM_LOCAL_STACK_BIN"] = str(local_stack_bin(args))
     from localstack import LocalStack  # noqa: E402  (reads BM_LOCAL_STACK_BIN)
     from provision import local_users  # noqa: E402
     from proxy_stack import create_proxy_tables, proxy_env, start_fake_anthropic  # noqa: E402
 
+    ours_name, theirs_name, direct_name = "claude proxy (this project)", "LiteLLM proxy", "direct to fake Anthropic"
     run_dir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     stack = LocalStack.start(run_dir)
-    litellm_process = None
     try:
         fake = start_fake_anthropic(run_dir, "fake-anthropic-delayed", delay_ms=args.delay_ms)
         stack.extra_apis.append(fake)
@@ -189,21 +144,24 @@ def main() -> int:
         import requests
         gateway_key = requests.post(f"{proxy.url}/v1/keys", json={"name": "bench"},
                                     headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["key"]
-        litellm_process = start_litellm(litellm, run_dir, fake.url, args.litellm_workers)
-        stack.extra_apis.append(litellm_process)
-
         common = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
         targets = {
-            "direct to fake Anthropic": (fake.url, {**common, "x-api-key": UPSTREAM_KEY}),
-            "claude proxy (this project)": (proxy.url, {**common, "x-api-key": gateway_key}),
-            "LiteLLM proxy": (litellm_process.url, {**common, "x-api-key": LITELLM_MASTER_KEY}),
+            direct_name: (fake.url, {**common, "x-api-key": UPSTREAM_KEY}),
+            ours_name: (proxy.url, {**common, "x-api-key": gateway_key}),
         }
-        pids = {"claude proxy (this project)": proxy.pid, "LiteLLM proxy": litellm_process.pid}
+        pids = {ours_name: proxy.pid}
+        if litellm is not None:
+            litellm_process = start_litellm(litellm, run_dir, fake.url, args.litellm_workers)
+            stack.extra_apis.append(litellm_process)
+            targets[theirs_name] = (litellm_process.url, {**common, "x-api-key": LITELLM_MASTER_KEY})
+            pids[theirs_name] = litellm_process.pid
         idle = {name: memory_kib(pid, "VmRSS") for name, pid in pids.items()}
+        # The proxy's peak over every run and its drain at the end (the counter backlog is at its largest then).
+        whole_run = PeakSampler(proxy.pid)
         peaks: dict[tuple[str, bool], int] = {}
         modes = [False] if args.no_stream else [False, True]
         results: dict[tuple[str, bool], dict] = {}
-        answered, backlog, drained = 0, {}, {}
+        answered = 0
         for stream in modes:
             body = {"model": MODEL, "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": PROMPT}]}
             for name, (base, headers) in targets.items():
@@ -214,49 +172,43 @@ def main() -> int:
                 results[(name, stream)] = run_wrk(wrk, base + "/v1/messages", script, args.connections, args.seconds)
                 if sampler:
                     peaks[(name, stream)] = sampler.stop_sampling()
-                if name.startswith("claude"):
-                    # +1: check_answer's request. Usage lines are written once the counters are updated, so the
-                    # lines still missing are the counter writes queued behind moto.
+                if name == ours_name:
                     answered += 1 + sum(r["requests"] - r["errors"] for r in (warm_up, results[(name, stream)]))
-                    backlog[stream] = answered - metered_lines(proxy)
-                    started = time.monotonic()
-                    while metered_lines(proxy) < answered and time.monotonic() - started < 120:
-                        time.sleep(0.2)
-                    drained[stream] = time.monotonic() - started
-
-        proxy.stop(timeout=300)  # drains any counter write still queued
-        metered = metered_lines(proxy)
+        # Stopped at once, with whatever counter backlog the load left behind moto.
+        metered, stop_seconds, exit_code = stop_and_count(proxy, lambda: metered_lines(proxy))
+        proxy_peak = whole_run.stop_sampling()
     finally:
         stack.stop()
 
     print(f"\n/v1/messages benchmark: wrk, {args.connections} connections, {args.seconds}s per run (after 3s warm-up), "
           f"fake Anthropic delay {args.delay_ms} ms, {os.cpu_count()} cores, loopback")
     for stream in modes:
-        direct = results[("direct to fake Anthropic", stream)]
+        direct = results[(direct_name, stream)]
         print(f"\n{'streamed' if stream else 'plain'} answers")
         print(f"{'target':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}")
         for name in targets:
             r = results[(name, stream)]
-            added = "" if name.startswith("direct") else f"{r['p50_ms'] - direct['p50_ms']:>9.2f}{r['p99_ms'] - direct['p99_ms']:>9.2f}"
+            added = "" if name == direct_name else f"{r['p50_ms'] - direct['p50_ms']:>9.2f}{r['p99_ms'] - direct['p99_ms']:>9.2f}"
             print(f"{name:<30}{r['rps']:>10.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{added or ' ' * 18}{r['errors']:>9}")
-        ours, theirs = results[("claude proxy (this project)", stream)], results[("LiteLLM proxy", stream)]
-        ours_added = max(ours["p50_ms"] - direct["p50_ms"], 0.01)
-        theirs_added = max(theirs["p50_ms"] - direct["p50_ms"], 0.01)
-        print(f"ratios claude proxy / LiteLLM: req/s {ours['rps'] / theirs['rps']:.2f}x, "
-              f"added p50 {ours_added / theirs_added:.3f}x, "
-              f"added p99 {max(ours['p99_ms'] - direct['p99_ms'], 0.01) / max(theirs['p99_ms'] - direct['p99_ms'], 0.01):.3f}x")
+        if theirs_name in targets:
+            ours, theirs = results[(ours_name, stream)], results[(theirs_name, stream)]
+            ours_added = max(ours["p50_ms"] - direct["p50_ms"], 0.01)
+            theirs_added = max(theirs["p50_ms"] - direct["p50_ms"], 0.01)
+            print(f"ratios claude proxy / LiteLLM: req/s {ours['rps'] / theirs['rps']:.2f}x, "
+                  f"added p50 {ours_added / theirs_added:.3f}x, "
+                  f"added p99 {max(ours['p99_ms'] - direct['p99_ms'], 0.01) / max(theirs['p99_ms'] - direct['p99_ms'], 0.01):.3f}x")
     print("\nmemory (RSS of the process tree, MiB; peak sampled every 100 ms during each run)")
     print(f"{'':<30}{'idle':>8}" + "".join(f"{'peak ' + ('streamed' if s else 'plain'):>16}" for s in modes))
     for name in pids:
         print(f"{name:<30}{idle[name] / 1024:>8.1f}" + "".join(f"{peaks[(name, s)] / 1024:>16.1f}" for s in modes))
-    for stream in modes:
-        ratio = peaks[("claude proxy (this project)", stream)] / peaks[("LiteLLM proxy", stream)]
-        print(f"peak memory ratio claude proxy / LiteLLM ({'streamed' if stream else 'plain'}): {ratio:.3f}")
-    print(f"claude proxy: {metered} usage lines for {answered} answered requests (warm-ups and checks included)")
-    for stream in modes:
-        print(f"  {'streamed' if stream else 'plain'}: {backlog[stream]} usage lines (= counter writes) still queued "
-              f"behind moto when the load stopped, written {drained[stream]:.1f}s later")
-    return 0
+    if theirs_name in pids:
+        for stream in modes:
+            ratio = peaks[(ours_name, stream)] / peaks[(theirs_name, stream)]
+            print(f"peak memory ratio claude proxy / LiteLLM ({'streamed' if stream else 'plain'}): {ratio:.3f}")
+    print(f"\nclaude proxy: {billing_line(metered, answered)} (warm-ups and checks included)")
+    print(f"claude proxy: exit after SIGTERM {stop_seconds:.1f}s (code {exit_code}); "
+          f"{memory_line(idle[ours_name], proxy_peak)} (peak over every run and the drain)")
+    return 0 if metered >= answered else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Every answered request is billed once, and the counters can be made to agree with the bill.
 
-- The freeze: DynamoDB (the moto process) is stopped with SIGSTOP for longer than the DynamoDB client's
-  total timeout while 100 chats and 50 proxy calls (half streamed) are answered, then resumed. The usage lines
-  must be exactly the answered requests; no counter may exceed its lines; scripts/reconcile must report the
+- The freeze: DynamoDB (the moto process) is stopped with SIGSTOP for longer than the API's counter timeout
+  (METERING_COUNTER_TIMEOUT_MS, retries included) while 100 chats and 50 proxy calls (half streamed) are
+  answered, then resumed. Counter writes reach the frozen table more than once (a tap in front of moto sees the
+  same batch id again), so an over-count would show. The usage lines must be exactly the answered requests;
+  no counter may exceed its lines; scripts/reconcile must report the
   gap as it is; after scripts/rebuild-counters the counters equal the lines, day and week alike, and
   scripts/reconcile finds no gap.
 - scripts/rebuild-counters on a tampered tenant (over-count, missing week item, a stale item, a non-counter
@@ -30,6 +32,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from dynamodb_tap import DynamoDbTap
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
 from support import chat, counter_items, new_tenant_id, poll, request_id_of, wait_usage_line
 
@@ -39,8 +42,12 @@ sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
 import stack_state  # noqa: E402
 from synthetic_usage import put_lines, usage_line  # noqa: E402
 
-# Longer than the DynamoDB client's total (operation) timeout of the API, 8 s
-# (metering_core::counters::dynamodb_client): every counter write started during the freeze gives up first.
+# The API under test retries a counter write (same batch id) for this long (METERING_COUNTER_TIMEOUT_MS); the
+# DynamoDB client gives each attempt 3 s (metering_core::counters::dynamodb_client), so a write started in the
+# freeze reaches the frozen table more than once before it gives up.
+COUNTER_TIMEOUT_MS = 4_000
+# Longer than the counter timeout, retries included, from the moment the requests are answered: every write
+# started then gives up while the table is frozen (its outcome is "unknown").
 FREEZE_SECONDS = 12
 CHATS, PROXY_CALLS = 100, 50
 COUNTER_FIELDS = ("request_count", "input_tokens", "output_tokens", "total_tokens",
@@ -81,14 +88,24 @@ def run_script(env: dict[str, str], name: str, *args: str, timeout: float = 300)
 
 
 @pytest.fixture(scope="module")
-def metered_api(stack):
+def dynamodb_tap(stack):
+    tap = DynamoDbTap(stack.resources.endpoint_url)
+    yield tap
+    tap.close()
+
+
+@pytest.fixture(scope="module")
+def metered_api(stack, dynamodb_tap):
     """One API serving /bedrock/chat and the proxy's /v1/messages. Gateway keys are cached and the rate-limit
-    memory is off, so a request needs DynamoDB for nothing but its counters."""
+    memory is off, so a request needs DynamoDB for nothing but its counters. Its DynamoDB calls pass through a
+    tap that records every counter batch sent (moto is still what is frozen)."""
     fake = start_fake_anthropic(stack.run_dir, name="fake-anthropic-exactly-once")
     stack.extra_apis.append(fake)  # stopped with the stack
     key_table, _ = create_proxy_tables(stack.resources)
     return stack.start_api("api-exactly-once", **proxy_env(key_table, None, fake.url, API_KEY_CACHE_SECONDS="600",
-                                                           RATE_LIMIT_TRACKING="false"))
+                                                           RATE_LIMIT_TRACKING="false",
+                                                           AWS_ENDPOINT_URL_DYNAMODB=dynamodb_tap.url,
+                                                           METERING_COUNTER_TIMEOUT_MS=str(COUNTER_TIMEOUT_MS)))
 
 
 def gateway_key(api_url: str, id_token: str) -> str:
@@ -160,7 +177,7 @@ def report_gaps(stdout: str) -> dict[tuple[str, str], tuple[int, int, int]]:
 # ------------------------------------------------------------------ the freeze
 
 def test_a_dynamodb_freeze_bills_every_answer_once_and_the_rebuild_makes_counters_exact(
-        stack, resources, user_factory, metered_api, operator_env):
+        stack, resources, user_factory, metered_api, operator_env, dynamodb_tap):
     api = metered_api
     tenants = [new_tenant_id("freeze"), new_tenant_id("freeze")]
     users = [user_factory.create(tenant) for tenant in tenants]
@@ -187,6 +204,7 @@ def test_a_dynamodb_freeze_bills_every_answer_once_and_the_rebuild_makes_counter
             return job, chat(api.url, users[owner].token, {"prompt": prompt}, timeout=90)
         return job, proxy_call(api.url, keys[owner], prompt, stream=kind == "stream")
 
+    tokens_before = set(dynamodb_tap.tokens())
     os.kill(stack.moto.pid, signal.SIGSTOP)
     frozen_at = time.monotonic()
     try:
@@ -194,11 +212,20 @@ def test_a_dynamodb_freeze_bills_every_answer_once_and_the_rebuild_makes_counter
         with ThreadPoolExecutor(max_workers=10) as pool:
             results = list(pool.map(run, jobs))
         answered_during_freeze = time.monotonic() - frozen_at
-        time.sleep(max(0.0, FREEZE_SECONDS - (time.monotonic() - frozen_at)))
+        # At least FREEZE_SECONDS, and past the counter timeout of the writes started as the last answers left
+        # (on a slow machine the answers take longer).
+        hold = max(FREEZE_SECONDS, answered_during_freeze + COUNTER_TIMEOUT_MS / 1000 + 1)
+        time.sleep(max(0.0, hold - (time.monotonic() - frozen_at)))
+        # the counter_update lines of the writes that gave up, all written before the table is back
+        gave_up_in_freeze = {l["request_id"] for l in api.json_lines() if l.get("event") == "counter_update"
+                             and l.get("tenant_id") in tenants}
     finally:
         os.kill(stack.moto.pid, signal.SIGCONT)
-    assert answered_during_freeze < FREEZE_SECONDS, (
-        f"answering took {answered_during_freeze:.1f}s: the requests were not answered while DynamoDB was frozen")
+    # Counter batches sent more than once to the frozen table: each would count twice without idempotency, so
+    # the "no counter exceeds its lines" below can fail.
+    resent = {t: n for t, n in dynamodb_tap.tokens().items() if t not in tokens_before and n > 1}
+    assert resent, "no counter write was retried against the frozen table: the over-count check proves nothing"
+    assert gave_up_in_freeze, "no counter write gave up during the freeze"
 
     # THEN every request was answered (streams to their end)
     failed = [(job, r.status_code, r.text[:200]) for job, r in results if r.status_code != 200]

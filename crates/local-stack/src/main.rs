@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use local_stack::api_server::{self, ApiState};
 use local_stack::authorizer::{CognitoAuthorizer, CognitoSettings};
-use local_stack::cloudwatch_usage_log::{CloudWatchUsageLog, TeeUsageLog};
+use local_stack::cloudwatch_usage_log::{CloudWatchLogStream, CloudWatchUsageLog, TeeUsageLog};
 use local_stack::fake_anthropic::{self, FakeAnthropicSettings};
 use local_stack::fake_bedrock::{self, FakeBedrockSettings};
 use local_stack::fake_bedrock_audit::{InvocationLog, InvocationLogBucket};
@@ -18,6 +18,9 @@ use metering_core::chat::{chat_service_on_aws, load_sdk_config};
 use metering_core::tenant_registry::tenant_registry_on_aws;
 use metering_core::config::ChatConfig;
 use metering_core::usage_config::UsageApiConfig;
+
+/// How long the CloudWatch Logs copy may still send after the metering drain (its last counter_update lines).
+const COPY_GRACE_AFTER_DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(version, about = "Local servers of bedrock-metering: the API (Lambda handlers behind a Cognito authorizer) \
@@ -102,11 +105,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let cloudwatch = match usage_log_group {
                 Some(group) if !group.trim().is_empty() => {
                     let client = aws_sdk_cloudwatchlogs::Client::new(&sdk_config);
-                    Some(CloudWatchUsageLog::create(client, group).await?)
+                    let stream = CloudWatchLogStream::create(client, group).await?;
+                    Some(CloudWatchUsageLog::start(Arc::new(stream)))
                 }
                 _ => None,
             };
-            let usage_log: Arc<dyn metering_core::usage::UsageLog> = Arc::new(TeeUsageLog { cloudwatch });
+            let tee = Arc::new(TeeUsageLog { cloudwatch });
+            let usage_log: Arc<dyn metering_core::usage::UsageLog> = tee.clone();
             let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
             let chat = chat_api::ChatHandler::new(chat_service_on_aws(&config, &sdk_config, Arc::clone(&usage_log)), tenants);
             let usage = usage_api::usage_handler_on_aws(UsageApiConfig::from_env()?, &sdk_config);
@@ -121,14 +126,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let listener = bind(addr, port_file.as_deref()).await?;
             serve_http1(listener, router, HEADER_READ_TIMEOUT, shutdown_signal()).await?;
-            // Every usage line is written; the counters get at most the drain timeout, then what is still
-            // pending is reported as counter_update lines.
+            // Every answered request's usage line is written. The chat's and the proxy's counters (and the
+            // proxy's streams still being read) get one drain bound, METERING_DRAIN_TIMEOUT_MS, together; what is
+            // still pending then is reported as counter_update lines, which the CloudWatch copy gets a moment for.
             let deadline = tokio::time::Instant::now() + config.metering.drain_timeout;
-            if let Some(proxy) = &proxy {
-                proxy.drain().await;
-            }
             tracing::info!(pending = chat.metering().pending_jobs(), "draining metering jobs");
-            chat.metering().shutdown(deadline).await;
+            let drain_proxy = async {
+                if let Some(proxy) = &proxy {
+                    proxy.drain(deadline).await;
+                }
+            };
+            tokio::join!(drain_proxy, chat.metering().shutdown(deadline));
+            tee.close(deadline.max(tokio::time::Instant::now()) + COPY_GRACE_AFTER_DRAIN).await;
         }
         Command::FakeBedrock { addr, port_file, delay_ms, invocation_log_bucket, invocation_log_prefix } => {
             let invocation_log = match invocation_log_bucket {

@@ -3,7 +3,6 @@
 //! `/v1/keys...` behind the Cognito authorizer. Answers stream through as the handler produces them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body as AxumBody;
 use axum::extract::{Request as AxumRequest, State};
@@ -14,12 +13,10 @@ use claude_proxy::anthropic_error::error_response;
 use claude_proxy::config::ProxyConfig;
 use claude_proxy::ProxyHandler;
 use metering_core::usage::UsageLog;
+use tokio::time::Instant;
 
 use crate::api_server::into_lambda_request;
 use crate::authorizer::CognitoAuthorizer;
-
-/// How long shutdown waits for streams whose client hung up (they are still read, to be metered).
-const DRAIN_STREAMS_FOR: Duration = Duration::from_secs(60);
 
 /// The proxy in the local API server: on when `API_KEY_TABLE_NAME` is set, configured from the proxy
 /// function's own variables (see crates/claude-proxy/README.md).
@@ -48,14 +45,16 @@ impl LocalProxy {
         router(ProxyRoutesState { authorizer, proxy: self.handler.clone(), max_body_bytes: self.max_body_bytes })
     }
 
-    /// After the server stopped: finish the streams still being read, then their metering.
-    pub async fn drain(&self) {
+    /// After the server stopped: finish the streams still being read (their usage lines are written when they
+    /// end), then the proxy's counter updates, all by `deadline` (the chat's drain bound); counter updates still
+    /// pending then get `counter_update` lines.
+    pub async fn drain(&self, deadline: Instant) {
         let service = self.handler.service();
         tracing::info!(streams = service.in_flight().count(), pending = service.metering().pending_jobs(), "draining the proxy");
-        if !service.in_flight().idle_within(DRAIN_STREAMS_FOR).await {
-            tracing::warn!(streams = service.in_flight().count(), "streams still open at shutdown; their usage may be lost");
+        if !service.in_flight().idle_within(deadline.saturating_duration_since(Instant::now())).await {
+            tracing::warn!(streams = service.in_flight().count(), "streams still open at the drain deadline; their usage lines are not written");
         }
-        service.metering().flush().await;
+        service.metering().shutdown(deadline).await;
     }
 }
 
