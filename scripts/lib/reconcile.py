@@ -61,16 +61,17 @@ def per_tenant(items: dict[ul.CounterKey, dict[str, int]]) -> Totals:
     return dict(totals)
 
 
-def export_totals(source: ExportSource, day: date) -> tuple[Totals, int]:
-    """Sums of the exported rows of `day`, and how many rows repeat a request id."""
+def export_totals(source: ExportSource, day: date) -> tuple[Totals, dict[str, int]]:
+    """Sums of the exported rows of `day`, and per tenant how many rows repeat a request id."""
     partition = f"year={day:%Y}/month={day:%m}/day={day:%d}/"
     connection = connect(source.local_root(only=partition))
     sums = ", ".join(f"sum({m})" for m in METRICS[1:])
     where = f"year = '{day:%Y}' AND month = '{day:%m}' AND day = '{day:%d}'"
     _, rows = run_sql(connection, f"SELECT tenant_id, count(*), {sums} FROM {TABLE} WHERE {where} GROUP BY tenant_id")
     totals = {row[0]: dict(zip(METRICS, (int(v or 0) for v in row[1:]))) for row in rows}
-    _, duplicates = run_sql(connection, f"SELECT count(*) - count(DISTINCT request_id) FROM {TABLE} WHERE {where}")
-    return totals, int(duplicates[0][0])
+    _, repeats = run_sql(connection, f"SELECT tenant_id, count(*) - count(DISTINCT request_id) FROM {TABLE} "
+                                     f"WHERE {where} GROUP BY tenant_id")
+    return totals, {row[0]: int(row[1]) for row in repeats if int(row[1])}
 
 
 def compare(counters: Totals, lines: Totals, exported: Totals | None, tenants: list[str], period: str = "") -> list[str]:
@@ -188,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     expected = ul.sums_by_key(billed.lines.values())
     lines = per_tenant({k: v for k, v in expected.items() if k.kind == ul.DAY and k.period == day.isoformat()})
     counters = per_tenant(ul.read_counters(target.dynamodb, target.table, ul.DAY, day.isoformat()))
-    exported, duplicates = None, 0
+    exported, export_repeats = None, {}
     if not args.no_export:
         source = ExportSource(s3=target.s3, bucket=target.bucket, prefix=target.prefix, cache_dir=target.cache_dir)
-        exported, duplicates = export_totals(source, day)
+        exported, export_repeats = export_totals(source, day)
     tenants = sorted(set(args.tenant) if args.tenant else set(counters) | set(lines) | set(exported or {}))
 
     differences = compare(counters, lines, exported, tenants)
@@ -202,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         week_counters = per_tenant(ul.read_counters(target.dynamodb, target.table, ul.WEEK, week))
         differences += compare(week_counters, week_lines, None, tenants, period=f"week {week} ")
         counter_gaps |= {t for t in tenants for m in METRICS if week_counters.get(t, _zero())[m] != week_lines.get(t, _zero())[m]}
+    # Repeats are reported for the tenants reconciled (all of them without --tenant).
+    duplicates = sum(count for tenant, count in export_repeats.items() if tenant in tenants)
     if duplicates:
         differences.append(f"the export of {day} repeats {duplicates} request id(s)")
-    day_repeats = sum(1 for rid in billed.repeated if ul.line_day(billed.lines[rid]) == day)
+    day_repeats = sum(1 for rid in billed.repeated
+                      if ul.line_day(billed.lines[rid]) == day and billed.lines[rid]["tenant_id"] in tenants)
     if day_repeats:
         differences.append(f"{day_repeats} request id(s) of {day} have more than one usage line (each is billed once)")
 

@@ -412,6 +412,15 @@ def test_a_closed_past_day_and_its_week_are_rebuilt_from_a_log_group(resources, 
     assert f"note: {tenant}: 1 request(s) with counter outcome unknown, 0 failed" in report.stdout, report.stdout
     assert "1 request id(s) of" in report.stdout and "more than one usage line" in report.stdout
 
+    # AND a reconcile of another tenant of the same log group is not failed by this tenant's repeated line
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    put_lines(resources.client("logs"), group, [usage_line(noon + timedelta(seconds=30), other, input_tokens=3, output_tokens=1)],
+              at_ms=[int((noon + timedelta(seconds=30)).timestamp() * 1000)])
+    scoped = run_script(operator_env, "reconcile", "--date", day.isoformat(), "--tenant", other, "--no-export",
+                        "--no-week", "--log-group", group)
+    assert "more than one usage line" not in scoped.stdout, scoped.stdout
+    assert report_gaps(scoped.stdout)[(other, f"day {day}")] == (1, 0, -1), scoped.stdout
+
     # WHEN rebuilt (a closed day of a closed week: no --allow-today) THEN day and week items hold the lines
     rebuilt = run_script(operator_env, "rebuild-counters", "--date", day.isoformat(), "--log-group", group, "--tenant", tenant)
     assert rebuilt.returncode == 0, f"{rebuilt.stdout}\n{rebuilt.stderr}"
