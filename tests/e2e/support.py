@@ -252,3 +252,35 @@ def expected_sums(lines: list[dict]) -> dict[str, int]:
         "total_tokens": sum(line["total_tokens"] for line in lines),
         "request_count": len(lines),
     }
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def operator_environment(stack, local_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of an operator whose .local/stack.env (under `local_dir`) points at this session's stack."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
+    import stack_state
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"BM_LOCAL_DIR": str(local_dir), "BM_STACK": "local", **extra})
+    previous = os.environ.get("BM_LOCAL_DIR")
+    os.environ["BM_LOCAL_DIR"] = str(local_dir)
+    try:
+        stack_state.write_state(stack.state())
+    finally:
+        if previous is None:
+            os.environ.pop("BM_LOCAL_DIR", None)
+        else:
+            os.environ["BM_LOCAL_DIR"] = previous
+    return env
+
+
+def run_script(env: dict[str, str], name: str, *args: str, timeout: float = 300):
+    """Runs `scripts/<name>` as an operator would; returns the completed process (output captured)."""
+    import subprocess
+
+    return subprocess.run([str(REPO_ROOT / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=timeout)

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -34,12 +33,11 @@ import requests
 
 from dynamodb_tap import DynamoDbTap
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
-from support import chat, counter_items, new_tenant_id, poll, request_id_of, wait_usage_line
+from support import chat, counter_items, new_tenant_id, poll, request_id_of, operator_environment, run_script, wait_usage_line
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
 
-import stack_state  # noqa: E402
 from synthetic_usage import put_lines, usage_line  # noqa: E402
 
 # The API under test retries a counter write (same batch id) for this long (METERING_COUNTER_TIMEOUT_MS); the
@@ -68,23 +66,8 @@ def week_of(day: date) -> str:
 @pytest.fixture(scope="module")
 def operator_env(stack, tmp_path_factory) -> dict[str, str]:
     """The environment of an operator whose .local/stack.env points at this session's stack."""
-    local_dir = tmp_path_factory.mktemp("bm-local-exactly-once")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"BM_LOCAL_DIR": str(local_dir), "BM_STACK": "local"})
-    previous = os.environ.get("BM_LOCAL_DIR")
-    os.environ["BM_LOCAL_DIR"] = str(local_dir)
-    try:
-        stack_state.write_state(stack.state())
-    finally:
-        if previous is None:
-            os.environ.pop("BM_LOCAL_DIR", None)
-        else:
-            os.environ["BM_LOCAL_DIR"] = previous
-    return env
+    return operator_environment(stack, tmp_path_factory.mktemp("bm-local-exactly-once"))
 
-
-def run_script(env: dict[str, str], name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO_ROOT / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from support import chat, fake_tokens, new_tenant_id, poll, request_id_of
+from support import chat, fake_tokens, new_tenant_id, poll, operator_environment, request_id_of, run_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
 
-import stack_state  # noqa: E402
 from synthetic_usage import put_lines, synthetic_day, usage_line  # noqa: E402
 
 COLUMNS = [
@@ -56,25 +55,7 @@ def log_processor_bin() -> Path:
 @pytest.fixture(scope="module")
 def operator_env(stack, tmp_path_factory, log_processor_bin) -> dict[str, str]:
     """The environment of an operator whose .local/stack.env points at this session's stack."""
-    local_dir = tmp_path_factory.mktemp("bm-local")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"BM_LOCAL_DIR": str(local_dir), "BM_LOG_PROCESSOR_BIN": str(log_processor_bin), "BM_STACK": "local"})
-    previous = os.environ.get("BM_LOCAL_DIR")
-    os.environ["BM_LOCAL_DIR"] = str(local_dir)
-    try:
-        stack_state.write_state(stack.state())
-    finally:
-        if previous is None:
-            os.environ.pop("BM_LOCAL_DIR", None)
-        else:
-            os.environ["BM_LOCAL_DIR"] = previous
-    return env
-
-
-def run_script(env: dict[str, str], name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(REPO_ROOT / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return operator_environment(stack, tmp_path_factory.mktemp("bm-local"), BM_LOG_PROCESSOR_BIN=str(log_processor_bin))
 
 
 def export(env: dict[str, str], *args: str) -> dict:
