@@ -154,12 +154,23 @@ fn json_answer(status: StatusCode, value: &Value) -> Response<ProxyBody> {
 fn proxy_request(request: Request, request_id: String) -> ProxyRequest {
     let query = request.uri().query().map(str::to_owned).or_else(|| {
         // Lambda events carry the query parameters apart from the URI.
-        let parameters = request.query_string_parameters_ref()?;
-        let pairs: Vec<String> = parameters.iter().map(|(name, value)| format!("{name}={value}")).collect();
-        (!pairs.is_empty()).then(|| pairs.join("&"))
+        // Their values are decoded: encode them again, or a value holding `&`, `=`, `+` or `%` would change
+        // meaning upstream.
+        encode_query(request.query_string_parameters_ref()?.iter())
     });
     let (parts, body) = request.into_parts();
     ProxyRequest { request_id, headers: parts.headers, query, body: Bytes::copy_from_slice(body.as_ref()) }
+}
+
+/// A query string from decoded `(name, value)` pairs, `application/x-www-form-urlencoded`; `None` when empty.
+fn encode_query<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (name, value) in pairs {
+        serializer.append_pair(name, value);
+        any = true;
+    }
+    any.then(|| serializer.finish())
 }
 
 pub use api_gateway_lambda::{authorizer_claims, request_id_of, tenant_identity};
@@ -177,5 +188,26 @@ mod tests {
         assert!(matches!(route_of(&Method::GET, "/v1/messages"), Err(ApiError::MethodNotAllowed(_))));
         assert!(matches!(route_of(&Method::POST, "/v1/keys/abc"), Err(ApiError::MethodNotAllowed(_))));
         assert!(matches!(route_of(&Method::POST, "/v1/other"), Err(ApiError::NotFound(_))));
+    }
+
+    #[test]
+    fn query_parameters_of_a_lambda_event_are_encoded_again() {
+        use std::collections::HashMap;
+        let parameters: HashMap<String, Vec<String>> = [
+            ("beta".to_owned(), vec!["true".to_owned()]),
+            ("claude-code-user".to_owned(), vec!["a&b=c d+e%f".to_owned()]),
+        ]
+        .into();
+        let request = Request::default().with_query_string_parameters(parameters);
+        let proxied = proxy_request(request, "r".into());
+        let query = proxied.query.clone().unwrap_or_default();
+        let decoded: Vec<(String, String)> =
+            form_urlencoded::parse(query.as_bytes()).map(|(name, value)| (name.into_owned(), value.into_owned())).collect();
+        assert_eq!(decoded.len(), 2, "{query}");
+        assert!(decoded.contains(&("beta".into(), "true".into())), "{query}");
+        assert!(decoded.contains(&("claude-code-user".into(), "a&b=c d+e%f".into())), "{query}");
+        assert_eq!(proxied.query_parameter("claude-code-user").as_deref(), Some("a&b=c d+e%f"));
+        assert_eq!(proxied.upstream_query(), "?beta=true");
+        assert_eq!(proxy_request(Request::default(), "r".into()).query, None);
     }
 }

@@ -48,15 +48,14 @@ impl ProxyRequest {
         self.headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
     }
 
-    /// A query parameter, percent-decoded.
+    /// A query parameter, decoded as `application/x-www-form-urlencoded` (`%XX` and `+`).
     pub fn query_parameter(&self, name: &str) -> Option<String> {
-        self.query.as_deref()?.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key) == name).then(|| percent_decode(value))
-        })
+        let query = self.query.as_deref()?;
+        form_urlencoded::parse(query.as_bytes()).find_map(|(key, value)| (key == name).then(|| value.into_owned()))
     }
 
-    /// The query string for the upstream, without the gateway's own parameter.
+    /// The query string for the upstream, without the gateway's own parameter. The other pairs are kept as the
+    /// client encoded them.
     pub fn upstream_query(&self) -> String {
         let kept: Vec<&str> = self
             .query
@@ -64,7 +63,7 @@ impl ProxyRequest {
             .unwrap_or_default()
             .split('&')
             .filter(|pair| !pair.is_empty())
-            .filter(|pair| percent_decode(pair.split('=').next().unwrap_or_default()) != USER_QUERY_PARAMETER)
+            .filter(|pair| !is_gateway_parameter(pair))
             .collect();
         if kept.is_empty() {
             String::new()
@@ -74,32 +73,9 @@ impl ProxyRequest {
     }
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = (bytes[index] == b'%')
-            .then(|| bytes.get(index + 1..index + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (escaped, bytes[index]) {
-            (Some(byte), _) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            (None, b'+') => {
-                decoded.push(b' ');
-                index += 1;
-            }
-            (None, byte) => {
-                decoded.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
+/// Whether one `name=value` pair of a query string is the gateway's own user parameter.
+fn is_gateway_parameter(pair: &str) -> bool {
+    form_urlencoded::parse(pair.as_bytes()).next().is_some_and(|(name, _)| name == USER_QUERY_PARAMETER)
 }
 
 /// The body of `/v1/messages` or `/v1/messages/count_tokens`: the JSON object (kept for Bedrock) and the
@@ -248,6 +224,17 @@ mod tests {
         assert_eq!(request(&[], Some("beta=true&claude-code-user=bob")).upstream_query(), "?beta=true");
         assert_eq!(request(&[], Some("claude-code-user=bob")).upstream_query(), "");
         assert_eq!(request(&[], None).upstream_query(), "");
+        // Pairs are matched after decoding and forwarded as the client encoded them.
+        assert_eq!(request(&[], Some("claude%2Dcode%2Duser=bob&q=a%26b+c")).upstream_query(), "?q=a%26b+c");
+    }
+
+    #[test]
+    fn query_parameters_are_form_decoded() {
+        let with_query = request(&[], Some("x=1&claude-code-user=a%40b+c%2Bd&claude-code-user=second"));
+        assert_eq!(with_query.query_parameter("claude-code-user").as_deref(), Some("a@b c+d"), "the first one wins");
+        assert_eq!(with_query.query_parameter("x").as_deref(), Some("1"));
+        assert_eq!(with_query.query_parameter("missing"), None);
+        assert_eq!(request(&[], None).query_parameter("x"), None);
     }
 
     #[test]
