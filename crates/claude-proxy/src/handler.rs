@@ -47,7 +47,8 @@ fn route_of(method: &Method, path: &str) -> Result<Route, ApiError> {
         _ if path.starts_with(KEY_HOLDER_PREFIX) => match KeyHolderRoute::parse(&path[KEY_HOLDER_PREFIX.len()..]) {
             Some(route) if method == Method::GET => Ok(Route::KeyHolder(route)),
             Some(_) => Err(allowed("GET")),
-            None => Err(ApiError::NotFound(format!("no route for {path}"))),
+            // The path is not echoed: it may name another tenant, and the answer must not differ with it.
+            None => Err(ApiError::NotFound(format!("no such route; {KEY_HOLDER_PREFIX} serves usage/me"))),
         },
         _ => match path.strip_prefix("/v1/keys/") {
             Some(id) if !id.is_empty() && !id.contains('/') && method == Method::DELETE => Ok(Route::RevokeKey(id.to_owned())),
