@@ -282,7 +282,7 @@ describe('Claude proxy IAM', () => {
     // GET /v1/gateway-key/usage/me reads one tenant's counters: the table's TENANT# partitions, never gsi1.
     assert.deepEqual(byId.QueryTenantUsageCounters, [arn('UsageTable')]);
     const query = statements.find((s) => s.Sid === 'QueryTenantUsageCounters');
-    assert.deepEqual(query?.Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['TENANT#*'] } });
+    assert.deepEqual((query as { Condition?: unknown } | undefined)?.Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['TENANT#*'] } });
     assert.deepEqual(byId.CheckAndManageGatewayKeys, [arn('ClaudeProxyApiKeysTable')]);
     // The code queries the index only (a user's keys), never the table.
     assert.deepEqual(byId.ListGatewayKeysOfUser, [{ 'Fn::Join': ['', [arn('ClaudeProxyApiKeysTable'), '/index/gsi1']] }]);
