@@ -314,6 +314,7 @@ describe('REST API', () => {
       'DELETE /v1/keys/{id}',
       'GET /ui',
       'GET /ui/{proxy+}',
+      'GET /v1/gateway-key/usage/me',
       'GET /v1/keys',
       'GET /v1/usage',
       'GET /v1/usage/me',
@@ -346,7 +347,7 @@ describe('REST API', () => {
       assert.deepEqual(all[route].AuthorizerId, { Ref: authorizer }, route);
     }
     // /v1/messages: the gateway key is checked by the Claude proxy itself.
-    for (const route of ['GET /ui', 'GET /ui/{proxy+}', 'POST /v1/messages', 'POST /v1/messages/count_tokens']) {
+    for (const route of ['GET /ui', 'GET /ui/{proxy+}', 'POST /v1/messages', 'POST /v1/messages/count_tokens', 'GET /v1/gateway-key/usage/me']) {
       assert.equal(all[route].AuthorizationType, 'NONE', route);
       assert.equal(all[route].AuthorizerId, undefined, route);
     }
@@ -358,7 +359,7 @@ describe('REST API', () => {
     const claude = logicalIdOf(template, 'AWS::Lambda::Function', 'ClaudeProxyFunction');
     for (const [route, method] of Object.entries(methods(template))) {
       assert.equal(method.Integration?.Type, 'AWS_PROXY', route);
-      const target = route === 'POST /bedrock/chat' ? chat : /^\S+ \/v1\/(messages|keys)/.test(route) ? claude : usage;
+      const target = route === 'POST /bedrock/chat' ? chat : /^\S+ \/v1\/(messages|keys|gateway-key)/.test(route) ? claude : usage;
       assert.ok(JSON.stringify(method.Integration?.Uri).includes(`"${target}"`), `${route} -> ${target}`);
     }
   });

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { DEFAULT_CLAUDE_PROXY_MODEL_MAP } from '../lib/claude-proxy/model-map';
+import { KEY_HOLDER_PATHS } from '../lib/claude-proxy/routes';
 import {
   actionsOf,
   INFRA_DIR,
@@ -265,6 +266,7 @@ describe('Claude proxy IAM', () => {
         ['IncrementUsageCounters', ['dynamodb:UpdateItem']],
         ['PutCounterMarkers', ['dynamodb:PutItem']],
         ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
+        ['QueryTenantUsageCounters', ['dynamodb:Query']],
         ['CheckAndManageGatewayKeys', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']],
         ['ListGatewayKeysOfUser', ['dynamodb:Query']],
         ['RememberRateLimits', ['dynamodb:GetItem', 'dynamodb:PutItem']],
@@ -277,6 +279,10 @@ describe('Claude proxy IAM', () => {
     const arn = (prefix: string) => ({ 'Fn::GetAtt': [logicalIdOf(template, 'AWS::DynamoDB::Table', prefix), 'Arn'] });
     const byId = Object.fromEntries(statements.map((s) => [s.Sid, resourcesOfStatement(s)]));
     assert.deepEqual(byId.IncrementUsageCounters, [arn('UsageTable')]);
+    // GET /v1/gateway-key/usage/me reads one tenant's counters: the table's TENANT# partitions, never gsi1.
+    assert.deepEqual(byId.QueryTenantUsageCounters, [arn('UsageTable')]);
+    const query = statements.find((s) => s.Sid === 'QueryTenantUsageCounters');
+    assert.deepEqual((query as { Condition?: unknown } | undefined)?.Condition, { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['TENANT#*'] } });
     assert.deepEqual(byId.CheckAndManageGatewayKeys, [arn('ClaudeProxyApiKeysTable')]);
     // The code queries the index only (a user's keys), never the table.
     assert.deepEqual(byId.ListGatewayKeysOfUser, [{ 'Fn::Join': ['', [arn('ClaudeProxyApiKeysTable'), '/index/gsi1']] }]);
@@ -361,7 +367,28 @@ describe('Claude proxy IAM', () => {
 });
 
 describe('Claude proxy routes', () => {
-  const routes = ['POST /v1/messages', 'POST /v1/messages/count_tokens', 'POST /v1/keys', 'GET /v1/keys', 'DELETE /v1/keys/{id}'];
+  const routes = [
+    'POST /v1/messages',
+    'POST /v1/messages/count_tokens',
+    'POST /v1/keys',
+    'GET /v1/keys',
+    'DELETE /v1/keys/{id}',
+    'GET /v1/gateway-key/usage/me',
+  ];
+
+  it("routes exactly the function's gateway-key paths (crates/claude-proxy/src/key_holder.rs), without an authorizer", () => {
+    const source = fs.readFileSync(path.resolve(INFRA_DIR, '..', 'crates', 'claude-proxy', 'src', 'key_holder.rs'), 'utf8');
+    const list = /const PATHS: &'static \[&'static str\] = &\[([^\]]*)\]/.exec(source);
+    assert.ok(list, 'KeyHolderRoute::PATHS in key_holder.rs');
+    const inCrate = [...list[1].matchAll(/"([^"]+)"/g)].map((match) => match[1]);
+    assert.deepEqual([...KEY_HOLDER_PATHS], inCrate);
+    const all = methods(template);
+    for (const keyPath of KEY_HOLDER_PATHS) {
+      const route = `GET /v1/gateway-key/${keyPath}`;
+      assert.ok(all[route], route);
+      assert.equal(all[route].AuthorizationType, 'NONE', route);
+    }
+  });
 
   it('stream every route from the function (InvokeWithResponseStream, STREAM, 15 minutes)', () => {
     const fn = logicalIdOf(template, 'AWS::Lambda::Function', 'ClaudeProxyFunction');

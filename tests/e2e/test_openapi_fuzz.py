@@ -55,7 +55,7 @@ NEGATIVE_CASES = 120
 MIN_TOTAL_CASES = 2000
 READ_TIMEOUT_SECONDS = 30
 
-PROXY_FUNCTION_PREFIXES = ("/v1/messages", "/v1/keys")
+PROXY_FUNCTION_PREFIXES = ("/v1/messages", "/v1/keys", "/v1/gateway-key")
 SCHEMA_CHECKS = [status_code_conformance, content_type_conformance, response_headers_conformance, response_schema_conformance]
 
 _cases_sent: dict[str, int] = {}
@@ -101,6 +101,8 @@ def credentials(operation, target: FuzzTarget) -> dict[str, str]:
     path = operation.path
     if path.startswith("/v1/messages"):
         return {"x-api-key": target.gateway_key, "anthropic-version": "2023-06-01"}
+    if path.startswith("/v1/gateway-key"):
+        return {"x-api-key": target.gateway_key}
     if path.startswith("/ui"):
         return {}
     return {"Authorization": f"Bearer {target.id_token}"}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use metering_core::config::{ConfigError, MeteringConfig};
+use metering_core::pricing::PricingTable;
 
 use crate::model_resolution::{geographies_for_region, DiscoverySettings, Family, PROFILE_GEOGRAPHIES};
 use crate::rate_limits::RateLimitScope;
@@ -118,7 +119,7 @@ impl FallbackPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     pub usage_table_name: String,
     pub daily_ttl: Duration,
@@ -154,6 +155,9 @@ pub struct ProxyConfig {
     pub on_client_disconnect: crate::streaming::ClientDisconnect,
     /// Counter timeout and drain bound of metering (`METERING_COUNTER_TIMEOUT_MS`, `METERING_DRAIN_TIMEOUT_MS`).
     pub metering: MeteringConfig,
+    /// Prices of `GET /v1/gateway-key/usage/me`'s estimated cost: the usage function's table (`PRICING_JSON`,
+    /// `PRICING_FILE`, else the built-in one).
+    pub pricing: PricingTable,
 }
 
 impl ProxyConfig {
@@ -247,6 +251,9 @@ impl ProxyConfig {
             forced_rate_limit_retry_after,
             max_body_bytes: number("MAX_REQUEST_BYTES", 10 * 1024 * 1024, 1024..=64 * 1024 * 1024)? as usize,
             metering: MeteringConfig::from_lookup(&lookup)?,
+            pricing: PricingTable::from_lookup(&lookup)
+                .map_err(|error| invalid("PRICING_JSON or PRICING_FILE", "", &error.to_string()))?
+                .0,
             on_client_disconnect: match text("ON_CLIENT_DISCONNECT") {
                 None => crate::streaming::ClientDisconnect::default(),
                 Some(value) => crate::streaming::ClientDisconnect::parse(&value)

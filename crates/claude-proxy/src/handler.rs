@@ -1,6 +1,7 @@
 //! The proxy function's HTTP surface as a Lambda handler (API Gateway REST events, streamed responses):
 //! - `POST /v1/messages`, `POST /v1/messages/count_tokens`: authenticated by gateway key, Anthropic-shaped;
-//! - `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`: behind the Cognito authorizer (claims).
+//! - `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`: behind the Cognito authorizer (claims);
+//! - `GET /v1/gateway-key/usage/me`: the key holder's own usage, authenticated by gateway key (key_holder.rs).
 //!
 //! The local API server mounts the same handler.
 
@@ -18,6 +19,7 @@ use serde_json::{json, Value};
 use crate::anthropic_error::error_response;
 use crate::body::{full, ProxyBody};
 use crate::anthropic_error::ANTHROPIC_REQUEST_ID_HEADER;
+use crate::key_holder::{KeyHolderReports, KeyHolderRoute, KEY_HOLDER_PREFIX};
 use crate::proxy::{Endpoint, ProxyService, UPSTREAM_HEADER};
 use crate::request::ProxyRequest;
 
@@ -27,6 +29,7 @@ enum Route {
     CreateKey,
     ListKeys,
     RevokeKey(String),
+    KeyHolder(KeyHolderRoute),
 }
 
 /// The route of a path, with or without a stage prefix (`/prod/v1/messages`).
@@ -41,6 +44,12 @@ fn route_of(method: &Method, path: &str) -> Result<Route, ApiError> {
         "/v1/keys" if method == Method::POST => Ok(Route::CreateKey),
         "/v1/keys" if method == Method::GET => Ok(Route::ListKeys),
         "/v1/keys" => Err(allowed("GET or POST")),
+        _ if path.starts_with(KEY_HOLDER_PREFIX) => match KeyHolderRoute::parse(&path[KEY_HOLDER_PREFIX.len()..]) {
+            Some(route) if method == Method::GET => Ok(Route::KeyHolder(route)),
+            Some(_) => Err(allowed("GET")),
+            // The path is not echoed: it may name another tenant, and the answer must not differ with it.
+            None => Err(ApiError::NotFound(format!("no such route; {KEY_HOLDER_PREFIX} serves usage/me"))),
+        },
         _ => match path.strip_prefix("/v1/keys/") {
             Some(id) if !id.is_empty() && !id.contains('/') && method == Method::DELETE => Ok(Route::RevokeKey(id.to_owned())),
             Some(id) if !id.is_empty() && !id.contains('/') => Err(allowed("DELETE")),
@@ -56,11 +65,19 @@ pub struct ProxyHandler {
     /// Admits the Cognito caller of `/v1/keys*`. `/v1/messages` needs no lookup: a key is bound at creation
     /// to a tenant the registry admitted.
     tenants: Arc<dyn TenantRegistry>,
+    /// `GET /v1/gateway-key/...`; without it those routes answer 404.
+    key_holder: Option<KeyHolderReports>,
 }
 
 impl ProxyHandler {
     pub fn new(service: ProxyService, max_body_bytes: usize, tenants: Arc<dyn TenantRegistry>) -> Self {
-        Self { service, max_body_bytes, tenants }
+        Self { service, max_body_bytes, tenants, key_holder: None }
+    }
+
+    /// Serves the key holder's own reports (`GET /v1/gateway-key/usage/me`).
+    pub fn with_key_holder_reports(mut self, reports: KeyHolderReports) -> Self {
+        self.key_holder = Some(reports);
+        self
     }
 
     pub fn service(&self) -> &ProxyService {
@@ -98,6 +115,10 @@ impl ProxyHandler {
             Route::CreateKey => self.create_key(&request).await,
             Route::ListKeys => self.list_keys(&request).await,
             Route::RevokeKey(id) => self.revoke_key(&request, &id).await,
+            Route::KeyHolder(route) => match &self.key_holder {
+                Some(reports) => reports.answer(route, self.service.keys(), &proxy_request(request, request_id.clone())).await,
+                None => Err(ApiError::NotFound("this gateway does not serve gateway-key reports".into())),
+            },
         };
         let mut response = result.unwrap_or_else(|error| error_response(&error, &request_id));
         if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -188,6 +209,11 @@ mod tests {
         assert!(matches!(route_of(&Method::GET, "/v1/messages"), Err(ApiError::MethodNotAllowed(_))));
         assert!(matches!(route_of(&Method::POST, "/v1/keys/abc"), Err(ApiError::MethodNotAllowed(_))));
         assert!(matches!(route_of(&Method::POST, "/v1/other"), Err(ApiError::NotFound(_))));
+        assert_eq!(route_of(&Method::GET, "/prod/v1/gateway-key/usage/me"), Ok(Route::KeyHolder(KeyHolderRoute::OwnUsage)));
+        assert!(matches!(route_of(&Method::POST, "/v1/gateway-key/usage/me"), Err(ApiError::MethodNotAllowed(_))));
+        for other in ["/v1/gateway-key/usage/acme", "/v1/gateway-key/usage", "/v1/gateway-key/", "/v1/gateway-key/usage/me/x"] {
+            assert!(matches!(route_of(&Method::GET, other), Err(ApiError::NotFound(_))), "{other}");
+        }
     }
 
     #[test]

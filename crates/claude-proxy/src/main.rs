@@ -7,6 +7,7 @@ use api_gateway_lambda::budget::TimeoutBudget;
 use api_gateway_lambda::entry::MeteredLambda;
 use claude_proxy::aws::proxy_service_on_aws_with_counters;
 use claude_proxy::config::ProxyConfig;
+use claude_proxy::key_holder::key_holder_reports_on_aws;
 use claude_proxy::ProxyHandler;
 use lambda_http::{service_fn, Error, Request};
 use metering_core::chat::load_sdk_config;
@@ -28,7 +29,10 @@ async fn main() -> Result<(), Error> {
         proxy_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
             .await?;
     let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
-    let handler = Arc::new(ProxyHandler::new(service.clone(), config.max_body_bytes, tenants));
+    let handler = Arc::new(
+        ProxyHandler::new(service.clone(), config.max_body_bytes, tenants)
+            .with_key_holder_reports(key_holder_reports_on_aws(&config, &sdk_config)),
+    );
     // A streamed answer meters when its stream ends, after the handler returned: wait for those, then flush.
     let flush = move || {
         let service = service.clone();

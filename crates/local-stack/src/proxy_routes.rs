@@ -1,6 +1,6 @@
 //! The Claude proxy's routes in the local API server, as API Gateway serves them: `/v1/messages` and
-//! `/v1/messages/count_tokens` without an authorizer (the gateway key is checked by the handler), and
-//! `/v1/keys...` behind the Cognito authorizer. Answers stream through as the handler produces them.
+//! `/v1/messages/count_tokens` and `/v1/gateway-key/...` without an authorizer (the gateway key is checked by
+//! the handler), and `/v1/keys...` behind the Cognito authorizer. Answers stream through as the handler produces them.
 
 use std::sync::Arc;
 
@@ -37,7 +37,8 @@ impl LocalProxy {
         config.log_start();
         let service = claude_proxy::aws::proxy_service_on_aws(&config, sdk_config, usage_log).await?;
         let tenants = metering_core::tenant_registry::tenant_registry_on_aws(sdk_config, config.usage_table_name.clone());
-        let handler = ProxyHandler::new(service, config.max_body_bytes, tenants);
+        let handler = ProxyHandler::new(service, config.max_body_bytes, tenants)
+            .with_key_holder_reports(claude_proxy::key_holder::key_holder_reports_on_aws(&config, sdk_config));
         Ok(Some(Self { handler, max_body_bytes: config.max_body_bytes }))
     }
 

@@ -25,10 +25,7 @@ use api_gateway_lambda::{request_id_of, route_path, tenant_identity};
 use params::{ListQuery, ReportQuery};
 use routes::Route;
 
-/// Items DynamoDB read for the answer (`ScannedCount` summed): the cost of the report, for operators and tests.
-pub const ITEMS_READ_HEADER: &str = "x-usage-items-read";
-/// `Query` calls made for the answer.
-pub const QUERIES_HEADER: &str = "x-usage-queries";
+pub use metering_core::usage_report::{ITEMS_READ_HEADER, QUERIES_HEADER};
 
 type Clock = Arc<dyn Fn() -> NaiveDate + Send + Sync>;
 

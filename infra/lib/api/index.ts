@@ -11,6 +11,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ApiConfig } from '../config';
+import { addKeyHolderRoutes } from '../claude-proxy/routes';
 import { addErrorResponses } from './error-responses';
 
 export interface MeteringApiProps {
@@ -130,9 +131,11 @@ export class MeteringApi extends Construct {
     const keyAuthenticated = [
       messages.addMethod('POST', claude),
       messages.addResource('count_tokens').addMethod('POST', claude),
+      // GET /v1/gateway-key/usage/me: the key holder's own usage (lib/claude-proxy/routes.ts).
+      ...addKeyHolderRoutes(v1, claude),
     ];
     for (const method of keyAuthenticated) {
-      const reason = 'Authenticated by the gateway key (bmk_...) inside the Claude proxy function on every request, as the Anthropic API does; Anthropic clients cannot send a Cognito token.';
+      const reason = 'Authenticated by the gateway key (bmk_...) inside the Claude proxy function on every request, as the Anthropic API does; Anthropic clients (and Claude Code\'s status line) cannot send a Cognito token.';
       Validations.of(method).acknowledge({ id: 'AwsSolutions-APIG4', reason });
       Validations.of(method).acknowledge({ id: 'AwsSolutions-COG4', reason });
     }

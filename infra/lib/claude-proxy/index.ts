@@ -2,7 +2,7 @@
  * The Claude-compatible proxy (crates/claude-proxy): `POST /v1/messages` forwarded to Anthropic and, on a 429,
  * served by Bedrock instead; every answer metered in the usage table like /bedrock/chat. Here: its function,
  * its two tables, the provider's Anthropic key (managed mode) and exactly the permissions the code uses.
- * Its routes are on the REST API (lib/api), streamed.
+ * Its routes are on the REST API (lib/api), streamed; the key holder's own routes are listed in routes.ts.
  */
 import { Annotations, Arn, ArnFormat, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -20,7 +20,7 @@ import {
 import { ChatConfig, ClaudeProxyConfig } from '../config';
 import { RustFunction } from '../lambda/rust-function';
 import { meteredFunctionTimeout } from '../lambda/timeout-budget';
-import { UsageTable } from '../usage-table';
+import { COUNTER_PARTITION_PREFIX, UsageTable } from '../usage-table';
 import { mappedBedrockModelIds } from './model-map';
 import { ApiKeyTable, RateLimitTable } from './tables';
 
@@ -162,6 +162,16 @@ export class ClaudeProxy extends Construct {
 
     props.usageTable.grantIncrementCounters(role);
     props.usageTable.grantTenantRegistry(role);
+    // GET /v1/gateway-key/usage/me (crates/claude-proxy/src/key_holder.rs): one tenant's counters, `Query` on
+    // the table's counter partitions only; never the all-tenants index, never an item of the registry.
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'QueryTenantUsageCounters',
+        actions: ['dynamodb:Query'],
+        resources: [props.usageTable.table.tableArn],
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${COUNTER_PARTITION_PREFIX}*`] } },
+      }),
+    );
     this.apiKeys.grantManageKeys(role);
     this.rateLimits.grantRememberLimits(role);
 

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod aggregate;
 pub mod cursor;
+pub mod params;
 pub mod period;
 pub mod reader;
 
@@ -24,6 +25,11 @@ pub use reader::{CounterRead, DynamoUsageReader, ReadStats, UsageReadError, Usag
 
 use crate::counters::{day_label, week_label, PeriodKind};
 use crate::pricing::PricingTable;
+
+/// Response header: items DynamoDB read for a report (`ScannedCount` summed), the cost of the report.
+pub const ITEMS_READ_HEADER: &str = "x-usage-items-read";
+/// Response header: `Query` calls made for a report.
+pub const QUERIES_HEADER: &str = "x-usage-queries";
 
 /// How long the chat function keeps counter items (its `USAGE_DAILY_TTL_DAYS` / `USAGE_WEEKLY_TTL_DAYS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
