@@ -11,15 +11,19 @@ import csv
 import io
 import json
 import re
+import sys
 from datetime import timedelta
 
 import pytest
 import requests
 
-from support import new_tenant_id, run_script
+from support import REPO_ROOT, new_tenant_id, run_script
 from synthetic_usage import MODELS, put_lines, synthetic_day
 from test_export import export, own_space, utc_today
 from test_export import log_processor_bin, operator_env  # noqa: F401  (module fixtures, reused)
+
+sys.path.insert(0, str(REPO_ROOT / "scripts" / "lib"))
+from statement import render_csv  # noqa: E402
 
 
 # Bedrock model ids (a `us.` profile among them) on the chat route, Anthropic's own on the proxy.
@@ -51,7 +55,7 @@ def statement(env: dict, *args: str) -> str:
 def test_the_monthly_statement_equals_the_usage_api_for_the_same_period(resources, api_url, user_factory, operator_env):
     # GIVEN a month of synthetic lines of a new tenant (and of another tenant) in a log group of this test
     yesterday = utc_today() - timedelta(days=1)
-    days = sorted({yesterday - timedelta(days=n) for n in (0, 4, 8, 12)
+    days = sorted({yesterday - timedelta(days=n) for n in (0, 5, 11)
                    if (yesterday - timedelta(days=n)).month == yesterday.month})
     user = user_factory.create(new_tenant_id("stmt"))
     other = new_tenant_id("stmt-other")
@@ -72,8 +76,8 @@ def test_the_monthly_statement_equals_the_usage_api_for_the_same_period(resource
         "tokens_per_month": {"N": "2000000"}, "usd_per_month": {"N": "25.5"}})
     month = yesterday.strftime("%Y-%m")
 
-    # WHEN the statement of the month is made for the tenant, and the usage API asked for the same period
-    report = json.loads(statement(operator_env, "--month", month, "--tenant", user.tenant_id, "--prefix", prefix))
+    # WHEN the statement of the month is made, and the usage API asked for the same period
+    report = json.loads(statement(operator_env, "--month", month, "--prefix", prefix))
     period_days = (utc_today() - days[0]).days + 1
     response = requests.get(f"{api_url}/v1/usage/me", params={"days": period_days},
                             headers={"Authorization": f"Bearer {user.token}"}, timeout=30)
@@ -81,7 +85,9 @@ def test_the_monthly_statement_equals_the_usage_api_for_the_same_period(resource
     api = response.json()
 
     # THEN the totals are the API's: requests, each kind of token, and the estimated cost to the micro-dollar
-    [tenant] = report["tenants"]
+    statements = {entry["tenant_id"]: entry for entry in report["tenants"]}
+    assert set(statements) == {user.tenant_id, other}
+    tenant = statements[user.tenant_id]
     totals, expected = tenant["totals"], api["summary"]
     mine = [line for line in lines if line["tenant_id"] == user.tenant_id]
     assert totals["requests"] == expected["total_requests"] == len(mine)
@@ -108,19 +114,19 @@ def test_the_monthly_statement_equals_the_usage_api_for_the_same_period(resource
     assert footer["counter_outcomes"] == {"applied": len(lines), "failed": 0, "unknown": 0, "not_recorded": 0}
     assert footer["skipped_malformed"] == 0 and len(footer["price_versions"]) == 1
 
-    # WHEN every tenant's statement is asked for, as CSV and as HTML
-    rows = list(csv.reader(io.StringIO(statement(operator_env, "--month", month, "--format", "csv", "--prefix", prefix))))
-    header = rows[0]
-    totals_rows = {row[1]: dict(zip(header, row)) for row in rows[1:] if len(row) > 2 and row[2] == "TOTAL"}
-    # THEN both tenants are there; the other one has no budget ("none")
-    assert set(totals_rows) == {user.tenant_id, other}
-    assert int(totals_rows[other]["requests"]) == len(lines) - len(mine)
+    # AND the other tenant has no budget: "none" in the CSV form (rendered from the same statement)
+    assert statements[other]["budget"] is None and statements[other]["totals"]["requests"] == len(lines) - len(mine)
+    rows = list(csv.reader(io.StringIO(render_csv(report))))
+    totals_rows = {row[1]: dict(zip(rows[0], row)) for row in rows[1:] if len(row) > 2 and row[2] == "TOTAL"}
     assert totals_rows[other]["budget_usd_per_month"] == "none" and totals_rows[user.tenant_id]["budget_usd_per_month"] == "25.5"
-    page = statement(operator_env, "--month", month, "--format", "html", "--prefix", prefix)
-    # AND the HTML is one printable page per tenant with an inline SVG chart, nothing fetched from elsewhere
-    assert page.count("<svg") == 2 and "@media print" in page and "<script" not in page
+    assert int(totals_rows[user.tenant_id]["requests"]) == len(mine)
+
+    # WHEN the tenant's statement is asked for as HTML
+    page = statement(operator_env, "--month", month, "--tenant", user.tenant_id, "--format", "html", "--prefix", prefix)
+    # THEN it is that tenant's only, printable, with an inline SVG chart and nothing fetched from elsewhere
+    assert page.count("<svg") == 1 and "@media print" in page and "<script" not in page
     assert not re.search(r"""(src|href)=["']?https?:""", page)
-    assert user.tenant_id in page and f"${totals['estimated_cost_usd']:,.6f}" in page
+    assert user.tenant_id in page and other not in page and f"${totals['estimated_cost_usd']:,.6f}" in page
 
 
 def test_a_bad_month_is_refused_with_exit_2(operator_env):
