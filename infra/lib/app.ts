@@ -32,6 +32,15 @@ export function buildApp(app: App, env: NodeJS.ProcessEnv = process.env): Meteri
     config,
     usageLogGroups: metering.usageLogGroups,
     usageTable: metering.usageTable.table,
+    operations: {
+      restApiName: metering.api.restApi.restApiName,
+      functions: [
+        { label: 'chat', function: metering.chatApi.function },
+        { label: 'usage', function: metering.usageApi.function },
+        { label: 'proxy', function: metering.claudeProxy.proxy.function },
+      ],
+      proxyLogGroup: metering.claudeProxy.proxy.logGroup,
+    },
   });
   analytics.addStackDependency(metering, 'exports the usage log groups of BedrockMeteringStack');
   Tags.of(app).add('project', 'bedrock-metering');

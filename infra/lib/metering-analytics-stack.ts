@@ -14,6 +14,7 @@ import { ModelPricesView } from './analytics/model-prices';
 import { BedrockInvocationLogging } from './bedrock/invocation-logging';
 import { STREAM_FRESHNESS_LIMIT, UsageStream } from './analytics/usage-stream';
 import { MeteringConfig } from './config';
+import { DashboardFunction, OperationsDashboard } from './operations/dashboard';
 
 export interface MeteringAnalyticsStackProps extends StackProps {
   readonly config: MeteringConfig;
@@ -21,6 +22,12 @@ export interface MeteringAnalyticsStackProps extends StackProps {
   readonly usageLogGroups: readonly logs.ILogGroup[];
   /** The usage counters' table of BedrockMeteringStack: the log processor rebuilds counters in it. */
   readonly usageTable?: dynamodb.ITable;
+  /** What the operations dashboard watches in BedrockMeteringStack (no dashboard when absent). */
+  readonly operations?: {
+    readonly restApiName: string;
+    readonly functions: readonly DashboardFunction[];
+    readonly proxyLogGroup: logs.ILogGroup;
+  };
 }
 
 export class MeteringAnalyticsStack extends Stack {
@@ -34,6 +41,8 @@ export class MeteringAnalyticsStack extends Stack {
   public readonly invocationLogging?: BedrockInvocationLogging;
   /** Present in stream mode (`exportMode: "stream"`). */
   public readonly usageStream?: UsageStream;
+  /** The gateway's CloudWatch dashboard (when `operations` is given). */
+  public readonly operationsDashboard?: OperationsDashboard;
 
   constructor(scope: Construct, id: string, props: MeteringAnalyticsStackProps) {
     super(scope, id, props);
@@ -77,6 +86,23 @@ export class MeteringAnalyticsStack extends Stack {
       deadLetterQueue: this.logProcessor.deadLetterQueue,
       stream: this.usageStream && { streamName: this.usageStream.streamName, freshnessLimit: STREAM_FRESHNESS_LIMIT },
     });
+    if (props.operations) {
+      this.operationsDashboard = new OperationsDashboard(this, 'Operations', {
+        restApiName: props.operations.restApiName,
+        functions: [
+          ...props.operations.functions,
+          { label: 'log processor', function: this.logProcessor.processor.function },
+        ],
+        usageLogGroups: props.usageLogGroups,
+        proxyLogGroup: props.operations.proxyLogGroup,
+        exportLogGroup: this.logProcessor.processor.logGroup,
+        alarms: this.alarms.alarms,
+      });
+      new CfnOutput(this, 'OperationsDashboardName', {
+        value: this.operationsDashboard.dashboard.dashboardName,
+        description: "CloudWatch dashboard of the gateway's health",
+      });
+    }
     if (config.bedrockInvocationLogging.enabled) {
       this.invocationLogging = new BedrockInvocationLogging(this, 'BedrockInvocationLogging', {
         bucket,

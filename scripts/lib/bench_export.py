@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moto-lines", type=int, default=200_000)
     parser.add_argument("--no-build", action="store_true", help="use the existing target/release/log-processor")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--compare-with", type=Path, metavar="BINARY",
+                        help="another log-processor build (e.g. one of main): its transform is measured in the same run, "
+                             "alternating with this one")
+    parser.add_argument("--transform-only", action="store_true", help="measure the transform only (no day loop, no moto)")
     args = parser.parse_args(argv)
 
     binary = release_binary()
@@ -112,15 +116,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {binary} does not exist (drop --no-build)", file=sys.stderr)
         return 2
 
+    def measure_transform(program: Path) -> dict:
+        out, _, _ = run_measured([str(program), "bench-transform", "--lines", str(args.transform_lines)], pin_core=True)
+        return json.loads(out)
+
     print("measuring: transform", file=sys.stderr)
-    out, _, _ = run_measured([str(binary), "bench-transform", "--lines", str(args.transform_lines)], pin_core=True)
-    transform = json.loads(out)
+    baseline = None
+    if args.compare_with:
+        # Alternating runs, the best of two each: a busy machine slows both alike.
+        runs = {"baseline": [], "this": []}
+        for _ in range(2):
+            runs["baseline"].append(measure_transform(args.compare_with))
+            runs["this"].append(measure_transform(binary))
+        best = lambda results: max(results, key=lambda r: r.get("events_per_cpu_second") or r["events_per_second"])  # noqa: E731
+        baseline, transform = best(runs["baseline"]), best(runs["this"])
+    else:
+        transform = measure_transform(binary)
+    if args.transform_only:
+        figures = {"transform": transform, "baseline_transform": baseline}
+        print(json.dumps(figures, indent=2) if args.json else transform_table(transform, baseline))
+        return 0
     print("measuring: day loop", file=sys.stderr)
     out, _, day_rss = run_measured([str(binary), "bench-day", "--events", str(args.day_events)], {**base_env(), "RUST_LOG": "warn"})
     day = json.loads(out)
     print("measuring: export from moto", file=sys.stderr)
     moto_day = bench_moto_day(binary, args.moto_lines)
-    figures = {"transform": transform, "day_loop": {**day, "peak_rss_bytes": day_rss}, "moto_day": moto_day}
+    figures = {"transform": transform, "baseline_transform": baseline, "day_loop": {**day, "peak_rss_bytes": day_rss},
+               "moto_day": moto_day}
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
@@ -142,7 +164,24 @@ def main(argv: list[str] | None = None) -> int:
     print("log-processor (release build)")
     for row in rows:
         print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    print(transform_table(transform, baseline))
     return 0
+
+
+def transform_table(transform: dict, baseline: dict | None) -> str:
+    """The transform's figures (wall and CPU events/s, bytes per row, the largest columns), beside a baseline's."""
+    lines = ["transform, 1 core:"]
+    for label, figures in (("baseline", baseline), ("this build", transform)):
+        if figures is None:
+            continue
+        cpu = figures.get("events_per_cpu_second")
+        lines.append(f"  {label:<11} {figures['events_per_second']:>12,.0f} events/s wall, "
+                     f"{'n/a' if cpu is None else f'{cpu:,.0f}'} events/CPU-s, {figures['parquet_bytes_per_row']} B/row")
+    columns = transform.get("column_bytes_per_row") or {}
+    largest = sorted(columns.items(), key=lambda item: -item[1])[:6]
+    if largest:
+        lines.append("  largest columns (B/row): " + ", ".join(f"{name} {size}" for name, size in largest))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -31,31 +31,59 @@ pub fn transform(lines: u64) -> Result<Value, ExportError> {
     let json_bytes: usize = input.iter().map(|line| line.len() + 1).sum();
     let mut pricer = RowPricer::new(PricingTable::builtin());
     let started = Instant::now();
+    let cpu_started = thread_cpu_seconds();
     let mut writer = ParquetFileWriter::new(writer_properties(DEFAULT_ROWS_PER_ROW_GROUP))?;
     let mut batch = RowBatch::with_capacity(DEFAULT_ROWS_PER_ROW_GROUP);
-    let mut parquet_bytes = 0;
+    // The drained parts are kept (not copied) to read the file's column sizes once the clock has stopped.
+    let mut parts = Vec::new();
     for line in &input {
         if let LineOutcome::Usage { line, .. } = classify(line) {
             batch.push(&line, &mut pricer, Some(CounterOutcome::Applied));
             if batch.len() >= DEFAULT_ROWS_PER_ROW_GROUP {
                 writer.write_row_group(&mut batch)?;
-                parquet_bytes += writer.take_bytes()?.len();
+                parts.push(writer.take_bytes()?);
             }
         }
     }
     writer.write_row_group(&mut batch)?;
     let rows = writer.rows();
-    parquet_bytes += writer.finish()?.len();
+    parts.push(writer.finish()?);
     let seconds = started.elapsed().as_secs_f64();
+    // On a busy machine the wall clock counts other processes' turns; this thread's own CPU time does not.
+    let cpu_seconds = thread_cpu_seconds().zip(cpu_started).map(|(end, start)| end - start);
+    let file: Vec<u8> = parts.concat();
+    let parquet_bytes = file.len();
     Ok(json!({
         "lines": lines,
         "rows": rows,
         "seconds": round3(seconds),
         "events_per_second": (rows as f64 / seconds.max(1e-9)).round(),
+        "cpu_seconds": cpu_seconds.map(round3),
+        "events_per_cpu_second": cpu_seconds.map(|cpu| (rows as f64 / cpu.max(1e-9)).round()),
         "json_bytes": json_bytes,
         "parquet_bytes": parquet_bytes,
         "parquet_bytes_per_row": (parquet_bytes as f64 / rows.max(1) as f64 * 10.0).round() / 10.0,
+        "column_bytes_per_row": column_bytes_per_row(file, rows)?,
     }))
+}
+
+/// Compressed bytes per row of each column (all row groups), from the file's own metadata.
+fn column_bytes_per_row(file: Vec<u8>, rows: u64) -> Result<Value, ExportError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(bytes::Bytes::from(file))?;
+    let mut sizes = serde_json::Map::new();
+    for group in reader.metadata().row_groups() {
+        for column in group.columns() {
+            let name = column.column_path().string();
+            let size = sizes.get(&name).and_then(Value::as_i64).unwrap_or(0);
+            sizes.insert(name, json!(size + column.compressed_size()));
+        }
+    }
+    for size in sizes.values_mut() {
+        let bytes = size.as_i64().unwrap_or(0) as f64;
+        *size = json!((bytes / rows.max(1) as f64 * 100.0).round() / 100.0);
+    }
+    Ok(Value::Object(sizes))
 }
 
 /// The whole day loop of the export (pages -> rows -> row groups -> multipart parts) over `events`
@@ -97,6 +125,13 @@ pub async fn day(events: u64) -> Result<Value, ExportError> {
 
 fn round3(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
+}
+
+/// The CPU time of the calling thread so far (Linux: the first field of /proc/thread-self/schedstat, in ns).
+fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanoseconds: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(nanoseconds as f64 / 1e9)
 }
 
 /// VmHWM of /proc/self/status (Linux), in bytes.

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use metering_core::usage::TokenCounts;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
@@ -77,7 +78,8 @@ pub fn schema() -> Result<Arc<Type>, ExportError> {
 /// Dictionaries for the repetitive columns (tenants, users, models, counts) but not for the unique ones
 /// (timestamps, request ids, costs), where a dictionary only costs time before it overflows. Timestamps are
 /// nearly in order, so each shares most of its text with the one before: DELTA_BYTE_ARRAY stores only the
-/// new suffix (Athena/Trino and DuckDB read it).
+/// new suffix. Request ids go DELTA_LENGTH_BYTE_ARRAY: their lengths apart, so ZSTD sees the hex text alone
+/// (20.2 -> 18.8 B/row on the benchmark day). Athena/Trino and DuckDB read both encodings.
 pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
     let zstd = ZstdLevel::try_new(3)
         .map(Compression::ZSTD)
@@ -90,6 +92,7 @@ pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
             .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
             .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BYTE_ARRAY)
             .set_column_dictionary_enabled(ColumnPath::from("request_id"), false)
+            .set_column_encoding(ColumnPath::from("request_id"), Encoding::DELTA_LENGTH_BYTE_ARRAY)
             .set_column_dictionary_enabled(ColumnPath::from("cost_usd"), false)
             .set_created_by(format!(
                 "bedrock-metering log-processor {}",
@@ -99,17 +102,66 @@ pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
     )
 }
 
+/// The values of one string column, appended to one buffer: a row costs no allocation of its own. When the
+/// row group is written the buffer becomes one `Bytes`, and each value a slice of it (a reference count).
+#[derive(Debug, Default)]
+struct StringColumn {
+    data: Vec<u8>,
+    /// The end of each value in `data`.
+    ends: Vec<usize>,
+}
+
+impl StringColumn {
+    fn with_capacity(rows: usize, bytes_per_value: usize) -> Self {
+        Self {
+            data: Vec::with_capacity(rows * bytes_per_value),
+            ends: Vec::with_capacity(rows),
+        }
+    }
+
+    fn push(&mut self, value: &[u8]) {
+        self.data.extend_from_slice(value);
+        self.ends.push(self.data.len());
+    }
+
+    /// The values as `ByteArray`s; the column is left empty (its buffer handed over, its index kept).
+    fn take_values(&mut self) -> Vec<ByteArray> {
+        let capacity = self.data.capacity();
+        let data = Bytes::from(std::mem::replace(
+            &mut self.data,
+            Vec::with_capacity(capacity),
+        ));
+        let mut start = 0;
+        let values = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let value = ByteArray::from(data.slice(start..end));
+                start = end;
+                value
+            })
+            .collect();
+        self.ends.clear();
+        values
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+}
+
 /// Rows waiting for the next row group, column by column.
 #[derive(Debug, Default)]
 pub struct RowBatch {
-    strings: [Vec<ByteArray>; 6],
+    strings: [StringColumn; 6],
     bigints: [Vec<i64>; 6],
     /// Present values only, with one definition level per row (1 = present).
     cost_usd: Vec<f64>,
     cost_levels: Vec<i16>,
     price_version: Vec<ByteArray>,
     base_model_id: Vec<ByteArray>,
-    optional_strings: [(Vec<ByteArray>, Vec<i16>); 2],
+    optional_strings: [(StringColumn, Vec<i16>); 2],
     usage_estimated: Vec<bool>,
     counter_outcome: (Vec<ByteArray>, Vec<i16>),
     /// The three outcome strings, made once: a row shares one (a `ByteArray` clone is a reference count).
@@ -129,13 +181,16 @@ impl RowBatch {
     pub fn with_capacity(rows: usize) -> Self {
         let column = || Vec::with_capacity(rows);
         Self {
-            strings: std::array::from_fn(|_| column()),
+            // A timestamp or request id is 24 to 36 bytes; tenant, user and model ids about as long.
+            strings: std::array::from_fn(|_| StringColumn::with_capacity(rows, 40)),
             bigints: std::array::from_fn(|_| Vec::with_capacity(rows)),
             cost_usd: Vec::with_capacity(rows),
             cost_levels: Vec::with_capacity(rows),
             price_version: column(),
             base_model_id: column(),
-            optional_strings: std::array::from_fn(|_| (Vec::new(), Vec::with_capacity(rows))),
+            optional_strings: std::array::from_fn(|_| {
+                (StringColumn::default(), Vec::with_capacity(rows))
+            }),
             usage_estimated: Vec::with_capacity(rows),
             counter_outcome: (Vec::with_capacity(rows), Vec::with_capacity(rows)),
             outcome_texts: OutcomeTexts::default(),
@@ -159,7 +214,7 @@ impl RowBatch {
             line.request_id.as_bytes(),
         ];
         for (column, value) in self.strings.iter_mut().zip(strings) {
-            column.push(ByteArray::from(value.to_vec()));
+            column.push(value);
         }
         let bigints = [
             line.input_tokens,
@@ -195,7 +250,7 @@ impl RowBatch {
         {
             match value {
                 Some(text) => {
-                    values.push(ByteArray::from(text.as_bytes().to_vec()));
+                    values.push(text.as_bytes());
                     levels.push(1);
                 }
                 None => levels.push(0),
@@ -222,7 +277,7 @@ impl RowBatch {
     }
 
     fn clear(&mut self) {
-        self.strings.iter_mut().for_each(Vec::clear);
+        self.strings.iter_mut().for_each(StringColumn::clear);
         self.bigints.iter_mut().for_each(Vec::clear);
         self.cost_usd.clear();
         self.cost_levels.clear();
@@ -258,11 +313,12 @@ impl ParquetFileWriter {
             return Ok(());
         }
         let mut row_group = self.writer.next_row_group()?;
-        for values in &batch.strings {
+        for values in &mut batch.strings {
+            let values = values.take_values();
             let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
             column
                 .typed::<ByteArrayType>()
-                .write_batch(values, None, None)?;
+                .write_batch(&values, None, None)?;
             column.close()?;
         }
         for values in &batch.bigints {
@@ -286,11 +342,12 @@ impl ParquetFileWriter {
                 .write_batch(values, None, None)?;
             column.close()?;
         }
-        for (values, levels) in &batch.optional_strings {
+        for (values, levels) in &mut batch.optional_strings {
+            let values = values.take_values();
             let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
             column
                 .typed::<ByteArrayType>()
-                .write_batch(values, Some(levels), None)?;
+                .write_batch(&values, Some(levels), None)?;
             column.close()?;
         }
         let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;

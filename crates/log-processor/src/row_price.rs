@@ -16,24 +16,36 @@ pub struct PricedRow<'a> {
 }
 
 /// What one model id resolves to, looked up once per export rather than once per row.
+#[derive(Clone)]
 struct ResolvedModel {
     price: Option<ModelPrice>,
     base_model_id: ByteArray,
+}
+
+fn resolve(table: &PricingTable, model_id: &str) -> ResolvedModel {
+    ResolvedModel {
+        price: table.price_of(model_id),
+        base_model_id: ByteArray::from(base_model_id(model_id).as_bytes().to_vec()),
+    }
 }
 
 pub struct RowPricer {
     table: PricingTable,
     version: ByteArray,
     models: HashMap<String, ResolvedModel>,
+    /// The model of the previous row (at first the empty id): consecutive rows often share one, and a string
+    /// compare is cheaper than hashing the id again.
+    last: (String, ResolvedModel),
 }
 
 impl RowPricer {
     pub fn new(table: PricingTable) -> Self {
         let version = ByteArray::from(table.version().into_bytes());
         Self {
-            table,
             version,
             models: HashMap::new(),
+            last: (String::new(), resolve(&table, "")),
+            table,
         }
     }
 
@@ -43,15 +55,21 @@ impl RowPricer {
     }
 
     pub fn price(&mut self, model_id: &str, tokens: &TokenCounts) -> PricedRow<'_> {
-        if !self.models.contains_key(model_id) {
-            let resolved = ResolvedModel {
-                price: self.table.price_of(model_id),
-                base_model_id: ByteArray::from(base_model_id(model_id).as_bytes().to_vec()),
+        if self.last.0 != model_id {
+            let model = match self.models.get(model_id) {
+                Some(model) => model.clone(),
+                None => {
+                    let model = resolve(&self.table, model_id);
+                    self.models.insert(model_id.to_owned(), model.clone());
+                    model
+                }
             };
-            self.models.insert(model_id.to_owned(), resolved);
+            // The buffer is reused: no allocation per row.
+            self.last.0.clear();
+            self.last.0.push_str(model_id);
+            self.last.1 = model;
         }
-        // Present: inserted just above (a `get` before the insert would hold the map borrowed).
-        let model = &self.models[model_id];
+        let model = &self.last.1;
         let cost_usd = model
             .price
             .and_then(|price| price.cost_usd(model_id, tokens).ok());

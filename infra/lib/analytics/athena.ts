@@ -1,13 +1,14 @@
 /**
  * The Athena workgroup operators query the exports in: its settings are enforced (clients cannot send results
  * elsewhere or lift the cutoff), results land encrypted under `athena-results/`, and the example queries are
- * installed as its named queries.
+ * installed as its named queries, with the monthly statement's (scripts/statement).
  */
 import * as athena from 'aws-cdk-lib/aws-athena';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { ATHENA_RESULTS_PREFIX } from './bucket';
 import { EXAMPLE_QUERIES, GLUE_DATABASE_NAME } from './example-queries';
+import { MONTHLY_STATEMENT } from './statement-query';
 
 export const ATHENA_WORKGROUP_NAME = 'bedrock-metering-workgroup';
 
@@ -43,7 +44,7 @@ export class UsageAnalyticsWorkgroup extends Construct {
       },
     });
 
-    this.namedQueries = EXAMPLE_QUERIES.map((query) => {
+    this.namedQueries = [...EXAMPLE_QUERIES, MONTHLY_STATEMENT].map((query) => {
       const namedQuery = new athena.CfnNamedQuery(this, query.id, {
         name: query.name,
         description: query.description,
