@@ -13,6 +13,7 @@ pub mod body;
 pub mod config;
 pub mod handler;
 pub mod in_flight;
+pub mod limits;
 pub mod model_resolution;
 pub mod proxy;
 pub mod rate_limits;

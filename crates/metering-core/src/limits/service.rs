@@ -88,6 +88,24 @@ impl LimitRefusal {
     }
 }
 
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmitError {
+    /// A limit is reached (429).
+    Refused(LimitRefusal),
+    /// The limits store failed and `LIMITS_FAIL_MODE=closed` (503).
+    Unavailable(ApiError),
+}
+
+impl From<AdmitError> for ApiError {
+    fn from(error: AdmitError) -> Self {
+        match error {
+            AdmitError::Refused(refusal) => refusal.to_api_error(),
+            AdmitError::Unavailable(error) => error,
+        }
+    }
+}
+
 struct CachedLimits {
     read_at: Instant,
     limits: LimitSet,
@@ -147,6 +165,19 @@ impl LimitsService {
         }
     }
 
+    /// The same service (store, settings, alerts) on another clock.
+    pub fn with_clock_of(self, clock: Clock) -> Self {
+        let inner = &self.inner;
+        Self::with_clock(
+            Arc::clone(&inner.store),
+            inner.config.clone(),
+            Arc::clone(&inner.pricing),
+            Arc::clone(&inner.usage_log),
+            inner.alerts.clone(),
+            clock,
+        )
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         (self.inner.clock)()
     }
@@ -194,7 +225,7 @@ impl LimitsService {
     /// Admits a request or refuses it (429, with a `limit_refused` line). `with_status` also reads the
     /// counters after the reservation (the proxy's `anthropic-ratelimit-*` headers).
     #[tracing::instrument(skip_all, fields(tenant_id = %request.tenant_id, request_id = %request.request_id))]
-    pub async fn admit(&self, request: &AdmissionRequest<'_>, with_status: bool) -> Result<Admission, ApiError> {
+    pub async fn admit(&self, request: &AdmissionRequest<'_>, with_status: bool) -> Result<Admission, AdmitError> {
         if !self.inner.config.enabled {
             return Ok(Admission::default());
         }
@@ -232,7 +263,7 @@ impl LimitsService {
         Ok(Admission { reservation: Some(Arc::new(reservation)), statuses, has_token_budget })
     }
 
-    fn store_failed(&self, error: LimitsStoreError, request: &AdmissionRequest<'_>) -> Result<Admission, ApiError> {
+    fn store_failed(&self, error: LimitsStoreError, request: &AdmissionRequest<'_>) -> Result<Admission, AdmitError> {
         match self.inner.config.fail_mode {
             FailMode::Open => {
                 tracing::warn!(event = "limits_unavailable", fail_mode = "open", tenant_id = %request.tenant_id,
@@ -242,10 +273,10 @@ impl LimitsService {
             FailMode::Closed => {
                 tracing::warn!(event = "limits_unavailable", fail_mode = "closed", tenant_id = %request.tenant_id,
                     request_id = %request.request_id, %error, "limits could not be checked; refusing the request (LIMITS_FAIL_MODE=closed)");
-                Err(ApiError::Unavailable {
+                Err(AdmitError::Unavailable(ApiError::Unavailable {
                     message: "the tenant's limits could not be checked; retry after the delay in Retry-After".into(),
                     retry_after_seconds: 5,
-                })
+                }))
             }
         }
     }
@@ -296,7 +327,7 @@ impl LimitsService {
         usd_micros_ceil(dollars)
     }
 
-    fn refuse(&self, request: &AdmissionRequest<'_>, hold: &Hold, now: DateTime<Utc>) -> ApiError {
+    fn refuse(&self, request: &AdmissionRequest<'_>, hold: &Hold, now: DateTime<Utc>) -> AdmitError {
         let period = hold.counter.period.clone();
         let refusal = LimitRefusal {
             kind: hold.counter.kind,
@@ -320,7 +351,7 @@ impl LimitsService {
             requested: super::amount_json(refusal.kind, hold.amount),
             retry_after_seconds: refusal.retry_after_seconds,
         }));
-        refusal.to_api_error()
+        AdmitError::Refused(refusal)
     }
 
     /// Each hold's limit and what is left of it after this admission (eventually consistent: a header).
