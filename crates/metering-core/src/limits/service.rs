@@ -351,7 +351,24 @@ impl LimitsService {
             requested: super::amount_json(refusal.kind, hold.amount),
             retry_after_seconds: refusal.retry_after_seconds,
         }));
+        if hold.counter.kind.is_budget() && self.inner.alerts.is_some() {
+            self.start_refusal_alert(hold.clone(), request.request_id.to_owned());
+        }
         AdmitError::Refused(refusal)
+    }
+
+    /// A budget that refuses a request whose worst case does not fit beside the metered use is exhausted:
+    /// its thresholds of 100% and more are raised (once, like every threshold), though the metered use may stay
+    /// just below the limit (a reservation is a worst case).
+    fn start_refusal_alert(&self, hold: Hold, request_id: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        self.inner.pending.send_modify(|count| *count += 1);
+        let this = self.clone();
+        runtime.spawn(async move {
+            let settlement = Settlement { counter: hold.counter, held: hold.amount, actual: 0, limit: hold.limit };
+            this.raise_thresholds(&[settlement], &request_id, true).await;
+            this.inner.pending.send_modify(|count| *count = count.saturating_sub(1));
+        });
     }
 
     /// Each hold's limit and what is left of it after this admission (eventually consistent: a header).
@@ -419,14 +436,17 @@ impl LimitsService {
             tracing::error!(request_id, "a reservation could not be settled; its worst case stays counted until the period ends");
             return;
         }
-        self.check_alerts(settlements, request_id).await;
+        self.raise_thresholds(settlements, request_id, false).await;
     }
 
-    /// Raises the thresholds that the budgets' settled use has crossed and nobody raised yet.
-    async fn check_alerts(&self, settlements: &[Settlement], request_id: &str) {
+    /// Raises the thresholds that the budgets' settled use has crossed (with `refused`, also those of 100%
+    /// and more) and nobody raised yet.
+    async fn raise_thresholds(&self, settlements: &[Settlement], request_id: &str, refused: bool) {
         let Some(publisher) = &self.inner.alerts else { return };
-        let budgets: Vec<&Settlement> =
-            settlements.iter().filter(|settlement| settlement.counter.kind.is_budget() && settlement.actual > 0).collect();
+        let budgets: Vec<&Settlement> = settlements
+            .iter()
+            .filter(|settlement| settlement.counter.kind.is_budget() && (settlement.actual > 0 || refused))
+            .collect();
         if budgets.is_empty() {
             return;
         }
@@ -438,12 +458,17 @@ impl LimitsService {
                 return;
             }
         };
-        let limits = self.settled_limits(settlements);
-        for (counter, used) in counters.into_iter().zip(uses) {
-            let Some(limit) = limits.get(&counter).copied().filter(|limit| *limit > 0) else { continue };
+        for (settlement, used) in budgets.iter().zip(uses) {
+            let (counter, limit) = (settlement.counter.clone(), settlement.limit);
+            if limit == 0 {
+                continue;
+            }
+            // Refused although nothing else is in flight: the metered use leaves no room for this request.
+            let exhausted = refused && used.settled.saturating_add(settlement.held) > limit;
             for percent in &self.inner.config.alert_thresholds {
-                if u128::from(used.settled) * 100 < u128::from(limit) * u128::from(*percent) {
-                    break;
+                let crossed = u128::from(used.settled) * 100 >= u128::from(limit) * u128::from(*percent);
+                if !crossed && !(exhausted && *percent >= 100) {
+                    continue;
                 }
                 let marker = AlertMarker { counter: counter.clone(), percent: *percent };
                 if self.inner.alerted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&marker) {
@@ -470,11 +495,6 @@ impl LimitsService {
                 self.inner.alerted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(marker);
             }
         }
-    }
-
-    fn settled_limits(&self, settlements: &[Settlement]) -> HashMap<UseCounter, u64> {
-        // The limit each hold was admitted under travels with the reservation.
-        settlements.iter().map(|settlement| (settlement.counter.clone(), settlement.limit)).collect()
     }
 }
 
