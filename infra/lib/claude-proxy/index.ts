@@ -162,6 +162,7 @@ export class ClaudeProxy extends Construct {
 
     props.usageTable.grantIncrementCounters(role);
     props.usageTable.grantTenantRegistry(role);
+    props.usageTable.grantEnforceLimits(role);
     this.apiKeys.grantManageKeys(role);
     this.rateLimits.grantRememberLimits(role);
 

@@ -121,7 +121,7 @@ impl Limits {
     }
 
     /// Parses the body of `PUT /v1/limits/{tenant_id}`: a JSON object whose fields are the kinds, each a
-    /// non-negative number (whole for requests and tokens, at most 6 decimals for USD) or `null` (unlimited).
+    /// non-negative number (whole for requests and tokens; USD rounded to the micro-dollar) or `null` (unlimited).
     /// An absent field is unlimited too: the body replaces the tenant's limits as a whole.
     pub fn parse_request(body: &[u8]) -> Result<Self, ApiError> {
         let invalid = |message: String| ApiError::InvalidRequest(message);
@@ -168,11 +168,8 @@ fn parse_limit_value(kind: LimitKind, value: &Value) -> Result<Option<u64>, ApiE
             if !dollars.is_finite() || dollars < 0.0 || dollars > MAX_USD as f64 {
                 return Err(invalid(&format!("must be between 0 and {MAX_USD} (USD)")));
             }
-            let micros = (dollars * MICROS_PER_USD as f64).round();
-            if (micros - dollars * MICROS_PER_USD as f64).abs() > 1e-3 {
-                return Err(invalid("must have at most 6 decimal places"));
-            }
-            Ok(Some(micros as u64))
+            // Rounded to the micro-dollar, the unit budgets count in.
+            Ok(Some((dollars * MICROS_PER_USD as f64).round() as u64))
         }
         Value::Number(number) => {
             let max = if kind == LimitKind::RequestsPerMinute { MAX_REQUESTS_PER_MINUTE } else { MAX_TOKENS };
@@ -305,7 +302,7 @@ mod tests {
         assert!(refused(r#"{"tokens_per_day": "100"}"#).contains("number or null"));
         assert!(refused(r#"{"requests_per_minute": 10000001}"#).contains("requests_per_minute"));
         assert!(refused(r#"{"usd_per_month": -0.5}"#).contains("usd_per_month"));
-        assert!(refused(r#"{"usd_per_month": 0.0000001}"#).contains("6 decimal places"));
+        assert_eq!(Limits::parse_request(br#"{"usd_per_month": 0.0000014}"#).unwrap().usd_per_month_micros, Some(1));
         assert!(refused(r#"{"usd_per_month": true}"#).contains("number or null"));
     }
 
