@@ -361,3 +361,24 @@ def test_each_threshold_raises_exactly_one_event_under_forty_concurrent_clients(
         assert detail["limit"] == "tokens_per_month" and detail["limit_value"] == limit
         assert detail["period"] == f"{dt.datetime.now(dt.timezone.utc):%Y-%m}"
         assert detail["used"] * 100 >= limit * min(detail["threshold_percent"], 80)
+
+
+# ------------------------------------------------------------------ scripts/limits
+
+def test_the_operator_script_sets_reads_and_clears_limits(stack, api, user_factory, tmp_path):
+    from support import operator_environment, run_script
+
+    user = user_factory.create(new_tenant_id("script"))
+    env = operator_environment(stack, tmp_path / ".local")
+    done = run_script(env, "limits", "set", user.tenant_id, "--tokens-per-day", "0", "--usd-per-month", "2.5", timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["limits"]["tokens_per_day"]["limit"] == 0 and shown["limits"]["usd_per_month"]["limit"] == 2.5
+    assert shown["limits"]["requests_per_minute"] is None
+    # The gateway enforces what the script stored (this tenant's limits were never cached).
+    assert_budget_exceeded(small_chat(api, user.token))
+    assert my_limits(api, user.token)["limits"]["usd_per_month"]["limit"] == 2.5
+    bad = run_script(env, "limits", "set", user.tenant_id, "--tokens-per-day", "-5", timeout=60)
+    assert bad.returncode == 2 and "tokens-per-day" in bad.stderr
+    cleared = run_script(env, "limits", "clear", user.tenant_id, timeout=60)
+    assert cleared.returncode == 0 and json.loads(cleared.stdout)["limits"]["tokens_per_day"] is None
