@@ -582,3 +582,93 @@ impl Drop for Reservation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::period::PeriodUnit;
+
+    struct NoLog;
+    impl UsageLog for NoLog {
+        fn write(&self, _: &UsageLine) {}
+    }
+
+    fn request(model_id: &str) -> AdmissionRequest<'_> {
+        AdmissionRequest {
+            tenant_id: "acme",
+            user_id: "u",
+            request_id: "r",
+            key_id: Some("k1"),
+            route: "/v1/messages",
+            model_id,
+            input_tokens_bound: 1000,
+            max_output_tokens: 500,
+        }
+    }
+
+    fn service() -> LimitsService {
+        let store = Arc::new(crate::limits::dynamo::DynamoLimitsStore::new(
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::Config::builder().behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest()).build(),
+            ),
+            "unused".into(),
+        ));
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-31T23:59:30Z").unwrap().with_timezone(&Utc);
+        LimitsService::with_clock(store, LimitsConfig::default(), Arc::new(PricingTable::builtin()), Arc::new(NoLog), None, Arc::new(move || at))
+    }
+
+    #[test]
+    fn holds_cover_every_set_limit_of_the_tenant_and_the_key_with_the_worst_case() {
+        let limits = LimitSet {
+            tenant: Limits { tokens_per_month: Some(10_000), usd_per_month_micros: Some(5_000_000), ..Limits::default() },
+            key: Limits { requests_per_minute: Some(3), ..Limits::default() },
+        };
+        let service = service();
+        let holds = service.holds(&request("anthropic.claude-3-haiku-20240307-v1:0"), &limits, service.now());
+        let described: Vec<(LimitKind, &str, Option<&str>, u64)> = holds
+            .iter()
+            .map(|hold| (hold.counter.kind, hold.counter.period.label.as_str(), hold.counter.scope.key_id(), hold.amount))
+            .collect();
+        // Haiku 3: 1000 input tokens at 0.00025 + 500 output at 0.00125 per 1k = 0.000875 USD, +10% premium.
+        assert_eq!(
+            described,
+            vec![
+                (LimitKind::TokensPerMonth, "2026-12", None, 1500),
+                (LimitKind::UsdPerMonth, "2026-12", None, 963),
+                (LimitKind::RequestsPerMinute, "2026-12-31T23:59", Some("k1"), 1),
+            ]
+        );
+        assert_eq!(holds[0].counter.sk(), "MONTH#2026-12");
+        assert_eq!(holds[2].counter.pk(), "BUDGET#acme#KEY#k1");
+        assert_eq!(holds[2].counter.period.unit, PeriodUnit::Minute);
+    }
+
+    #[test]
+    fn an_unpriced_model_reserves_no_usd() {
+        assert_eq!(service().worst_case_usd_micros(&request("no-such-model")), 0);
+    }
+
+    #[test]
+    fn refusals_say_which_limit_and_when_it_resets() {
+        let now = service().now();
+        let refusal = |kind: LimitKind| LimitRefusal {
+            kind,
+            scope: Scope::Tenant("acme".into()),
+            limit: 10,
+            period: Period::containing(kind.period_unit(), now),
+            retry_after_seconds: Period::containing(kind.period_unit(), now).seconds_until_reset(now),
+        };
+        let rate = refusal(LimitKind::RequestsPerMinute).to_api_error();
+        assert_eq!((rate.error_type(), rate.retry_after_seconds()), ("rate_limit_error", Some(30)));
+        let budget = refusal(LimitKind::TokensPerMonth).to_api_error();
+        assert_eq!((budget.error_type(), budget.status().as_u16()), ("budget_exceeded", 429));
+        assert!(budget.to_string().contains("tokens_per_month") && budget.to_string().contains("2027-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn tokens_are_idempotency_tokens_of_at_most_36_characters() {
+        let token = idempotency_token("reserve", "9f1c2d3e-0000-4000-8000-000000000000");
+        assert_eq!(token.len(), 32);
+        assert_ne!(token, idempotency_token("settle", "9f1c2d3e-0000-4000-8000-000000000000"));
+    }
+}
