@@ -144,7 +144,7 @@ async function apiGet(path) {
   return apiCall('GET', path);
 }
 
-async function apiCall(method, path, body) {
+async function apiCall(method, path, payload) {
   if (!state.token) throw new SessionExpired('You are signed out: sign in again.');
   const expiresAt = Number(state.claims && state.claims.exp) * 1000;
   if (expiresAt && expiresAt <= Date.now()) {
@@ -154,9 +154,9 @@ async function apiCall(method, path, body) {
   try {
     const headers = { Authorization: `Bearer ${state.token}` };
     const init = { method, headers };
-    if (body !== undefined) {
+    if (payload !== undefined) {
       headers['Content-Type'] = 'application/json';
-      init.body = JSON.stringify(body);
+      init.body = JSON.stringify(payload);
     }
     response = await fetch(API_ROOT + path, init);
   } catch (error) {
