@@ -21,6 +21,11 @@ use crate::error::ApiError;
 use crate::pricing::PricingTable;
 use crate::usage::{LimitRefusedRecord, TokenCounts, UsageLine, UsageLog, LIMIT_REFUSED_EVENT};
 
+/// How long the hot path waits for the limits store (a read, a reservation) before `LIMITS_FAIL_MODE`
+/// decides: a sick table adds at most this to a request, not the client's full retry budget. A reservation
+/// that lands after its request was admitted unreserved (fail open) only makes the budget stricter.
+pub const STORE_CALL_BOUND: Duration = Duration::from_millis(1500);
+
 /// What a request may use at most, known before the model is called.
 #[derive(Debug, Clone)]
 pub struct AdmissionRequest<'a> {
@@ -206,7 +211,9 @@ impl LimitsService {
                 return Ok(cached.limits.clone());
             }
         }
-        let (tenant, key) = self.inner.store.load(tenant_id, key_id).await?;
+        let (tenant, key) = tokio::time::timeout(STORE_CALL_BOUND, self.inner.store.load(tenant_id, key_id))
+            .await
+            .map_err(|_| LimitsStoreError::Unavailable(format!("no answer within {} ms", STORE_CALL_BOUND.as_millis())))??;
         let limits = LimitSet {
             tenant: tenant.map(|stored| stored.limits).unwrap_or_default(),
             key: key.map(|stored| stored.limits).unwrap_or_default(),
@@ -244,7 +251,10 @@ impl LimitsService {
             return Err(self.refuse(request, &holds[index], now));
         }
         let token = idempotency_token("reserve", request.request_id);
-        match self.inner.store.reserve(&holds, &token).await {
+        let reserved = tokio::time::timeout(STORE_CALL_BOUND, self.inner.store.reserve(&holds, &token))
+            .await
+            .unwrap_or_else(|_| Err(LimitsStoreError::Unavailable(format!("no answer within {} ms", STORE_CALL_BOUND.as_millis()))));
+        match reserved {
             Ok(ReserveOutcome::Reserved) => {}
             Ok(ReserveOutcome::Refused { index }) => {
                 let hold = holds.get(index).unwrap_or(&holds[0]);
