@@ -33,12 +33,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve POST /bedrock/chat and GET /v1/usage... (and GET /health) with the Lambdas' handlers, verifying
+    /// Serve POST /bedrock/chat, GET /v1/usage..., GET|PUT|DELETE /v1/limits... (and GET /health) with the Lambdas' handlers, verifying
     /// Cognito IdTokens, and the /ui dashboard without a token (the usage settings: USAGE_TABLE_NAME,
     /// ADMIN_GROUP, PRICING_JSON/PRICING_FILE; the dashboard signs in at AWS_ENDPOINT_URL, moto).
     /// AWS endpoints, region and credentials come from the standard AWS environment (AWS_ENDPOINT_URL,
     /// AWS_ENDPOINT_URL_BEDROCK_RUNTIME, AWS_REGION, ...); the chat settings from the chat Lambda's variables
-    /// (USAGE_TABLE_NAME, BEDROCK_MODEL_ID, BEDROCK_TIMEOUT_MS, ...).
+    /// (USAGE_TABLE_NAME, BEDROCK_MODEL_ID, BEDROCK_TIMEOUT_MS, ...), the limits' from LIMITS_* (README "Budgets and quotas").
     Api {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:8080")]
