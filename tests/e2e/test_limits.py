@@ -49,6 +49,9 @@ def api(stack, clock_file):
     return stack.start_api(
         "api-limits",
         LOCAL_LIMITS_CLOCK_OFFSET_FILE=str(clock_file),
+        # moto answers one call at a time: under 60 concurrent requests on a shared machine a call can wait
+        # longer than the 1.5 s default, and these tests must see enforcement, not the fail-open path.
+        LIMITS_STORE_TIMEOUT_MS="20000",
         **proxy_env(key_table, limit_table, fake.url, RATE_LIMIT_TABLE_NAME=None),
     )
 

@@ -37,6 +37,9 @@ pub struct LimitsConfig {
     /// `LIMITS_EVENT_BUS_NAME` (default `default`): the EventBridge bus of `BudgetThresholdCrossed`;
     /// `none` turns alerts off.
     pub event_bus_name: Option<String>,
+    /// `LIMITS_STORE_TIMEOUT_MS` (default 1500, 100 to 30000): how long the hot path waits for a limits read or
+    /// a reservation before the fail mode decides.
+    pub store_timeout: Duration,
 }
 
 pub const DEFAULT_ALERT_THRESHOLDS: [u32; 3] = [50, 80, 100];
@@ -50,6 +53,7 @@ impl Default for LimitsConfig {
             cache_ttl: Duration::from_secs(MAX_CACHE_SECONDS),
             alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
             event_bus_name: Some("default".to_owned()),
+            store_timeout: Duration::from_millis(1500),
         }
     }
 }
@@ -105,7 +109,14 @@ impl LimitsConfig {
             Some(value) if value == "none" => None,
             Some(value) => Some(value),
         };
-        Ok(Self { enabled, fail_mode, cache_ttl, alert_thresholds, event_bus_name })
+        let store_timeout = match non_empty("LIMITS_STORE_TIMEOUT_MS") {
+            None => defaults.store_timeout,
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(millis) if (100..=30_000).contains(&millis) => Duration::from_millis(millis),
+                _ => return Err(invalid("LIMITS_STORE_TIMEOUT_MS", value, "must be a whole number from 100 to 30000")),
+            },
+        };
+        Ok(Self { enabled, fail_mode, cache_ttl, alert_thresholds, event_bus_name, store_timeout })
     }
 }
 
@@ -146,6 +157,7 @@ mod tests {
             ("LIMITS_ALERT_THRESHOLDS", "50,x"),
             ("LIMITS_ALERT_THRESHOLDS", "0"),
             ("LIMITS_ENABLED", "yes"),
+            ("LIMITS_STORE_TIMEOUT_MS", "50"),
         ] {
             assert!(matches!(config(&[(name, value)]), Err(ConfigError::Invalid { name: n, .. }) if n == name), "{name}={value}");
         }

@@ -21,11 +21,6 @@ use crate::error::ApiError;
 use crate::pricing::PricingTable;
 use crate::usage::{LimitRefusedRecord, TokenCounts, UsageLine, UsageLog, LIMIT_REFUSED_EVENT};
 
-/// How long the hot path waits for the limits store (a read, a reservation) before `LIMITS_FAIL_MODE`
-/// decides: a sick table adds at most this to a request, not the client's full retry budget. A reservation
-/// that lands after its request was admitted unreserved (fail open) only makes the budget stricter.
-pub const STORE_CALL_BOUND: Duration = Duration::from_millis(1500);
-
 /// What a request may use at most, known before the model is called.
 #[derive(Debug, Clone)]
 pub struct AdmissionRequest<'a> {
@@ -211,9 +206,12 @@ impl LimitsService {
                 return Ok(cached.limits.clone());
             }
         }
-        let (tenant, key) = tokio::time::timeout(STORE_CALL_BOUND, self.inner.store.load(tenant_id, key_id))
+        // Bounded (LIMITS_STORE_TIMEOUT_MS): a sick table adds at most this to a request before the fail mode
+        // decides, not the client's whole retry budget.
+        let bound = self.inner.config.store_timeout;
+        let (tenant, key) = tokio::time::timeout(bound, self.inner.store.load(tenant_id, key_id))
             .await
-            .map_err(|_| LimitsStoreError::Unavailable(format!("no answer within {} ms", STORE_CALL_BOUND.as_millis())))??;
+            .map_err(|_| LimitsStoreError::Unavailable(format!("no answer within {} ms", bound.as_millis())))??;
         let limits = LimitSet {
             tenant: tenant.map(|stored| stored.limits).unwrap_or_default(),
             key: key.map(|stored| stored.limits).unwrap_or_default(),
@@ -251,9 +249,12 @@ impl LimitsService {
             return Err(self.refuse(request, &holds[index], now));
         }
         let token = idempotency_token("reserve", request.request_id);
-        let reserved = tokio::time::timeout(STORE_CALL_BOUND, self.inner.store.reserve(&holds, &token))
+        // A reservation that lands after the bound (the request was admitted unreserved, fail open) is never
+        // settled: it only makes the budget stricter.
+        let bound = self.inner.config.store_timeout;
+        let reserved = tokio::time::timeout(bound, self.inner.store.reserve(&holds, &token))
             .await
-            .unwrap_or_else(|_| Err(LimitsStoreError::Unavailable(format!("no answer within {} ms", STORE_CALL_BOUND.as_millis()))));
+            .unwrap_or_else(|_| Err(LimitsStoreError::Unavailable(format!("no answer within {} ms", bound.as_millis()))));
         match reserved {
             Ok(ReserveOutcome::Reserved) => {}
             Ok(ReserveOutcome::Refused { index }) => {
