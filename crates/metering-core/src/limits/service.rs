@@ -108,7 +108,9 @@ impl From<AdmitError> for ApiError {
 
 struct CachedLimits {
     read_at: Instant,
-    limits: LimitSet,
+    /// The limits, or the failure to read them: a failure is remembered for the TTL too, so a table that
+    /// does not answer costs one bounded wait per tenant and TTL, not one per request.
+    limits: Result<LimitSet, LimitsStoreError>,
 }
 
 struct Inner {
@@ -196,35 +198,45 @@ impl LimitsService {
         cache.retain(|(tenant, _), _| tenant != tenant_id);
     }
 
-    /// The limits that apply to `tenant_id` (and `key_id`), from the cache when younger than its TTL.
+    /// The limits that apply to `tenant_id` (and `key_id`), from the cache when younger than its TTL. When a
+    /// refresh fails, the last limits read stay in use for another TTL (stale if error); with none, the
+    /// failure itself is cached for the TTL.
     pub async fn limits(&self, tenant_id: &str, key_id: Option<&str>) -> Result<LimitSet, LimitsStoreError> {
         let cache_key = (tenant_id.to_owned(), key_id.map(str::to_owned));
         let ttl = self.inner.config.cache_ttl;
+        let lock = || self.inner.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !ttl.is_zero() {
-            let cache = self.inner.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(cached) = cache.get(&cache_key).filter(|cached| cached.read_at.elapsed() < ttl) {
-                return Ok(cached.limits.clone());
+            if let Some(cached) = lock().get(&cache_key).filter(|cached| cached.read_at.elapsed() < ttl) {
+                return cached.limits.clone();
             }
         }
         // Bounded (LIMITS_STORE_TIMEOUT_MS): a sick table adds at most this to a request before the fail mode
         // decides, not the client's whole retry budget.
         let bound = self.inner.config.store_timeout;
-        let (tenant, key) = tokio::time::timeout(bound, self.inner.store.load(tenant_id, key_id))
+        let loaded = tokio::time::timeout(bound, self.inner.store.load(tenant_id, key_id))
             .await
-            .map_err(|_| LimitsStoreError::Unavailable(format!("no answer within {} ms", bound.as_millis())))??;
-        let limits = LimitSet {
-            tenant: tenant.map(|stored| stored.limits).unwrap_or_default(),
-            key: key.map(|stored| stored.limits).unwrap_or_default(),
-        };
-        if !ttl.is_zero() {
-            let mut cache = self.inner.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            // Bounded: a process serves few tenants, but never let the map grow without end.
-            if cache.len() >= 10_000 {
-                cache.clear();
-            }
-            cache.insert(cache_key, CachedLimits { read_at: Instant::now(), limits: limits.clone() });
+            .unwrap_or_else(|_| Err(LimitsStoreError::Unavailable(format!("no answer within {} ms", bound.as_millis()))))
+            .map(|(tenant, key)| LimitSet {
+                tenant: tenant.map(|stored| stored.limits).unwrap_or_default(),
+                key: key.map(|stored| stored.limits).unwrap_or_default(),
+            });
+        if ttl.is_zero() {
+            return loaded;
         }
-        Ok(limits)
+        let mut cache = lock();
+        let kept = match (&loaded, cache.get(&cache_key)) {
+            (Err(error), Some(CachedLimits { limits: Ok(stale), .. })) => {
+                tracing::warn!(tenant_id, %error, "limits could not be refreshed; the last ones read stay in use");
+                Ok(stale.clone())
+            }
+            _ => loaded,
+        };
+        // Bounded: a process serves few tenants, but never let the map grow without end.
+        if cache.len() >= 10_000 {
+            cache.clear();
+        }
+        cache.insert(cache_key, CachedLimits { read_at: Instant::now(), limits: kept.clone() });
+        kept
     }
 
     /// Admits a request or refuses it (429, with a `limit_refused` line). `with_status` also reads the
