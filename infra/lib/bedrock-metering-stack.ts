@@ -64,6 +64,7 @@ export class BedrockMeteringStack extends Stack {
     });
     this.usageTable.grantIncrementCounters(this.chatApi.role);
     this.usageTable.grantTenantRegistry(this.chatApi.role);
+    this.usageTable.grantEnforceLimits(this.chatApi.role);
     const modelTarget = {
       partition: this.partition,
       region: this.region,
@@ -98,6 +99,7 @@ export class BedrockMeteringStack extends Stack {
     });
     this.usageTable.grantQueryCounters(this.usageApi.role);
     this.usageTable.grantTenantRegistry(this.usageApi.role);
+    this.usageTable.grantManageLimits(this.usageApi.role);
 
     this.claudeProxy = new ClaudeProxy(this, 'ClaudeProxy', {
       config: config.claudeProxy,

@@ -45,6 +45,7 @@ export const CONTEXT_KEYS = [
   'bedrockInvocationLogging',
   'bedrockInvocationLoggingOverwrite',
   'exportMode',
+  'budgetAlertEmail',
 ] as const;
 export type ContextKey = (typeof CONTEXT_KEYS)[number];
 
@@ -132,6 +133,8 @@ export interface MeteringConfig {
   /** Bedrock model invocation logging to the analytics bucket (account-wide; README "Bedrock invocation logs"). */
   readonly bedrockInvocationLogging: { readonly enabled: boolean; readonly overwriteExisting: boolean };
   readonly exportMode: ExportMode;
+  /** Subscribed by e-mail to the alerts topic, which receives the budget alerts (README "Budgets and quotas"). */
+  readonly budgetAlertEmail?: string;
 }
 
 /** Reads a raw value: context first, then `BM_<KEY>` from the environment. */
@@ -205,7 +208,17 @@ export function loadConfig(lookup: RawLookup): MeteringConfig {
       overwriteExisting: bool(lookup, 'bedrockInvocationLoggingOverwrite') ?? false,
     },
     exportMode: oneOf(lookup, 'exportMode', ['daily', 'stream'] as const) ?? 'daily',
+    budgetAlertEmail: email(lookup, 'budgetAlertEmail'),
   };
+}
+
+/** An e-mail address, or undefined when unset. */
+function email(lookup: RawLookup, key: ContextKey): string | undefined {
+  const value = str(lookup, key);
+  if (value !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(value)) {
+    throw new ConfigError(key, value, 'must be an e-mail address');
+  }
+  return value;
 }
 
 function loadClaudeProxyConfig(lookup: RawLookup): ClaudeProxyConfig {

@@ -9,6 +9,7 @@ import { UsageAnalyticsWorkgroup } from './analytics/athena';
 import { AnalyticsBucket, LOGS_PREFIX } from './analytics/bucket';
 import { UsageLogCatalog } from './analytics/glue-catalog';
 import { ExportAlarms } from './analytics/alarms';
+import { BudgetAlerts } from './analytics/budget-alerts';
 import { LogProcessor } from './analytics/log-processor';
 import { ModelPricesView } from './analytics/model-prices';
 import { BedrockInvocationLogging } from './bedrock/invocation-logging';
@@ -37,6 +38,7 @@ export class MeteringAnalyticsStack extends Stack {
   public readonly logProcessor: LogProcessor;
   public readonly modelPrices: ModelPricesView;
   public readonly alarms: ExportAlarms;
+  public readonly budgetAlerts: BudgetAlerts;
   /** Bedrock's own record of the calls, when `bedrockInvocationLogging` is on. */
   public readonly invocationLogging?: BedrockInvocationLogging;
   /** Present in stream mode (`exportMode: "stream"`). */
@@ -116,6 +118,7 @@ export class MeteringAnalyticsStack extends Stack {
         description: "Where Bedrock's model invocation logs land in the analytics bucket (scripts/reconcile --with-bedrock-logs)",
       });
     }
+    this.budgetAlerts = new BudgetAlerts(this, 'BudgetAlerts', { topic: this.alarms.alertsTopic, email: config.budgetAlertEmail });
     new CfnOutput(this, 'AlertsTopicArn', { value: this.alarms.alertsTopic.topicArn, description: 'SNS topic of the export alarms (subscribe to be told); for budget alerts too' });
     new CfnOutput(this, 'AnalyticsBucketName', { value: bucket.bucketName, description: 'Exports under logs/, Athena results under athena-results/' });
     new CfnOutput(this, 'LogProcessorFunctionName', { value: this.logProcessor.processor.function.functionName, description: 'Daily export Lambda (invoke it to export a day now)' });

@@ -206,6 +206,10 @@ describe('IAM', () => {
         ['IncrementUsageCounters', ['dynamodb:UpdateItem']],
         ['PutCounterMarkers', ['dynamodb:PutItem']],
         ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
+        ['ReadTenantLimits', ['dynamodb:BatchGetItem', 'dynamodb:GetItem']],
+        ['ReserveAndSettleBudgets', ['dynamodb:BatchGetItem', 'dynamodb:UpdateItem']],
+        ['MarkBudgetAlerts', ['dynamodb:DeleteItem', 'dynamodb:PutItem']],
+        ['SendBudgetAlerts', ['events:PutEvents']],
         ['InvokeConfiguredBedrockModel', ['bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream']],
       ],
     );
@@ -220,6 +224,11 @@ describe('IAM', () => {
         ?.Condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'];
     assert.deepEqual(leadingKeys('IncrementUsageCounters'), ['TENANT#*']);
     assert.deepEqual(leadingKeys('PutCounterMarkers'), ['COUNTED#*']);
+    // Limits: read LIMITS#<t>, reserve and settle BUDGET#<t>..., mark BUDGETALERT#<t>...: nothing else.
+    assert.deepEqual(leadingKeys('ReadTenantLimits'), ['LIMITS#*']);
+    assert.deepEqual(leadingKeys('ReserveAndSettleBudgets'), ['BUDGET#*']);
+    assert.deepEqual(leadingKeys('MarkBudgetAlerts'), ['BUDGETALERT#*']);
+    assert.ok(JSON.stringify(byId.SendBudgetAlerts).includes(':event-bus/default'), JSON.stringify(byId.SendBudgetAlerts));
     assert.deepEqual(byId.InvokeConfiguredBedrockModel, [
       `arn:aws:bedrock:${TEST_REGION}::foundation-model/anthropic.claude-3-haiku-20240307-v1:0`,
     ]);
@@ -234,8 +243,15 @@ describe('IAM', () => {
         ['WriteOwnLogGroup', ['logs:CreateLogStream', 'logs:PutLogEvents']],
         ['QueryUsageCounters', ['dynamodb:Query']],
         ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
+        ['ManageTenantLimits', ['dynamodb:BatchGetItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem']],
+        ['ReadBudgetUse', ['dynamodb:BatchGetItem']],
       ],
     );
+    const limits = statements.filter((s) => s.Sid === 'ManageTenantLimits' || s.Sid === 'ReadBudgetUse');
+    assert.deepEqual(limits.map((s) => (s as { Condition?: unknown }).Condition), [
+      { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['LIMITS#*'] } },
+      { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['BUDGET#*'] } },
+    ]);
     assert.deepEqual(resourcesOfStatement(statements[1]), [
       { 'Fn::GetAtt': [table, 'Arn'] },
       { 'Fn::Join': ['', [{ 'Fn::GetAtt': [table, 'Arn'] }, '/index/gsi1']] },
@@ -309,13 +325,16 @@ describe('IAM', () => {
 });
 
 describe('REST API', () => {
-  it('has exactly the chat, usage, UI and Claude proxy routes', () => {
+  it('has exactly the chat, usage, limits, UI and Claude proxy routes', () => {
     assert.deepEqual(Object.keys(methods(template)).sort(), [
       'DELETE /v1/keys/{id}',
+      'DELETE /v1/limits/{tenant_id}',
       'GET /ui',
       'GET /ui/{proxy+}',
       'GET /v1/gateway-key/usage/me',
       'GET /v1/keys',
+      'GET /v1/limits/me',
+      'GET /v1/limits/{tenant_id}',
       'GET /v1/usage',
       'GET /v1/usage/me',
       'GET /v1/usage/{tenant_id}',
@@ -323,6 +342,7 @@ describe('REST API', () => {
       'POST /v1/keys',
       'POST /v1/messages',
       'POST /v1/messages/count_tokens',
+      'PUT /v1/limits/{tenant_id}',
     ]);
   });
 
@@ -339,6 +359,10 @@ describe('REST API', () => {
       'GET /v1/usage',
       'GET /v1/usage/me',
       'GET /v1/usage/{tenant_id}',
+      'GET /v1/limits/me',
+      'GET /v1/limits/{tenant_id}',
+      'PUT /v1/limits/{tenant_id}',
+      'DELETE /v1/limits/{tenant_id}',
       'POST /v1/keys',
       'GET /v1/keys',
       'DELETE /v1/keys/{id}',
@@ -396,7 +420,7 @@ describe('REST API', () => {
     const all = methods(withCors);
     assert.deepEqual(
       Object.keys(all).filter((route) => route.startsWith('OPTIONS')).sort(),
-      ['OPTIONS /bedrock/chat', 'OPTIONS /v1/usage', 'OPTIONS /v1/usage/me', 'OPTIONS /v1/usage/{tenant_id}'],
+      ['OPTIONS /bedrock/chat', 'OPTIONS /v1/limits/me', 'OPTIONS /v1/limits/{tenant_id}', 'OPTIONS /v1/usage', 'OPTIONS /v1/usage/me', 'OPTIONS /v1/usage/{tenant_id}'],
     );
     assert.ok(JSON.stringify(all['OPTIONS /bedrock/chat']).includes("'https://console.example.com'"));
     for (const responseType of ['UNAUTHORIZED', 'ACCESS_DENIED', 'THROTTLED', 'REQUEST_TOO_LARGE', 'INTEGRATION_TIMEOUT', 'DEFAULT_4XX', 'DEFAULT_5XX']) {

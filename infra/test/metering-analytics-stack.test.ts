@@ -375,3 +375,20 @@ describe('outputs', () => {
     template.hasOutput('GlueTableName', { Value: 'token_usage_logs' });
   });
 });
+
+describe('budget alerts', () => {
+  it('routes BudgetThresholdCrossed from bedrock-metering to the alerts topic', () => {
+    const topic = logicalIdOf(template, 'AWS::SNS::Topic', 'ExportAlarmsAlerts');
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: { source: ['bedrock-metering'], 'detail-type': ['BudgetThresholdCrossed'] },
+      Targets: [Match.objectLike({ Arn: { Ref: topic } })],
+    });
+    template.resourceCountIs('AWS::SNS::Subscription', 0);
+  });
+
+  it('subscribes budgetAlertEmail to the topic, and refuses what is not an address', () => {
+    const withEmail = synth({ budgetAlertEmail: 'ops@example.com' }).analyticsTemplate;
+    withEmail.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
+    assert.throws(() => synth({ budgetAlertEmail: 'not-an-address' }), /budgetAlertEmail/);
+  });
+});

@@ -137,11 +137,24 @@ def main() -> int:
         )
         stack.extra_apis.append(slow_bedrock)
         # Usage lines still go to stdout (as in Lambda); the local-only copy to moto's CloudWatch Logs is off.
-        api = stack.start_api("api-bench", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url, USAGE_LOG_GROUP=None)
+        # Limits off here (LIMITS_ENABLED=false); a second API enforces limits on its own tenant, so the added
+        # latency of enforcement (limits cached; reservation and settlement against moto) is measured in the same run.
+        api = stack.start_api("api-bench", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url, USAGE_LOG_GROUP=None,
+                              LIMITS_ENABLED="false")
+        limited_api = stack.start_api("api-bench-limits", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url,
+                                      USAGE_LOG_GROUP=None, LIMITS_EVENT_BUS_NAME="none")
         users = local_users(stack.resources)
         password = "Bench-Passw0rd!-Bench"
         users.create_tenant_user("bench-user", "bench-user@example.com", "bench-tenant", password=password)
         token = users.get_id_token("bench-user", password)
+        users.create_tenant_user("bench-limited", "bench-limited@example.com", "bench-limited-tenant", password=password)
+        limited_token = users.get_id_token("bench-limited", password)
+        stack.resources.client("dynamodb").put_item(TableName=stack.resources.usage_table, Item={
+            "pk": {"S": "LIMITS#bench-limited-tenant"}, "sk": {"S": "CONFIG"},
+            "tokens_per_month": {"N": "1000000000000"}, "requests_per_minute": {"N": "10000000"},
+        })
+        limited_script = lua_post(run_dir / "limited.lua", {"prompt": PROMPT},
+                                  {"Content-Type": "application/json", "Authorization": f"Bearer {limited_token}"})
 
         gateway_script = lua_post(run_dir / "gateway.lua", {"prompt": PROMPT},
                                   {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
@@ -151,6 +164,7 @@ def main() -> int:
         targets = {
             "direct to fake Bedrock": (slow_bedrock.url + model_path, direct_script),
             "through the gateway": (api.url + "/bedrock/chat", gateway_script),
+            "gateway, limits on": (limited_api.url + "/bedrock/chat", limited_script),
         }
         results = {}
         idle_kib = memory_kib(api.pid, "VmRSS")
@@ -175,6 +189,9 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:<26}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>10}")
     print(f"throughput ratio gateway/direct: {gateway['rps'] / direct['rps']:.3f}")
+    limited = results["gateway, limits on"]
+    print(f"added latency of limits (on - off) p50: {limited['p50_ms'] - gateway['p50_ms']:.2f} ms, "
+          f"p99: {limited['p99_ms'] - gateway['p99_ms']:.2f} ms (reservation and settlement in moto)")
     print(f"added latency p50: {gateway['p50_ms'] - direct['p50_ms']:.2f} ms, "
           f"p99: {gateway['p99_ms'] - direct['p99_ms']:.2f} ms")
     print(billing_line(metered, gateway_answered))

@@ -150,6 +150,48 @@ test('an admin sees every tenant and can open any of them', async () => {
   await page.close();
 });
 
+test('an admin edits a tenant\'s limits and the tenant sees them as progress bars', async () => {
+  const admin = await newPage();
+  await signIn(admin, ADMIN);
+  await waitReady(admin);
+  await admin.evaluate((id) => { location.hash = `tenant=${encodeURIComponent(id)}`; }, TENANT.tenant);
+  await admin.waitForFunction((id) => document.querySelector('[data-testid=limits-tenant]').textContent === id, TENANT.tenant);
+  await waitReady(admin);
+  assert.equal(await admin.isVisible('[data-testid=limits-form]'), true, 'admins get the edit form');
+  await admin.fill('[data-testid=limit-input-tokens_per_month]', '50000');
+  await admin.fill('[data-testid=limit-input-usd_per_month]', '25');
+  await admin.fill('[data-testid=limit-input-requests_per_minute]', '');
+  await admin.click('[data-testid=limits-save]');
+  await admin.waitForSelector('[data-testid=limit-bar-tokens_per_month]');
+  const stored = await api(admin, `/v1/limits/${TENANT.tenant}`);
+  assert.equal(stored.limits.tokens_per_month.limit, 50000, 'the form PUT the limits');
+  assert.equal(stored.limits.usd_per_month.limit, 25);
+  assert.equal(stored.limits.requests_per_minute, null);
+  await admin.screenshot({ path: path.join(OUTPUT_DIR, 'admin-edits-limits.png'), fullPage: true });
+  assert.deepEqual(admin.problems, []);
+  await admin.close();
+
+  const page = await newPage();
+  await signIn(page, TENANT);
+  await waitReady(page);
+  await page.waitForSelector('[data-testid=limit-bar-tokens_per_month]');
+  const mine = await api(page, '/v1/limits/me');
+  for (const kind of ['tokens_per_month', 'usd_per_month']) {
+    const limit = mine.limits[kind];
+    assert.equal(await page.getAttribute(`[data-testid=limit-bar-${kind}]`, 'data-limit'), String(limit.limit));
+    assert.equal(await page.getAttribute(`[data-testid=limit-bar-${kind}]`, 'data-used'), String(limit.used));
+    const reset = await page.textContent(`[data-testid=limit-reset-${kind}]`);
+    assert.ok(reset.includes(limit.resets_at) && reset.includes(limit.period), `${kind}: ${reset} shows ${limit.resets_at}`);
+    const remaining = await page.textContent(`[data-testid=limit-remaining-${kind}]`);
+    assert.ok(remaining.replace(/[^0-9.]/g, '').length > 0, `${kind}: remaining shown (${remaining})`);
+  }
+  assert.equal(await page.isVisible('[data-testid=limit-requests_per_minute]'), false, 'unset kinds have no bar');
+  assert.equal(await page.isVisible('[data-testid=limits-form]'), false, 'a tenant user cannot edit');
+  await page.screenshot({ path: path.join(OUTPUT_DIR, 'tenant-limits.png'), fullPage: true });
+  assert.deepEqual(page.problems, []);
+  await page.close();
+});
+
 test('errors are shown, not swallowed', async () => {
   const page = await newPage();
 

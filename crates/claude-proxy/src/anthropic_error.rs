@@ -26,7 +26,8 @@ pub fn status_and_type(error: &ApiError) -> (StatusCode, &'static str) {
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error"),
         ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
         ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error"),
-        ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+        // A tenant budget is a rate limit to Anthropic's clients: the SDKs know only `rate_limit_error`.
+        ApiError::RateLimited { .. } | ApiError::BudgetExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
         ApiError::Unavailable { .. } => {
             (StatusCode::from_u16(OVERLOADED).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), "overloaded_error")
         }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod handler;
 pub mod in_flight;
 pub mod key_holder;
+pub mod limits;
 pub mod model_resolution;
 pub mod proxy;
 pub mod rate_limits;

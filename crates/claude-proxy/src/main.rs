@@ -10,7 +10,9 @@ use claude_proxy::config::ProxyConfig;
 use claude_proxy::key_holder::key_holder_reports_on_aws;
 use claude_proxy::ProxyHandler;
 use lambda_http::{service_fn, Error, Request};
-use metering_core::chat::load_sdk_config;
+use metering_core::chat::{limits_service_on_aws, load_sdk_config};
+use metering_core::limits::config::LimitsConfig;
+use metering_core::pricing::PricingTable;
 use metering_core::tenant_registry::tenant_registry_on_aws;
 use metering_core::usage::StdoutUsageLog;
 
@@ -25,9 +27,13 @@ async fn main() -> Result<(), Error> {
     let sdk_config = load_sdk_config().await;
     let lambda = MeteredLambda::new();
     let cutoff = lambda.counter_cutoff().clone();
+    let limits_config = LimitsConfig::from_env()?;
+    let (pricing, _) = PricingTable::from_lookup(|name| std::env::var(name).ok())?;
+    let limits = limits_service_on_aws(&limits_config, &sdk_config, config.usage_table_name.clone(), Arc::new(pricing), Arc::new(StdoutUsageLog));
     let service =
         proxy_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
-            .await?;
+            .await?
+            .with_limits(limits.clone());
     let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
     let handler = Arc::new(
         ProxyHandler::new(service.clone(), config.max_body_bytes, tenants)
@@ -38,7 +44,12 @@ async fn main() -> Result<(), Error> {
         let service = service.clone();
         async move {
             service.in_flight().idle().await;
-            service.metering().flush().await;
+            let drain = service.metering().config().drain_timeout;
+            if let Some(limits) = service.limits() {
+                tokio::join!(service.metering().flush(), limits.flush_within(drain));
+            } else {
+                service.metering().flush().await;
+            }
         }
     };
     let proxy = service_fn(move |request: Request| {

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use metering_core::error::REQUEST_ID_HEADER;
+use metering_core::limits::service::{LimitsService, Reservation};
 use metering_core::metering::Metering;
 use metering_core::usage::{RequestType, TokenCounts, UsageEvent};
 use metering_core::ApiError;
@@ -156,6 +157,8 @@ pub struct Meter {
     /// Who the client says it is (kept apart, never billed to).
     client_user_id: Option<String>,
     requested_model_id: String,
+    /// The tenant's budgets held for this request, settled when it is metered (released if it never is).
+    reservation: Option<Arc<Reservation>>,
 }
 
 impl Meter {
@@ -186,6 +189,9 @@ impl Meter {
             client_user_id: self.client_user_id.clone(),
             requested_model_id: Some(self.requested_model_id.clone()),
         });
+        if let Some(reservation) = &self.reservation {
+            reservation.settle(model_id, &tokens);
+        }
     }
 }
 
@@ -205,6 +211,7 @@ pub struct ProxyService {
     bedrock: Arc<dyn BedrockApi>,
     metering: Metering,
     in_flight: InFlight,
+    limits: Option<LimitsService>,
 }
 
 impl ProxyService {
@@ -224,7 +231,18 @@ impl ProxyService {
             bedrock,
             metering,
             in_flight: InFlight::default(),
+            limits: None,
         }
+    }
+
+    /// Enforces the tenants' limits on `/v1/messages` (README "Budgets and quotas").
+    pub fn with_limits(mut self, limits: LimitsService) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    pub fn limits(&self) -> Option<&LimitsService> {
+        self.limits.as_ref()
     }
 
     pub fn keys(&self) -> &ApiKeys {
@@ -288,6 +306,7 @@ impl ProxyService {
             user_id: owner.user_id.clone(),
             client_user_id: client_user(&body, request),
             requested_model_id: body.model.clone(),
+            reservation: None,
         };
         Ok(Call { request, owner, body, meter })
     }
@@ -299,15 +318,36 @@ impl ProxyService {
         received_at: DateTime<Utc>,
         started: Instant,
     ) -> Result<Response<ProxyBody>, ApiError> {
-        let call = self.authenticate(request, received_at, started).await?;
-        match self.route(&call, Endpoint::Messages).await? {
-            Route::Anthropic(upstream) => self.answer_from_anthropic(&call, upstream).await,
-            Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
-            Route::Bedrock { model, reason } => self.bedrock_or_refusal(&call, &model.invoke_id, reason, None).await,
-            Route::BedrockAfterRefusal { model, reason, refusal } => {
+        let mut call = self.authenticate(request, received_at, started).await?;
+        let admission = match &self.limits {
+            Some(limits) => match crate::limits::admit(limits, request, &call.owner, &call.body).await {
+                Ok(admission) => admission,
+                Err(refused) => return Ok(refused),
+            },
+            None => Default::default(),
+        };
+        call.meter.reservation = admission.reservation;
+        let answer = match self.route(&call, Endpoint::Messages).await {
+            Ok(Route::Anthropic(upstream)) => self.answer_from_anthropic(&call, upstream).await,
+            Ok(Route::AsIs(upstream)) => self.as_is(upstream, &request.request_id).await,
+            Ok(Route::Bedrock { model, reason }) => self.bedrock_or_refusal(&call, &model.invoke_id, reason, None).await,
+            Ok(Route::BedrockAfterRefusal { model, reason, refusal }) => {
                 self.bedrock_or_refusal(&call, &model.invoke_id, reason, Some(refusal)).await
             }
+            Err(error) => Err(error),
+        };
+        if admission.statuses.is_empty() {
+            return answer;
         }
+        // Every answer under a limit says where the client stands, errors included.
+        let mut response = answer.unwrap_or_else(|error| {
+            if error.status().is_server_error() {
+                tracing::warn!(status = error.status().as_u16(), %error, "proxy request failed");
+            }
+            error_response(&error, &request.request_id)
+        });
+        crate::limits::insert_rate_limit_headers(response.headers_mut(), &admission.statuses);
+        Ok(response)
     }
 
     #[tracing::instrument(skip_all, fields(request_id = %request.request_id))]

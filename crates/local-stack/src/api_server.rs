@@ -39,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/bedrock/chat", any(chat))
         .route("/v1/usage", any(usage))
         .route("/v1/usage/{*rest}", any(usage))
+        .route("/v1/limits/{*rest}", any(usage))
         .route("/ui", any(dashboard))
         .route("/ui/", any(dashboard))
         .route("/ui/{*rest}", any(dashboard))

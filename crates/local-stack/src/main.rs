@@ -14,7 +14,8 @@ use local_stack::fake_bedrock::{self, FakeBedrockSettings};
 use local_stack::fake_bedrock_audit::{InvocationLog, InvocationLogBucket};
 use local_stack::proxy_routes::LocalProxy;
 use local_stack::serve::{bind, serve_http1, shutdown_signal, HEADER_READ_TIMEOUT};
-use metering_core::chat::{chat_service_on_aws, load_sdk_config};
+use metering_core::chat::{chat_service_on_aws, limits_service_on_aws, load_sdk_config};
+use metering_core::limits::period::Clock;
 use metering_core::tenant_registry::tenant_registry_on_aws;
 use metering_core::config::ChatConfig;
 use metering_core::usage_config::UsageApiConfig;
@@ -32,12 +33,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve POST /bedrock/chat and GET /v1/usage... (and GET /health) with the Lambdas' handlers, verifying
+    /// Serve POST /bedrock/chat, GET /v1/usage..., GET|PUT|DELETE /v1/limits... (and GET /health) with the Lambdas' handlers, verifying
     /// Cognito IdTokens, and the /ui dashboard without a token (the usage settings: USAGE_TABLE_NAME,
     /// ADMIN_GROUP, PRICING_JSON/PRICING_FILE; the dashboard signs in at AWS_ENDPOINT_URL, moto).
     /// AWS endpoints, region and credentials come from the standard AWS environment (AWS_ENDPOINT_URL,
     /// AWS_ENDPOINT_URL_BEDROCK_RUNTIME, AWS_REGION, ...); the chat settings from the chat Lambda's variables
-    /// (USAGE_TABLE_NAME, BEDROCK_MODEL_ID, BEDROCK_TIMEOUT_MS, ...).
+    /// (USAGE_TABLE_NAME, BEDROCK_MODEL_ID, BEDROCK_TIMEOUT_MS, ...), the limits' from LIMITS_* (README "Budgets and quotas").
     Api {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -57,6 +58,10 @@ enum Command {
         /// CloudWatch Logs group that also receives the usage lines (as Lambda's log capture would).
         #[arg(long, env = "USAGE_LOG_GROUP")]
         usage_log_group: Option<String>,
+        /// For tests of the limits' periods: a file holding a number of seconds added to the clock of the
+        /// limits (read on every use; absent or empty = 0), so a test can cross a minute, day or month.
+        #[arg(long, env = "LOCAL_LIMITS_CLOCK_OFFSET_FILE")]
+        limits_clock_offset_file: Option<PathBuf>,
     },
     /// Serve a wire-compatible fake of the Bedrock Runtime (Converse, ConverseStream, InvokeModel,
     /// InvokeModelWithResponseStream, CountTokens, ListInferenceProfiles) that checks request metadata as
@@ -99,7 +104,7 @@ enum Command {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     metering_core::telemetry::init_json_tracing();
     match Cli::parse().command {
-        Command::Api { addr, port_file, jwks_url, issuer, client_id, usage_log_group } => {
+        Command::Api { addr, port_file, jwks_url, issuer, client_id, usage_log_group, limits_clock_offset_file } => {
             let config = ChatConfig::from_env()?;
             let sdk_config = load_sdk_config().await;
             let cloudwatch = match usage_log_group {
@@ -113,11 +118,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let tee = Arc::new(TeeUsageLog { cloudwatch });
             let usage_log: Arc<dyn metering_core::usage::UsageLog> = tee.clone();
             let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
-            let chat = chat_api::ChatHandler::new(chat_service_on_aws(&config, &sdk_config, Arc::clone(&usage_log)), tenants);
-            let usage = usage_api::usage_handler_on_aws(UsageApiConfig::from_env()?, &sdk_config);
+            let usage_config = UsageApiConfig::from_env()?;
+            // One limits service for the chat, the proxy and the limits routes: a change through the API is
+            // seen at once here (in AWS, by each function within LIMITS_CACHE_SECONDS).
+            let limits = limits_service_on_aws(
+                &config.limits,
+                &sdk_config,
+                config.usage_table_name.clone(),
+                Arc::new(usage_config.pricing.clone()),
+                Arc::clone(&usage_log),
+            );
+            let limits = match limits_clock_offset_file {
+                Some(path) => limits.with_clock_of(offset_clock(path)),
+                None => limits,
+            };
+            let chat_service = chat_service_on_aws(&config, &sdk_config, Arc::clone(&usage_log)).with_limits(limits.clone());
+            let chat = chat_api::ChatHandler::new(chat_service, tenants);
+            let usage = usage_api::usage_handler_on_aws(usage_config, &sdk_config).with_limits(limits.clone());
             let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id }));
             // The Claude proxy (/v1/messages, /v1/keys) when API_KEY_TABLE_NAME is set.
-            let proxy = LocalProxy::from_env(&sdk_config, usage_log).await?;
+            let proxy = LocalProxy::from_env(&sdk_config, usage_log, limits.clone()).await?;
             let proxy_routes = proxy.as_ref().map(|proxy| proxy.router(Arc::clone(&authorizer)));
             let state = ApiState { authorizer, chat: chat.clone(), usage };
             let mut router = api_server::router(state);
@@ -136,7 +156,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     proxy.drain(deadline).await;
                 }
             };
-            tokio::join!(drain_proxy, chat.metering().shutdown(deadline));
+            tokio::join!(drain_proxy, chat.metering().shutdown(deadline), async {
+                limits.flush_within(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+            });
             tee.close(deadline.max(tokio::time::Instant::now()) + COPY_GRACE_AFTER_DRAIN).await;
         }
         Command::FakeBedrock { addr, port_file, delay_ms, invocation_log_bucket, invocation_log_prefix } => {
@@ -169,4 +191,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// The system clock plus the seconds in `path` (a test moves the limits' clock by rewriting the file).
+fn offset_clock(path: PathBuf) -> Clock {
+    Arc::new(move || {
+        let offset = std::fs::read_to_string(&path).ok().and_then(|text| text.trim().parse::<f64>().ok()).unwrap_or(0.0);
+        chrono::Utc::now() + chrono::Duration::milliseconds((offset * 1000.0) as i64)
+    })
 }

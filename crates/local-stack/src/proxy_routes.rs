@@ -29,13 +29,14 @@ impl LocalProxy {
     pub async fn from_env(
         sdk_config: &aws_config::SdkConfig,
         usage_log: Arc<dyn UsageLog>,
+        limits: metering_core::limits::service::LimitsService,
     ) -> Result<Option<Self>, Box<dyn std::error::Error>> {
         if std::env::var("API_KEY_TABLE_NAME").map_or(true, |table| table.trim().is_empty()) {
             return Ok(None);
         }
         let config = ProxyConfig::from_env()?;
         config.log_start();
-        let service = claude_proxy::aws::proxy_service_on_aws(&config, sdk_config, usage_log).await?;
+        let service = claude_proxy::aws::proxy_service_on_aws(&config, sdk_config, usage_log).await?.with_limits(limits);
         let tenants = metering_core::tenant_registry::tenant_registry_on_aws(sdk_config, config.usage_table_name.clone());
         let handler = ProxyHandler::new(service, config.max_body_bytes, tenants)
             .with_key_holder_reports(claude_proxy::key_holder::key_holder_reports_on_aws(&config, sdk_config));

@@ -9,12 +9,18 @@ use serde::Deserialize;
 use crate::bedrock_metadata::BedrockRequestMetadata;
 use crate::error::ApiError;
 use crate::identity::TenantIdentity;
+use crate::limits::service::{Admission, AdmissionRequest, LimitsService};
 use crate::metering::Metering;
 use crate::model::{ChatModel, ModelPrompt};
 use crate::usage::{RequestType, UsageEvent};
 
 pub const MAX_PROMPT_CHARS: usize = 100_000;
 pub const MAX_OUTPUT_TOKENS: i64 = 4096;
+/// Added to a prompt's UTF-8 bytes for the upper bound of its input tokens: the message framing the model
+/// counts (a Claude token is never shorter than one byte of text).
+pub const PROMPT_FRAMING_TOKENS: u64 = 16;
+/// The route name of `limit_refused` lines.
+pub const CHAT_ROUTE: &str = "/bedrock/chat";
 
 /// The validated body of `POST /bedrock/chat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +81,22 @@ pub struct ChatService {
     model: Arc<dyn ChatModel>,
     model_id: String,
     metering: Metering,
+    limits: Option<LimitsService>,
 }
 
 impl ChatService {
     pub fn new(model: Arc<dyn ChatModel>, model_id: String, metering: Metering) -> Self {
-        Self { model, model_id, metering }
+        Self { model, model_id, metering, limits: None }
+    }
+
+    /// Enforces the tenants' limits (README "Budgets and quotas") before the model is called.
+    pub fn with_limits(mut self, limits: LimitsService) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    pub fn limits(&self) -> Option<&LimitsService> {
+        self.limits.as_ref()
     }
 
     pub fn metering(&self) -> &Metering {
@@ -92,6 +109,27 @@ impl ChatService {
         let received_at = Utc::now();
         let started = Instant::now();
         let request = ChatRequest::parse(body)?;
+        let admission = match &self.limits {
+            Some(limits) => {
+                let admission_request = AdmissionRequest {
+                    tenant_id: &identity.tenant_id,
+                    user_id: &identity.user_id,
+                    request_id,
+                    key_id: None,
+                    route: CHAT_ROUTE,
+                    model_id: &self.model_id,
+                    input_tokens_bound: request.prompt.len() as u64 + PROMPT_FRAMING_TOKENS,
+                    max_output_tokens: request.max_tokens.map_or(MAX_OUTPUT_TOKENS as u64, u64::from),
+                };
+                limits.admit(&admission_request, false).await?
+            }
+            None => Admission::default(),
+        };
+        // Under a token budget the output bound is sent to the model, so the reservation is a true bound.
+        let max_tokens = match request.max_tokens {
+            None if admission.has_token_budget => Some(MAX_OUTPUT_TOKENS as u32),
+            other => other,
+        };
         let metadata = BedrockRequestMetadata {
             tenant_id: identity.tenant_id.clone(),
             user_id: identity.user_id.clone(),
@@ -99,7 +137,7 @@ impl ChatService {
             request_type: RequestType::Bedrock,
         };
         let prompt =
-            ModelPrompt { model_id: self.model_id.clone(), prompt: request.prompt, max_tokens: request.max_tokens, metadata };
+            ModelPrompt { model_id: self.model_id.clone(), prompt: request.prompt, max_tokens, metadata };
         let reply = self.model.converse(&prompt).await.map_err(|error| {
             tracing::warn!(%error, retryable = error.is_retryable(), "model call failed");
             ApiError::from(error)
@@ -117,6 +155,11 @@ impl ChatService {
             client_user_id: None,
             requested_model_id: None,
         });
+        // After the line (the bill): the reservation becomes the metered use. A failed call above dropped
+        // the reservation, which releases it.
+        if let Some(reservation) = admission.reservation {
+            reservation.settle(&self.model_id, &reply.tokens);
+        }
         Ok(reply.text)
     }
 }
@@ -197,6 +240,21 @@ pub fn chat_service_on_aws_with_counters(
         config.model_id.clone(),
         Metering::with_config(wrap_counters(Arc::new(counters)), usage_log, config.metering),
     )
+}
+
+/// The limits service on the usage table, with EventBridge alerts unless `LIMITS_EVENT_BUS_NAME=none`.
+pub fn limits_service_on_aws(
+    config: &crate::limits::config::LimitsConfig,
+    sdk_config: &aws_config::SdkConfig,
+    usage_table_name: String,
+    pricing: Arc<crate::pricing::PricingTable>,
+    usage_log: Arc<dyn crate::usage::UsageLog>,
+) -> LimitsService {
+    let store = crate::limits::dynamo::DynamoLimitsStore::new(crate::counters::dynamodb_client(sdk_config), usage_table_name);
+    let alerts = config.event_bus_name.clone().map(|bus| {
+        Arc::new(crate::limits::alerts::EventBridgeAlerts::new(sdk_config, bus)) as Arc<dyn crate::limits::alerts::AlertPublisher>
+    });
+    LimitsService::new(Arc::new(store), config.clone(), pricing, usage_log, alerts)
 }
 
 /// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain.

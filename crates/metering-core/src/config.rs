@@ -32,6 +32,8 @@ pub struct ChatConfig {
     pub throttle_retry_after_seconds: u64,
     /// Bounds of the counter updates behind the usage lines.
     pub metering: MeteringConfig,
+    /// Tenant limits (README "Budgets and quotas").
+    pub limits: crate::limits::config::LimitsConfig,
 }
 
 /// Time bounds of metering, shared by every function that meters (chat, proxy, local server).
@@ -107,6 +109,7 @@ impl ChatConfig {
                 1..=3600,
             )?,
             metering: MeteringConfig::from_lookup(&lookup)?,
+            limits: crate::limits::config::LimitsConfig::from_lookup(&lookup)?,
         })
     }
 }

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The model provider asked us to slow down.
     #[error("{message}")]
     RateLimited { message: String, retry_after_seconds: u64 },
+    /// The tenant's (or its key's) token or USD budget for the period is used up.
+    #[error("{message}")]
+    BudgetExceeded { message: String, retry_after_seconds: u64 },
     /// The upstream model failed in a way the client cannot fix (misconfiguration, model error).
     #[error("{0}")]
     Upstream(String),
@@ -57,7 +60,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -77,6 +80,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "request_too_large",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited { .. } => "rate_limit_error",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable { .. } => "overloaded_error",
             Self::UpstreamTimeout(_) => "timeout_error",
@@ -86,7 +90,9 @@ impl ApiError {
 
     pub fn retry_after_seconds(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after_seconds, .. } | Self::Unavailable { retry_after_seconds, .. } => {
+            Self::RateLimited { retry_after_seconds, .. }
+            | Self::BudgetExceeded { retry_after_seconds, .. }
+            | Self::Unavailable { retry_after_seconds, .. } => {
                 Some(*retry_after_seconds)
             }
             _ => None,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod counters;
 pub mod error;
 pub mod identity;
+pub mod limits;
 pub mod metering;
 pub mod model;
 pub mod pricing;

@@ -163,11 +163,42 @@ impl CounterUpdateRecord {
     }
 }
 
-/// A line of the usage log: the bill of one request, or a later note about its counters.
+/// The `event` of a line that says a request was refused by a tenant's limit (never a bill).
+pub const LIMIT_REFUSED_EVENT: &str = "limit_refused";
+
+/// One `limit_refused` line: a request refused with 429 by a limit (README "Budgets and quotas"). It bills
+/// nothing; CloudWatch counts these lines with a metric filter on `event = limit_refused`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitRefusedRecord {
+    pub event: String,
+    pub timestamp: String,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub request_id: String,
+    /// `requests_per_minute`, `tokens_per_day`, `tokens_per_month` or `usd_per_month`.
+    pub limit: String,
+    /// The period that is full: `YYYY-MM-DDTHH:MM`, `YYYY-MM-DD` or `YYYY-MM`.
+    pub period: String,
+    /// `/bedrock/chat` or `/v1/messages`.
+    pub route: String,
+    /// `tenant` or `key` (a gateway key's narrowing).
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub limit_value: serde_json::Value,
+    /// What the request would have added (1 request, its worst-case tokens or USD).
+    pub requested: serde_json::Value,
+    pub retry_after_seconds: u64,
+}
+
+impl Eq for LimitRefusedRecord {}
+
+/// A line of the usage log: the bill of one request, a later note about its counters, or a refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UsageLine {
     Usage(UsageRecord),
     CounterUpdate(CounterUpdateRecord),
+    LimitRefused(LimitRefusedRecord),
 }
 
 impl UsageLine {
@@ -176,6 +207,9 @@ impl UsageLine {
         match self {
             Self::Usage(record) => record.to_line(),
             Self::CounterUpdate(record) => record.to_line(),
+            Self::LimitRefused(record) => {
+                serde_json::to_string(record).unwrap_or_else(|_| format!("{{\"event\":\"{LIMIT_REFUSED_EVENT}\"}}"))
+            }
         }
     }
 
@@ -183,6 +217,7 @@ impl UsageLine {
         match self {
             Self::Usage(record) => &record.request_id,
             Self::CounterUpdate(record) => &record.request_id,
+            Self::LimitRefused(record) => &record.request_id,
         }
     }
 }

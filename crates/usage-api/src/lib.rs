@@ -12,12 +12,14 @@ use metering_core::tenant_registry::{tenant_registry_on_aws, TenantRegistry};
 use metering_core::counters::dynamodb_client;
 use metering_core::usage_config::{DashboardConfig, UsageApiConfig};
 use metering_core::usage_report::access::{may_list_tenants, readable_tenant};
+use metering_core::limits::service::LimitsService;
 use metering_core::usage_report::{Answer, DynamoUsageReader, UsageReports};
 use metering_core::ApiError;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 pub mod dashboard;
+pub mod limits;
 pub mod params;
 pub mod routes;
 
@@ -36,6 +38,7 @@ pub struct UsageHandler {
     dashboard: DashboardConfig,
     tenants: Arc<dyn TenantRegistry>,
     today: Clock,
+    limits: Option<LimitsService>,
 }
 
 impl UsageHandler {
@@ -45,7 +48,13 @@ impl UsageHandler {
         dashboard: DashboardConfig,
         tenants: Arc<dyn TenantRegistry>,
     ) -> Self {
-        Self { reports, admin_group, dashboard, tenants, today: Arc::new(|| Utc::now().date_naive()) }
+        Self { reports, admin_group, dashboard, tenants, today: Arc::new(|| Utc::now().date_naive()), limits: None }
+    }
+
+    /// Serves `/v1/limits...` from `limits` (its store and clock; a change clears its cache).
+    pub fn with_limits(mut self, limits: LimitsService) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// Replaces the UTC clock (tests fix "today").
@@ -73,6 +82,9 @@ impl UsageHandler {
         if route == Route::NotFound {
             return Err(ApiError::NotFound("no such route".into()));
         }
+        if let Route::OwnLimits | Route::TenantLimits(_) = route {
+            return self.limits_answer(request, request_id, &route).await;
+        }
         if request.method() != http::Method::GET {
             return Err(ApiError::MethodNotAllowed("use GET".into()));
         }
@@ -95,7 +107,9 @@ impl UsageHandler {
                 let ListQuery { cursor, limit } = ListQuery::parse(query, today)?;
                 json_answer(self.reports.tenant_ranking(cursor, limit, today).await?)?
             }
-            Route::Dashboard(_) | Route::NotFound => return Err(ApiError::NotFound("no such route".into())),
+            Route::Dashboard(_) | Route::NotFound | Route::OwnLimits | Route::TenantLimits(_) => {
+                return Err(ApiError::NotFound("no such route".into()))
+            }
         };
         tracing::info!(
             request_id,
@@ -107,6 +121,20 @@ impl UsageHandler {
         json_response(answer, request_id)
     }
 
+    async fn limits_answer(&self, request: &Request, request_id: &str, route: &Route<'_>) -> Result<Response<Body>, ApiError> {
+        let limits = self.limits.as_ref().ok_or_else(|| ApiError::NotFound("limits are not served here".into()))?;
+        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
+        let method = request.method();
+        let answer = match route {
+            Route::OwnLimits => limits::own_limits(limits, &identity, method).await?,
+            Route::TenantLimits(segment) => {
+                limits::tenant_limits(limits, &identity, &self.admin_group, method, segment, request.body().as_ref()).await?
+            }
+            _ => return Err(ApiError::NotFound("no such route".into())),
+        };
+        limits::json_response(&answer, request_id)
+    }
+
     async fn tenant_report(&self, tenant_id: &str, query: ReportQuery, today: NaiveDate) -> Result<JsonAnswer, ApiError> {
         json_answer(self.reports.tenant_report(tenant_id, query.period, query.filter, today).await?)
     }
@@ -116,9 +144,18 @@ impl UsageHandler {
 pub fn usage_handler_on_aws(config: UsageApiConfig, sdk_config: &aws_config::SdkConfig) -> UsageHandler {
     let reader = DynamoUsageReader::new(dynamodb_client(sdk_config), config.usage_table_name.clone());
     let tenants = tenant_registry_on_aws(sdk_config, config.usage_table_name.clone());
-    let reports = UsageReports::new(Arc::new(reader), Arc::new(config.pricing), config.retention)
-        .with_concurrency(config.query_concurrency);
-    UsageHandler::new(reports, config.admin_group, config.dashboard, tenants)
+    let pricing = Arc::new(config.pricing);
+    // The usage function reads and sets limits; it never enforces them, so it sends no alerts.
+    let limits_config = metering_core::limits::config::LimitsConfig { event_bus_name: None, ..Default::default() };
+    let limits = metering_core::chat::limits_service_on_aws(
+        &limits_config,
+        sdk_config,
+        config.usage_table_name.clone(),
+        Arc::clone(&pricing),
+        Arc::new(metering_core::usage::StdoutUsageLog),
+    );
+    let reports = UsageReports::new(Arc::new(reader), pricing, config.retention).with_concurrency(config.query_concurrency);
+    UsageHandler::new(reports, config.admin_group, config.dashboard, tenants).with_limits(limits)
 }
 
 type JsonAnswer = Answer<String>;

@@ -19,6 +19,10 @@ pub enum Route<'p> {
     TenantUsage(&'p str),
     /// `GET /v1/usage`
     AllTenants,
+    /// `GET /v1/limits/me`
+    OwnLimits,
+    /// `GET|PUT|DELETE /v1/limits/{tenant_id}` (admins): the segment as sent (still percent-encoded).
+    TenantLimits(&'p str),
     /// `GET /ui`, `/ui/app.js`, `/ui/app.css`, `/ui/config.json` (no authorizer).
     Dashboard(Asset),
     NotFound,
@@ -29,6 +33,7 @@ impl<'p> Route<'p> {
         match path {
             "/v1/usage" => return Self::AllTenants,
             "/v1/usage/me" => return Self::OwnUsage,
+            "/v1/limits/me" => return Self::OwnLimits,
             "/ui" => return Self::Dashboard(Asset::Page),
             "/ui/" => return Self::Dashboard(Asset::PageWithSlash),
             "/ui/app.js" => return Self::Dashboard(Asset::Script),
@@ -36,15 +41,19 @@ impl<'p> Route<'p> {
             "/ui/config.json" => return Self::Dashboard(Asset::Config),
             _ => {}
         }
-        match path.strip_prefix("/v1/usage/") {
-            Some(segment) if !segment.is_empty() && !segment.contains('/') => Self::TenantUsage(segment),
-            _ => Self::NotFound,
+        let one_segment = |prefix: &str| path.strip_prefix(prefix).filter(|segment| !segment.is_empty() && !segment.contains('/'));
+        if let Some(segment) = one_segment("/v1/usage/") {
+            return Self::TenantUsage(segment);
+        }
+        match one_segment("/v1/limits/") {
+            Some(segment) => Self::TenantLimits(segment),
+            None => Self::NotFound,
         }
     }
 
     /// Routes behind the Cognito authorizer.
     pub fn needs_identity(&self) -> bool {
-        matches!(self, Self::OwnUsage | Self::TenantUsage(_) | Self::AllTenants)
+        matches!(self, Self::OwnUsage | Self::TenantUsage(_) | Self::AllTenants | Self::OwnLimits | Self::TenantLimits(_))
     }
 }
 
@@ -58,6 +67,11 @@ mod tests {
         assert_eq!(Route::parse("/v1/usage/me"), Route::OwnUsage);
         assert_eq!(Route::parse("/v1/usage/acme"), Route::TenantUsage("acme"));
         assert_eq!(Route::parse("/v1/usage/B%2F.."), Route::TenantUsage("B%2F.."));
+        assert_eq!(Route::parse("/v1/limits/me"), Route::OwnLimits);
+        assert_eq!(Route::parse("/v1/limits/acme"), Route::TenantLimits("acme"));
+        assert_eq!(Route::parse("/v1/limits/a/b"), Route::NotFound);
+        assert_eq!(Route::parse("/v1/limits/"), Route::NotFound);
+        assert_eq!(Route::parse("/v1/limits"), Route::NotFound);
         assert_eq!(Route::parse("/ui"), Route::Dashboard(Asset::Page));
         assert_eq!(Route::parse("/ui/config.json"), Route::Dashboard(Asset::Config));
         for unknown in ["/", "/v1/usage/", "/v1/usage/a/b", "/v1/usage/me/../b", "/V1/USAGE/me", "//v1/usage/a", "/v1/usages", "/ui/x"] {

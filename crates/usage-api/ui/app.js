@@ -12,6 +12,7 @@ const state = {
   token: null,
   claims: null,
   tenant: null, // null: the caller's own tenant (/v1/usage/me)
+  limitsTenant: null, // whose limits the limits card shows
   nextCursor: null,
   generation: 0, // answers of an older selection are dropped
 };
@@ -140,6 +141,10 @@ function signOut() {
 }
 
 async function apiGet(path) {
+  return apiCall('GET', path);
+}
+
+async function apiCall(method, path, payload) {
   if (!state.token) throw new SessionExpired('You are signed out: sign in again.');
   const expiresAt = Number(state.claims && state.claims.exp) * 1000;
   if (expiresAt && expiresAt <= Date.now()) {
@@ -147,7 +152,13 @@ async function apiGet(path) {
   }
   let response;
   try {
-    response = await fetch(API_ROOT + path, { headers: { Authorization: `Bearer ${state.token}` } });
+    const headers = { Authorization: `Bearer ${state.token}` };
+    const init = { method, headers };
+    if (payload !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(payload);
+    }
+    response = await fetch(API_ROOT + path, init);
   } catch (error) {
     throw new UiError(`The usage API could not be reached: ${error.message}`);
   }
@@ -208,6 +219,71 @@ function renderReport(report) {
     return row;
   }));
   show($('report'), true);
+}
+
+const LIMIT_KINDS = [
+  ['requests_per_minute', 'Requests per minute'],
+  ['tokens_per_day', 'Tokens per UTC day'],
+  ['tokens_per_month', 'Tokens per UTC month'],
+  ['usd_per_month', 'Estimated USD per UTC month'],
+];
+
+function formatLimitAmount(kind, value) {
+  return kind === 'usd_per_month' ? formatCost(value) : formatCount(value);
+}
+
+/** Each limit with a progress bar (used, and held by requests in flight), what remains and when it resets. */
+function renderLimits(report) {
+  state.limitsTenant = report.tenant_id;
+  $('limits-tenant').textContent = report.tenant_id;
+  const set = LIMIT_KINDS.filter(([kind]) => report.limits[kind]);
+  $('limit-rows').replaceChildren(...set.map(([kind, label]) => {
+    const limit = report.limits[kind];
+    const bar = element('progress', { max: String(Math.max(limit.limit, 0.000001)), 'data-testid': `limit-bar-${kind}` });
+    bar.value = Math.min(limit.used + limit.in_flight, limit.limit);
+    bar.dataset.used = String(limit.used);
+    bar.dataset.limit = String(limit.limit);
+    const row = element('tr', { 'data-testid': `limit-${kind}` });
+    row.append(
+      element('td', {}, label),
+      element('td', {}, ''),
+      element('td', { class: 'num', 'data-testid': `limit-used-${kind}` },
+        `${formatLimitAmount(kind, limit.used)} of ${formatLimitAmount(kind, limit.limit)}`),
+      element('td', { class: 'num', 'data-testid': `limit-remaining-${kind}` }, formatLimitAmount(kind, limit.remaining)),
+      element('td', { 'data-testid': `limit-reset-${kind}`, title: limit.resets_at },
+        `${new Date(limit.resets_at).toISOString().replace('.000Z', 'Z')} (period ${limit.period})`),
+    );
+    row.children[1].append(bar);
+    return row;
+  }));
+  show($('limits-none'), set.length === 0);
+  const editable = isAdmin();
+  show($('limits-form'), editable);
+  if (editable) {
+    for (const [kind] of LIMIT_KINDS) {
+      const limit = report.limits[kind];
+      $(`limit-input-${kind}`).value = limit ? String(limit.limit) : '';
+    }
+  }
+  show($('limits'), true);
+}
+
+async function saveLimits(clear) {
+  clearError();
+  const body = {};
+  if (!clear) {
+    for (const [kind] of LIMIT_KINDS) {
+      const text = $(`limit-input-${kind}`).value.trim();
+      body[kind] = text === '' ? null : Number(text);
+    }
+  }
+  try {
+    const path = `/v1/limits/${encodeURIComponent(state.limitsTenant)}`;
+    renderLimits(await apiCall(clear ? 'DELETE' : 'PUT', path, clear ? undefined : body));
+    $('limits').dataset.saved = String(Date.now());
+  } catch (error) {
+    await handleFailure(error);
+  }
 }
 
 function niceMaximum(value) {
@@ -326,17 +402,20 @@ async function load() {
   show($('back-to-mine'), state.tenant !== null);
   try {
     const path = state.tenant === null ? '/v1/usage/me' : `/v1/usage/${encodeURIComponent(state.tenant)}`;
-    const requests = [apiGet(`${path}?${query()}`)];
+    const limitsPath = state.tenant === null ? '/v1/limits/me' : `/v1/limits/${encodeURIComponent(state.tenant)}`;
+    const requests = [apiGet(`${path}?${query()}`), apiGet(limitsPath)];
     if (isAdmin()) requests.push(apiGet(`/v1/usage?${query()}&limit=100`));
-    const [report, tenants] = await Promise.all(requests);
+    const [report, limits, tenants] = await Promise.all(requests);
     if (generation !== state.generation) return;
     renderReport(report);
+    renderLimits(limits);
     if (tenants) renderTenants(tenants, false);
     else show($('tenants'), false);
     setState('ready');
   } catch (error) {
     if (generation !== state.generation) return;
     show($('report'), false);
+    show($('limits'), false);
     await handleFailure(error);
   }
 }
@@ -402,6 +481,11 @@ async function start() {
   $('request-type').addEventListener('change', load);
   $('refresh').addEventListener('click', load);
   $('more-tenants').addEventListener('click', loadMoreTenants);
+  $('limits-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    saveLimits(false);
+  });
+  $('limits-clear').addEventListener('click', () => saveLimits(true));
   $('back-to-mine').addEventListener('click', () => {
     history.replaceState(null, '', location.pathname + location.search);
     load();

@@ -115,6 +115,17 @@ export class MeteringApi extends Construct {
       requestParameters: { ...authorized.requestParameters, 'method.request.path.tenant_id': true },
     });
 
+    // GET /v1/limits/me (own tenant), GET|PUT|DELETE /v1/limits/{tenant_id} (admins): the usage function.
+    const limitsResource = v1.addResource('limits');
+    limitsResource.addResource('me', withCors(cors)).addMethod('GET', usage, authorized);
+    const tenantLimits = limitsResource.addResource('{tenant_id}', withCors(cors));
+    for (const method of ['GET', 'PUT', 'DELETE']) {
+      tenantLimits.addMethod(method, usage, {
+        ...authorized,
+        requestParameters: { ...authorized.requestParameters, 'method.request.path.tenant_id': true },
+      });
+    }
+
     // The Claude proxy answers in a stream (server-sent events while the model writes): API Gateway's STREAM
     // mode calls it with InvokeWithResponseStream (the `2021-11-15/.../response-streaming-invocations` URI,
     // which the CDK picks for STREAM), which also lifts the 29 s and 10 MB limits of a buffered answer. The
@@ -169,7 +180,7 @@ export class MeteringApi extends Construct {
       });
     }
     if (cors) {
-      for (const resource of [chatResource, usageResource, ...usageResource.node.children]) {
+      for (const resource of [chatResource, usageResource, ...usageResource.node.children, ...limitsResource.node.children]) {
         const preflight = resource.node.tryFindChild('OPTIONS');
         if (!preflight) continue;
         Validations.of(preflight).acknowledge({

@@ -172,6 +172,7 @@ export class ClaudeProxy extends Construct {
         conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${COUNTER_PARTITION_PREFIX}*`] } },
       }),
     );
+    props.usageTable.grantEnforceLimits(role);
     this.apiKeys.grantManageKeys(role);
     this.rateLimits.grantRememberLimits(role);
 

@@ -4,7 +4,7 @@
  * `COUNTED#<batch id>` marker item; README "Usage counters in DynamoDB") and read by the usage function with
  * `Query`.
  */
-import { RemovalPolicy } from 'aws-cdk-lib';
+import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
@@ -16,6 +16,12 @@ export const TENANT_REGISTRY_PARTITION_PREFIX = 'TENANT_ID#';
 export const COUNTER_PARTITION_PREFIX = 'TENANT#';
 /** The `pk` prefix of the idempotency markers the counter transactions put (crates/metering-core/src/counters.rs). */
 export const COUNTER_MARKER_PARTITION_PREFIX = 'COUNTED#';
+/** Tenant limits (`sk = CONFIG` or `KEY#<key_id>`), README "Budgets and quotas". */
+export const LIMITS_PARTITION_PREFIX = 'LIMITS#';
+/** Budget use counters (reserved and settled) per tenant or key and period. */
+export const BUDGET_PARTITION_PREFIX = 'BUDGET#';
+/** Alert markers: one item per threshold, budget and period, so each alert is sent once. */
+export const BUDGET_ALERT_PARTITION_PREFIX = 'BUDGETALERT#';
 
 export interface UsageTableProps {
   readonly removalPolicy: RemovalPolicy;
@@ -85,6 +91,69 @@ export class UsageTable extends Construct {
         actions: ['dynamodb:GetItem', 'dynamodb:PutItem'],
         resources: [this.table.tableArn],
         conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${TENANT_REGISTRY_PARTITION_PREFIX}*`] } },
+      }),
+    );
+  }
+
+  /**
+   * Enforcing limits (chat and proxy functions): read the limits (GetItem, BatchGetItem on `LIMITS#*`),
+   * reserve and settle use (TransactWriteItems of UpdateItem, BatchGetItem on `BUDGET#*`), and write or remove
+   * alert markers (PutItem, DeleteItem on `BUDGETALERT#*`); plus PutEvents on the default event bus.
+   */
+  public grantEnforceLimits(grantee: iam.IGrantable): void {
+    const onPartitions = (prefix: string) => ({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${prefix}*`] } });
+    const principal = grantee.grantPrincipal;
+    principal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadTenantLimits',
+        actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem'],
+        resources: [this.table.tableArn],
+        conditions: onPartitions(LIMITS_PARTITION_PREFIX),
+      }),
+    );
+    principal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ReserveAndSettleBudgets',
+        actions: ['dynamodb:UpdateItem', 'dynamodb:BatchGetItem'],
+        resources: [this.table.tableArn],
+        conditions: onPartitions(BUDGET_PARTITION_PREFIX),
+      }),
+    );
+    principal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'MarkBudgetAlerts',
+        actions: ['dynamodb:PutItem', 'dynamodb:DeleteItem'],
+        resources: [this.table.tableArn],
+        conditions: onPartitions(BUDGET_ALERT_PARTITION_PREFIX),
+      }),
+    );
+    const stack = Stack.of(this);
+    principal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'SendBudgetAlerts',
+        actions: ['events:PutEvents'],
+        resources: [stack.formatArn({ service: 'events', resource: 'event-bus', resourceName: 'default' })],
+      }),
+    );
+  }
+
+  /** The usage function serves the limits API: reads and writes `LIMITS#*`, reads `BUDGET#*`. */
+  public grantManageLimits(grantee: iam.IGrantable): void {
+    const onPartitions = (prefix: string) => ({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${prefix}*`] } });
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ManageTenantLimits',
+        actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'],
+        resources: [this.table.tableArn],
+        conditions: onPartitions(LIMITS_PARTITION_PREFIX),
+      }),
+    );
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadBudgetUse',
+        actions: ['dynamodb:BatchGetItem'],
+        resources: [this.table.tableArn],
+        conditions: onPartitions(BUDGET_PARTITION_PREFIX),
       }),
     );
   }
