@@ -241,13 +241,18 @@ pub fn foundation_model(model_id: &str) -> &str {
 /// The most output tokens one call to this model may ask for (Bedrock's model cards).
 pub fn max_output_tokens(model_id: &str) -> u64 {
     let model = foundation_model(model_id);
-    let limits: [(&str, u64); 8] = [
+    // Opus 4 and 4.1: 32K; Opus 4.6: 128K, as the listed models after it (Opus 4.8, Sonnet 5, Opus 5.5,
+    // which Claude Code 2.1.332 asks 128,000 of); the other Claude 4 models: 64K.
+    let limits: [(&str, u64); 11] = [
         ("anthropic.claude-3-haiku", 4_096),
         ("anthropic.claude-3-5-", 8_192),
         ("anthropic.claude-3-7-sonnet", 64_000),
         ("anthropic.claude-opus-4-2", 32_000),
         ("anthropic.claude-opus-4-1", 32_000),
         ("anthropic.claude-opus-4-6", 128_000),
+        ("anthropic.claude-opus-4-8", 128_000),
+        ("anthropic.claude-sonnet-5", 128_000),
+        ("anthropic.claude-opus-5", 128_000),
         ("anthropic.claude-", 64_000),
         ("meta.", 8_192),
     ];
@@ -545,6 +550,8 @@ mod tests {
         );
         assert_eq!(max_output_tokens("global.anthropic.claude-opus-4-6-v1"), 128_000);
         assert_eq!(max_output_tokens("us.anthropic.claude-opus-4-1-20250805-v1:0"), 32_000);
+        assert_eq!(max_output_tokens("global.anthropic.claude-opus-5-5-20261120-v1:0"), 128_000);
+        assert_eq!(max_output_tokens("anthropic.claude-sonnet-4-5-20250929-v1:0"), 64_000);
     }
 
     #[test]
