@@ -43,6 +43,17 @@ def ensure_wrk() -> str:
     return found
 
 
+def sigv4_headers(url: str, body: dict) -> dict[str, str]:
+    """Headers of a SigV4-signed Bedrock call (local test credentials, us-east-1), as the SDK sends them."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="POST", url=url, data=json.dumps(body), headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials("testing", "testing"), "bedrock", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
 def lua_post(path: Path, body: dict, headers: dict[str, str]) -> Path:
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
     for name, value in headers.items():
@@ -159,8 +170,10 @@ def main() -> int:
         gateway_script = lua_post(run_dir / "gateway.lua", {"prompt": PROMPT},
                                   {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
         converse_body = {"messages": [{"role": "user", "content": [{"text": PROMPT}]}]}
-        direct_script = lua_post(run_dir / "direct.lua", converse_body, {"Content-Type": "application/json"})
         model_path = "/model/" + DEFAULT_MODEL_ID.replace(":", "%3A") + "/converse"
+        # The fake Bedrock wants a SigV4-signed call, within 5 minutes of its x-amz-date: signed once here.
+        direct_script = lua_post(run_dir / "direct.lua", converse_body,
+                                 sigv4_headers(slow_bedrock.url + model_path, converse_body))
         targets = {
             "direct to fake Bedrock": (slow_bedrock.url + model_path, direct_script),
             "through the gateway": (api.url + "/bedrock/chat", gateway_script),

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 anthropic = pytest.importorskip("anthropic", reason="pip install -r scripts/requirements-proxy.txt")
 
 from localstack import BEDROCK_LOGS_PREFIX  # noqa: E402
+from provision import DEFAULT_MODEL_ID  # noqa: E402
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic  # noqa: E402
 from support import chat, new_tenant_id, poll, wait_usage_line  # noqa: E402
 from test_export import export, log_processor_bin, operator_env, run_script, usage_lines_of_day  # noqa: E402,F401  (fixtures)
@@ -128,8 +129,9 @@ def test_the_fake_refuses_metadata_bedrock_refuses_and_records_nothing(stack, me
     before = len(invocation_records(stack.fake_bedrock.url))
     with pytest.raises(ClientError) as refused:
         fake_bedrock_client(stack).converse(
-            modelId="m", messages=[{"role": "user", "content": [{"text": "hi"}]}], requestMetadata=metadata)
+            modelId=DEFAULT_MODEL_ID, messages=[{"role": "user", "content": [{"text": "hi"}]}], requestMetadata=metadata)
     assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "requestMetadata" in refused.value.response["Error"]["Message"], refused.value.response["Error"]
     assert len(invocation_records(stack.fake_bedrock.url)) == before
 
 
@@ -177,7 +179,7 @@ def test_the_four_way_reconcile_agrees_and_catches_an_unmetered_call_and_an_unre
     tenant, user_id = traffic[0][0], traffic[0][1]
     unmetered_id = str(uuid.uuid4())
     fake_bedrock_client(stack).converse(
-        modelId="m", messages=[{"role": "user", "content": [{"text": "a call nobody metered"}]}],
+        modelId=DEFAULT_MODEL_ID, messages=[{"role": "user", "content": [{"text": "a call nobody metered"}]}],
         requestMetadata={"tenant_id": tenant, "user_id": user_id, "request_id": unmetered_id, "request_type": "bedrock"})
     poll("the unmetered record in S3", lambda: by_request_id(records_in_bucket(stack.resources)),
          lambda records: unmetered_id in records)

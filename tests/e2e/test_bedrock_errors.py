@@ -35,6 +35,8 @@ def tenant_user(user_factory):
 @pytest.fixture(scope="module")
 def error_responses(api_url, tenant_user):
     prompts = {name: f"please fail [fake:{name}] now" for name in DIRECTIVES}
+    # Bedrock's own retry-after, when it sends one (the fake sends none unless told).
+    prompts["throttle-retry-after-7"] = "please fail [fake:throttle] [fake:retry-after=7] now"
     with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
         futures = {name: pool.submit(chat, api_url, tenant_user.token, {"prompt": p}) for name, p in prompts.items()}
     return {name: future.result() for name, future in futures.items()}
@@ -45,11 +47,16 @@ def test_bedrock_errors_map_to_statuses(error_responses, directive):
     assert_error_body(error_responses[directive], DIRECTIVES[directive])
 
 
-def test_throttling_tells_when_to_retry(error_responses):
-    response = error_responses["throttle"]
-    # The fake Bedrock's own `retry-after: 7` (local-stack fake_bedrock.rs THROTTLE_RETRY_AFTER_SECONDS), kept
-    # exactly: not replaced by the API's default (THROTTLE_RETRY_AFTER_SECONDS, 5).
+def test_throttling_keeps_bedrocks_own_retry_after(error_responses):
+    response = error_responses["throttle-retry-after-7"]
+    assert_error_body(response, 429)
+    # Bedrock's `retry-after: 7` kept exactly: not replaced by the API's default (THROTTLE_RETRY_AFTER_SECONDS, 5).
     assert response.headers.get("Retry-After") == "7", dict(response.headers)
+
+
+def test_throttling_without_bedrocks_retry_after_gives_the_default(error_responses):
+    # README "Configuration": THROTTLE_RETRY_AFTER_SECONDS, `5`, when Bedrock throttles without saying.
+    assert error_responses["throttle"].headers.get("Retry-After") == "5", dict(error_responses["throttle"].headers)
 
 
 def test_access_denied_tells_the_operator_what_to_fix(error_responses):

@@ -10,6 +10,7 @@ use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::error::ResponseStreamError;
 use aws_sdk_bedrockruntime::types::{CountTokensInput, InvokeModelTokensRequest, ResponseStream};
 use bytes::Bytes;
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
@@ -106,6 +107,21 @@ fn as_fallback_error(code: Option<&str>, classified: ModelError, retry_after: u6
     }
 }
 
+/// The Bedrock error code of a mid-stream exception. An exception frame names its type only in its
+/// `:exception-type` header (`throttlingException`), which the SDK turns into the variant, while `code()`
+/// reads the payload, which holds just `message`: the variant is the code.
+fn stream_error_code(error: &ResponseStreamError) -> &str {
+    match error {
+        ResponseStreamError::ThrottlingException(_) => "ThrottlingException",
+        ResponseStreamError::ValidationException(_) => "ValidationException",
+        ResponseStreamError::ModelTimeoutException(_) => "ModelTimeoutException",
+        ResponseStreamError::ServiceUnavailableException(_) => "ServiceUnavailableException",
+        ResponseStreamError::InternalServerException(_) => "InternalServerException",
+        ResponseStreamError::ModelStreamErrorException(_) => "ModelStreamErrorException",
+        other => other.code().unwrap_or_default(),
+    }
+}
+
 struct SdkEvents {
     receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
         ResponseStream,
@@ -131,7 +147,7 @@ impl EventSource for SdkEvents {
                     tracing::warn!(model_id = %self.model_id, error = %detail, "the Bedrock stream failed");
                     Some(Err(match &error {
                         SdkError::ServiceError(service_error) => classify_code(
-                            service_error.err().code(),
+                            Some(stream_error_code(service_error.err())),
                             service_error.err().message().unwrap_or("no message").to_owned(),
                             &self.model_id,
                             self.default_retry_after,
@@ -276,6 +292,24 @@ mod tests {
             ModelError::Unavailable { retry_after_seconds: 5, detail: "msg".into() }
         );
         assert!(matches!(m("Whatever"), ModelError::Upstream(_)));
+    }
+
+    #[test]
+    fn a_mid_stream_exception_is_classified_by_its_variant_not_its_empty_code() {
+        use aws_sdk_bedrockruntime::types::error as stream;
+        let classify = |error: ResponseStreamError| classify_code(Some(stream_error_code(&error)), "msg".into(), "m", 5);
+        let throttled = stream::ThrottlingException::builder().message("slow").build();
+        assert_eq!(classify(ResponseStreamError::ThrottlingException(throttled)), ModelError::Throttled { retry_after_seconds: 5 });
+        let internal = stream::InternalServerException::builder().message("x").build();
+        assert!(matches!(classify(ResponseStreamError::InternalServerException(internal)), ModelError::Unavailable { .. }));
+        let unavailable = stream::ServiceUnavailableException::builder().message("x").build();
+        assert!(matches!(classify(ResponseStreamError::ServiceUnavailableException(unavailable)), ModelError::Unavailable { .. }));
+        let timeout = stream::ModelTimeoutException::builder().message("x").build();
+        assert!(matches!(classify(ResponseStreamError::ModelTimeoutException(timeout)), ModelError::Timeout(_)));
+        let invalid = stream::ValidationException::builder().message("x").build();
+        assert!(matches!(classify(ResponseStreamError::ValidationException(invalid)), ModelError::InvalidInput(_)));
+        let broken = stream::ModelStreamErrorException::builder().message("x").build();
+        assert!(matches!(classify(ResponseStreamError::ModelStreamErrorException(broken)), ModelError::Upstream(_)));
     }
 
     #[test]

@@ -407,6 +407,20 @@ mod tests {
     }
 
     #[test]
+    fn overloaded_and_server_errors_are_chosen_apart() {
+        use http::StatusCode;
+        let overloaded = StatusCode::from_u16(529).unwrap();
+        let only_529 = FallbackPolicy { enabled: true, on_overloaded: true, on_server_error: false };
+        assert!(only_529.applies_to(overloaded), "FALLBACK_ON=429,529: a 529 falls back");
+        assert!(!only_529.applies_to(StatusCode::INTERNAL_SERVER_ERROR));
+        let only_5xx = FallbackPolicy { enabled: true, on_overloaded: false, on_server_error: true };
+        assert!(!only_5xx.applies_to(overloaded), "FALLBACK_ON=429,5xx: 529 is not one of the 5xx");
+        assert!(only_5xx.applies_to(StatusCode::SERVICE_UNAVAILABLE));
+        let off = FallbackPolicy { enabled: false, on_overloaded: true, on_server_error: true };
+        assert!(!off.applies_to(StatusCode::TOO_MANY_REQUESTS) && !off.applies_to(overloaded));
+    }
+
+    #[test]
     fn fallback_statuses_forced_mode_and_tracking_are_configurable() {
         let config = ProxyConfig::from_lookup(lookup(&[
             ("FALLBACK_ON", "429, 529,5xx"),

@@ -6,7 +6,10 @@
 //!   cut to `inferenceConfig.maxTokens` (stop reason `max_tokens`);
 //! - directives in the prompt drive failures: `[fake:throttle]`, `[fake:validation]`,
 //!   `[fake:access-denied]`, `[fake:not-found]`, `[fake:model-timeout]`, `[fake:unavailable]`,
-//!   `[fake:error]`, `[fake:delay=MS]`.
+//!   `[fake:error]`, `[fake:delay=MS]`; `[fake:retry-after=N]` adds `retry-after: N` to a failure (Bedrock
+//!   sends none by itself); `[fake:stream-exception=TYPE[@N]]` ends a stream with an exception frame.
+//! - requests are checked as Bedrock checks them (`fake_bedrock_strict`): SigV4 form, known model ids,
+//!   Converse's role, content and `maxTokens` rules.
 
 use std::time::{Duration, Instant};
 
@@ -20,11 +23,10 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::fake_bedrock_audit::{converse_metadata, Invocation, InvocationLog};
+use crate::fake_bedrock_strict::{check_converse_body, exception_frame, require_signature, stream_exception, Strictness};
 
 pub const REPLY_PREFIX: &str = "fake-bedrock says:";
 const ECHOED_WORDS: usize = 32;
-/// Seconds the fake asks a throttled client to wait.
-pub const THROTTLE_RETRY_AFTER_SECONDS: u64 = 7;
 
 #[derive(Debug, Clone, Default)]
 pub struct FakeBedrockSettings {
@@ -32,18 +34,28 @@ pub struct FakeBedrockSettings {
     pub fixed_delay: Duration,
     /// The record of served calls (`fake_bedrock_audit`).
     pub invocation_log: InvocationLog,
+    /// The region signatures must be scoped to, and the model ids served (`fake_bedrock_strict`).
+    pub strictness: Strictness,
+    /// The InvokeModel bodies received (`GET /fake/requests`).
+    pub request_log: std::sync::Arc<crate::fake_anthropic::RequestLog>,
 }
 
 pub fn router(settings: FakeBedrockSettings) -> Router {
-    Router::new()
+    // Bedrock's own operations: SigV4-signed, as the SDK signs them.
+    let bedrock = Router::new()
         .route("/model/{model_id}/converse", post(converse))
         .route("/model/{model_id}/converse-stream", post(converse_stream))
-        .route("/health", axum::routing::get(|| async { "ok" }))
         .with_state(settings.clone())
         // InvokeModel, InvokeModelWithResponseStream and CountTokens (the Claude proxy's fallback).
         .merge(crate::fake_bedrock_invoke::router(settings.clone()))
         // The control plane's ListInferenceProfiles (the Claude proxy's model discovery).
         .merge(crate::fake_bedrock_profiles::router())
+        .layer(axum::middleware::from_fn_with_state(settings.strictness.clone(), require_signature));
+    // The fake's own endpoints, for tests: unsigned.
+    bedrock
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        // GET /fake/requests: the InvokeModel bodies received.
+        .merge(crate::fake_bedrock_invoke::requests_router(settings.clone()))
         // GET /fake/invocation-logs: what the fake recorded, in Bedrock's invocation log format.
         .merge(crate::fake_bedrock_audit::router(settings.invocation_log.clone()))
 }
@@ -61,6 +73,8 @@ pub struct PlannedReply {
 pub enum Directive {
     Fail { status: StatusCode, error_type: &'static str, message: &'static str },
     Delay(Duration),
+    /// `retry-after: N` on the failure (`[fake:retry-after=N]`).
+    RetryAfter(u64),
 }
 
 pub fn directives(text: &str) -> Vec<Directive> {
@@ -84,7 +98,38 @@ pub fn directives(text: &str) -> Vec<Directive> {
             found.push(Directive::Delay(Duration::from_millis(millis)));
         }
     }
+    for (start, _) in text.match_indices("[fake:retry-after=") {
+        let rest = &text[start + "[fake:retry-after=".len()..];
+        if let Some(seconds) = rest.split(']').next().and_then(|digits| digits.parse::<u64>().ok()) {
+            found.push(Directive::RetryAfter(seconds));
+        }
+    }
     found
+}
+
+/// The failure the directives ask for, if any (the first one), with its `retry-after`, after their delays.
+pub(crate) async fn apply_directives(fixed_delay: Duration, found: Vec<Directive>) -> Result<(), Response> {
+    let mut delay = fixed_delay;
+    let mut failure = None;
+    let mut retry_after = None;
+    for directive in found {
+        match directive {
+            Directive::Delay(extra) => delay += extra,
+            Directive::RetryAfter(seconds) => {
+                retry_after.get_or_insert(seconds);
+            }
+            Directive::Fail { status, error_type, message } => {
+                failure.get_or_insert((status, error_type, message));
+            }
+        }
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match failure {
+        Some((status, error_type, message)) => Err(aws_error_with_retry_after(status, error_type, message, retry_after)),
+        None => Ok(()),
+    }
 }
 
 /// The user text of a Converse body: every text block of every user message, joined by newlines.
@@ -124,14 +169,18 @@ pub fn plan_reply(body: &Value) -> PlannedReply {
 }
 
 pub(crate) fn aws_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
+    aws_error_with_retry_after(status, error_type, message, None)
+}
+
+fn aws_error_with_retry_after(status: StatusCode, error_type: &'static str, message: &str, retry_after: Option<u64>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     if let Ok(request_id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
         headers.insert("x-amzn-requestid", request_id);
     }
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        headers.insert("retry-after", THROTTLE_RETRY_AFTER_SECONDS.into());
+    if let Some(seconds) = retry_after {
+        headers.insert("retry-after", seconds.into());
     }
     (status, headers, json!({ "message": message }).to_string()).into_response()
 }
@@ -143,27 +192,11 @@ async fn prepare(settings: &FakeBedrockSettings, model_id: &str, body: &Bytes) -
     if parsed["messages"].as_array().is_none_or(Vec::is_empty) {
         return Err(aws_error(StatusCode::BAD_REQUEST, "ValidationException", "messages must not be empty"));
     }
-    if model_id.trim().is_empty() {
-        return Err(aws_error(StatusCode::BAD_REQUEST, "ValidationException", "modelId is required"));
-    }
+    let model_id = settings.strictness.models.resolve(model_id).map_err(|refusal| refusal.into_response())?;
+    check_converse_body(&parsed, model_id).map_err(|refusal| refusal.into_response())?;
     converse_metadata(&parsed)?;
-    let mut delay = settings.fixed_delay;
-    let mut failure = None;
-    for directive in directives(&user_text(&parsed)) {
-        match directive {
-            Directive::Delay(extra) => delay += extra,
-            Directive::Fail { status, error_type, message } => {
-                failure.get_or_insert((status, error_type, message));
-            }
-        }
-    }
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    match failure {
-        Some((status, error_type, message)) => Err(aws_error(status, error_type, message)),
-        None => Ok(parsed),
-    }
+    apply_directives(settings.fixed_delay, directives(&user_text(&parsed))).await?;
+    Ok(parsed)
 }
 
 async fn converse(State(settings): State<FakeBedrockSettings>, Path(model_id): Path<String>, body: Bytes) -> Response {
@@ -237,9 +270,14 @@ async fn converse_stream(
     let metadata = converse_metadata(&parsed).unwrap_or_default();
     let output = json!({"output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}}, "stopReason": reply.stop_reason});
     record_converse(&settings, "ConverseStream", &model_id, metadata, &parsed, &reply, output).await;
+    let exception = stream_exception(&user_text(&parsed));
     let mut stream = event_frame("messageStart", json!({"role": "assistant"}));
     let words: Vec<&str> = reply.text.split(' ').collect();
     for (index, word) in words.iter().enumerate() {
+        if let Some(exception) = exception.as_ref().filter(|exception| exception.after_deltas == index) {
+            stream.extend(exception_frame(exception.exception_type));
+            return ([("content-type", "application/vnd.amazon.eventstream")], stream).into_response();
+        }
         let text = if index == 0 { (*word).to_owned() } else { format!(" {word}") };
         stream.extend(event_frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": text}})));
     }

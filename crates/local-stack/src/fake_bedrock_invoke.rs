@@ -3,7 +3,9 @@
 //! fake Anthropic (`fake_anthropic`), with `fake-bedrock says:` replies and a prompt cache of its own.
 //! Bodies are checked as Bedrock checks them: `anthropic_version: bedrock-2023-05-31`, `max_tokens`
 //! present, no extraneous keys (`model`, `stream`, `metadata`, ...), no empty message except a final
-//! assistant one. The fake Bedrock's directives apply (`[fake:throttle]`, ...), plus `[fake:stream-delay=MS]`.
+//! assistant one; `max_tokens` at least 1 and within the model's limit; only known model ids
+//! (`fake_bedrock_strict`). The fake Bedrock's directives apply (`[fake:throttle]`, `[fake:retry-after=N]`,
+//! `[fake:stream-exception=TYPE[@N]]`, ...), plus `[fake:stream-delay=MS]`.
 //! `GET /fake/requests[?contains=TEXT]` lists the bodies received.
 
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use serde_json::{json, Value};
 
 use crate::fake_anthropic::{self, count_input_tokens, directive_text, message_json, plan_message, stream_delay, PromptCache, RequestLog};
 use crate::fake_bedrock_audit::{invoke_metadata, Invocation};
-use crate::fake_bedrock::{self, aws_error, event_frame, Directive, FakeBedrockSettings};
+use crate::fake_bedrock::{self, apply_directives, aws_error, event_frame, FakeBedrockSettings};
+use crate::fake_bedrock_strict::{check_anthropic_max_tokens, exception_frame, stream_exception, PROFILE_PREFIXES};
 
 const ACCEPTED_FIELDS: [&str; 13] = [
     "anthropic_version",
@@ -38,9 +41,6 @@ const ACCEPTED_FIELDS: [&str; 13] = [
     "context_management",
 ];
 
-/// Geographic prefixes of cross-region inference profile ids.
-const PROFILE_PREFIXES: [&str; 8] = ["us", "us-gov", "eu", "apac", "jp", "au", "ca", "global"];
-
 #[derive(Clone)]
 struct InvokeState {
     settings: FakeBedrockSettings,
@@ -48,14 +48,22 @@ struct InvokeState {
     log: Arc<RequestLog>,
 }
 
+/// The Bedrock operations (signed); `requests_router` lists what they received, for tests.
 pub fn router(settings: FakeBedrockSettings) -> Router {
-    let state = InvokeState { settings, cache: Arc::default(), log: Arc::default() };
     Router::new()
         .route("/model/{model_id}/invoke", post(invoke))
         .route("/model/{model_id}/invoke-with-response-stream", post(invoke_stream))
         .route("/model/{model_id}/count-tokens", post(count_tokens))
-        .route("/fake/requests", get(requests))
-        .with_state(state)
+        .with_state(state_of(settings))
+}
+
+/// `GET /fake/requests[?contains=TEXT]`: the bodies `router` received (the same log).
+pub fn requests_router(settings: FakeBedrockSettings) -> Router {
+    Router::new().route("/fake/requests", get(requests)).with_state(state_of(settings))
+}
+
+fn state_of(settings: FakeBedrockSettings) -> InvokeState {
+    InvokeState { log: Arc::clone(&settings.request_log), settings, cache: Arc::default() }
 }
 
 fn validation(message: String) -> Response {
@@ -96,24 +104,11 @@ pub fn check_body(body: &Value) -> Result<(), String> {
 async fn prepare(state: &InvokeState, model_id: &str, body: &Bytes) -> Result<Value, Response> {
     let parsed: Value = serde_json::from_slice(body).map_err(|_| validation("Malformed input request.".into()))?;
     state.log.record(json!({"model_id": model_id, "body": parsed}));
+    let model_id = state.settings.strictness.models.resolve(model_id).map_err(|refusal| refusal.into_response())?;
     check_body(&parsed).map_err(validation)?;
-    let mut delay = state.settings.fixed_delay;
-    let mut failure = None;
-    for directive in fake_bedrock::directives(&directive_text(&parsed)) {
-        match directive {
-            Directive::Delay(extra) => delay += extra,
-            Directive::Fail { status, error_type, message } => {
-                failure.get_or_insert((status, error_type, message));
-            }
-        }
-    }
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    match failure {
-        Some((status, error_type, message)) => Err(aws_error(status, error_type, message)),
-        None => Ok(parsed),
-    }
+    check_anthropic_max_tokens(&parsed, model_id).map_err(|refusal| refusal.into_response())?;
+    apply_directives(state.settings.fixed_delay, fake_bedrock::directives(&directive_text(&parsed))).await?;
+    Ok(parsed)
 }
 
 fn message_id() -> String {
@@ -191,9 +186,20 @@ async fn invoke_stream(State(state): State<InvokeState>, Path(model_id): Path<St
         });
     }
     let delay = stream_delay(&parsed);
+    let exception = stream_exception(&directive_text(&parsed));
     let (sender, body) = claude_proxy::body::channel();
     tokio::spawn(async move {
+        let mut text_deltas = 0;
         for event in events {
+            if let Some(exception) = exception.as_ref().filter(|exception| exception.after_deltas == text_deltas) {
+                if event["type"] == "content_block_delta" {
+                    let _ = sender.send(Bytes::from(exception_frame(exception.exception_type))).await;
+                    return;
+                }
+            }
+            if event["type"] == "content_block_delta" {
+                text_deltas += 1;
+            }
             if sender.send(Bytes::from(chunk_frame(&event))).await.is_err() {
                 return;
             }

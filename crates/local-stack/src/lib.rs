@@ -9,5 +9,6 @@ pub mod fake_bedrock;
 pub mod fake_bedrock_audit;
 pub mod fake_bedrock_invoke;
 pub mod fake_bedrock_profiles;
+pub mod fake_bedrock_strict;
 pub mod proxy_routes;
 pub mod serve;

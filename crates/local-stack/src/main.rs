@@ -12,6 +12,7 @@ use local_stack::cloudwatch_usage_log::{CloudWatchLogStream, CloudWatchUsageLog,
 use local_stack::fake_anthropic::{self, FakeAnthropicSettings};
 use local_stack::fake_bedrock::{self, FakeBedrockSettings};
 use local_stack::fake_bedrock_audit::{InvocationLog, InvocationLogBucket};
+use local_stack::fake_bedrock_strict::{ModelCatalogue, Strictness};
 use local_stack::proxy_routes::LocalProxy;
 use local_stack::serve::{bind, serve_http1, shutdown_signal, HEADER_READ_TIMEOUT};
 use metering_core::chat::{chat_service_on_aws, limits_service_on_aws, load_sdk_config};
@@ -64,8 +65,9 @@ enum Command {
         limits_clock_offset_file: Option<PathBuf>,
     },
     /// Serve a wire-compatible fake of the Bedrock Runtime (Converse, ConverseStream, InvokeModel,
-    /// InvokeModelWithResponseStream, CountTokens, ListInferenceProfiles) that checks request metadata as
-    /// Bedrock does and records every served call in Bedrock's invocation log format.
+    /// InvokeModelWithResponseStream, CountTokens, ListInferenceProfiles) that checks requests as Bedrock
+    /// does (SigV4 form, model ids, Converse's message rules, request metadata) and records every served call
+    /// in Bedrock's invocation log format.
     FakeBedrock {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -84,6 +86,13 @@ enum Command {
         /// Key prefix of the invocation records in that bucket.
         #[arg(long, env = "FAKE_BEDROCK_INVOCATION_LOG_PREFIX", default_value = "bedrock-invocation-logs/")]
         invocation_log_prefix: String,
+        /// The region a request's SigV4 credential scope must name.
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+        region: String,
+        /// The model ids served, comma-separated (foundation models and inference profiles); others are
+        /// refused as Bedrock refuses them. Default: every model and profile ListInferenceProfiles lists.
+        #[arg(long, env = "FAKE_BEDROCK_MODEL_IDS", value_delimiter = ',')]
+        model_ids: Vec<String>,
     },
     /// Serve a wire-compatible fake of the Anthropic Messages API (/v1/messages, streamed or not, and
     /// /v1/messages/count_tokens) with deterministic usage and `[fake:...]` directives (429 with retry-after, ...).
@@ -161,7 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             tee.close(deadline.max(tokio::time::Instant::now()) + COPY_GRACE_AFTER_DRAIN).await;
         }
-        Command::FakeBedrock { addr, port_file, delay_ms, invocation_log_bucket, invocation_log_prefix } => {
+        Command::FakeBedrock { addr, port_file, delay_ms, invocation_log_bucket, invocation_log_prefix, region, model_ids } => {
             let invocation_log = match invocation_log_bucket {
                 Some(bucket) if !bucket.is_empty() => {
                     let sdk_config = load_sdk_config().await;
@@ -176,7 +185,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 _ => InvocationLog::default(),
             };
-            let settings = FakeBedrockSettings { fixed_delay: Duration::from_millis(delay_ms), invocation_log };
+            let models = if model_ids.is_empty() { ModelCatalogue::listed() } else { ModelCatalogue::of(model_ids) };
+            let settings = FakeBedrockSettings {
+                fixed_delay: Duration::from_millis(delay_ms),
+                invocation_log,
+                strictness: Strictness { region, models: Arc::new(models) },
+                request_log: Arc::default(),
+            };
             let listener = bind(addr, port_file.as_deref()).await?;
             axum::serve(listener, fake_bedrock::router(settings)).with_graceful_shutdown(shutdown_signal()).await?;
         }

@@ -80,3 +80,18 @@ impl RowPricer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summarys_price_version_is_the_one_on_every_row() {
+        let table = PricingTable::builtin();
+        let expected = table.version();
+        let mut pricer = RowPricer::new(table);
+        assert_eq!(pricer.version(), expected);
+        let row = pricer.price("anthropic.claude-3-haiku-20240307-v1:0", &TokenCounts::default());
+        assert_eq!(row.version.data(), expected.as_bytes());
+    }
+}

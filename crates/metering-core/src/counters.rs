@@ -412,6 +412,26 @@ mod tests {
     }
 
     #[test]
+    fn an_errors_detail_is_its_cause_without_the_variants_prefix() {
+        // The `error` of a counter_update line: the cause as the store gave it.
+        for error in [
+            MeteringError::UpdateFailed("throttled".into()),
+            MeteringError::Refused("throttled".into()),
+            MeteringError::OutcomeUnknown("throttled".into()),
+        ] {
+            assert_eq!(error.detail(), "throttled");
+            assert!(error.to_string().ends_with(": throttled") && error.to_string() != "throttled", "{error}");
+        }
+    }
+
+    #[test]
+    fn a_marker_lives_the_two_days_the_readme_gives_it() {
+        // README "Usage counters in DynamoDB": the marker's `ttl` = 2 days, far longer than any retry.
+        assert_eq!(MARKER_TIME_TO_LIVE, Duration::from_secs(2 * 24 * 60 * 60));
+        assert_eq!(MARKER_TIME_TO_LIVE.as_secs(), 172_800);
+    }
+
+    #[test]
     fn daily_items_expire_the_configured_time_after_their_day_ends() {
         let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
         let expiry = expiry_epoch_seconds(day, PeriodKind::Day, Duration::from_secs(90 * 86_400));
