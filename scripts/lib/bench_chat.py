@@ -27,6 +27,9 @@ from processes import REPO_ROOT, base_env, start_local_stack_service  # noqa: E4
 from provision import DEFAULT_MODEL_ID, local_users  # noqa: E402
 
 BENCH_TARGET_DIR = REPO_ROOT / "target" / "bench"
+# Built as the deploy builds the Lambdas (scripts/deploy): aws-lc without CPU jitter entropy, whose collection
+# costs tens of milliseconds at a process's first use of randomness.
+BENCH_BUILD_ENV = {"AWS_LC_SYS_NO_JITTER_ENTROPY": "1"}
 PROMPT = "Summarise the benefits of metering every token per tenant in a multi-tenant gateway."
 
 
@@ -100,7 +103,7 @@ def local_stack_bin(args: argparse.Namespace) -> Path:
         print("building local-stack (release)...", file=sys.stderr)
         # A target dir of its own, so the long release build never holds the dev builds' lock.
         subprocess.run(["cargo", "build", "--release", "-p", "local-stack"], cwd=REPO_ROOT, check=True,
-                       env=dict(os.environ, CARGO_TARGET_DIR=str(BENCH_TARGET_DIR)))
+                       env=dict(os.environ, **BENCH_BUILD_ENV, CARGO_TARGET_DIR=str(BENCH_TARGET_DIR)))
     return BENCH_TARGET_DIR / "release" / "local-stack"
 
 

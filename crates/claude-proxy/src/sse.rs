@@ -5,7 +5,10 @@
 //! `message_delta` (`usage.output_tokens`, cumulative; the last one is final). Newer API versions repeat
 //! the input and cache counts in `message_delta`; when present they win.
 
+use std::borrow::Cow;
+
 use metering_core::usage::TokenCounts;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Splits a byte stream into `(event, data)` pairs, whatever the chunk boundaries.
@@ -20,22 +23,43 @@ pub struct SseParser {
 const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
 impl SseParser {
+    /// Calls `on_event(event, data)` for every event completed by `chunk`. Lines are read in place (from the
+    /// chunk itself when no partial line is pending); only an unfinished line is copied, to wait for its end.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&str, &str)) {
-        self.pending.extend_from_slice(chunk);
-        let mut consumed = 0;
-        while let Some(offset) = self.pending[consumed..].iter().position(|byte| *byte == b'\n') {
-            let end = consumed + offset;
-            let line = &self.pending[consumed..end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let line = String::from_utf8_lossy(line).into_owned();
-            consumed = end + 1;
-            self.line(&line, &mut on_event);
+        let mut rest = chunk;
+        if !self.pending.is_empty() {
+            // Complete the pending line first.
+            let Some(end) = rest.iter().position(|byte| *byte == b'\n') else {
+                self.keep_partial(rest);
+                return;
+            };
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(&rest[..end]);
+            self.line_bytes(&pending, &mut on_event);
+            pending.clear();
+            self.pending = pending;
+            rest = &rest[end + 1..];
         }
-        self.pending.drain(..consumed);
+        while let Some(end) = rest.iter().position(|byte| *byte == b'\n') {
+            self.line_bytes(&rest[..end], &mut on_event);
+            rest = &rest[end + 1..];
+        }
+        self.keep_partial(rest);
+    }
+
+    fn keep_partial(&mut self, partial: &[u8]) {
+        self.pending.extend_from_slice(partial);
         if self.pending.len() > MAX_LINE_BYTES {
             tracing::warn!(bytes = self.pending.len(), "dropping an over-long server-sent event line");
             self.pending.clear();
         }
+    }
+
+    fn line_bytes(&mut self, line: &[u8], on_event: &mut impl FnMut(&str, &str)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // Borrowed when the line is valid UTF-8 (always, from a well-behaved upstream).
+        let line = String::from_utf8_lossy(line);
+        self.line(&line, on_event);
     }
 
     fn line(&mut self, line: &str, on_event: &mut impl FnMut(&str, &str)) {
@@ -91,13 +115,54 @@ pub struct UsageTap {
     pub delivered_chars: u64,
 }
 
+/// The part of a `content_block_delta` event the usage needs: the generated text, borrowed from the event
+/// unless it holds escapes.
+#[derive(Deserialize)]
+struct ContentBlockDelta<'a> {
+    #[serde(borrow)]
+    delta: Option<DeltaText<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaText<'a> {
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
 fn count(value: &Value) -> Option<u64> {
     value.as_u64()
 }
 
 impl UsageTap {
     /// Reads one event; `event_type` may be empty (then the data's own `type` is used).
+    ///
+    /// Per event, only what the usage needs is read: events that carry no usage (`ping`,
+    /// `content_block_start`, `content_block_stop`, `message_stop`, unknown ones) are not parsed at all when
+    /// the `event:` line names them, and a `content_block_delta` reads only its delta text, borrowed. Anything
+    /// else, or a delta the borrowed form cannot read, goes through the whole JSON value as before.
     pub fn observe(&mut self, event_type: &str, data: &str) {
+        match event_type {
+            "message_stop" => {
+                // As before: counted only when its data is JSON (read without building it).
+                if serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok() {
+                    self.saw_message_stop = true;
+                }
+                return;
+            }
+            "content_block_delta" => {
+                if let Ok(event) = serde_json::from_str::<ContentBlockDelta<'_>>(data) {
+                    let generated = event.delta.and_then(|delta| delta.text.or(delta.thinking).or(delta.partial_json));
+                    self.delivered_chars += generated.map_or(0, |text| text.chars().count() as u64);
+                    return;
+                }
+            }
+            "message_start" | "message_delta" | "error" | "" => {}
+            _ => return,
+        }
         let Ok(value) = serde_json::from_str::<Value>(data) else { return };
         self.observe_value(event_type, &value);
     }
@@ -226,6 +291,44 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let (tap, _) = tap_of(&[&STREAM.as_bytes()[..cut], long.as_bytes()]);
         assert_eq!((tap.delivered_chars, tap.estimated_tokens().output_tokens, tap.estimated_tokens().input_tokens), (12, 3, 12));
         assert_eq!(estimate_tokens(0), 0);
+    }
+
+    /// The reference reading: every event parsed whole, as the tap did before it read only what it needs.
+    fn tap_by_whole_value(events: &[(&str, &str)]) -> UsageTap {
+        let mut tap = UsageTap::default();
+        for (event, data) in events {
+            if let Ok(value) = serde_json::from_str::<Value>(data) {
+                tap.observe_value(event, &value);
+            }
+        }
+        tap
+    }
+
+    #[test]
+    fn the_partial_reading_counts_exactly_what_the_whole_value_reading_counts() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("content_block_delta", r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"h\u00e9llo \"x\""}}"#)],
+            &[("content_block_delta", r#"{"delta":{"thinking":"abc"}}"#)],
+            &[("content_block_delta", r#"{"delta":{"partial_json":"{\"a\":1}"}}"#)],
+            &[("content_block_delta", r#"{"delta":{"text":null,"thinking":"xy"}}"#)],
+            &[("content_block_delta", r#"{"delta":{"text":5,"thinking":"xyz"}}"#)],
+            &[("content_block_delta", r#"{"delta":{"text":"a","text":"bcd"}}"#)],
+            &[("content_block_delta", r#"{"delta":"text"}"#)],
+            &[("content_block_delta", r#"{"delta":null}"#)],
+            &[("content_block_delta", r#"not json"#)],
+            &[("message_stop", r#"{"type":"message_stop"}"#)],
+            &[("message_stop", r#"garbled"#)],
+            &[("ping", r#"{"type":"message_stop"}"#), ("content_block_stop", r#"{"type":"error"}"#)],
+            &[("", r#"{"type":"message_stop"}"#), ("", r#"{"type":"content_block_delta","delta":{"text":"abcd"}}"#)],
+            &[("error", r#"{"type":"error","error":{"type":"overloaded_error"}}"#)],
+        ];
+        for events in cases {
+            let mut tap = UsageTap::default();
+            for (event, data) in *events {
+                tap.observe(event, data);
+            }
+            assert_eq!(tap, tap_by_whole_value(events), "{events:?}");
+        }
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub async fn into_lambda_request(
     if let Some(claims) = claims {
         context.authorizer.fields.insert("claims".to_owned(), Value::Object(claims));
     }
-    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(Vec::from(bytes)) };
     Ok(http::Request::from_parts(parts, body).with_request_context(RequestContext::ApiGatewayV1(context)))
 }
 
@@ -109,15 +109,24 @@ pub async fn read_body(
     }
 }
 
+/// The handler's body handed on as it is (moved, not copied).
+fn into_axum_body(body: lambda_http::Body) -> AxumBody {
+    match body {
+        lambda_http::Body::Empty => AxumBody::empty(),
+        lambda_http::Body::Text(text) => AxumBody::from(text),
+        lambda_http::Body::Binary(bytes) => AxumBody::from(bytes),
+        other => AxumBody::from(other.to_vec()),
+    }
+}
+
 async fn chat(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
     let lambda_request = match to_lambda_request(&state.authorizer, request, &request_id).await {
         Ok(lambda_request) => lambda_request,
         Err(error) => return error_response(&error, Some(&request_id)),
     };
-    let response = state.chat.handle(lambda_request).await;
-    let (parts, body) = response.into_parts();
-    AxumResponse::from_parts(parts, AxumBody::from(body.to_vec()))
+    let (parts, body) = state.chat.handle(lambda_request).await.into_parts();
+    AxumResponse::from_parts(parts, into_axum_body(body))
 }
 
 async fn usage(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
@@ -127,7 +136,7 @@ async fn usage(State(state): State<ApiState>, request: AxumRequest) -> AxumRespo
         Err(error) => return error_response(&error, Some(&request_id)),
     };
     let (parts, body) = state.usage.handle(lambda_request).await.into_parts();
-    AxumResponse::from_parts(parts, AxumBody::from(body.to_vec()))
+    AxumResponse::from_parts(parts, into_axum_body(body))
 }
 
 async fn dashboard(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
@@ -137,5 +146,5 @@ async fn dashboard(State(state): State<ApiState>, request: AxumRequest) -> AxumR
         Err(error) => return error_response(&error, Some(&request_id)),
     };
     let (parts, body) = state.usage.handle(lambda_request).await.into_parts();
-    AxumResponse::from_parts(parts, AxumBody::from(body.to_vec()))
+    AxumResponse::from_parts(parts, into_axum_body(body))
 }
