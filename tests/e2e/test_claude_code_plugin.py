@@ -173,11 +173,22 @@ def test_the_budget_is_read_from_a_limits_answer_when_there_is_one():
     spec = importlib.util.spec_from_file_location("gateway_usage", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.budget_text({"limits": [{"kind": "usd_per_month", "limit": 50, "used": 12.5, "remaining": 37.5},
-                                          {"kind": "tokens_per_month", "remaining": 10}]}) == "$37.50 left"
-    assert module.budget_text({"tokens_per_month": {"limit": 100, "remaining": 1234}}) == "1,234 tok left"
-    assert module.budget_text({"requests_per_minute": {"remaining": 3}}) is None
+    # The body of GET /v1/limits/me (crates/metering-core/src/limits/report.rs): unset kinds are null.
+    def entry(limit, remaining):
+        return {"limit": limit, "used": limit - remaining, "in_flight": 0, "remaining": remaining,
+                "period": "2026-12", "resets_at": "2027-01-01T00:00:00Z"}
+    unset = {"requests_per_minute": None, "tokens_per_day": None, "tokens_per_month": None, "usd_per_month": None}
+    both = {**unset, "usd_per_month": entry(50, 37.5), "tokens_per_month": entry(100, 10)}
+    assert module.budget_text({"tenant_id": "t", "limits": both}) == "$37.50 left"
+    only_tokens = {**unset, "tokens_per_month": entry(5000, 1234), "tokens_per_day": entry(10, 1)}
+    assert module.budget_text({"tenant_id": "t", "limits": only_tokens}) == "1,234 tok left"
+    # A key narrowed below its tenant: the smaller remainder holds.
+    narrowed = {"tenant_id": "t", "limits": both, "key": {"key_id": "k", "limits": {**unset, "usd_per_month": entry(20, 2.25)}}}
+    assert module.budget_text(narrowed) == "$2.25 left"
+    assert module.budget_text({"tenant_id": "t", "limits": {**unset, "requests_per_minute": entry(10, 3)}}) is None
+    assert module.budget_text({"tenant_id": "t", "limits": unset}) is None
     assert module.budget_text({"limits": []}) is None
+    assert module.budget_text(None) is None
 
 
 # ------------------------------------------------------------------ the real CLI

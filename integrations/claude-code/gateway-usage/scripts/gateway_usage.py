@@ -96,31 +96,31 @@ def remaining_budget(base_url: str, headers: dict[str, str], timeout: float) -> 
 
 
 def budget_text(limits: object) -> str | None:
-    """The remaining monthly USD budget (else monthly tokens) of a limits answer: an object holding a numeric
-    `remaining` (or `remaining_usd` / `remaining_tokens`) whose key, `kind`, `name` or `unit` names USD or tokens
-    per month. None when there is no such limit (an unset limit is unlimited: nothing to show)."""
-    found: dict[str, float] = {}
+    """The budget left this month, from the body of `GET /v1/limits/me` (`{"limits": {kind: {"remaining", ...} |
+    null}, "key": {"limits": {...}}}`): the USD budget if one is set, else the monthly tokens. When both the tenant
+    and the key have one, the smaller remainder holds. None when neither is set (unlimited: nothing to show)."""
+    if not isinstance(limits, dict):
+        return None
+    sections = [limits.get("limits")]
+    key = limits.get("key")
+    if isinstance(key, dict):
+        sections.append(key.get("limits"))
 
-    def visit(node: object, label: str) -> None:
-        if isinstance(node, dict):
-            words = " ".join([label, *(str(node.get(k, "")) for k in ("kind", "name", "unit", "period"))]).lower()
-            for field, unit in (("remaining_usd", "usd"), ("remaining_tokens", "tokens"), ("remaining", None)):
-                value = node.get(field)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    kind = unit or ("usd" if ("usd" in words or "cost" in words) else "tokens" if "token" in words else None)
-                    if kind and ("month" in words or unit):
-                        found.setdefault(kind, float(value))
-            for key, child in node.items():
-                visit(child, f"{label} {key}")
-        elif isinstance(node, list):
-            for child in node:
-                visit(child, label)
+    def smallest_remaining(kind: str) -> float | None:
+        values = []
+        for section in sections:
+            entry = section.get(kind) if isinstance(section, dict) else None
+            remaining = entry.get("remaining") if isinstance(entry, dict) else None
+            if isinstance(remaining, (int, float)) and not isinstance(remaining, bool):
+                values.append(float(remaining))
+        return min(values) if values else None
 
-    visit(limits, "")
-    if "usd" in found:
-        return f"${max(found['usd'], 0):,.2f} left"
-    if "tokens" in found:
-        return f"{int(max(found['tokens'], 0)):,} tok left"
+    usd = smallest_remaining("usd_per_month")
+    if usd is not None:
+        return f"${max(usd, 0):,.2f} left"
+    tokens = smallest_remaining("tokens_per_month")
+    if tokens is not None:
+        return f"{int(max(tokens, 0)):,} tok left"
     return None
 
 
