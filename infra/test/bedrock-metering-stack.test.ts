@@ -331,6 +331,7 @@ describe('REST API', () => {
       'DELETE /v1/limits/{tenant_id}',
       'GET /ui',
       'GET /ui/{proxy+}',
+      'GET /v1/gateway-key/limits/me',
       'GET /v1/gateway-key/usage/me',
       'GET /v1/keys',
       'GET /v1/limits/me',
@@ -371,7 +372,7 @@ describe('REST API', () => {
       assert.deepEqual(all[route].AuthorizerId, { Ref: authorizer }, route);
     }
     // /v1/messages: the gateway key is checked by the Claude proxy itself.
-    for (const route of ['GET /ui', 'GET /ui/{proxy+}', 'POST /v1/messages', 'POST /v1/messages/count_tokens', 'GET /v1/gateway-key/usage/me']) {
+    for (const route of ['GET /ui', 'GET /ui/{proxy+}', 'POST /v1/messages', 'POST /v1/messages/count_tokens', 'GET /v1/gateway-key/usage/me', 'GET /v1/gateway-key/limits/me']) {
       assert.equal(all[route].AuthorizationType, 'NONE', route);
       assert.equal(all[route].AuthorizerId, undefined, route);
     }

@@ -267,6 +267,10 @@ describe('Claude proxy IAM', () => {
         ['PutCounterMarkers', ['dynamodb:PutItem']],
         ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
         ['QueryTenantUsageCounters', ['dynamodb:Query']],
+        ['ReadTenantLimits', ['dynamodb:BatchGetItem', 'dynamodb:GetItem']],
+        ['ReserveAndSettleBudgets', ['dynamodb:BatchGetItem', 'dynamodb:UpdateItem']],
+        ['MarkBudgetAlerts', ['dynamodb:DeleteItem', 'dynamodb:PutItem']],
+        ['SendBudgetAlerts', ['events:PutEvents']],
         ['CheckAndManageGatewayKeys', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']],
         ['ListGatewayKeysOfUser', ['dynamodb:Query']],
         ['RememberRateLimits', ['dynamodb:GetItem', 'dynamodb:PutItem']],
@@ -374,6 +378,7 @@ describe('Claude proxy routes', () => {
     'GET /v1/keys',
     'DELETE /v1/keys/{id}',
     'GET /v1/gateway-key/usage/me',
+    'GET /v1/gateway-key/limits/me',
   ];
 
   it("routes exactly the function's gateway-key paths (crates/claude-proxy/src/key_holder.rs), without an authorizer", () => {

@@ -8,10 +8,13 @@ from __future__ import annotations
 import http.client
 import json
 import urllib.parse
+import uuid
 
+import boto3
 import pytest
 import requests
 
+from provision import generate_password
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
 from support import new_tenant_id, poll
 
@@ -184,3 +187,41 @@ def test_other_methods_are_refused(proxy, holders):
     a, _ = holders
     answer = requests.post(f"{proxy.url}{ROUTE}", headers={"x-api-key": a.key}, timeout=30)
     assert_anthropic_error(answer, 405, "invalid_request_error")
+
+
+LIMITS_ROUTE = "/v1/gateway-key/limits/me"
+
+
+def test_a_key_reads_its_tenants_limits_and_its_own_narrowing(proxy, holders, user_factory, resources):
+    a, b = holders
+    username = f"admin-{uuid.uuid4().hex[:8]}"
+    password = generate_password()
+    user_factory.users.create_tenant_user(username, f"{username}@example.com", new_tenant_id("ops"), password, admin=True)
+    admin_token = user_factory.users.get_id_token(username, password)
+    put = requests.put(f"{proxy.url}/v1/limits/{a.tenant_id}", json={"tokens_per_month": 1000, "usd_per_month": 12.5},
+                       headers={"Authorization": f"Bearer {admin_token}"}, timeout=30)
+    assert put.status_code == 200, put.text
+    table = boto3.resource("dynamodb", endpoint_url=resources.endpoint_url, region_name=resources.region,
+                           aws_access_key_id="testing", aws_secret_access_key="testing").Table(resources.usage_table)
+    table.put_item(Item={"pk": f"LIMITS#{a.tenant_id}", "sk": f"KEY#{a.key_id}", "requests_per_minute": 2})
+
+    cognito = requests.get(f"{proxy.url}/v1/limits/me", headers={"Authorization": f"Bearer {a.user.token}"}, timeout=30)
+    assert cognito.status_code == 200, cognito.text
+    answer = by_key(proxy, a.key, LIMITS_ROUTE)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "private, no-store"
+    body = answer.json()
+    key_section = body.pop("key")
+    assert body == cognito.json()
+    assert body["tenant_id"] == a.tenant_id and body["limits"]["tokens_per_month"]["limit"] == 1000
+    assert key_section["key_id"] == a.key_id
+    assert key_section["limits"]["requests_per_minute"]["limit"] == 2
+    assert key_section["limits"]["usd_per_month"] is None
+
+    # The other tenant's key sees its own (unlimited) tenant only; nothing in the query widens it.
+    other = by_key(proxy, b.key, LIMITS_ROUTE)
+    assert other.status_code == 200, other.text
+    assert other.json()["tenant_id"] == b.tenant_id
+    assert all(value is None for value in other.json()["limits"].values())
+    assert by_key(proxy, b.key, LIMITS_ROUTE, tenant_id=a.tenant_id).status_code == 400
+    assert by_key(proxy, "bmk_forged_key", LIMITS_ROUTE).status_code == 401

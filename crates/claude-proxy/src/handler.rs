@@ -1,7 +1,8 @@
 //! The proxy function's HTTP surface as a Lambda handler (API Gateway REST events, streamed responses):
 //! - `POST /v1/messages`, `POST /v1/messages/count_tokens`: authenticated by gateway key, Anthropic-shaped;
 //! - `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`: behind the Cognito authorizer (claims);
-//! - `GET /v1/gateway-key/usage/me`: the key holder's own usage, authenticated by gateway key (key_holder.rs).
+//! - `GET /v1/gateway-key/usage/me`, `GET /v1/gateway-key/limits/me`: the key holder's own usage and limits,
+//!   authenticated by gateway key (key_holder.rs).
 //!
 //! The local API server mounts the same handler.
 
@@ -116,7 +117,9 @@ impl ProxyHandler {
             Route::ListKeys => self.list_keys(&request).await,
             Route::RevokeKey(id) => self.revoke_key(&request, &id).await,
             Route::KeyHolder(route) => match &self.key_holder {
-                Some(reports) => reports.answer(route, self.service.keys(), &proxy_request(request, request_id.clone())).await,
+                Some(reports) => reports
+                    .answer(route, self.service.keys(), self.service.limits(), &proxy_request(request, request_id.clone()))
+                    .await,
                 None => Err(ApiError::NotFound("this gateway does not serve gateway-key reports".into())),
             },
         };

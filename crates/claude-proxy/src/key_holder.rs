@@ -9,7 +9,10 @@
 //! a request without an IdToken before any function runs (one method, one authorizer). The key-authenticated
 //! twins therefore live under `/v1/gateway-key/` and go to the proxy function.
 //!
-//! Adding one (`limits/me` once budgets exist): a variant of [`KeyHolderRoute`], its path in
+//! `GET /v1/gateway-key/limits/me` answers the body of `GET /v1/limits/me` for the key's tenant, with the
+//! key's own narrowing (`key`) when one is set, from the proxy's limits service.
+//!
+//! Adding one: a variant of [`KeyHolderRoute`], its path in
 //! [`KeyHolderRoute::parse`] and [`KeyHolderRoute::PATHS`], its answer in [`KeyHolderReports::answer`]; the
 //! CDK app and the OpenAPI document take their paths from the same list (infra/lib/claude-proxy/routes.ts).
 
@@ -22,6 +25,8 @@ use metering_core::usage_report::params::ReportQuery;
 use metering_core::usage_report::{
     CounterRetention, DynamoUsageReader, UsageReports, ITEMS_READ_HEADER, QUERIES_HEADER,
 };
+use metering_core::limits::report::limits_report;
+use metering_core::limits::service::LimitsService;
 use metering_core::ApiError;
 
 use crate::api_keys::{ApiKeys, KeyOwner};
@@ -37,16 +42,20 @@ pub const KEY_HOLDER_PREFIX: &str = "/v1/gateway-key/";
 pub enum KeyHolderRoute {
     /// `GET /v1/gateway-key/usage/me`: the body of the usage function's `GET /v1/usage/me`.
     OwnUsage,
+    /// `GET /v1/gateway-key/limits/me`: the body of the usage function's `GET /v1/limits/me`, plus the key's own
+    /// limits (`key`) when the key is narrowed.
+    OwnLimits,
 }
 
 impl KeyHolderRoute {
     /// Every path, after the prefix (the CDK test checks infra/lib/claude-proxy/routes.ts against it).
-    pub const PATHS: &'static [&'static str] = &["usage/me"];
+    pub const PATHS: &'static [&'static str] = &["usage/me", "limits/me"];
 
     /// The route of the path after [`KEY_HOLDER_PREFIX`], matched exactly and case-sensitively.
     pub fn parse(rest: &str) -> Option<Self> {
         match rest {
             "usage/me" => Some(Self::OwnUsage),
+            "limits/me" => Some(Self::OwnLimits),
             _ => None,
         }
     }
@@ -80,6 +89,7 @@ impl KeyHolderReports {
         &self,
         route: KeyHolderRoute,
         keys: &ApiKeys,
+        limits: Option<&LimitsService>,
         request: &ProxyRequest,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let owner = keys.verify(request.gateway_key(self.credential_mode)).await?;
@@ -88,6 +98,7 @@ impl KeyHolderReports {
         span.record("user_id", owner.user_id.as_str());
         match route {
             KeyHolderRoute::OwnUsage => self.own_usage(&owner, request.query.as_deref()).await,
+            KeyHolderRoute::OwnLimits => own_limits(&owner, limits, request.query.as_deref()).await,
         }
     }
 
@@ -115,6 +126,33 @@ impl KeyHolderReports {
     }
 }
 
+/// `GET /v1/gateway-key/limits/me`: the key's tenant's limits and, when the key is narrowed, its own.
+async fn own_limits(
+    owner: &KeyOwner,
+    limits: Option<&LimitsService>,
+    query: Option<&str>,
+) -> Result<Response<ProxyBody>, ApiError> {
+    if query.is_some_and(|query| !query.is_empty()) {
+        return Err(ApiError::InvalidRequest("/v1/gateway-key/limits/me takes no query parameters".into()));
+    }
+    let Some(limits) = limits else {
+        return Err(ApiError::NotFound("this gateway enforces no limits".into()));
+    };
+    let report = limits_report(limits.store().as_ref(), &owner.tenant_id, Some(&owner.key_id), limits.now())
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "limits store failed");
+            ApiError::Unavailable { message: "the limits store is unavailable; retry later".into(), retry_after_seconds: 5 }
+        })?;
+    tracing::info!(key_id = %owner.key_id, "limits served to a gateway key");
+    let mut response = Response::new(full(report.to_string()));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(response)
+}
+
 /// The reports read from the usage table (`Query` on the tenant's partition only) with the proxy's config.
 pub fn key_holder_reports_on_aws(config: &ProxyConfig, sdk_config: &aws_config::SdkConfig) -> KeyHolderReports {
     let reader = DynamoUsageReader::new(dynamodb_client(sdk_config), config.usage_table_name.clone());
@@ -133,7 +171,8 @@ mod tests {
     #[test]
     fn paths_match_exactly() {
         assert_eq!(KeyHolderRoute::parse("usage/me"), Some(KeyHolderRoute::OwnUsage));
-        for other in ["usage", "usage/me/", "usage/acme", "Usage/me", "usage/me/x", "", "limits/me"] {
+        assert_eq!(KeyHolderRoute::parse("limits/me"), Some(KeyHolderRoute::OwnLimits));
+        for other in ["usage", "usage/me/", "usage/acme", "Usage/me", "usage/me/x", "", "limits", "limits/acme", "limits/me/"] {
             assert_eq!(KeyHolderRoute::parse(other), None, "{other}");
         }
         for path in KeyHolderRoute::PATHS {

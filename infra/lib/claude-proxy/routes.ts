@@ -6,13 +6,13 @@
  * Why not on `GET /v1/usage/me` itself: there the Cognito authorizer refuses a request without an IdToken
  * before any function runs, and one method has one authorizer.
  *
- * Adding one (`limits/me` once budgets exist): its path here and in `KeyHolderRoute::PATHS` (the CDK test
+ * Adding one: its path here and in `KeyHolderRoute::PATHS` (the CDK test
  * compares the two), its operation in infra/openapi/openapi.json.
  */
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 
 export const KEY_HOLDER_PREFIX = 'gateway-key';
-export const KEY_HOLDER_PATHS: readonly string[] = ['usage/me'];
+export const KEY_HOLDER_PATHS: readonly string[] = ['usage/me', 'limits/me'];
 
 /** Adds `GET /v1/gateway-key/<path>` for every path under `v1`; returns the methods. */
 export function addKeyHolderRoutes(v1: apigw.IResource, integration: apigw.Integration): apigw.Method[] {
