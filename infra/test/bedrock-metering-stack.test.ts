@@ -208,6 +208,7 @@ describe('IAM', () => {
         ['LookUpAndRegisterTenants', ['dynamodb:GetItem', 'dynamodb:PutItem']],
         ['ReadTenantLimits', ['dynamodb:BatchGetItem', 'dynamodb:GetItem']],
         ['ReserveAndSettleBudgets', ['dynamodb:BatchGetItem', 'dynamodb:UpdateItem']],
+        ['PutBudgetOperationMarkers', ['dynamodb:PutItem']],
         ['MarkBudgetAlerts', ['dynamodb:DeleteItem', 'dynamodb:PutItem']],
         ['SendBudgetAlerts', ['events:PutEvents']],
         ['InvokeConfiguredBedrockModel', ['bedrock:InvokeModel', 'bedrock:InvokeModelWithResponseStream']],
@@ -224,9 +225,10 @@ describe('IAM', () => {
         ?.Condition?.['ForAllValues:StringLike']?.['dynamodb:LeadingKeys'];
     assert.deepEqual(leadingKeys('IncrementUsageCounters'), ['TENANT#*']);
     assert.deepEqual(leadingKeys('PutCounterMarkers'), ['COUNTED#*']);
-    // Limits: read LIMITS#<t>, reserve and settle BUDGET#<t>..., mark BUDGETALERT#<t>...: nothing else.
+    // Limits: read LIMITS#<t>, reserve and settle BUDGET#<t>... (once: BUDGETOP#<token>), mark BUDGETALERT#<t>...: nothing else.
     assert.deepEqual(leadingKeys('ReadTenantLimits'), ['LIMITS#*']);
     assert.deepEqual(leadingKeys('ReserveAndSettleBudgets'), ['BUDGET#*']);
+    assert.deepEqual(leadingKeys('PutBudgetOperationMarkers'), ['BUDGETOP#*']);
     assert.deepEqual(leadingKeys('MarkBudgetAlerts'), ['BUDGETALERT#*']);
     assert.ok(JSON.stringify(byId.SendBudgetAlerts).includes(':event-bus/default'), JSON.stringify(byId.SendBudgetAlerts));
     assert.deepEqual(byId.InvokeConfiguredBedrockModel, [

@@ -269,6 +269,7 @@ describe('Claude proxy IAM', () => {
         ['QueryTenantUsageCounters', ['dynamodb:Query']],
         ['ReadTenantLimits', ['dynamodb:BatchGetItem', 'dynamodb:GetItem']],
         ['ReserveAndSettleBudgets', ['dynamodb:BatchGetItem', 'dynamodb:UpdateItem']],
+        ['PutBudgetOperationMarkers', ['dynamodb:PutItem']],
         ['MarkBudgetAlerts', ['dynamodb:DeleteItem', 'dynamodb:PutItem']],
         ['SendBudgetAlerts', ['events:PutEvents']],
         ['CheckAndManageGatewayKeys', ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']],

@@ -5,6 +5,10 @@ never frozen itself: freezing moto with SIGSTOP still freezes the table) and kee
 ClientRequestToken, the counter batch id. A token seen twice is a retried counter write that reached the
 table twice: without idempotent counters it would be counted twice. The fault tests assert that this happened,
 so their "counted at most once" can fail.
+
+With `lose_first_answer_of`, a predicate on a transaction's body, the tap forwards the first attempt of each
+matching transaction (by ClientRequestToken) to moto, so it is applied, then answers it 500 InternalServerError
+as if the answer had been lost on the way back: the client's retry of an applied write, on demand.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 from urllib.parse import urlsplit
 
 # Longer than any freeze of the tests: a forwarded request waits for the frozen moto to answer.
@@ -20,10 +25,11 @@ UPSTREAM_TIMEOUT_SECONDS = 120
 
 
 class DynamoDbTap:
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, lose_first_answer_of: Callable[[dict], bool] | None = None):
         self.upstream = urlsplit(upstream)
         self._lock = threading.Lock()
         self.transaction_tokens: Counter[str] = Counter()
+        self.lost_answers: Counter[str] = Counter()
         tap = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,14 +37,20 @@ class DynamoDbTap:
 
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                lose_answer = False
                 if self.headers.get("x-amz-target", "").endswith(".TransactWriteItems"):
                     try:
-                        token = json.loads(body).get("ClientRequestToken")
+                        transaction = json.loads(body)
                     except ValueError:
-                        token = None
+                        transaction = {}
+                    token = transaction.get("ClientRequestToken")
                     if token:
                         with tap._lock:
                             tap.transaction_tokens[token] += 1
+                            lose_answer = (lose_first_answer_of is not None and tap.transaction_tokens[token] == 1
+                                           and lose_first_answer_of(transaction))
+                            if lose_answer:
+                                tap.lost_answers[token] += 1
                 upstream = http.client.HTTPConnection(tap.upstream.hostname, tap.upstream.port,
                                                       timeout=UPSTREAM_TIMEOUT_SECONDS)
                 try:
@@ -48,6 +60,16 @@ class DynamoDbTap:
                     data = reply.read()
                 finally:
                     upstream.close()
+                if lose_answer:
+                    reply_status, data = 500, json.dumps({
+                        "__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                        "message": "the tap lost the answer of an applied write"}).encode()
+                    self.send_response(reply_status)
+                    self.send_header("content-type", "application/x-amz-json-1.0")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 try:
                     self.send_response(reply.status)
                     for key, value in reply.getheaders():

@@ -17,6 +17,7 @@ import boto3
 import pytest
 import requests
 
+from dynamodb_tap import DynamoDbTap
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
 from provision import generate_password
 from support import assert_error_body, chat, new_tenant_id, poll
@@ -385,3 +386,54 @@ def test_the_operator_script_sets_reads_and_clears_limits(stack, api, user_facto
     assert bad.returncode == 2 and "tokens-per-day" in bad.stderr
     cleared = run_script(env, "limits", "clear", user.tenant_id, timeout=60)
     assert cleared.returncode == 0 and json.loads(cleared.stdout)["limits"]["tokens_per_day"] is None
+
+
+# ------------------------------------------------------------------ a retried write counts once
+
+def touches_budgets(transaction: dict) -> bool:
+    """A reservation or a settlement: a transaction that updates BUDGET# counters."""
+    return any(item.get("Update", {}).get("Key", {}).get("pk", {}).get("S", "").startswith("BUDGET#")
+               for item in transaction.get("TransactItems", []))
+
+
+@pytest.fixture(scope="module")
+def lossy_tap(stack):
+    tap = DynamoDbTap(stack.resources.endpoint_url, lose_first_answer_of=touches_budgets)
+    yield tap
+    tap.close()
+
+
+@pytest.fixture(scope="module")
+def lossy_api(stack, lossy_tap):
+    """An API whose every reservation and settlement is applied by DynamoDB and then answered 500, so the SDK
+    sends it again: the retry of an applied write."""
+    key_table, limit_table = create_proxy_tables(stack.resources)
+    fake = start_fake_anthropic(stack.run_dir, name="fake-anthropic-limits-retries")
+    stack.extra_apis.append(fake)
+    return stack.start_api("api-limits-retries", LIMITS_STORE_TIMEOUT_MS="20000", AWS_ENDPOINT_URL_DYNAMODB=lossy_tap.url,
+                           **proxy_env(key_table, limit_table, fake.url, RATE_LIMIT_TABLE_NAME=None))
+
+
+def test_a_reservation_or_settlement_retried_after_it_was_applied_counts_once(lossy_api, lossy_tap, admin, user_factory,
+                                                                              resources):
+    user = user_factory.create(new_tenant_id("retried"))
+    put_limits(lossy_api, admin, user.tenant_id, {"tokens_per_day": 100_000})
+    key = create_key(lossy_api, user.token)
+    day_sk = f"DAY#{dt.datetime.now(dt.timezone.utc).date().isoformat()}"
+    tokens_before = set(lossy_tap.lost_answers)
+    assert [small_chat(lossy_api, user.token).status_code for _ in range(3)] == [200] * 3
+    assert messages(lossy_api, key["key"], "hello there").status_code == 200
+    assert messages(lossy_api, key["key"], "hello there streamed", streamed=True).status_code == 200
+    lines = poll("usage lines", lambda: tenant_usage_lines(lossy_api, user.tenant_id), lambda found: len(found) >= 5)
+    assert len(lines) == 5
+    metered = sum(line["total_tokens"] for line in lines)
+    # Every request's reservation and settlement reached the table twice (the tap lost the first answer)...
+    lost = poll("lost answers", lambda: set(lossy_tap.lost_answers) - tokens_before, lambda found: len(found) >= 10)
+    assert len(lost) == 10, "5 reservations and 5 settlements"
+    sent = poll("retries", lambda: {token: lossy_tap.tokens()[token] for token in lost}, lambda seen: all(n >= 2 for n in seen.values()))
+    assert set(sent.values()) == {2}, f"each one sent again after it was applied, once: {sent}"
+    # ...and counted once: admitted = settled = the metered tokens, with nothing held.
+    counter = poll("settled counter", lambda: budget_counter(resources, user.tenant_id, day_sk),
+                   lambda c: c == {"admitted": metered, "settled": metered}, timeout=20)
+    assert counter == {"admitted": metered, "settled": metered}
+    assert my_limits(lossy_api, user.token)["limits"]["tokens_per_day"]["used"] == metered

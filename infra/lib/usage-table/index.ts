@@ -22,6 +22,8 @@ export const LIMITS_PARTITION_PREFIX = 'LIMITS#';
 export const BUDGET_PARTITION_PREFIX = 'BUDGET#';
 /** Alert markers: one item per threshold, budget and period, so each alert is sent once. */
 export const BUDGET_ALERT_PARTITION_PREFIX = 'BUDGETALERT#';
+/** Operation markers: one item per reservation or settlement, put in its transaction so a retry applies once. */
+export const BUDGET_OPERATION_PARTITION_PREFIX = 'BUDGETOP#';
 
 export interface UsageTableProps {
   readonly removalPolicy: RemovalPolicy;
@@ -97,8 +99,9 @@ export class UsageTable extends Construct {
 
   /**
    * Enforcing limits (chat and proxy functions): read the limits (GetItem, BatchGetItem on `LIMITS#*`),
-   * reserve and settle use (TransactWriteItems of UpdateItem, BatchGetItem on `BUDGET#*`), and write or remove
-   * alert markers (PutItem, DeleteItem on `BUDGETALERT#*`); plus PutEvents on the default event bus.
+   * reserve and settle use (TransactWriteItems of UpdateItem, BatchGetItem on `BUDGET#*`, with one marker put on
+   * `BUDGETOP#*` that makes each transaction apply once), and write or remove alert markers (PutItem, DeleteItem
+   * on `BUDGETALERT#*`); plus PutEvents on the default event bus.
    */
   public grantEnforceLimits(grantee: iam.IGrantable): void {
     const onPartitions = (prefix: string) => ({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${prefix}*`] } });
@@ -117,6 +120,14 @@ export class UsageTable extends Construct {
         actions: ['dynamodb:UpdateItem', 'dynamodb:BatchGetItem'],
         resources: [this.table.tableArn],
         conditions: onPartitions(BUDGET_PARTITION_PREFIX),
+      }),
+    );
+    principal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'PutBudgetOperationMarkers',
+        actions: ['dynamodb:PutItem'],
+        resources: [this.table.tableArn],
+        conditions: onPartitions(BUDGET_OPERATION_PARTITION_PREFIX),
       }),
     );
     principal.addToPrincipalPolicy(

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, KeysAndAttributes, Put, TransactWriteItem, Update};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::store::{
-    limits_key, AlertMarker, CounterUse, Hold, LimitsStore, LimitsStoreError, ReserveOutcome, Settlement, UseCounter,
+    limits_key, operation_marker_key, AlertMarker, CounterUse, Hold, LimitsStore, LimitsStoreError, ReserveOutcome, Settlement,
+    UseCounter, OPERATION_MARKER_TIME_TO_LIVE,
 };
 use super::{usd_decimal, usd_micros_of, LimitKind, Limits, Scope, StoredLimits};
 
@@ -53,6 +54,30 @@ fn limits_of(item: &HashMap<String, AttributeValue>) -> Result<StoredLimits, Lim
     }
     let text = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
     Ok(StoredLimits { limits, updated_at: text("updated_at"), updated_by: text("updated_by") })
+}
+
+const CONDITIONAL_CHECK_FAILED: &str = "ConditionalCheckFailed";
+
+/// The `Put` of the marker that makes the transaction of `token` apply once (see `store`), always the last
+/// item of its transaction.
+fn operation_marker(table_name: &str, token: &str, operation: &str) -> Result<TransactWriteItem, LimitsStoreError> {
+    let (pk, sk) = operation_marker_key(token);
+    let expires_at = (Utc::now() + OPERATION_MARKER_TIME_TO_LIVE).timestamp();
+    let put = Put::builder()
+        .table_name(table_name)
+        .set_item(Some(key_of(pk, sk)))
+        .item("operation", string(operation))
+        .item("ttl", number(expires_at))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .map_err(|error| LimitsStoreError::Invalid(error.to_string()))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// True when a cancelled transaction was cancelled by its operation marker (the last item): it was applied
+/// before, by an attempt whose answer was lost.
+fn applied_before(reasons: &[CancellationReason]) -> bool {
+    reasons.last().and_then(CancellationReason::code) == Some(CONDITIONAL_CHECK_FAILED)
 }
 
 fn counter_use(item: &HashMap<String, AttributeValue>) -> CounterUse {
@@ -152,6 +177,7 @@ impl LimitsStore for DynamoLimitsStore {
                 .map_err(|error| LimitsStoreError::Invalid(error.to_string()))?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
+        items.push(operation_marker(&self.table_name, token, "reserve")?);
         let result = self
             .client
             .transact_write_items()
@@ -163,10 +189,13 @@ impl LimitsStore for DynamoLimitsStore {
             Ok(_) => Ok(ReserveOutcome::Reserved),
             Err(SdkError::ServiceError(service)) => match service.err() {
                 TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                    let refused = cancelled
-                        .cancellation_reasons()
+                    let reasons = cancelled.cancellation_reasons();
+                    if applied_before(reasons) {
+                        return Ok(ReserveOutcome::Reserved);
+                    }
+                    let refused = reasons[..reasons.len().saturating_sub(1)]
                         .iter()
-                        .position(|reason| reason.code() == Some("ConditionalCheckFailed"));
+                        .position(|reason| reason.code() == Some(CONDITIONAL_CHECK_FAILED));
                     match refused {
                         Some(index) => Ok(ReserveOutcome::Refused { index }),
                         None => Err(LimitsStoreError::Unavailable(format!("the reservation was cancelled: {cancelled}"))),
@@ -194,14 +223,18 @@ impl LimitsStore for DynamoLimitsStore {
                 .map_err(|error| LimitsStoreError::Invalid(error.to_string()))?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .client_request_token(token)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        items.push(operation_marker(&self.table_name, token, "settle")?);
+        let result = self.client.transact_write_items().set_transact_items(Some(items)).client_request_token(token).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(service))
+                if matches!(service.err(), TransactWriteItemsError::TransactionCanceledException(cancelled)
+                    if applied_before(cancelled.cancellation_reasons())) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(unavailable(error)),
+        }
     }
 
     async fn read_use(&self, counters: &[UseCounter], consistent: bool) -> Result<Vec<CounterUse>, LimitsStoreError> {

@@ -4,7 +4,12 @@
 //! - use counters: `pk = BUDGET#<tenant>` (or `BUDGET#<tenant>#KEY#<key_id>`), `sk = MINUTE#<YYYY-MM-DDTHH:MM>`,
 //!   `DAY#<YYYY-MM-DD>`, `MONTH#<YYYY-MM>` (tokens) or `USD#<YYYY-MM>` (micro-dollars), with `admitted`
 //!   (settled use plus the reservations of requests in flight) and `settled` (metered use);
-//! - alert markers: `pk = BUDGETALERT#<tenant>` (or `...#KEY#<key_id>`), `sk = <kind>#<period>#<percent>`.
+//! - alert markers: `pk = BUDGETALERT#<tenant>` (or `...#KEY#<key_id>`), `sk = <kind>#<period>#<percent>`;
+//! - operation markers: `pk = BUDGETOP#<token>`, `sk = DONE`, written in the same transaction as a
+//!   reservation or a settlement (`attribute_not_exists`): a retry of a write that was applied (its answer was
+//!   lost, the SDK or the caller tried again) is cancelled by the marker instead of counting twice. DynamoDB's
+//!   `ClientRequestToken` does the same for 10 minutes in AWS; the marker holds everywhere (moto ignores the
+//!   token) and for as long as the marker lives.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -18,6 +23,15 @@ pub const TENANT_LIMITS_SORT_KEY: &str = "CONFIG";
 pub const KEY_LIMITS_SORT_KEY_PREFIX: &str = "KEY#";
 pub const BUDGET_PARTITION_PREFIX: &str = "BUDGET#";
 pub const ALERT_PARTITION_PREFIX: &str = "BUDGETALERT#";
+pub const OPERATION_MARKER_PARTITION_PREFIX: &str = "BUDGETOP#";
+pub const OPERATION_MARKER_SORT_KEY: &str = "DONE";
+/// How long an operation marker is kept: far longer than any retry of the write it guards.
+pub const OPERATION_MARKER_TIME_TO_LIVE: Duration = Duration::days(2);
+
+/// `(pk, sk)` of the marker of the reservation or settlement made with `token`.
+pub fn operation_marker_key(token: &str) -> (String, String) {
+    (format!("{OPERATION_MARKER_PARTITION_PREFIX}{token}"), OPERATION_MARKER_SORT_KEY.to_owned())
+}
 
 /// `(pk, sk)` of the limits item of `scope`.
 pub fn limits_key(scope: &Scope) -> (String, String) {
@@ -135,9 +149,9 @@ pub trait LimitsStore: Send + Sync {
     /// True when there were limits to delete.
     async fn delete(&self, scope: &Scope) -> Result<bool, LimitsStoreError>;
     /// Adds every hold to its counter if none crosses its limit, else none: one conditional transaction,
-    /// made idempotent by `token` (a retry with the same token does not add twice).
+    /// made idempotent by `token` (a retry with the same token does not add twice: it answers `Reserved`).
     async fn reserve(&self, holds: &[Hold], token: &str) -> Result<ReserveOutcome, LimitsStoreError>;
-    /// Replaces holds by actual use, idempotent by `token`.
+    /// Replaces holds by actual use, idempotent by `token` (a retry of an applied settlement is `Ok`).
     async fn settle(&self, settlements: &[Settlement], token: &str) -> Result<(), LimitsStoreError>;
     /// The counters' values, in order; `consistent` for a strongly consistent read.
     async fn read_use(&self, counters: &[UseCounter], consistent: bool) -> Result<Vec<CounterUse>, LimitsStoreError>;
