@@ -30,6 +30,7 @@ class DynamoDbTap:
         self._lock = threading.Lock()
         self.transaction_tokens: Counter[str] = Counter()
         self.lost_answers: Counter[str] = Counter()
+        self.transactions: list[dict] = []
         tap = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,6 +45,8 @@ class DynamoDbTap:
                     except ValueError:
                         transaction = {}
                     token = transaction.get("ClientRequestToken")
+                    with tap._lock:
+                        tap.transactions.append(transaction)
                     if token:
                         with tap._lock:
                             tap.transaction_tokens[token] += 1
@@ -96,6 +99,14 @@ class DynamoDbTap:
     def resent(self) -> dict[str, int]:
         """Counter batches sent more than once: batch id -> times."""
         return {token: n for token, n in self.tokens().items() if n > 1}
+
+    def transactions_touching(self, partition: str) -> list[dict]:
+        """The TransactWriteItems bodies with an item whose `pk` is `partition`."""
+        def pk(item: dict) -> str:
+            action = item.get("Update") or item.get("Put") or item.get("ConditionCheck") or item.get("Delete") or {}
+            return (action.get("Key") or action.get("Item") or {}).get("pk", {}).get("S", "")
+        with self._lock:
+            return [t for t in self.transactions if any(pk(item) == partition for item in t.get("TransactItems", []))]
 
     def close(self) -> None:
         self.server.shutdown()

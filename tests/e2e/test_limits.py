@@ -437,3 +437,18 @@ def test_a_reservation_or_settlement_retried_after_it_was_applied_counts_once(lo
                    lambda c: c == {"admitted": metered, "settled": metered}, timeout=20)
     assert counter == {"admitted": metered, "settled": metered}
     assert my_limits(lossy_api, user.token)["limits"]["tokens_per_day"]["used"] == metered
+
+
+def test_a_request_held_only_to_requests_per_minute_writes_its_reservation_and_no_settlement(lossy_api, lossy_tap, admin,
+                                                                                             user_factory):
+    user = user_factory.create(new_tenant_id("rpm-only"))
+    put_limits(lossy_api, admin, user.tenant_id, {"requests_per_minute": 100})
+    assert [small_chat(lossy_api, user.token).status_code for _ in range(2)] == [200] * 2
+    poll("usage lines", lambda: tenant_usage_lines(lossy_api, user.tenant_id), lambda found: len(found) >= 2)
+    # The minute's counter counts on admission: one reservation per request (sent twice by the lossy tap), and
+    # no settlement, which would be a transaction of nothing but its marker.
+    touching = lossy_tap.transactions_touching(f"BUDGET#{user.tenant_id}")
+    assert len({t["ClientRequestToken"] for t in touching}) == 2, touching
+    time.sleep(1)  # a settlement starts right after the answer: give one the time to show
+    assert not [t for t in lossy_tap.transactions
+                if all("Put" in item and item["Put"]["Item"]["pk"]["S"].startswith("BUDGETOP#") for item in t["TransactItems"])]

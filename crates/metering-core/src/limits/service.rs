@@ -575,7 +575,10 @@ impl Reservation {
             LimitKind::TokensPerDay | LimitKind::TokensPerMonth => Some(tokens.total()),
             LimitKind::UsdPerMonth => Some(usd),
         });
-        self.service.start_settlement(settlements, self.request_id.clone());
+        // Requests per minute count on admission: a request held to nothing else has nothing to settle.
+        if !settlements.is_empty() {
+            self.service.start_settlement(settlements, self.request_id.clone());
+        }
     }
 
     fn settlements(&self, actual: impl Fn(LimitKind) -> Option<u64>) -> Vec<Settlement> {
