@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_memory import PeakSampler, memory_kib, memory_line  # noqa: E402
-from processes import REPO_ROOT, base_env, start_local_stack_service  # noqa: E402
-from provision import DEFAULT_MODEL_ID, local_users  # noqa: E402
+from processes import REPO_ROOT, base_env, start_local_stack_service, start_moto  # noqa: E402
+from provision import DEFAULT_MODEL_ID, local_users, provision  # noqa: E402
 
 BENCH_TARGET_DIR = REPO_ROOT / "target" / "bench"
 # Built as the deploy builds the Lambdas (scripts/deploy): aws-lc without CPU jitter entropy, whose collection
@@ -128,6 +128,18 @@ def billing_line(lines: int, answered_requests: int) -> str:
             f"= {share:.2f}% ({verdict})")
 
 
+def admitted_by_limits(resources, tenant_id: str) -> int:
+    """The requests the limits admitted for `tenant_id`: the sum of its requests-per-minute counters."""
+    dynamodb = resources.client("dynamodb")
+    total = 0
+    for page in dynamodb.get_paginator("query").paginate(
+        TableName=resources.usage_table, KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"BUDGET#{tenant_id}"}}, ConsistentRead=True,
+    ):
+        total += sum(int(item["admitted"]["N"]) for item in page["Items"] if item["sk"]["S"].startswith("MINUTE#"))
+    return total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
@@ -155,15 +167,27 @@ def main() -> int:
         # latency of enforcement (limits cached; reservation and settlement against moto) is measured in the same run.
         api = stack.start_api("api-bench", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url, USAGE_LOG_GROUP=None,
                               LIMITS_ENABLED="false")
+        # Its DynamoDB is a moto of its own, holding only its items: moto's TransactWriteItems deep-copies the whole
+        # table once per item of the transaction, so in the shared moto (thousands of counter items after the
+        # other runs) a reservation would cost hundreds of ms of moto's copying, not of the gateway or DynamoDB.
+        # Its store timeout is long: a reservation moto answers late must be measured, not skipped by failing open
+        # (which the run counts and reports: it must be 0).
+        limits_dir = run_dir / "limits-dynamodb"
+        limits_dir.mkdir()
+        limits_moto = start_moto(limits_dir)
+        limits_resources = provision(limits_moto.url, suffix="bench-limits")
         limited_api = stack.start_api("api-bench-limits", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url,
-                                      USAGE_LOG_GROUP=None, LIMITS_EVENT_BUS_NAME="none")
+                                      AWS_ENDPOINT_URL_DYNAMODB=limits_moto.url,
+                                      USAGE_TABLE_NAME=limits_resources.usage_table,
+                                      USAGE_LOG_GROUP=None, LIMITS_EVENT_BUS_NAME="none", LIMITS_STORE_TIMEOUT_MS="30000")
+        stack.extra_apis.append(limits_moto)  # stopped after the API that writes to it
         users = local_users(stack.resources)
         password = "Bench-Passw0rd!-Bench"
         users.create_tenant_user("bench-user", "bench-user@example.com", "bench-tenant", password=password)
         token = users.get_id_token("bench-user", password)
         users.create_tenant_user("bench-limited", "bench-limited@example.com", "bench-limited-tenant", password=password)
         limited_token = users.get_id_token("bench-limited", password)
-        stack.resources.client("dynamodb").put_item(TableName=stack.resources.usage_table, Item={
+        limits_resources.client("dynamodb").put_item(TableName=limits_resources.usage_table, Item={
             "pk": {"S": "LIMITS#bench-limited-tenant"}, "sk": {"S": "CONFIG"},
             "tokens_per_month": {"N": "1000000000000"}, "requests_per_minute": {"N": "10000000"},
         })
@@ -185,12 +209,17 @@ def main() -> int:
         results = {}
         idle_kib = memory_kib(api.pid, "VmRSS")
         sampler = PeakSampler(api.pid)
-        gateway_answered = 0
+        gateway_answered = limited_answered = 0
         for name, (url, script) in targets.items():
             warm_up = run_wrk(wrk, url, script, args.connections, 3)
             results[name] = run_wrk(wrk, url, script, args.connections, args.seconds)
             if url.startswith(api.url):
                 gateway_answered += answered(warm_up) + answered(results[name])
+            if url.startswith(limited_api.url):
+                limited_answered += answered(warm_up) + answered(results[name])
+        limits_checked = admitted_by_limits(limits_resources, "bench-limited-tenant")
+        failed_open = sum(1 for line in limited_api.stderr_path.read_text(errors="replace").splitlines()
+                          if '"limits_unavailable"' in line)
         # No pause: the server is stopped with whatever counter backlog the load left.
         metered, stop_seconds, exit_code = stop_and_count(
             api, lambda: sum(1 for line in api.usage_lines() if line.get("tenant_id") == "bench-tenant"))
@@ -207,13 +236,16 @@ def main() -> int:
     print(f"throughput ratio gateway/direct: {gateway['rps'] / direct['rps']:.3f}")
     limited = results["gateway, limits on"]
     print(f"added latency of limits (on - off) p50: {limited['p50_ms'] - gateway['p50_ms']:.2f} ms, "
-          f"p99: {limited['p99_ms'] - gateway['p99_ms']:.2f} ms (reservation and settlement in moto)")
+          f"p99: {limited['p99_ms'] - gateway['p99_ms']:.2f} ms (reservation and settlement in moto); "
+          f"throughput on/off: {limited['rps'] / gateway['rps']:.3f}")
+    print(f"limits on: requests counted by the requests_per_minute counters / answered: {limits_checked} / "
+          f"{limited_answered}; admitted unchecked (limits_unavailable, fail open): {failed_open}")
     print(f"added latency p50: {gateway['p50_ms'] - direct['p50_ms']:.2f} ms, "
           f"p99: {gateway['p99_ms'] - direct['p99_ms']:.2f} ms")
     print(billing_line(metered, gateway_answered))
     print(f"server exit after SIGTERM: {stop_seconds:.1f}s (code {exit_code}); "
           f"local API {memory_line(idle_kib, peak_kib)} (peak over the runs and the drain)")
-    return 0 if metered >= gateway_answered else 1
+    return 0 if metered >= gateway_answered and failed_open == 0 and limits_checked >= limited_answered else 1
 
 
 if __name__ == "__main__":

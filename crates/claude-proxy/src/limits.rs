@@ -3,7 +3,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use metering_core::limits::service::{AdmissionRequest, AdmitError, LimitStatus, LimitsService, Admission};
-use metering_core::limits::LimitKind;
+use metering_core::limits::store::UseCounter;
+use metering_core::limits::{LimitKind, Scope};
 use metering_core::ApiError;
 use serde_json::Value;
 
@@ -54,6 +55,57 @@ pub async fn admit(
         }
         Err(AdmitError::Unavailable(error)) => Err(error_response(&ApiError::from(AdmitError::Unavailable(error)), &request.request_id)),
     }
+}
+
+/// Where the key's owner stands, without admitting anything: for the answers that reserve nothing
+/// (`count_tokens`, a body refused before admission), which carry the headers too. The limits come from the
+/// hot path's cache; the counters are read once (eventually consistent, like the admitted answers' headers),
+/// within `LIMITS_STORE_TIMEOUT_MS`. Empty when no limit applies or the store cannot tell (the answer then
+/// goes out without the headers: they inform, they never hold an answer back).
+pub async fn current_statuses(limits: &LimitsService, owner: &KeyOwner) -> Vec<LimitStatus> {
+    if !limits.config().enabled {
+        return Vec::new();
+    }
+    let set = match limits.limits(&owner.tenant_id, Some(&owner.key_id)).await {
+        Ok(set) if !set.is_empty() => set,
+        Ok(_) => return Vec::new(),
+        Err(error) => {
+            tracing::warn!(tenant_id = %owner.tenant_id, %error, "limits not readable for the rate-limit headers");
+            return Vec::new();
+        }
+    };
+    let now = limits.now();
+    let tenant = Scope::Tenant(owner.tenant_id.clone());
+    let key = Scope::Key { tenant_id: owner.tenant_id.clone(), key_id: owner.key_id.clone() };
+    let held: Vec<(UseCounter, u64)> = [(tenant, &set.tenant), (key, &set.key)]
+        .into_iter()
+        .flat_map(|(scope, scope_limits)| {
+            scope_limits.set_kinds().map(move |(kind, limit)| (UseCounter::new(scope.clone(), kind, now), limit))
+        })
+        .collect();
+    let counters: Vec<UseCounter> = held.iter().map(|(counter, _)| counter.clone()).collect();
+    let bound = limits.config().store_timeout;
+    let uses = match tokio::time::timeout(bound, limits.store().read_use(&counters, false)).await {
+        Ok(Ok(uses)) => uses,
+        Ok(Err(error)) => {
+            tracing::warn!(tenant_id = %owner.tenant_id, %error, "limit counters not readable for the rate-limit headers");
+            return Vec::new();
+        }
+        Err(_) => {
+            tracing::warn!(tenant_id = %owner.tenant_id, "limit counters not read within LIMITS_STORE_TIMEOUT_MS for the rate-limit headers");
+            return Vec::new();
+        }
+    };
+    held.into_iter()
+        .zip(uses)
+        .map(|((counter, limit), used)| LimitStatus {
+            kind: counter.kind,
+            scope: counter.scope,
+            limit,
+            remaining: limit.saturating_sub(used.admitted),
+            resets_at: counter.period.resets_at,
+        })
+        .collect()
 }
 
 /// Anthropic's `anthropic-ratelimit-requests-*` from the requests-per-minute limit and

@@ -289,13 +289,20 @@ impl ProxyService {
         response
     }
 
-    async fn authenticate<'a>(
+    /// The gateway key's owner; an unknown key ends the request here (401, no tenant to speak of).
+    async fn authenticate(&self, request: &ProxyRequest) -> Result<KeyOwner, ApiError> {
+        self.keys.verify(request.gateway_key(self.settings.credential_mode)).await
+    }
+
+    /// The call of a verified owner: its body parsed, its meter ready.
+    fn call<'a>(
         &self,
         request: &'a ProxyRequest,
+        owner: &KeyOwner,
         received_at: DateTime<Utc>,
         started: Instant,
     ) -> Result<Call<'a>, ApiError> {
-        let owner = self.keys.verify(request.gateway_key(self.settings.credential_mode)).await?;
+        let owner = owner.clone();
         let body = MessagesBody::parse(&request.body)?;
         let meter = Meter {
             metering: self.metering.clone(),
@@ -318,7 +325,11 @@ impl ProxyService {
         received_at: DateTime<Utc>,
         started: Instant,
     ) -> Result<Response<ProxyBody>, ApiError> {
-        let mut call = self.authenticate(request, received_at, started).await?;
+        let owner = self.authenticate(request).await?;
+        let mut call = match self.call(request, &owner, received_at, started) {
+            Ok(call) => call,
+            Err(refused) => return Ok(self.with_current_limits(Err(refused), &owner, request).await),
+        };
         let admission = match &self.limits {
             Some(limits) => match crate::limits::admit(limits, request, &call.owner, &call.body).await {
                 Ok(admission) => admission,
@@ -357,8 +368,39 @@ impl ProxyService {
         received_at: DateTime<Utc>,
         started: Instant,
     ) -> Result<Response<ProxyBody>, ApiError> {
-        let call = self.authenticate(request, received_at, started).await?;
-        match self.route(&call, Endpoint::CountTokens).await? {
+        let owner = self.authenticate(request).await?;
+        let answer = match self.call(request, &owner, received_at, started) {
+            Ok(call) => self.count_tokens_of(&call).await,
+            Err(refused) => Err(refused),
+        };
+        // count_tokens reserves nothing and counts toward no limit, but says where the caller stands.
+        Ok(self.with_current_limits(answer, &owner, request).await)
+    }
+
+    /// The answer (or the error answer) with the caller's `anthropic-ratelimit-*` headers when a limit
+    /// applies: for the answers that admitted nothing, so had no reservation to report.
+    async fn with_current_limits(
+        &self,
+        answer: Result<Response<ProxyBody>, ApiError>,
+        owner: &KeyOwner,
+        request: &ProxyRequest,
+    ) -> Response<ProxyBody> {
+        let mut response = answer.unwrap_or_else(|error| {
+            if error.status().is_server_error() {
+                tracing::warn!(status = error.status().as_u16(), %error, "proxy request failed");
+            }
+            error_response(&error, &request.request_id)
+        });
+        if let Some(limits) = &self.limits {
+            let statuses = crate::limits::current_statuses(limits, owner).await;
+            crate::limits::insert_rate_limit_headers(response.headers_mut(), &statuses);
+        }
+        response
+    }
+
+    async fn count_tokens_of(&self, call: &Call<'_>) -> Result<Response<ProxyBody>, ApiError> {
+        let request = call.request;
+        match self.route(call, Endpoint::CountTokens).await? {
             Route::Anthropic(upstream) | Route::AsIs(upstream) => self.as_is(upstream, &request.request_id).await,
             Route::Bedrock { model, reason } | Route::BedrockAfterRefusal { model, reason, .. } => {
                 // CountTokens takes a foundation model id, not an inference profile.
