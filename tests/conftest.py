@@ -4,6 +4,7 @@ No test may skip: a skipped test (or a module skipped at import) fails the run u
 tests/skip-allowlist.txt with a reason. A missing tool is an install step of scripts/test, not a skip.
 
 The stack's logs (each process's stdout/stderr) go to a temporary directory, printed at the end of the run.
+Under pytest-xdist (`-n N`, as scripts/test runs the e2e step) each worker has its own session stack.
 Tests that need an API process with other settings start their own against the same moto and fake Bedrock
 (`stack.start_api(name, **env)`); they are stopped with the stack.
 """
@@ -48,6 +49,18 @@ def api_url(stack: LocalStack) -> str:
 @pytest.fixture(scope="session")
 def user_factory(stack: LocalStack) -> UserFactory:
     return UserFactory(stack.resources)
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller prints the run directories
+        workeroutput["local_stack_run_dirs"] = [str(run_dir) for run_dir in _run_dirs]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist controller: a worker ended; keep its stacks' log directories for the summary."""
+    _run_dirs.extend(Path(run_dir) for run_dir in getattr(node, "workeroutput", {}).get("local_stack_run_dirs", []))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -8,12 +8,14 @@ Library (tests, scripts):
 
 CLI (what scripts/dev runs; the processes are detached and outlive it):
     localstack.py start [--no-build]   build local-stack, (re)start the stack, create the demo user, print a curl
+                                       ($BM_LOCAL_STACK_BIN set: run that binary, build nothing)
     localstack.py stop                 stop the stack recorded in .local/stack.env
     localstack.py status               show whether each process is up
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -286,7 +288,12 @@ def _create_gateway_key(api_url: str, id_token: str) -> str:
 
 
 def cmd_start(build: bool) -> int:
-    if build:
+    override = os.environ.get("BM_LOCAL_STACK_BIN")
+    if override:
+        # A binary built elsewhere (scripts/test builds every binary once, with the tests' features): building
+        # target/debug/local-stack here would compile a second variant of the workspace and not be the one run.
+        print(f"using $BM_LOCAL_STACK_BIN={override} (not building)", file=sys.stderr)
+    elif build:
         _build_local_stack()
     if stack_state.read_state() is not None:
         print("stopping the previous local stack", file=sys.stderr)
@@ -332,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/dev",
         description="Run the whole stack on this machine: moto (DynamoDB, S3, CloudWatch Logs, Cognito), the fake "
         "Bedrock and the local API, detached, on free 127.0.0.1 ports. State goes to .local/ (or $BM_LOCAL_DIR). "
-        "Running it again restarts the stack (moto keeps its data in memory only).",
+        "Running it again restarts the stack (moto keeps its data in memory only). With $BM_LOCAL_STACK_BIN set, "
+        "that binary is run and nothing is built.",
     )
     parser.add_argument("--no-build", action="store_true", help="use the existing target/debug/local-stack")
     sub = parser.add_subparsers(dest="command")

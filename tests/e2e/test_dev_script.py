@@ -21,7 +21,10 @@ SCRIPTS = REPO_ROOT / "scripts"
 
 @pytest.fixture
 def dev_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BM_"))}
+    # BM_LOCAL_STACK_BIN stays: under scripts/test it names the binary its build step made, which scripts/dev then
+    # runs instead of compiling `-p local-stack` (another feature set than the tests': a second workspace build).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "BM_")) or k == "BM_LOCAL_STACK_BIN"}
     env["BM_LOCAL_DIR"] = str(tmp_path / "local")
     return env
 
