@@ -808,6 +808,10 @@ mod tests {
             assert_eq!(row[5], Field::Str(record.request_id.clone()));
             assert_eq!(row[9], Field::Long(record.latency_ms as i64));
         }
+        // AND the rows go in row groups of `rows_per_row_group` (10), the last one with the rest
+        let reader = SerializedFileReader::new(Bytes::from(store.object(key))).unwrap();
+        let group_sizes: Vec<i64> = reader.metadata().row_groups().iter().map(|group| group.num_rows()).collect();
+        assert_eq!(group_sizes, vec![10, 10, 10, 5]);
     }
 
     #[tokio::test]
@@ -931,6 +935,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn each_group_gets_every_slice_and_no_slice_is_empty() {
+        let groups = vec!["a".to_owned(), "b".to_owned()];
+        let windows = |start, end, slices| -> Vec<(String, i64, i64)> {
+            slice_queries(&groups, start, end, slices, USAGE_FILTER_PATTERN)
+                .into_iter()
+                .map(|query| (query.log_group, query.start_ms, query.end_ms))
+                .collect()
+        };
+        let both = |bounds: &[(i64, i64)]| -> Vec<(String, i64, i64)> {
+            ["a", "b"]
+                .iter()
+                .flat_map(|group| bounds.iter().map(move |&(from, to)| (group.to_string(), from, to)))
+                .collect()
+        };
+        assert_eq!(windows(0, 99, 4), both(&[(0, 24), (25, 49), (50, 74), (75, 99)]));
+        // More slices than instants: only the slices that hold an instant are read
+        assert_eq!(windows(5, 6, 4), both(&[(5, 5), (6, 6)]));
+        // No slices asked for: the window in one piece
+        assert_eq!(windows(10, 20, 0), both(&[(10, 20)]));
     }
 
     #[tokio::test]

@@ -272,6 +272,12 @@ mod tests {
             ("2026-11-23T23:59:60.000Z", None),
             ("2026-13-01T00:00:00.000Z", None),
             ("2026-11-23 10:00:00.000Z", Some("2026-11-23")),
+            // The canonical length, one separator wrong: not a timestamp, whichever way it is read
+            ("2026-11-23T10:00:00.0001", None),
+            ("2026x11x23T10:00:00.000Z", None),
+            ("2026-11-23x10:00:00.000Z", None),
+            ("2026-11-23T10x00x00.000Z", None),
+            ("2026-11-23T10:00:00x000Z", None),
             ("yesterday", None),
         ] {
             assert_eq!(utc_day(text), expected.map(day), "{text}");
@@ -308,6 +314,19 @@ mod tests {
             line.metering_error,
             "an older line's metering_error: outcome unknown"
         );
+    }
+
+    #[test]
+    fn a_null_or_absent_metering_error_is_no_error() {
+        for text in [
+            LINE.to_owned(),
+            LINE.replace(r#""latency_ms":250"#, r#""latency_ms":250,"metering_error":null"#),
+        ] {
+            let LineOutcome::Usage { line, .. } = classify(&text) else {
+                panic!("not a usage line: {text}")
+            };
+            assert!(!line.metering_error, "{text}");
+        }
     }
 
     #[test]

@@ -431,6 +431,210 @@ mod tests {
         assert_eq!(MARKER_TIME_TO_LIVE.as_secs(), 172_800);
     }
 
+    fn event(day: u32, tenant_id: &str, request_type: RequestType, model_id: &str, tokens: TokenCounts) -> UsageEvent {
+        UsageEvent {
+            received_at: Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap(),
+            request_id: format!("r-{day}-{tenant_id}-{model_id}-{}", tokens.input_tokens),
+            tenant_id: tenant_id.into(),
+            user_id: "u".into(),
+            model_id: model_id.into(),
+            request_type,
+            tokens,
+            latency_ms: 0,
+            usage_estimated: false,
+            client_user_id: None,
+            requested_model_id: None,
+        }
+    }
+
+    fn tokens(input: u64, output: u64, cache_creation: u64, cache_read: u64) -> TokenCounts {
+        TokenCounts {
+            input_tokens: input,
+            output_tokens: output,
+            cache_creation_input_tokens: cache_creation,
+            cache_read_input_tokens: cache_read,
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_only_requests_of_its_own_day_tenant_request_type_and_model() {
+        let batch = CounterBatch::of_event(&event(23, "acme", RequestType::Bedrock, "m", tokens(1, 1, 0, 0)));
+        assert!(batch.same_counters(&event(23, "acme", RequestType::Bedrock, "m", tokens(9, 9, 9, 9))));
+        for other in [
+            event(24, "acme", RequestType::Bedrock, "m", tokens(1, 1, 0, 0)),
+            event(23, "acme", RequestType::Anthropic, "m", tokens(1, 1, 0, 0)),
+            event(23, "acme2", RequestType::Bedrock, "m", tokens(1, 1, 0, 0)),
+            event(23, "acme", RequestType::Bedrock, "m2", tokens(1, 1, 0, 0)),
+        ] {
+            assert!(!batch.same_counters(&other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_sums_every_token_count_and_keeps_every_request_id() {
+        // GIVEN a batch of one request, then a second request of the same counters
+        let first = event(23, "acme", RequestType::Bedrock, "m", tokens(2, 3, 4, 5));
+        let second = event(23, "acme", RequestType::Bedrock, "m", tokens(3, 4, 5, 6));
+        let mut batch = CounterBatch::of_event(&first);
+        assert_eq!(batch.request_count(), 1);
+        batch.absorb(&second);
+        // THEN it adds both requests' counts, field by field, and answers for both
+        assert_eq!(batch.tokens, tokens(5, 7, 9, 11));
+        assert_eq!(batch.request_count(), 2);
+        assert_eq!(batch.request_ids, vec![first.request_id.clone(), second.request_id.clone()]);
+        assert_eq!(
+            (batch.tenant_id.as_str(), batch.request_type, batch.model_id.as_str(), batch.day),
+            ("acme", RequestType::Bedrock, "m", NaiveDate::from_ymd_opt(2026, 11, 23).unwrap())
+        );
+        assert_eq!(batch.keys(), CounterKey::for_event(&first));
+        // AND a batch id is its own (the marker of one batch never hides another)
+        assert_ne!(batch.batch_id, CounterBatch::of_event(&first).batch_id);
+    }
+
+    fn counters() -> DynamoUsageCounters {
+        let config = aws_sdk_dynamodb::Config::builder().behavior_version_latest().build();
+        DynamoUsageCounters::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            "usage".into(),
+            Duration::from_secs(90 * 86_400),
+            Duration::from_secs(400 * 86_400),
+        )
+    }
+
+    fn batch_of_two() -> CounterBatch {
+        CounterBatch {
+            batch_id: "batch-1".into(),
+            tenant_id: "acme".into(),
+            request_type: RequestType::Anthropic,
+            model_id: "m".into(),
+            day: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+            tokens: tokens(10, 20, 30, 40),
+            request_ids: vec!["r-1".into(), "r-2".into()],
+        }
+    }
+
+    fn string(value: Option<&AttributeValue>) -> &str {
+        match value {
+            Some(AttributeValue::S(text)) | Some(AttributeValue::N(text)) => text,
+            other => panic!("not a string or number: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_counted_once_through_a_marker_that_lives_two_days() {
+        let before = Utc::now().timestamp();
+        let item = counters().marker_put(&batch_of_two()).unwrap();
+        let after = Utc::now().timestamp();
+        let put = item.put().expect("the marker is a put");
+        assert_eq!(put.table_name(), "usage");
+        assert_eq!(put.condition_expression(), Some("attribute_not_exists(pk)"));
+        let item = put.item();
+        assert_eq!(string(item.get("pk")), "COUNTED#batch-1");
+        assert_eq!(string(item.get("sk")), "COUNTED");
+        assert_eq!(string(item.get("request_count")), "2");
+        assert_eq!(string(item.get("day")), "2026-11-25");
+        let ttl: i64 = string(item.get("ttl")).parse().unwrap();
+        assert!((before + 172_800..=after + 172_800).contains(&ttl), "{ttl} not two days after {before}");
+    }
+
+    #[test]
+    fn a_counter_update_adds_the_batch_to_its_day_and_its_week() {
+        let (counters, batch) = (counters(), batch_of_two());
+        let [day, week] = batch.keys();
+        let wednesday = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap().timestamp();
+        let next_monday = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap().timestamp();
+        for (key, ttl) in [(&day, wednesday + 86_400 + 90 * 86_400), (&week, next_monday + 400 * 86_400)] {
+            let item = counters.counter_update(key, &batch).unwrap();
+            let update = item.update().expect("a counter is an update");
+            assert_eq!(update.table_name(), "usage");
+            assert_eq!(string(update.key().get("pk")), "TENANT#acme");
+            assert_eq!(string(update.key().get("sk")), key.sk);
+            assert!(update.update_expression().starts_with("ADD #input :input, #output :output, #total :total, "));
+            let values = update.expression_attribute_values().expect("values");
+            let names = update.expression_attribute_names().expect("names");
+            for (placeholder, name, value) in [
+                ("input", "input_tokens", "10"),
+                ("output", "output_tokens", "20"),
+                ("total", "total_tokens", "100"),
+                ("cache_creation", "cache_creation_input_tokens", "30"),
+                ("cache_read", "cache_read_input_tokens", "40"),
+                ("requests", "request_count", "2"),
+                ("tenant", "tenant_id", "acme"),
+                ("period", "period", key.period.as_str()),
+                ("request_type", "request_type", "anthropic"),
+                ("model", "model_id", "m"),
+                ("gsi1pk", "gsi1pk", key.gsi1pk.as_str()),
+                ("gsi1sk", "gsi1sk", key.gsi1sk.as_str()),
+                ("ttl", "ttl", ttl.to_string().as_str()),
+            ] {
+                assert_eq!(names.get(&format!("#{placeholder}")).map(String::as_str), Some(name));
+                assert_eq!(string(values.get(&format!(":{placeholder}"))), value, "{placeholder} of {}", key.sk);
+            }
+        }
+    }
+
+    fn service_error(status: u16, error: TransactWriteItemsError) -> SdkError<TransactWriteItemsError> {
+        use aws_sdk_dynamodb::config::http::HttpResponse;
+        use aws_smithy_types::body::SdkBody;
+        SdkError::service_error(error, HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()))
+    }
+
+    fn cancelled(first_reason: &str) -> TransactWriteItemsError {
+        use aws_sdk_dynamodb::types::{error::TransactionCanceledException, CancellationReason};
+        TransactWriteItemsError::TransactionCanceledException(
+            TransactionCanceledException::builder()
+                .cancellation_reasons(CancellationReason::builder().code(first_reason).build())
+                .cancellation_reasons(CancellationReason::builder().code("None").build())
+                .build(),
+        )
+    }
+
+    fn throttled() -> TransactWriteItemsError {
+        TransactWriteItemsError::ThrottlingException(
+            aws_sdk_dynamodb::types::error::ThrottlingException::builder().message("slow down").build(),
+        )
+    }
+
+    #[test]
+    fn a_retry_cancelled_by_its_own_marker_has_applied_and_other_cancellations_have_not() {
+        assert_eq!(classify_transaction_error(service_error(400, cancelled("ConditionalCheckFailed"))), Ok(()));
+        let conflict = classify_transaction_error(service_error(400, cancelled("TransactionConflict")));
+        assert!(matches!(conflict, Err(MeteringError::UpdateFailed(_))), "{conflict:?}");
+    }
+
+    #[test]
+    fn a_failed_transaction_says_whether_it_may_have_applied_and_whether_to_retry() {
+        use aws_sdk_dynamodb::types::error::{InternalServerError, ResourceNotFoundException};
+        let internal = || TransactWriteItemsError::InternalServerError(InternalServerError::builder().build());
+        let missing_table = TransactWriteItemsError::ResourceNotFoundException(ResourceNotFoundException::builder().build());
+        let outcome = |error| match classify_transaction_error(error) {
+            Ok(()) => "applied",
+            Err(MeteringError::UpdateFailed(_)) => "failed",
+            Err(MeteringError::Refused(_)) => "refused",
+            Err(MeteringError::OutcomeUnknown(_)) => "unknown",
+        };
+        // A throttled write did not apply and is worth retrying.
+        assert_eq!(outcome(service_error(400, throttled())), "failed");
+        // Any 5xx answer, whatever error it names, may have applied; so may an internal error whatever its status.
+        assert_eq!(outcome(service_error(500, throttled())), "unknown");
+        assert_eq!(outcome(service_error(500, internal())), "unknown");
+        assert_eq!(outcome(service_error(400, internal())), "unknown");
+        // A request DynamoDB refuses, or one that could not even be built, never applies and a retry would not help.
+        assert_eq!(outcome(service_error(400, missing_table)), "refused");
+        assert_eq!(outcome(SdkError::construction_failure("no region")), "refused");
+        // A timeout may have reached the table.
+        assert_eq!(outcome(SdkError::timeout_error("attempt timed out")), "unknown");
+    }
+
+    #[test]
+    fn only_an_unknown_outcome_may_have_applied_and_only_a_refusal_is_not_retried() {
+        let failed = MeteringError::UpdateFailed("x".into());
+        let refused = MeteringError::Refused("x".into());
+        let unknown = MeteringError::OutcomeUnknown("x".into());
+        assert_eq!([failed.may_have_applied(), refused.may_have_applied(), unknown.may_have_applied()], [false, false, true]);
+        assert_eq!([failed.is_retryable(), refused.is_retryable(), unknown.is_retryable()], [true, false, true]);
+    }
+
     #[test]
     fn daily_items_expire_the_configured_time_after_their_day_ends() {
         let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();

@@ -356,6 +356,49 @@ mod tests {
     }
 
     #[test]
+    fn a_free_price_is_a_price() {
+        // GIVEN a model whose every price is zero (an internal or promotional model)
+        let table = PricingTable::parse(
+            r#"{"currency":"USD","models":{"free":{"input_per_1k":0,"output_per_1k":0,"cache_write_per_1k":0,"cache_read_per_1k":0,"geographic_profile_premium":0}}}"#,
+            "test",
+        )
+        .unwrap();
+        // THEN it is priced, at zero, rather than refused or unpriced
+        let all = TokenCounts { cache_creation_input_tokens: 5, cache_read_input_tokens: 5, ..tokens(5, 5) };
+        assert_eq!(table.cost_usd("free", &all), Ok(0.0));
+    }
+
+    #[test]
+    fn only_a_bedrock_version_and_an_eight_digit_date_are_cut_from_a_base_model_id() {
+        for (model_id, base) in [
+            // `-v` followed by something other than a version stays
+            ("acme.model-vision", "acme.model-vision"),
+            ("acme.model-v2beta", "acme.model-v2beta"),
+            // a last part of eight characters that are not all digits is not a date
+            ("mistral.mixtral-8x7b-instruct-v0:1", "mistral.mixtral-8x7b-instruct"),
+            ("acme.model-2025-v1:0", "acme.model-2025"),
+            ("acme.model-202509291", "acme.model-202509291"),
+        ] {
+            assert_eq!(base_model_id(model_id), base, "{model_id}");
+        }
+    }
+
+    #[test]
+    fn a_tables_version_is_stable_across_builds() {
+        // `price_version` is written into every exported row: the same table must keep the same version in
+        // every build and on every platform (FNV-1a, not std's randomly seeded hasher), or old and new rows
+        // of one table would look priced by different tables.
+        let table = PricingTable::parse(
+            r#"{"currency":"USD","as_of":"2026-01-01","models":{"m":{"input_per_1k":1,"output_per_1k":2}}}"#,
+            "test",
+        )
+        .unwrap();
+        assert_eq!(table.version(), "2026-01-01-cb2696a9");
+        let unversioned = PricingTable { as_of: None, ..table };
+        assert!(unversioned.version().starts_with("unversioned-"), "{}", unversioned.version());
+    }
+
+    #[test]
     fn costs_round_to_micro_dollars() {
         assert_eq!(round_usd(0.000_001_4), 0.000_001);
         assert_eq!(round_usd(1.234_567_89), 1.234_568);
