@@ -22,6 +22,32 @@ from urllib.parse import urlsplit
 
 # Longer than any freeze of the tests: a forwarded request waits for the frozen moto to answer.
 UPSTREAM_TIMEOUT_SECONDS = 120
+# Headers of one connection, not of the answer: the proxies of these tests set their own.
+HOP_HEADERS = ("content-length", "connection", "transfer-encoding", "server", "date")
+
+
+def forward_to(upstream, handler: BaseHTTPRequestHandler, body: bytes, timeout: float) -> tuple[int, list, bytes]:
+    """Sends the request `handler` received (its path, headers and `body`) to `upstream` (a urlsplit result):
+    the answer's status, headers and body."""
+    connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=timeout)
+    try:
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        connection.request("POST", handler.path, body=body, headers=headers)
+        reply = connection.getresponse()
+        return reply.status, reply.getheaders(), reply.read()
+    finally:
+        connection.close()
+
+
+def answer(handler: BaseHTTPRequestHandler, status: int, headers: list, data: bytes) -> None:
+    """Answers the request `handler` received with `status`, the answer's own `headers` and `data`."""
+    handler.send_response(status)
+    for key, value in headers:
+        if key.lower() not in HOP_HEADERS:
+            handler.send_header(key, value)
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 class DynamoDbTap:
@@ -54,33 +80,13 @@ class DynamoDbTap:
                                            and lose_first_answer_of(transaction))
                             if lose_answer:
                                 tap.lost_answers[token] += 1
-                upstream = http.client.HTTPConnection(tap.upstream.hostname, tap.upstream.port,
-                                                      timeout=UPSTREAM_TIMEOUT_SECONDS)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                    upstream.request("POST", self.path, body=body, headers=headers)
-                    reply = upstream.getresponse()
-                    data = reply.read()
-                finally:
-                    upstream.close()
+                status, headers, data = forward_to(tap.upstream, self, body, UPSTREAM_TIMEOUT_SECONDS)
                 if lose_answer:
-                    reply_status, data = 500, json.dumps({
+                    status, headers, data = 500, [("content-type", "application/x-amz-json-1.0")], json.dumps({
                         "__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
                         "message": "the tap lost the answer of an applied write"}).encode()
-                    self.send_response(reply_status)
-                    self.send_header("content-type", "application/x-amz-json-1.0")
-                    self.send_header("content-length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
                 try:
-                    self.send_response(reply.status)
-                    for key, value in reply.getheaders():
-                        if key.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):
-                            self.send_header(key, value)
-                    self.send_header("content-length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    answer(self, status, headers, data)
                 except OSError:
                     pass  # the client gave up (its attempt timed out); moto has applied the request anyway
 

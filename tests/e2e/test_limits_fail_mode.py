@@ -12,7 +12,6 @@ one LIMITS_STORE_TIMEOUT_MS at most, so the file runs in seconds.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import uuid
@@ -25,6 +24,7 @@ import pytest
 import requests
 
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
+from dynamodb_tap import answer, forward_to
 from support import assert_error_body, chat, new_tenant_id, poll
 
 STORE_TIMEOUT_MS = 1000
@@ -62,22 +62,9 @@ class LimitsStoreFault:
                     return
                 if how == "frozen":
                     released.wait()
-                upstream = http.client.HTTPConnection(fault.upstream.hostname, fault.upstream.port, timeout=60)
+                status, headers, data = forward_to(fault.upstream, self, body, 60)
                 try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                    upstream.request("POST", self.path, body=body, headers=headers)
-                    reply = upstream.getresponse()
-                    data = reply.read()
-                finally:
-                    upstream.close()
-                try:
-                    self.send_response(reply.status)
-                    for key, value in reply.getheaders():
-                        if key.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):
-                            self.send_header(key, value)
-                    self.send_header("content-length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    answer(self, status, headers, data)
                 except OSError:
                     pass  # the gateway stopped waiting (LIMITS_STORE_TIMEOUT_MS); moto applied the call anyway
 

@@ -2,7 +2,6 @@
 request, and a stopping API finishes its pending counter writes."""
 from __future__ import annotations
 
-import http.client
 import signal
 import threading
 import time
@@ -10,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from dynamodb_tap import answer, forward_to
 from support import (
     chat,
     cloudwatch_usage_lines,
@@ -76,19 +76,7 @@ class SlowDynamoProxy:
                     self.close_connection = True
                     return
                 time.sleep(proxy.delay)
-                upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                upstream.request("POST", self.path, body=body, headers=headers)
-                reply = upstream.getresponse()
-                data = reply.read()
-                self.send_response(reply.status)
-                for key, value in reply.getheaders():
-                    if key.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):
-                        self.send_header(key, value)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                upstream.close()
+                answer(self, *forward_to(proxy.upstream, self, body, 30))
                 proxy.completed_at.append(time.monotonic())
 
             def log_message(self, *args):
