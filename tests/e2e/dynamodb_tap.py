@@ -39,6 +39,14 @@ def forward_to(upstream, handler: BaseHTTPRequestHandler, body: bytes, timeout: 
         connection.close()
 
 
+def serve(handler_class: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """Serves `handler_class` on a free 127.0.0.1 port in a daemon thread: the server and its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def answer(handler: BaseHTTPRequestHandler, status: int, headers: list, data: bytes) -> None:
     """Answers the request `handler` received with `status`, the answer's own `headers` and `data`."""
     handler.send_response(status)
@@ -93,10 +101,7 @@ class DynamoDbTap:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve(Handler)
 
     def tokens(self) -> Counter[str]:
         with self._lock:

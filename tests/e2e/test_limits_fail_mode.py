@@ -16,7 +16,7 @@ import json
 import threading
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import boto3
@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
-from dynamodb_tap import answer, forward_to
+from dynamodb_tap import answer, forward_to, serve
 from support import assert_error_body, chat, new_tenant_id, poll
 
 STORE_TIMEOUT_MS = 1000
@@ -71,10 +71,7 @@ class LimitsStoreFault:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve(Handler)
 
     def fail(self, tenant_id: str, phase: str, how: str) -> None:
         with self._lock:

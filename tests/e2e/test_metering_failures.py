@@ -3,13 +3,12 @@ request, and a stopping API finishes its pending counter writes."""
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from dynamodb_tap import answer, forward_to
+from dynamodb_tap import answer, forward_to, serve
 from support import (
     chat,
     cloudwatch_usage_lines,
@@ -82,10 +81,7 @@ class SlowDynamoProxy:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve(Handler)
 
     def close(self):
         self.closed = True
