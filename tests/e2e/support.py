@@ -284,3 +284,21 @@ def run_script(env: dict[str, str], name: str, *args: str, timeout: float = 300)
     import subprocess
 
     return subprocess.run([str(REPO_ROOT / "scripts" / name), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------ gateway-key holders
+
+class Holder:
+    """A Cognito user of a fresh tenant and one gateway key of theirs."""
+
+    def __init__(self, user, key: dict):
+        self.user, self.tenant_id, self.key, self.key_id = user, user.tenant_id, key["key"], key["id"]
+
+
+def new_holder(proxy, user_factory, label: str) -> Holder:
+    """A user of a new tenant (`label` in its id) and the gateway key they create on `proxy`."""
+    user = user_factory.create(new_tenant_id(label))
+    response = requests.post(f"{proxy.url}/v1/keys", json={"name": label},
+                             headers={"Authorization": f"Bearer {user.token}"}, timeout=30)
+    assert response.status_code == 201, response.text
+    return Holder(user, response.json())

@@ -20,7 +20,7 @@ import requests
 
 from processes import closed_port
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
-from support import new_tenant_id, poll
+from support import Holder, new_holder, poll
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MARKETPLACE = REPO_ROOT / "integrations" / "claude-code"
@@ -40,19 +40,6 @@ def fake_anthropic(stack):
 @pytest.fixture(scope="module")
 def proxy(stack, fake_anthropic):
     return stack.start_api("api-plugin", **proxy_env(*create_proxy_tables(stack.resources), fake_anthropic.url))
-
-
-class Holder:
-    def __init__(self, user, key: dict):
-        self.user, self.tenant_id, self.key, self.key_id = user, user.tenant_id, key["key"], key["id"]
-
-
-def new_holder(proxy, user_factory, label: str) -> Holder:
-    user = user_factory.create(new_tenant_id(label))
-    response = requests.post(f"{proxy.url}/v1/keys", json={"name": label},
-                             headers={"Authorization": f"Bearer {user.token}"}, timeout=30)
-    assert response.status_code == 201, response.text
-    return Holder(user, response.json())
 
 
 def report(proxy, holder: Holder, days: int) -> dict:

@@ -16,7 +16,7 @@ import requests
 
 from provision import generate_password
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
-from support import new_tenant_id, poll
+from support import Holder, new_holder, new_tenant_id, poll
 
 ROUTE = "/v1/gateway-key/usage/me"
 
@@ -42,21 +42,6 @@ def proxy(stack, proxy_tables, fake_anthropic):
 def passthrough_proxy(stack, proxy_tables, fake_anthropic):
     return stack.start_api("api-key-usage-passthrough", **proxy_env(
         *proxy_tables, fake_anthropic.url, ANTHROPIC_CREDENTIAL_MODE="passthrough", ANTHROPIC_API_KEY=None))
-
-
-class Holder:
-    """A Cognito user of a fresh tenant and one gateway key of theirs."""
-
-    def __init__(self, user, key: dict):
-        self.user, self.tenant_id, self.key, self.key_id = user, user.tenant_id, key["key"], key["id"]
-
-
-def new_holder(proxy, user_factory, label: str) -> Holder:
-    user = user_factory.create(new_tenant_id(label))
-    response = requests.post(f"{proxy.url}/v1/keys", json={"name": label},
-                             headers={"Authorization": f"Bearer {user.token}"}, timeout=30)
-    assert response.status_code == 201, response.text
-    return Holder(user, response.json())
 
 
 def by_key(api, key: str | None, path: str = ROUTE, header: str = "x-api-key", **params) -> requests.Response:
