@@ -83,6 +83,9 @@ def api_env(resources: LocalResources, fake_bedrock_url: str, **overrides: str |
             "COGNITO_ISSUER": resources.issuer,
             "COGNITO_CLIENT_ID": resources.user_pool_client_id,
             "RUST_BACKTRACE": "1",
+            # One long-running process serving concurrent requests: it reserves budget in advance (leases, see
+            # README "Budgets and quotas"); a Lambda instance serves one request at a time and leaves them off.
+            "LIMITS_LEASE_REQUESTS": "16",
         }
     )
     for key, value in overrides.items():

@@ -478,8 +478,9 @@ def lossy_api(stack, lossy_tap):
     key_table, limit_table = create_proxy_tables(stack.resources)
     fake = start_fake_anthropic(stack.run_dir, name="fake-anthropic-limits-retries")
     stack.extra_apis.append(fake)
+    # Per-request reservations (leases off, as in Lambda): one reservation and one settlement per request.
     return stack.start_api("api-limits-retries", LIMITS_STORE_TIMEOUT_MS="20000", AWS_ENDPOINT_URL_DYNAMODB=lossy_tap.url,
-                           **proxy_env(key_table, limit_table, fake.url, RATE_LIMIT_TABLE_NAME=None))
+                           LIMITS_LEASE_REQUESTS="0", **proxy_env(key_table, limit_table, fake.url, RATE_LIMIT_TABLE_NAME=None))
 
 
 def test_a_reservation_or_settlement_retried_after_it_was_applied_counts_once(lossy_api, lossy_tap, admin, user_factory,

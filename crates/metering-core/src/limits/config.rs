@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::lease::LeaseSettings;
 use crate::config::ConfigError;
 
 /// What a request gets when the limits store cannot be read or written.
@@ -40,6 +41,9 @@ pub struct LimitsConfig {
     /// `LIMITS_STORE_TIMEOUT_MS` (default 1500, 100 to 30000): how long the hot path waits for a limits read or
     /// a reservation before the fail mode decides.
     pub store_timeout: Duration,
+    /// `LIMITS_LEASE_REQUESTS`, `LIMITS_LEASE_SHARE_PERCENT`, `LIMITS_LEASE_IDLE_MS`: budget reserved in
+    /// advance by a process serving concurrent requests (off by default; see `lease`).
+    pub lease: LeaseSettings,
 }
 
 pub const DEFAULT_ALERT_THRESHOLDS: [u32; 3] = [50, 80, 100];
@@ -54,6 +58,7 @@ impl Default for LimitsConfig {
             alert_thresholds: DEFAULT_ALERT_THRESHOLDS.to_vec(),
             event_bus_name: Some("default".to_owned()),
             store_timeout: Duration::from_millis(1500),
+            lease: LeaseSettings::default(),
         }
     }
 }
@@ -116,7 +121,19 @@ impl LimitsConfig {
                 _ => return Err(invalid("LIMITS_STORE_TIMEOUT_MS", value, "must be a whole number from 100 to 30000")),
             },
         };
-        Ok(Self { enabled, fail_mode, cache_ttl, alert_thresholds, event_bus_name, store_timeout })
+        let whole = |name: &'static str, range: std::ops::RangeInclusive<u64>, default: u64| match non_empty(name) {
+            None => Ok(default),
+            Some(value) => match value.parse::<u64>() {
+                Ok(number) if range.contains(&number) => Ok(number),
+                _ => Err(invalid(name, value, &format!("must be a whole number from {} to {}", range.start(), range.end()))),
+            },
+        };
+        let lease = LeaseSettings {
+            requests: whole("LIMITS_LEASE_REQUESTS", 0..=1000, defaults.lease.requests)?,
+            share_percent: whole("LIMITS_LEASE_SHARE_PERCENT", 1..=100, defaults.lease.share_percent)?,
+            idle: Duration::from_millis(whole("LIMITS_LEASE_IDLE_MS", 100..=60_000, defaults.lease.idle.as_millis() as u64)?),
+        };
+        Ok(Self { enabled, fail_mode, cache_ttl, alert_thresholds, event_bus_name, store_timeout, lease })
     }
 }
 
@@ -144,8 +161,12 @@ mod tests {
             ("LIMITS_ALERT_THRESHOLDS", "90, 25"),
             ("LIMITS_EVENT_BUS_NAME", "none"),
             ("LIMITS_ENABLED", "false"),
+            ("LIMITS_LEASE_REQUESTS", "16"),
+            ("LIMITS_LEASE_SHARE_PERCENT", "5"),
+            ("LIMITS_LEASE_IDLE_MS", "250"),
         ])
         .unwrap();
+        assert_eq!(set.lease, LeaseSettings { requests: 16, share_percent: 5, idle: Duration::from_millis(250) });
         assert_eq!(set.fail_mode, FailMode::Closed);
         assert_eq!(set.cache_ttl, Duration::ZERO);
         assert_eq!(set.alert_thresholds, vec![25, 90]);
@@ -158,6 +179,10 @@ mod tests {
             ("LIMITS_ALERT_THRESHOLDS", "0"),
             ("LIMITS_ENABLED", "yes"),
             ("LIMITS_STORE_TIMEOUT_MS", "50"),
+            ("LIMITS_LEASE_REQUESTS", "-1"),
+            ("LIMITS_LEASE_REQUESTS", " 16"),
+            ("LIMITS_LEASE_SHARE_PERCENT", "0"),
+            ("LIMITS_LEASE_IDLE_MS", "99"),
         ] {
             assert!(matches!(config(&[(name, value)]), Err(ConfigError::Invalid { name: n, .. }) if n == name), "{name}={value}");
         }

@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod config;
 pub mod dynamo;
+pub mod lease;
 pub mod period;
 pub mod report;
 pub mod service;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::alerts::{event_detail, AlertPublisher};
 use super::config::{FailMode, LimitsConfig};
+use super::lease::{LeaseBook, ReturnedLease};
 use super::period::{system_clock, Clock, Period};
 use super::store::{AlertMarker, Hold, LimitsStore, LimitsStoreError, ReserveOutcome, Settlement, UseCounter};
 use super::{LimitKind, LimitSet, Limits, Scope, MICROS_PER_USD};
@@ -125,6 +126,16 @@ struct Inner {
     alerted: Mutex<HashSet<AlertMarker>>,
     /// Settlements not finished yet, for `flush` (Lambda freezes the process after the response).
     pending: watch::Sender<usize>,
+    /// Budget this process reserved in advance (`LIMITS_LEASE_*`; empty when leases are off).
+    leases: Mutex<LeaseBook>,
+    /// One lease reservation at a time per tenant (and key) in this process: the requests that find no lease
+    /// wait for the one reserving it, then take from it, instead of each reserving a lease of its own.
+    lease_gates: Mutex<HashMap<(String, Option<String>), Arc<tokio::sync::Mutex<()>>>>,
+    /// True once the task that returns idle leases runs.
+    lease_sweeper: AtomicBool,
+    /// Makes the idempotency token of each lease return unique to this process.
+    process_nonce: String,
+    lease_returns: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -163,6 +174,11 @@ impl LimitsService {
                 cache: Mutex::default(),
                 alerted: Mutex::default(),
                 pending,
+                leases: Mutex::default(),
+                lease_gates: Mutex::default(),
+                lease_sweeper: AtomicBool::new(false),
+                process_nonce: uuid::Uuid::new_v4().to_string(),
+                lease_returns: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -260,20 +276,12 @@ impl LimitsService {
         if let Some(index) = holds.iter().position(|hold| hold.amount > hold.limit) {
             return Err(self.refuse(request, &holds[index], now));
         }
-        let token = idempotency_token("reserve", request.request_id);
-        // A reservation that lands after the bound (the request was admitted unreserved, fail open) is never
-        // settled: it only makes the budget stricter.
-        let bound = self.inner.config.store_timeout;
-        let reserved = tokio::time::timeout(bound, self.inner.store.reserve(&holds, &token))
-            .await
-            .unwrap_or_else(|_| Err(LimitsStoreError::Unavailable(format!("no answer within {} ms", bound.as_millis()))));
-        match reserved {
-            Ok(ReserveOutcome::Reserved) => {}
-            Ok(ReserveOutcome::Refused { index }) => {
-                let hold = holds.get(index).unwrap_or(&holds[0]);
-                return Err(self.refuse(request, hold, now));
-            }
-            Err(error) => return self.store_failed(error, request),
+        let leased = self.inner.config.lease.enabled();
+        if let Err(error) = self.reserve_holds(request, &holds, leased).await {
+            return match error {
+                ReserveError::Refused(index) => Err(self.refuse(request, holds.get(index).unwrap_or(&holds[0]), now)),
+                ReserveError::Store(error) => self.store_failed(error, request),
+            };
         }
         let statuses = if with_status { self.statuses(&holds).await } else { Vec::new() };
         let reservation = Reservation {
@@ -281,9 +289,153 @@ impl LimitsService {
             holds,
             request_id: request.request_id.to_owned(),
             price_model_id: request.model_id.to_owned(),
+            leased,
             done: AtomicBool::new(false),
         };
         Ok(Admission { reservation: Some(Arc::new(reservation)), statuses, has_token_budget })
+    }
+
+    /// Reserves every hold: from this process's leases when they cover it (no DynamoDB call), else in one
+    /// conditional transaction (of a lease's worth where leases are on; of the hold alone when a lease's
+    /// worth would cross the limit). All or nothing: on a refusal or a failure nothing stays held.
+    async fn reserve_holds(&self, request: &AdmissionRequest<'_>, holds: &[Hold], leased: bool) -> Result<(), ReserveError> {
+        let token = idempotency_token("reserve", request.request_id);
+        if !leased {
+            return self.reserve_in_store(holds, &token).await;
+        }
+        let mut taken = self.take_from_leases(holds, &vec![false; holds.len()]);
+        if taken.iter().all(|taken| *taken) {
+            return Ok(());
+        }
+        // Wait for the reservation in progress for this tenant (bounded like a reservation), then look again.
+        let gate = self.lease_gate(request.tenant_id, request.key_id);
+        let _turn = tokio::time::timeout(self.inner.config.store_timeout, gate.lock()).await.ok();
+        taken = self.take_from_leases(holds, &taken);
+        let missing: Vec<usize> = (0..holds.len()).filter(|&index| !taken[index]).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let settings = self.inner.config.lease;
+        let leases: Vec<Hold> =
+            missing.iter().map(|&index| Hold { amount: settings.reservation_amount(&holds[index]), ..holds[index].clone() }).collect();
+        let mut outcome = self.reserve_in_store(&leases, &token).await;
+        let mut granted = leases.iter().map(|lease| lease.amount).collect::<Vec<u64>>();
+        if matches!(outcome, Err(ReserveError::Refused(_))) && leases.iter().zip(&missing).any(|(lease, &index)| lease.amount > holds[index].amount) {
+            // A lease's worth does not fit: the hold alone may.
+            let exact: Vec<Hold> = missing.iter().map(|&index| holds[index].clone()).collect();
+            outcome = self.reserve_in_store(&exact, &idempotency_token("reserve-exact", request.request_id)).await;
+            granted = exact.iter().map(|hold| hold.amount).collect();
+        }
+        let now = Instant::now();
+        let mut book = self.lease_book();
+        match outcome {
+            Ok(()) => {
+                for (&index, amount) in missing.iter().zip(granted) {
+                    book.give(&holds[index], amount - holds[index].amount, now, true);
+                }
+                drop(book);
+                self.start_lease_sweeper();
+                Ok(())
+            }
+            Err(error) => {
+                let mut orphans = Vec::new();
+                for (hold, _) in holds.iter().zip(&taken).filter(|(_, taken)| **taken) {
+                    if !book.give(hold, hold.amount, now, true) {
+                        orphans.push(ReturnedLease { counter: hold.counter.clone(), free: hold.amount, limit: hold.limit });
+                    }
+                }
+                drop(book);
+                self.return_leases(orphans);
+                Err(match error {
+                    ReserveError::Refused(position) => ReserveError::Refused(missing.get(position).copied().unwrap_or(0)),
+                    other => other,
+                })
+            }
+        }
+    }
+
+    async fn reserve_in_store(&self, holds: &[Hold], token: &str) -> Result<(), ReserveError> {
+        // A reservation that lands after the bound (the request was admitted unreserved, fail open) is never
+        // settled: it only makes the budget stricter.
+        let bound = self.inner.config.store_timeout;
+        let reserved = tokio::time::timeout(bound, self.inner.store.reserve(holds, token))
+            .await
+            .unwrap_or_else(|_| Err(LimitsStoreError::Unavailable(format!("no answer within {} ms", bound.as_millis()))));
+        match reserved {
+            Ok(ReserveOutcome::Reserved) => Ok(()),
+            Ok(ReserveOutcome::Refused { index }) => Err(ReserveError::Refused(index)),
+            Err(error) => Err(ReserveError::Store(error)),
+        }
+    }
+
+    /// Takes from the leases the holds not `taken` yet; the holds taken, old and new.
+    fn take_from_leases(&self, holds: &[Hold], taken: &[bool]) -> Vec<bool> {
+        let wanted: Vec<usize> = (0..holds.len()).filter(|&index| !taken[index]).collect();
+        let asked: Vec<Hold> = wanted.iter().map(|&index| holds[index].clone()).collect();
+        let mut stale = Vec::new();
+        let got = self.lease_book().take(&asked, Instant::now(), &mut stale);
+        self.return_leases(stale);
+        let mut taken = taken.to_vec();
+        for (&index, got) in wanted.iter().zip(got) {
+            taken[index] = got;
+        }
+        taken
+    }
+
+    fn lease_gate(&self, tenant_id: &str, key_id: Option<&str>) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.inner.lease_gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Bounded: a process serves few tenants, but never let the map grow without end.
+        if gates.len() >= 10_000 {
+            gates.clear();
+        }
+        Arc::clone(gates.entry((tenant_id.to_owned(), key_id.map(str::to_owned))).or_default())
+    }
+
+    fn lease_book(&self) -> std::sync::MutexGuard<'_, LeaseBook> {
+        self.inner.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What this process's lease of `counter` has free (none without a lease).
+    pub fn lease_free(&self, counter: &UseCounter) -> Option<u64> {
+        self.lease_book().free(counter)
+    }
+
+    /// Gives leases back to DynamoDB, in the background (`flush_within` waits for it). A return that fails
+    /// leaves the lease counted: the budget is stricter until its period ends, never looser.
+    fn return_leases(&self, leases: Vec<ReturnedLease>) {
+        let settlements: Vec<Settlement> = leases.iter().filter(|lease| lease.free > 0).map(ReturnedLease::settlement).collect();
+        if settlements.is_empty() {
+            return;
+        }
+        let sequence = self.inner.lease_returns.fetch_add(1, Ordering::Relaxed);
+        let operation = format!("lease-return#{}#{sequence}", self.inner.process_nonce);
+        for (part, chunk) in settlements.chunks(99).enumerate() {
+            self.start_settlement(chunk.to_vec(), format!("{operation}#{part}"));
+        }
+    }
+
+    /// Returns the leases unused for `LIMITS_LEASE_IDLE_MS` or of an ended period (every lease with
+    /// `everything`).
+    fn return_idle_leases(&self, everything: bool) {
+        let idle = self.inner.config.lease.idle;
+        let returned = self.lease_book().take_out_idle(Instant::now(), idle, self.now(), everything);
+        self.return_leases(returned);
+    }
+
+    fn start_lease_sweeper(&self) {
+        if self.inner.lease_sweeper.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let inner = Arc::downgrade(&self.inner);
+        let tick = (self.inner.config.lease.idle / 4).max(Duration::from_millis(25));
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(inner) = inner.upgrade() else { break };
+                LimitsService { inner }.return_idle_leases(false);
+            }
+        });
     }
 
     fn store_failed(&self, error: LimitsStoreError, request: &AdmissionRequest<'_>) -> Result<Admission, AdmitError> {
@@ -417,13 +569,17 @@ impl LimitsService {
             .collect()
     }
 
-    /// Waits up to `bound` for settlements in progress; true when none is left.
+    /// Returns this process's leases and waits up to `bound` for them and the settlements in progress; true
+    /// when none is left.
     pub async fn flush_within(&self, bound: Duration) -> bool {
+        self.return_idle_leases(true);
         let mut pending = self.inner.pending.subscribe();
         let drained = tokio::time::timeout(bound, pending.wait_for(|count| *count == 0)).await.is_ok();
         drained
     }
 
+    /// `operation` is the request id of a request's settlement, or the unique name of a lease return: the
+    /// idempotency token of the write.
     fn start_settlement(&self, settlements: Vec<Settlement>, request_id: String) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(request_id = %request_id, "no runtime to settle a reservation; it stays held until its period ends");
@@ -521,6 +677,12 @@ impl LimitsService {
     }
 }
 
+enum ReserveError {
+    /// The hold at this index would cross its limit.
+    Refused(usize),
+    Store(LimitsStoreError),
+}
+
 /// Whole micro-dollars, rounded up (a reservation never under-counts).
 pub fn usd_micros_ceil(dollars: f64) -> u64 {
     if !dollars.is_finite() || dollars <= 0.0 {
@@ -542,6 +704,8 @@ pub struct Reservation {
     holds: Vec<Hold>,
     request_id: String,
     price_model_id: String,
+    /// Admitted under leases: what the request does not use goes back to this process's leases.
+    leased: bool,
     done: AtomicBool,
 }
 
@@ -575,7 +739,27 @@ impl Reservation {
             LimitKind::TokensPerDay | LimitKind::TokensPerMonth => Some(tokens.total()),
             LimitKind::UsdPerMonth => Some(usd),
         });
-        // Requests per minute count on admission: a request held to nothing else has nothing to settle.
+        self.finish(settlements);
+    }
+
+    /// Writes the settlements, after handing what the request did not use to this process's leases when it
+    /// was admitted under them (that part then stays reserved in DynamoDB: only `settled` moves, plus any
+    /// excess over the hold). Requests per minute count on admission: a request held to nothing else has
+    /// nothing to settle.
+    fn finish(&self, mut settlements: Vec<Settlement>) {
+        if self.leased {
+            let now = Instant::now();
+            let mut book = self.service.lease_book();
+            for settlement in &mut settlements {
+                let unused = settlement.held.saturating_sub(settlement.actual);
+                let hold = Hold { counter: settlement.counter.clone(), limit: settlement.limit, amount: settlement.held };
+                if book.give(&hold, unused, now, false) {
+                    settlement.held -= unused;
+                }
+            }
+            drop(book);
+            settlements.retain(|settlement| settlement.held > 0 || settlement.actual > 0);
+        }
         if !settlements.is_empty() {
             self.service.start_settlement(settlements, self.request_id.clone());
         }
@@ -603,9 +787,7 @@ impl Drop for Reservation {
         }
         // Nothing was metered: release the budgets' holds (a refused or failed model call used nothing).
         let settlements = self.settlements(|kind| kind.is_budget().then_some(0));
-        if !settlements.is_empty() {
-            self.service.start_settlement(settlements, self.request_id.clone());
-        }
+        self.finish(settlements);
     }
 }
 
