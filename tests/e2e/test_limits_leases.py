@@ -12,8 +12,9 @@ import pytest
 
 from dynamodb_tap import DynamoDbTap
 from support import new_tenant_id, poll
+from proxy_stack import create_proxy_tables, proxy_env, start_fake_anthropic
 from test_limits import (ACTUAL_TOKENS, RESERVED_TOKENS, admin, assert_budget_exceeded, budget_counter,  # noqa: F401
-                         put_limits, small_chat, tenant_usage_lines)
+                         create_key, messages, put_limits, small_chat, tenant_usage_lines)
 
 
 def lease_env(tap: DynamoDbTap, **overrides: str) -> dict:
@@ -32,8 +33,12 @@ def tap(stack):
 
 @pytest.fixture(scope="module")
 def leasing_apis(stack, tap):
-    """Two processes with leases on, on the same table."""
-    return [stack.start_api(f"api-leases-{n}", **lease_env(tap)) for n in (1, 2)]
+    """Two processes with leases on, on the same table; the first serves the Claude proxy too."""
+    key_table, limit_table = create_proxy_tables(stack.resources)
+    fake = start_fake_anthropic(stack.run_dir, name="fake-anthropic-leases")
+    stack.extra_apis.append(fake)
+    proxy = proxy_env(key_table, limit_table, fake.url, RATE_LIMIT_TABLE_NAME=None)
+    return [stack.start_api("api-leases-1", **lease_env(tap), **proxy), stack.start_api("api-leases-2", **lease_env(tap))]
 
 
 def operations(tap: DynamoDbTap, tenant_id: str, operation: str) -> list[dict]:
@@ -74,6 +79,23 @@ def test_most_requests_are_admitted_from_a_lease_and_what_is_left_goes_back_when
                    lambda c: c == {"admitted": metered, "settled": metered})
     assert counter == {"admitted": metered, "settled": metered}
     assert poll("minutes", lambda: minute_admissions(resources, user.tenant_id, minutes), lambda n: n == 12) == 12
+
+
+def test_the_rate_limit_headers_count_a_lease_left_unused_as_remaining(leasing_apis, admin, user_factory, resources):
+    api = leasing_apis[0]
+    user = user_factory.create(new_tenant_id("leased-headers"))
+    key = create_key(api, user.token)["key"]
+    limit = 1_000_000
+    put_limits(api, admin, user.tenant_id, {"tokens_per_month": limit})
+    first = messages(api, key, "hello")
+    assert first.status_code == 200, first.text
+    # The request reserved a lease of 16 requests' worth in DynamoDB...
+    month = f"MONTH#{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m')}"
+    leased = budget_counter(resources, user.tenant_id, month)["admitted"]
+    hold = leased // 16
+    assert leased == 16 * hold and hold > 0
+    # ...but only its own hold is gone from what the tenant may still use.
+    assert int(first.headers["anthropic-ratelimit-tokens-remaining"]) == limit - hold, dict(first.headers)
 
 
 def test_two_processes_with_leases_never_overshoot_a_budget_under_sixty_concurrent_requests(leasing_apis, tap, admin,

@@ -563,7 +563,8 @@ impl LimitsService {
                 kind: hold.counter.kind,
                 scope: hold.counter.scope.clone(),
                 limit: hold.limit,
-                remaining: hold.limit.saturating_sub(used.admitted),
+                // What this process reserved in advance and no request holds is still free to admit.
+                remaining: hold.limit.saturating_sub(used.admitted.saturating_sub(self.lease_free(&hold.counter).unwrap_or(0))),
                 resets_at: hold.counter.period.resets_at,
             })
             .collect()
