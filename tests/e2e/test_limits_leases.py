@@ -79,6 +79,10 @@ def test_most_requests_are_admitted_from_a_lease_and_what_is_left_goes_back_when
                    lambda c: c == {"admitted": metered, "settled": metered})
     assert counter == {"admitted": metered, "settled": metered}
     assert poll("minutes", lambda: minute_admissions(resources, user.tenant_id, minutes), lambda n: n == 12) == 12
+    # The settlements were merged into batch writes (one per ~100 ms), none a request's own.
+    request_ids = {line["request_id"] for line in lines}
+    settles = {t["ClientRequestToken"] for t in operations(tap, user.tenant_id, "settle")}
+    assert settles and not settles & {reservation_token("settle", request_id) for request_id in request_ids}
 
 
 def test_the_rate_limit_headers_count_a_lease_left_unused_as_remaining(leasing_apis, admin, user_factory, resources):

@@ -131,6 +131,8 @@ struct Inner {
     /// One lease reservation at a time per tenant (and key) in this process: the requests that find no lease
     /// wait for the one reserving it, then take from it, instead of each reserving a lease of its own.
     lease_gates: Mutex<HashMap<(String, Option<String>), Arc<tokio::sync::Mutex<()>>>>,
+    /// Settlements and lease returns of a process with leases, merged per counter until the next write.
+    batch: Mutex<SettlementBatch>,
     /// True once the task that returns idle leases runs.
     lease_sweeper: AtomicBool,
     /// Makes the idempotency token of each lease return unique to this process.
@@ -176,6 +178,7 @@ impl LimitsService {
                 pending,
                 leases: Mutex::default(),
                 lease_gates: Mutex::default(),
+                batch: Mutex::default(),
                 lease_sweeper: AtomicBool::new(false),
                 process_nonce: uuid::Uuid::new_v4().to_string(),
                 lease_returns: std::sync::atomic::AtomicU64::new(0),
@@ -407,10 +410,43 @@ impl LimitsService {
         if settlements.is_empty() {
             return;
         }
+        self.add_to_batch(settlements, None);
+    }
+
+    /// Merges settlements into the next batch write (the sweeper writes it within `BATCH_INTERVAL`).
+    fn add_to_batch(&self, settlements: Vec<Settlement>, request_id: Option<&str>) {
+        let mut batch = self.inner.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for settlement in settlements {
+            let merged = batch.by_counter.entry(settlement.counter.clone()).or_insert_with(|| Settlement { held: 0, actual: 0, ..settlement.clone() });
+            merged.held = merged.held.saturating_add(settlement.held);
+            merged.actual = merged.actual.saturating_add(settlement.actual);
+            merged.limit = settlement.limit;
+        }
+        if let Some(request_id) = request_id {
+            request_id.clone_into(&mut batch.last_request_id);
+        }
+        drop(batch);
+        self.start_lease_sweeper();
+    }
+
+    /// Starts the write of the merged settlements: one transaction per 99 counters, made idempotent by a token
+    /// unique to this process and batch.
+    fn write_batch(&self) {
+        let (settlements, request_id) = {
+            let mut batch = self.inner.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let settlements: Vec<Settlement> = std::mem::take(&mut batch.by_counter)
+                .into_values()
+                .filter(|settlement| settlement.held != settlement.actual || settlement.actual > 0)
+                .collect();
+            (settlements, std::mem::take(&mut batch.last_request_id))
+        };
+        if settlements.is_empty() {
+            return;
+        }
         let sequence = self.inner.lease_returns.fetch_add(1, Ordering::Relaxed);
-        let operation = format!("lease-return#{}#{sequence}", self.inner.process_nonce);
         for (part, chunk) in settlements.chunks(99).enumerate() {
-            self.start_settlement(chunk.to_vec(), format!("{operation}#{part}"));
+            let operation = format!("batch#{}#{sequence}#{part}", self.inner.process_nonce);
+            self.start_settlement(chunk.to_vec(), operation, request_id.clone());
         }
     }
 
@@ -428,12 +464,14 @@ impl LimitsService {
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let inner = Arc::downgrade(&self.inner);
-        let tick = (self.inner.config.lease.idle / 4).max(Duration::from_millis(25));
+        let tick = (self.inner.config.lease.idle / 4).clamp(Duration::from_millis(25), BATCH_INTERVAL);
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(tick).await;
                 let Some(inner) = inner.upgrade() else { break };
-                LimitsService { inner }.return_idle_leases(false);
+                let service = LimitsService { inner };
+                service.return_idle_leases(false);
+                service.write_batch();
             }
         });
     }
@@ -574,14 +612,15 @@ impl LimitsService {
     /// when none is left.
     pub async fn flush_within(&self, bound: Duration) -> bool {
         self.return_idle_leases(true);
+        self.write_batch();
         let mut pending = self.inner.pending.subscribe();
         let drained = tokio::time::timeout(bound, pending.wait_for(|count| *count == 0)).await.is_ok();
         drained
     }
 
-    /// `operation` is the request id of a request's settlement, or the unique name of a lease return: the
-    /// idempotency token of the write.
-    fn start_settlement(&self, settlements: Vec<Settlement>, request_id: String) {
+    /// `operation` names the write (its idempotency token comes from it): the request id of a request's own
+    /// settlement, or a batch's unique name; `request_id` is the request the alerts and logs name.
+    fn start_settlement(&self, settlements: Vec<Settlement>, operation: String, request_id: String) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(request_id = %request_id, "no runtime to settle a reservation; it stays held until its period ends");
             return;
@@ -589,13 +628,13 @@ impl LimitsService {
         self.inner.pending.send_modify(|count| *count += 1);
         let this = self.clone();
         runtime.spawn(async move {
-            this.settle(&settlements, &request_id).await;
+            this.settle(&settlements, &operation, &request_id).await;
             this.inner.pending.send_modify(|count| *count = count.saturating_sub(1));
         });
     }
 
-    async fn settle(&self, settlements: &[Settlement], request_id: &str) {
-        let token = idempotency_token("settle", request_id);
+    async fn settle(&self, settlements: &[Settlement], operation: &str, request_id: &str) {
+        let token = idempotency_token("settle", operation);
         let mut pause = Duration::from_millis(100);
         let mut settled = false;
         for attempt in 1..=3 {
@@ -676,6 +715,16 @@ impl LimitsService {
             }
         }
     }
+}
+
+/// How often a process with leases writes its merged settlements (and returns idle leases).
+const BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+struct SettlementBatch {
+    by_counter: HashMap<UseCounter, Settlement>,
+    /// The last request merged: the one an alert raised by this batch names.
+    last_request_id: String,
 }
 
 enum ReserveError {
@@ -759,10 +808,12 @@ impl Reservation {
                 }
             }
             drop(book);
-            settlements.retain(|settlement| settlement.held > 0 || settlement.actual > 0);
+            // Merged with the process's other settlements into one write per counter and batch.
+            self.service.add_to_batch(settlements, Some(&self.request_id));
+            return;
         }
         if !settlements.is_empty() {
-            self.service.start_settlement(settlements, self.request_id.clone());
+            self.service.start_settlement(settlements, self.request_id.clone(), self.request_id.clone());
         }
     }
 
