@@ -135,9 +135,9 @@ struct Inner {
     batch: Mutex<SettlementBatch>,
     /// True once the task that returns idle leases runs.
     lease_sweeper: AtomicBool,
-    /// Makes the idempotency token of each lease return unique to this process.
+    /// With `batches_written`, makes the idempotency token of each batch write unique.
     process_nonce: String,
-    lease_returns: std::sync::atomic::AtomicU64,
+    batches_written: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -181,7 +181,7 @@ impl LimitsService {
                 batch: Mutex::default(),
                 lease_sweeper: AtomicBool::new(false),
                 process_nonce: uuid::Uuid::new_v4().to_string(),
-                lease_returns: std::sync::atomic::AtomicU64::new(0),
+                batches_written: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -333,10 +333,16 @@ impl LimitsService {
         let mut book = self.lease_book();
         match outcome {
             Ok(()) => {
+                let mut orphans = Vec::new();
                 for (&index, amount) in missing.iter().zip(granted) {
-                    book.give(&holds[index], amount - holds[index].amount, now, true);
+                    let hold = &holds[index];
+                    // A lease under another limit appeared meanwhile: give this one back instead.
+                    if !book.give(hold, amount - hold.amount, now, true) {
+                        orphans.push(ReturnedLease { counter: hold.counter.clone(), free: amount - hold.amount, limit: hold.limit });
+                    }
                 }
                 drop(book);
+                self.return_leases(orphans);
                 self.start_lease_sweeper();
                 Ok(())
             }
@@ -443,7 +449,7 @@ impl LimitsService {
         if settlements.is_empty() {
             return;
         }
-        let sequence = self.inner.lease_returns.fetch_add(1, Ordering::Relaxed);
+        let sequence = self.inner.batches_written.fetch_add(1, Ordering::Relaxed);
         for (part, chunk) in settlements.chunks(99).enumerate() {
             let operation = format!("batch#{}#{sequence}#{part}", self.inner.process_nonce);
             self.start_settlement(chunk.to_vec(), operation, request_id.clone());
