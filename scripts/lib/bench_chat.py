@@ -176,10 +176,13 @@ def main() -> int:
         limits_dir.mkdir()
         limits_moto = start_moto(limits_dir)
         limits_resources = provision(limits_moto.url, suffix="bench-limits")
-        limited_api = stack.start_api("api-bench-limits", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url,
-                                      AWS_ENDPOINT_URL_DYNAMODB=limits_moto.url,
-                                      USAGE_TABLE_NAME=limits_resources.usage_table,
-                                      USAGE_LOG_GROUP=None, LIMITS_EVENT_BUS_NAME="none", LIMITS_STORE_TIMEOUT_MS="30000")
+        # Two of them: with leases (the local server's default: most requests admitted from memory) and without
+        # (as in Lambda: one reservation per request, one synchronous round trip to DynamoDB).
+        limited_env = dict(AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url, AWS_ENDPOINT_URL_DYNAMODB=limits_moto.url,
+                           USAGE_TABLE_NAME=limits_resources.usage_table, USAGE_LOG_GROUP=None,
+                           LIMITS_EVENT_BUS_NAME="none", LIMITS_STORE_TIMEOUT_MS="30000")
+        limited_api = stack.start_api("api-bench-limits", **limited_env)
+        unleased_api = stack.start_api("api-bench-limits-no-leases", LIMITS_LEASE_REQUESTS="0", **limited_env)
         stack.extra_apis.append(limits_moto)  # stopped after the API that writes to it
         users = local_users(stack.resources)
         password = "Bench-Passw0rd!-Bench"
@@ -205,6 +208,7 @@ def main() -> int:
             "direct to fake Bedrock": (slow_bedrock.url + model_path, direct_script),
             "through the gateway": (api.url + "/bedrock/chat", gateway_script),
             "gateway, limits on": (limited_api.url + "/bedrock/chat", limited_script),
+            "limits on, no leases": (unleased_api.url + "/bedrock/chat", limited_script),
         }
         results = {}
         idle_kib = memory_kib(api.pid, "VmRSS")
@@ -215,10 +219,11 @@ def main() -> int:
             results[name] = run_wrk(wrk, url, script, args.connections, args.seconds)
             if url.startswith(api.url):
                 gateway_answered += answered(warm_up) + answered(results[name])
-            if url.startswith(limited_api.url):
+            if url.startswith((limited_api.url, unleased_api.url)):
                 limited_answered += answered(warm_up) + answered(results[name])
         limits_checked = admitted_by_limits(limits_resources, "bench-limited-tenant")
-        failed_open = sum(1 for line in limited_api.stderr_path.read_text(errors="replace").splitlines()
+        failed_open = sum(1 for server in (limited_api, unleased_api)
+                          for line in server.stderr_path.read_text(errors="replace").splitlines()
                           if '"limits_unavailable"' in line)
         # No pause: the server is stopped with whatever counter backlog the load left.
         metered, stop_seconds, exit_code = stop_and_count(
@@ -234,10 +239,12 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:<26}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>10}")
     print(f"throughput ratio gateway/direct: {gateway['rps'] / direct['rps']:.3f}")
-    limited = results["gateway, limits on"]
-    print(f"added latency of limits (on - off) p50: {limited['p50_ms'] - gateway['p50_ms']:.2f} ms, "
-          f"p99: {limited['p99_ms'] - gateway['p99_ms']:.2f} ms (reservation and settlement in moto); "
-          f"throughput on/off: {limited['rps'] / gateway['rps']:.3f}")
+    for name, what in (("gateway, limits on", "leases: most requests admitted from memory"),
+                       ("limits on, no leases", "a reservation in moto per request")):
+        limited = results[name]
+        print(f"added latency of limits ({name} - off) p50: {limited['p50_ms'] - gateway['p50_ms']:.2f} ms, "
+              f"p99: {limited['p99_ms'] - gateway['p99_ms']:.2f} ms ({what}); "
+              f"throughput on/off: {limited['rps'] / gateway['rps']:.3f}")
     print(f"limits on: requests counted by the requests_per_minute counters / answered: {limits_checked} / "
           f"{limited_answered}; admitted unchecked (limits_unavailable, fail open): {failed_open}")
     print(f"added latency p50: {gateway['p50_ms'] - direct['p50_ms']:.2f} ms, "
