@@ -308,6 +308,7 @@ impl LimitsService {
         }
         let mut taken = self.take_from_leases(holds, &vec![false; holds.len()]);
         if taken.iter().all(|taken| *taken) {
+            self.refill_ahead(request, holds);
             return Ok(());
         }
         // Wait for the reservation in progress for this tenant (bounded like a reservation), then look again.
@@ -361,6 +362,49 @@ impl LimitsService {
                 })
             }
         }
+    }
+
+    /// When a lease that admitted this request has less than a quarter of a lease's worth left, reserves the
+    /// next one in the background (one at a time per tenant), so that the requests that follow do not wait for
+    /// it. A refusal or a failure there changes nothing: a request that finds the lease empty reserves as usual.
+    fn refill_ahead(&self, request: &AdmissionRequest<'_>, holds: &[Hold]) {
+        let settings = self.inner.config.lease;
+        let low: Vec<Hold> = {
+            let book = self.lease_book();
+            holds
+                .iter()
+                .filter_map(|hold| {
+                    let worth = settings.reservation_amount(hold);
+                    let free = book.free(&hold.counter)?;
+                    (worth > hold.amount && free < worth / 4).then(|| Hold { amount: worth - free.min(worth), ..hold.clone() })
+                })
+                .collect()
+        };
+        if low.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(turn) = self.lease_gate(request.tenant_id, request.key_id).try_lock_owned() else { return };
+        let sequence = self.inner.batches_written.fetch_add(1, Ordering::Relaxed);
+        let token = idempotency_token("refill", &format!("{}#{sequence}", self.inner.process_nonce));
+        self.inner.pending.send_modify(|count| *count += 1);
+        let this = self.clone();
+        runtime.spawn(async move {
+            if this.reserve_in_store(&low, &token).await.is_ok() {
+                let now = Instant::now();
+                let mut orphans = Vec::new();
+                let mut book = this.lease_book();
+                for hold in &low {
+                    if !book.give(hold, hold.amount, now, false) {
+                        orphans.push(ReturnedLease { counter: hold.counter.clone(), free: hold.amount, limit: hold.limit });
+                    }
+                }
+                drop(book);
+                this.return_leases(orphans);
+            }
+            drop(turn);
+            this.inner.pending.send_modify(|count| *count = count.saturating_sub(1));
+        });
     }
 
     async fn reserve_in_store(&self, holds: &[Hold], token: &str) -> Result<(), ReserveError> {
