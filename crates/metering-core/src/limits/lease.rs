@@ -8,7 +8,8 @@
 //! lease unused for `LIMITS_LEASE_IDLE_MS`, of a period that ended, or granted under a limit that changed is
 //! returned (`admitted` goes down by what is left), and every lease is returned when the process stops.
 //! Until then, others may be refused while a lease is held: the under-use bound is 1.25 leases per process and
-//! counter (a lease down to a quarter has the next reserved ahead). Off (0) by default: a Lambda instance serves one request at a time and is frozen between them.
+//! counter (a lease down to a quarter has the next reserved ahead). Off (0) by default: a Lambda instance
+//! serves one request at a time and is frozen between them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
