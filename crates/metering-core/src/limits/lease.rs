@@ -41,13 +41,14 @@ impl LeaseSettings {
     }
 
     /// What to reserve in DynamoDB for a hold no lease covers: the hold, or a lease of more when that stays
-    /// within the share of the limit (never less than the hold itself).
-    pub fn reservation_amount(&self, hold: &Hold) -> u64 {
+    /// within the share of the limit (never less than the hold itself). `growth` multiplies the requests a
+    /// lease is worth (see [`LeaseBook::growth`]).
+    pub fn reservation_amount(&self, hold: &Hold, growth: u64) -> u64 {
         if !self.enabled() {
             return hold.amount;
         }
         let share = u128::from(hold.limit) * u128::from(self.share_percent) / 100;
-        let wanted = u128::from(hold.amount) * u128::from(self.requests);
+        let wanted = u128::from(hold.amount) * u128::from(self.requests) * u128::from(growth.max(1));
         u64::try_from(wanted.min(share)).unwrap_or(u64::MAX).max(hold.amount)
     }
 }
@@ -59,7 +60,16 @@ struct Lease {
     /// The limit it was granted under: a lease never admits under another one.
     limit: u64,
     last_used: Instant,
+    /// The lease is worth `growth` times `LIMITS_LEASE_REQUESTS` requests: doubled (up to
+    /// `MAX_LEASE_GROWTH`) each time the next one is reserved within `FAST_REFILL` of the one before, so that
+    /// a busy tenant makes about one reservation per `FAST_REFILL`, whatever its request rate.
+    growth: u64,
+    granted_at: Instant,
 }
+
+/// A lease used up faster than this has its next one doubled.
+pub const FAST_REFILL: Duration = Duration::from_secs(1);
+pub const MAX_LEASE_GROWTH: u64 = 256;
 
 /// A lease taken back from the book, to be returned to DynamoDB.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,11 +131,28 @@ impl LeaseBook {
             }
             Some(_) => false,
             None if create => {
-                self.leases.insert(hold.counter.clone(), Lease { free: amount, limit: hold.limit, last_used: now });
+                let lease = Lease { free: amount, limit: hold.limit, last_used: now, growth: 1, granted_at: now };
+                self.leases.insert(hold.counter.clone(), lease);
                 true
             }
             None => false,
         }
+    }
+
+    /// Notes that a lease's worth was just reserved for `counter` (a new lease, or the next one of a lease):
+    /// a lease used up within `FAST_REFILL` doubles its worth.
+    pub fn granted(&mut self, counter: &UseCounter, now: Instant) {
+        if let Some(lease) = self.leases.get_mut(counter) {
+            if now.saturating_duration_since(lease.granted_at) < FAST_REFILL {
+                lease.growth = (lease.growth * 2).min(MAX_LEASE_GROWTH);
+            }
+            lease.granted_at = now;
+        }
+    }
+
+    /// The multiplier of the next lease of `counter` (1 without a lease).
+    pub fn growth(&self, counter: &UseCounter) -> u64 {
+        self.leases.get(counter).map_or(1, |lease| lease.growth)
     }
 
     /// Takes out the leases unused for `idle` or whose period has ended (all of them with `everything`).
@@ -171,15 +198,18 @@ mod tests {
     fn a_lease_is_worth_n_requests_within_its_share_of_the_limit_and_never_less_than_the_hold() {
         let settings = LeaseSettings { requests: 16, share_percent: 1, idle: Duration::from_secs(1) };
         // 16 x 1,000 = 16,000 <= 1% of 10M.
-        assert_eq!(settings.reservation_amount(&hold(LimitKind::TokensPerMonth, 10_000_000, 1_000)), 16_000);
+        assert_eq!(settings.reservation_amount(&hold(LimitKind::TokensPerMonth, 10_000_000, 1_000), 1), 16_000);
+        // Grown 4 times: 64,000, still within 1%; grown 8 times: capped at 1%.
+        assert_eq!(settings.reservation_amount(&hold(LimitKind::TokensPerMonth, 10_000_000, 1_000), 4), 64_000);
+        assert_eq!(settings.reservation_amount(&hold(LimitKind::TokensPerMonth, 10_000_000, 1_000), 8), 100_000);
         // 1% of 1M = 10,000 < 16,000.
-        assert_eq!(settings.reservation_amount(&hold(LimitKind::TokensPerMonth, 1_000_000, 1_000)), 10_000);
+        assert_eq!(settings.reservation_amount(&hold(LimitKind::TokensPerMonth, 1_000_000, 1_000), 1), 10_000);
         // A budget of ~30 requests: 1% is less than one request, so exactly the hold (no lease).
-        assert_eq!(settings.reservation_amount(&hold(LimitKind::TokensPerMonth, 30_000, 1_000)), 1_000);
-        assert_eq!(settings.reservation_amount(&hold(LimitKind::RequestsPerMinute, 10, 1)), 1);
+        assert_eq!(settings.reservation_amount(&hold(LimitKind::TokensPerMonth, 30_000, 1_000), 64), 1_000);
+        assert_eq!(settings.reservation_amount(&hold(LimitKind::RequestsPerMinute, 10, 1), 1), 1);
         let off = LeaseSettings::default();
         assert!(!off.enabled());
-        assert_eq!(off.reservation_amount(&hold(LimitKind::TokensPerMonth, 10_000_000, 1_000)), 1_000);
+        assert_eq!(off.reservation_amount(&hold(LimitKind::TokensPerMonth, 10_000_000, 1_000), 8), 1_000);
     }
 
     #[test]
@@ -203,6 +233,28 @@ mod tests {
         assert_eq!(stale, vec![ReturnedLease { counter: tokens.counter.clone(), free: 500, limit: 10_000_000 }]);
         assert!(book.is_empty());
         assert!(stale[0].settlement().held == 500 && stale[0].settlement().actual == 0);
+    }
+
+    #[test]
+    fn a_lease_used_up_within_a_second_doubles_the_next_and_an_idle_one_starts_again_at_one() {
+        let mut book = LeaseBook::default();
+        let start = Instant::now();
+        let tokens = hold(LimitKind::TokensPerMonth, 10_000_000, 1_000);
+        assert_eq!(book.growth(&tokens.counter), 1);
+        book.give(&tokens, 16_000, start, true);
+        book.granted(&tokens.counter, start + Duration::from_millis(300));
+        book.granted(&tokens.counter, start + Duration::from_millis(600));
+        assert_eq!(book.growth(&tokens.counter), 4);
+        // The next one came 2 s later: no growth.
+        book.granted(&tokens.counter, start + Duration::from_millis(2_600));
+        assert_eq!(book.growth(&tokens.counter), 4);
+        for step in 1..=20 {
+            book.granted(&tokens.counter, start + Duration::from_millis(2_600 + step));
+        }
+        assert_eq!(book.growth(&tokens.counter), MAX_LEASE_GROWTH);
+        let wall = tokens.counter.period.resets_at - chrono::Duration::days(1);
+        book.take_out_idle(start + Duration::from_secs(10), Duration::from_secs(1), wall, false);
+        assert_eq!(book.growth(&tokens.counter), 1);
     }
 
     #[test]

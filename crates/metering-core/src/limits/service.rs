@@ -320,8 +320,16 @@ impl LimitsService {
             return Ok(());
         }
         let settings = self.inner.config.lease;
-        let leases: Vec<Hold> =
-            missing.iter().map(|&index| Hold { amount: settings.reservation_amount(&holds[index]), ..holds[index].clone() }).collect();
+        let leases: Vec<Hold> = {
+            let book = self.lease_book();
+            missing
+                .iter()
+                .map(|&index| {
+                    let hold = &holds[index];
+                    Hold { amount: settings.reservation_amount(hold, book.growth(&hold.counter)), ..hold.clone() }
+                })
+                .collect()
+        };
         let mut outcome = self.reserve_in_store(&leases, &token).await;
         let mut granted = leases.iter().map(|lease| lease.amount).collect::<Vec<u64>>();
         if matches!(outcome, Err(ReserveError::Refused(_))) && leases.iter().zip(&missing).any(|(lease, &index)| lease.amount > holds[index].amount) {
@@ -337,9 +345,12 @@ impl LimitsService {
                 let mut orphans = Vec::new();
                 for (&index, amount) in missing.iter().zip(granted) {
                     let hold = &holds[index];
+                    let existed = book.free(&hold.counter).is_some();
                     // A lease under another limit appeared meanwhile: give this one back instead.
                     if !book.give(hold, amount - hold.amount, now, true) {
                         orphans.push(ReturnedLease { counter: hold.counter.clone(), free: amount - hold.amount, limit: hold.limit });
+                    } else if existed && amount > hold.amount {
+                        book.granted(&hold.counter, now);
                     }
                 }
                 drop(book);
@@ -374,7 +385,7 @@ impl LimitsService {
             holds
                 .iter()
                 .filter_map(|hold| {
-                    let worth = settings.reservation_amount(hold);
+                    let worth = settings.reservation_amount(hold, book.growth(&hold.counter));
                     let free = book.free(&hold.counter)?;
                     (worth > hold.amount && free < worth / 4).then(|| Hold { amount: worth - free.min(worth), ..hold.clone() })
                 })
@@ -395,7 +406,9 @@ impl LimitsService {
                 let mut orphans = Vec::new();
                 let mut book = this.lease_book();
                 for hold in &low {
-                    if !book.give(hold, hold.amount, now, false) {
+                    if book.give(hold, hold.amount, now, false) {
+                        book.granted(&hold.counter, now);
+                    } else {
                         orphans.push(ReturnedLease { counter: hold.counter.clone(), free: hold.amount, limit: hold.limit });
                     }
                 }
