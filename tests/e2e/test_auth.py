@@ -141,6 +141,26 @@ def test_other_schemes_get_401(api_url, alice):
     assert_error_body(response, 401)
 
 
+def test_a_cached_token_is_refused_after_its_exp_and_a_tampered_one_is_verified(api_url, claims):
+    """The authorizer caches what it verified, keyed by the whole token (README "Identity: exact claims"): the
+    cache never outlives a token's exp, and a token changed in one claim is another key, verified in full."""
+    # GIVEN a token valid for a few more seconds, accepted (so cached)
+    expires_at = _now() + 3
+    token = tokens.sign_rs256({**claims, "exp": expires_at})
+    accepted = chat(api_url, token, {"prompt": PROMPT})
+    assert accepted.status_code == 200, accepted.text
+    # WHEN the same token with its tenant changed comes while the original is cached
+    # THEN it is refused (its signature no longer matches)
+    tampered = chat(api_url, tokens.tampered(token, **{"custom:tenant_id": "victim-tenant"}), {"prompt": PROMPT})
+    assert_error_body(tampered, 401)
+    # WHEN the cached token comes back after its exp
+    time.sleep(max(0.0, expires_at - time.time()) + 1.1)
+    expired = chat(api_url, token, {"prompt": PROMPT})
+    # THEN it is refused like any expired token
+    error = assert_error_body(expired, 401)
+    assert error["message"] == NOT_ACCEPTED
+
+
 def test_a_user_without_tenant_gets_403(api_url, user_factory):
     orphan = user_factory.create(None, prefix="orphan")
     assert "custom:tenant_id" not in tokens.claims_of(orphan.token)

@@ -61,15 +61,37 @@ pub struct UpstreamResponse {
 
 impl UpstreamResponse {
     /// Reads the whole body (bounded by `limit` bytes).
+    /// An answer that comes in one chunk (the usual case) is handed on as it is, without a copy.
     pub async fn read_all(mut self, limit: usize) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
-        let mut collected = Vec::new();
+        let too_large = || UpstreamError::Body(format!("answer larger than {limit} bytes"));
+        let mut first = Bytes::new();
+        let mut collected: Option<Vec<u8>> = None;
         while let Some(chunk) = self.body.next_chunk().await {
-            collected.extend_from_slice(&chunk?);
-            if collected.len() > limit {
-                return Err(UpstreamError::Body(format!("answer larger than {limit} bytes")));
+            let chunk = chunk?;
+            let size = match &mut collected {
+                None if first.is_empty() => {
+                    first = chunk;
+                    first.len()
+                }
+                None => {
+                    let mut joined = Vec::with_capacity(first.len() + chunk.len());
+                    joined.extend_from_slice(&first);
+                    joined.extend_from_slice(&chunk);
+                    let size = joined.len();
+                    collected = Some(joined);
+                    size
+                }
+                Some(joined) => {
+                    joined.extend_from_slice(&chunk);
+                    joined.len()
+                }
+            };
+            if size > limit {
+                return Err(too_large());
             }
         }
-        Ok((self.status, self.headers, Bytes::from(collected)))
+        let body = collected.map_or(first, Bytes::from);
+        Ok((self.status, self.headers, body))
     }
 
     /// Seconds of the `retry-after` header, if it holds a number.
@@ -209,6 +231,34 @@ mod tests {
         headers.insert("anthropic-beta", HeaderValue::from_static("prompt-caching-2024-07-31"));
         headers.insert("cookie", HeaderValue::from_static("session=1"));
         headers
+    }
+
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    #[async_trait]
+    impl ChunkSource for Chunks {
+        async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
+            self.0.pop_front().map(Ok)
+        }
+    }
+
+    fn answer_of(chunks: &[&Bytes]) -> UpstreamResponse {
+        let chunks = chunks.iter().map(|chunk| Bytes::clone(chunk)).collect();
+        UpstreamResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: Box::new(Chunks(chunks)) }
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_is_its_chunks_joined_and_one_chunk_is_not_copied() {
+        let (a, b, c, empty) = (Bytes::from_static(b"{\"a\":"), Bytes::from_static(b"1"), Bytes::from_static(b"}"), Bytes::new());
+        let (_, _, one) = answer_of(&[&a]).read_all(100).await.unwrap();
+        assert_eq!(one.as_ptr(), a.as_ptr(), "handed on without a copy");
+        for chunks in [vec![&a, &b, &c], vec![&empty, &a, &b, &c], vec![&a, &empty, &b, &c, &empty]] {
+            let (_, _, joined) = answer_of(&chunks).read_all(100).await.unwrap();
+            assert_eq!(&joined[..], b"{\"a\":1}");
+        }
+        assert!(answer_of(&[&a, &b, &c]).read_all(6).await.is_err(), "7 bytes over a limit of 6");
+        assert!(answer_of(&[&a]).read_all(4).await.is_err(), "one chunk over the limit");
+        assert_eq!(answer_of(&[]).read_all(4).await.unwrap().2.len(), 0);
     }
 
     #[test]

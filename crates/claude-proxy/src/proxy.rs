@@ -28,7 +28,7 @@ use crate::model_resolution::{BedrockModel, ModelResolver};
 use crate::rate_limits::{RateLimitEntry, RateLimitMemory};
 use crate::request::{client_user, MessagesBody, ProxyRequest};
 use crate::streaming::{spawn_stream, ClientDisconnect, StreamSource};
-use crate::sse::usage_of_message;
+use crate::sse::usage_of_message_json;
 
 /// Response header naming the upstream that answered (`anthropic` or `bedrock`).
 pub const UPSTREAM_HEADER: &str = "x-gateway-upstream";
@@ -405,7 +405,7 @@ impl ProxyService {
             Route::Bedrock { model, reason } | Route::BedrockAfterRefusal { model, reason, .. } => {
                 // CountTokens takes a foundation model id, not an inference profile.
                 let model_id = model.foundation_model_id;
-                let mut converted = to_bedrock_body(&call.body.fields, &request.betas(), &self.settings.bedrock_allowed_betas);
+                let mut converted = to_bedrock_body(call.body.fields.whole()?, &request.betas(), &self.settings.bedrock_allowed_betas);
                 converted.log_dropped(&request.request_id);
                 // Bedrock validates the body as an InvokeModel body, where max_tokens is required.
                 if let Value::Object(fields) = &mut converted.body {
@@ -555,7 +555,7 @@ impl ProxyService {
             return Ok(with_headers(Response::new(body), upstream.status, headers));
         }
         let (status, _, bytes) = upstream.read_all(MAX_ANSWER_BYTES).await.map_err(ApiError::from)?;
-        let tokens = serde_json::from_slice::<Value>(&bytes).ok().as_ref().and_then(usage_of_message);
+        let tokens = usage_of_message_json(&bytes);
         if tokens.is_none() {
             tracing::warn!("Anthropic's answer carried no usage; metered as zero tokens");
         }
@@ -626,7 +626,7 @@ impl ProxyService {
     }
 
     async fn answer_from_bedrock(&self, call: &Call<'_>, model_id: &str, reason: FallbackReason) -> Result<Response<ProxyBody>, ApiError> {
-        let converted = to_bedrock_body(&call.body.fields, &call.request.betas(), &self.settings.bedrock_allowed_betas);
+        let converted = to_bedrock_body(call.body.fields.whole()?, &call.request.betas(), &self.settings.bedrock_allowed_betas);
         converted.log_dropped(&call.request.request_id);
         tracing::info!(bedrock_model = model_id, reason = reason.as_str(), stream = call.body.stream, "served by Bedrock");
         let metadata = BedrockRequestMetadata {
@@ -661,7 +661,7 @@ impl ProxyService {
             .invoke(model_id, converted.to_bytes(), &metadata)
             .await
             .map_err(|error| bedrock::api_error(error, model_id))?;
-        let tokens = serde_json::from_slice::<Value>(&answer).ok().as_ref().and_then(usage_of_message);
+        let tokens = usage_of_message_json(&answer);
         if tokens.is_none() {
             tracing::warn!("Bedrock's answer carried no usage; metered as zero tokens");
         }

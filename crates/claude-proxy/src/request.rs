@@ -1,9 +1,14 @@
 //! What the proxy reads from a client request: the gateway key, the body's few fields it acts on (the rest
 //! goes upstream untouched), the user to meter, and the query to forward.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use http::HeaderMap;
 use metering_core::ApiError;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::config::CredentialMode;
@@ -78,46 +83,248 @@ fn is_gateway_parameter(pair: &str) -> bool {
     form_urlencoded::parse(pair.as_bytes()).next().is_some_and(|(name, _)| name == USER_QUERY_PARAMETER)
 }
 
-/// The body of `/v1/messages` or `/v1/messages/count_tokens`: the JSON object (kept for Bedrock) and the
-/// fields the proxy acts on.
+/// The body of `/v1/messages` or `/v1/messages/count_tokens`: the fields the proxy acts on, read in one pass
+/// that builds nothing else (the rest is checked to be JSON and skipped: it goes upstream as the client sent
+/// it), and the whole JSON object, parsed only if a Bedrock fallback or a limit needs it.
 #[derive(Debug, Clone)]
 pub struct MessagesBody {
-    pub fields: Map<String, Value>,
+    pub fields: BodyFields,
     pub model: String,
     pub stream: bool,
+    /// `metadata.user_id` as sent, when it is a string.
+    metadata_user_id: Option<String>,
 }
 
 impl MessagesBody {
-    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+    pub fn parse(body: &Bytes) -> Result<Self, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::InvalidRequest("the request body is empty; send a Messages API JSON object".into()));
         }
-        let value: Value = serde_json::from_slice(body)
+        let inspected = serde_json::from_slice::<InspectedBody<'_>>(body)
             .map_err(|error| ApiError::InvalidRequest(format!("the request body is not valid JSON: {error}")))?;
-        let Value::Object(fields) = value else {
+        let InspectedBody::Object { model, messages, stream, metadata_user_id } = inspected else {
             return Err(ApiError::InvalidRequest("the request body must be a JSON object".into()));
         };
-        let model = match fields.get("model") {
-            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+        let model = match model {
+            Some(Probe::Str(model)) if !model.trim().is_empty() => model.into_owned(),
             Some(_) => return Err(ApiError::InvalidRequest("model: must be a non-empty string".into())),
             None => return Err(ApiError::InvalidRequest("model: field required".into())),
         };
-        match fields.get("messages") {
-            Some(Value::Array(_)) => {}
+        match messages {
+            Some(Probe::Array) => {}
             Some(_) => return Err(ApiError::InvalidRequest("messages: must be an array".into())),
             None => return Err(ApiError::InvalidRequest("messages: field required".into())),
         }
-        let stream = match fields.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(stream)) => *stream,
+        let stream = match stream {
+            None | Some(Probe::Null) => false,
+            Some(Probe::Bool(stream)) => stream,
             Some(_) => return Err(ApiError::InvalidRequest("stream: must be a boolean".into())),
         };
-        Ok(Self { fields, model, stream })
+        Ok(Self { fields: BodyFields::new(body.clone()), model, stream, metadata_user_id })
     }
 
     /// `metadata.user_id` as Claude Code sends it, reduced to the user (see `clean_user_id`).
     pub fn metadata_user(&self) -> Option<String> {
-        self.fields.get("metadata")?.get("user_id")?.as_str().and_then(clean_user_id)
+        self.metadata_user_id.as_deref().and_then(clean_user_id)
+    }
+}
+
+/// The request body as a JSON object, parsed on first use and kept.
+#[derive(Debug, Clone)]
+pub struct BodyFields {
+    bytes: Bytes,
+    parsed: OnceLock<Result<Map<String, Value>, String>>,
+}
+
+impl BodyFields {
+    fn new(bytes: Bytes) -> Self {
+        Self { bytes, parsed: OnceLock::new() }
+    }
+
+    /// The whole object. It fails only on JSON the first pass skipped without judging (a number too large for
+    /// a float, in a field the proxy does not act on).
+    pub fn whole(&self) -> Result<&Map<String, Value>, ApiError> {
+        let parsed = self.parsed.get_or_init(|| match serde_json::from_slice::<Value>(&self.bytes) {
+            Ok(Value::Object(fields)) => Ok(fields),
+            Ok(_) => Err("the request body must be a JSON object".into()),
+            Err(error) => Err(format!("the request body is not valid JSON: {error}")),
+        });
+        parsed.as_ref().map_err(|message| ApiError::InvalidRequest(message.clone()))
+    }
+
+    /// One top-level field (`None` as well when the whole body cannot be read as a JSON object).
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.whole().ok()?.get(name)
+    }
+}
+
+/// What the first pass reads of a body: the top-level fields the proxy acts on, each as little as its checks
+/// need. A repeated field counts as its last occurrence, as in a `serde_json::Value`.
+enum InspectedBody<'a> {
+    Object { model: Option<Probe<'a>>, messages: Option<Probe<'a>>, stream: Option<Probe<'a>>, metadata_user_id: Option<String> },
+    NotAnObject,
+}
+
+/// The kind of one JSON value (and its text when it is a string), its contents skipped.
+enum Probe<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Null,
+    Array,
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for InspectedBody<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = InspectedBody<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let (mut model, mut messages, mut stream, mut metadata_user_id) = (None, None, None, None);
+                while let Some(key) = entries.next_key::<Cow<'de, str>>()? {
+                    match &*key {
+                        "model" => model = Some(entries.next_value::<Probe<'de>>()?),
+                        "messages" => messages = Some(entries.next_value::<Probe<'de>>()?),
+                        "stream" => stream = Some(entries.next_value::<Probe<'de>>()?),
+                        "metadata" => metadata_user_id = entries.next_value::<MetadataUser>()?.0,
+                        _ => {
+                            entries.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(InspectedBody::Object { model, messages, stream, metadata_user_id })
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                while items.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(InspectedBody::NotAnObject)
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(InspectedBody::NotAnObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(InspectedBody::NotAnObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(InspectedBody::NotAnObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(InspectedBody::NotAnObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(InspectedBody::NotAnObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(InspectedBody::NotAnObject)
+            }
+        }
+        deserializer.deserialize_any(BodyVisitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Probe<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ProbeVisitor;
+        impl<'de> Visitor<'de> for ProbeVisitor {
+            type Value = Probe<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Probe::Str(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Probe::Str(Cow::Owned(text.to_owned())))
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+                Ok(Probe::Bool(value))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Probe::Null)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Probe::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Probe::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Probe::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                while items.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Probe::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                while entries.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Probe::Other)
+            }
+        }
+        deserializer.deserialize_any(ProbeVisitor)
+    }
+}
+
+/// `metadata.user_id` when `metadata` is an object and its (last) `user_id` a string; any other `metadata`
+/// is skipped, as `Value::get` would find nothing in it.
+struct MetadataUser(Option<String>);
+
+impl<'de> Deserialize<'de> for MetadataUser {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MetadataVisitor;
+        impl<'de> Visitor<'de> for MetadataVisitor {
+            type Value = MetadataUser;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut user_id = None;
+                while let Some(key) = entries.next_key::<Cow<'de, str>>()? {
+                    if key == "user_id" {
+                        user_id = match entries.next_value::<Probe<'de>>()? {
+                            Probe::Str(text) => Some(text.into_owned()),
+                            _ => None,
+                        };
+                    } else {
+                        entries.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(MetadataUser(user_id))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                while items.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MetadataUser(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MetadataUser(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MetadataUser(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MetadataUser(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MetadataUser(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MetadataUser(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MetadataUser(None))
+            }
+        }
+        deserializer.deserialize_any(MetadataVisitor)
     }
 }
 
@@ -165,6 +372,10 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    fn parse(json: &str) -> Result<MessagesBody, ApiError> {
+        MessagesBody::parse(&Bytes::copy_from_slice(json.as_bytes()))
+    }
+
     fn request(headers: &[(&'static str, &'static str)], query: Option<&str>) -> ProxyRequest {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
@@ -187,7 +398,7 @@ mod tests {
 
     #[test]
     fn the_client_user_comes_from_metadata_then_query() {
-        let body = |json: &str| MessagesBody::parse(json.as_bytes()).unwrap();
+        let body = |json: &str| parse(json).unwrap();
         let with_metadata = body(r#"{"model":"m","messages":[],"metadata":{"user_id":"user_abc_account_1_session_9f"}}"#);
         let plain = body(r#"{"model":"m","messages":[]}"#);
         let query = request(&[], Some("beta=true&claude-code-user=alice%40example.com"));
@@ -248,12 +459,95 @@ mod tests {
             (r#"{"model": "m"}"#, "messages: field required"),
             (r#"{"model": "m", "messages": [], "stream": "yes"}"#, "stream: must be"),
         ] {
-            match MessagesBody::parse(body.as_bytes()) {
+            match parse(body) {
                 Err(ApiError::InvalidRequest(message)) => assert!(message.contains(expected), "{body}: {message}"),
                 other => panic!("{body}: {other:?}"),
             }
         }
-        assert!(MessagesBody::parse(br#"{"model":"m","messages":[],"stream":true}"#).unwrap().stream);
+        assert!(parse(r#"{"model":"m","messages":[],"stream":true}"#).unwrap().stream);
+    }
+
+    /// The reference reading: the whole body as a `serde_json::Value`, as the proxy read it before the one-pass
+    /// inspection; `Err` holds the start of the error message.
+    fn parse_by_whole_value(json: &str) -> Result<(String, bool, Option<String>), &'static str> {
+        if json.bytes().all(|byte| byte.is_ascii_whitespace()) {
+            return Err("the request body is empty");
+        }
+        let Ok(value) = serde_json::from_str::<Value>(json) else { return Err("the request body is not valid JSON") };
+        let Value::Object(fields) = value else { return Err("the request body must be a JSON object") };
+        let model = match fields.get("model") {
+            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+            Some(_) => return Err("model: must be"),
+            None => return Err("model: field required"),
+        };
+        match fields.get("messages") {
+            Some(Value::Array(_)) => {}
+            Some(_) => return Err("messages: must be"),
+            None => return Err("messages: field required"),
+        }
+        let stream = match fields.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(stream)) => *stream,
+            Some(_) => return Err("stream: must be"),
+        };
+        let user = fields.get("metadata").and_then(|metadata| metadata.get("user_id")).and_then(Value::as_str).map(str::to_owned);
+        Ok((model, stream, user))
+    }
+
+    #[test]
+    fn the_one_pass_inspection_reads_exactly_what_the_whole_value_reading_reads() {
+        for json in [
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi \"x\" \u00e9"}]}],"stream":true}"#,
+            r#"{"model":"m\u0031","messages":[],"stream":null,"max_tokens":5}"#,
+            r#"{"mod\u0065l":"escaped key","messages":[]}"#,
+            r#"{"model":"first","model":"last","messages":[],"stream":true,"stream":false}"#,
+            r#"{"model":"m","messages":[],"messages":{}}"#,
+            r#"{"model":"m","messages":{},"messages":[]}"#,
+            r#"{"model":"  ","messages":[]}"#,
+            r#"{"model":null,"messages":[]}"#,
+            r#"{"model":["m"],"messages":[]}"#,
+            r#"{"model":"m","messages":"[]"}"#,
+            r#"{"model":"m","messages":[],"stream":"true"}"#,
+            r#"{"model":"m","messages":[],"stream":1}"#,
+            r#"{"model":"m","messages":[],"metadata":{"user_id":"u1"}}"#,
+            r#"{"model":"m","messages":[],"metadata":{"user_id":"u1","user_id":5}}"#,
+            r#"{"model":"m","messages":[],"metadata":{"user_id":"u1"},"metadata":"x"}"#,
+            r#"{"model":"m","messages":[],"metadata":["user_id"]}"#,
+            r#"{"model":"m","messages":[],"metadata":{"other":{"user_id":"nested"}}}"#,
+            r#"{"model":"m","messages":[],"metadata":{"user_id":"a\nb"}}"#,
+            r#"{"model":"m","messages":[]} x"#,
+            r#"{"model":"m","messages":[}"#,
+            r#"{"model":"m","messages":[],"x":[[[{"y":tru}]]]}"#,
+            "[]",
+            "\"text\"",
+            "5",
+            "null",
+            " ",
+        ] {
+            let expected = parse_by_whole_value(json);
+            match (parse(json), expected) {
+                (Ok(body), Ok((model, stream, user))) => {
+                    assert_eq!((body.model.clone(), body.stream, body.metadata_user_id.clone()), (model, stream, user), "{json}");
+                    assert_eq!(body.metadata_user(), body.metadata_user_id.as_deref().and_then(clean_user_id), "{json}");
+                }
+                (Err(ApiError::InvalidRequest(message)), Err(start)) => assert!(message.starts_with(start), "{json}: {message}"),
+                (got, expected) => panic!("{json}: {got:?} vs {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_whole_object_is_parsed_when_asked_for() {
+        let body = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":64,"system":"s"}"#).unwrap();
+        assert_eq!(body.fields.get("max_tokens").and_then(Value::as_u64), Some(64));
+        let whole = body.fields.whole().unwrap();
+        assert_eq!(whole.keys().collect::<Vec<_>>(), ["max_tokens", "messages", "model", "system"]);
+        assert_eq!(whole["messages"][0]["content"], "hi");
+        // A number too large for a float is skipped by the inspection, refused by the whole reading.
+        let huge = parse(r#"{"model":"m","messages":[],"temperature":1e400}"#).unwrap();
+        assert!(matches!(huge.fields.whole(), Err(ApiError::InvalidRequest(message)) if message.contains("not valid JSON")));
+        assert_eq!(huge.fields.get("model"), None);
     }
 
     #[test]

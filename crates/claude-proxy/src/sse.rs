@@ -6,8 +6,10 @@
 //! the input and cache counts in `message_delta`; when present they win.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use metering_core::usage::TokenCounts;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -228,6 +230,169 @@ pub fn usage_of_message(message: &Value) -> Option<TokenCounts> {
     })
 }
 
+/// The usage of a whole (non-streaming) Messages API answer, read from its bytes in one pass that builds
+/// nothing but the four counts (the content is checked to be JSON and skipped). Reads what
+/// [`usage_of_message`] reads from the parsed value: `None` unless the answer is a JSON object with `usage`;
+/// a count that is not an unsigned integer is 0; a repeated key counts as its last occurrence.
+pub fn usage_of_message_json(answer: &[u8]) -> Option<TokenCounts> {
+    serde_json::from_slice::<MessageUsage>(answer).ok()?.0
+}
+
+/// The `usage` of an answer, when the answer is an object that has one.
+struct MessageUsage(Option<TokenCounts>);
+
+/// The four counts of a `usage` value (all 0 when it is not an object).
+struct UsageCounts(TokenCounts);
+
+/// A count as `Value::as_u64` reads it: an unsigned integer, else nothing.
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for MessageUsage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AnswerVisitor;
+        impl<'de> Visitor<'de> for AnswerVisitor {
+            type Value = MessageUsage;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut usage = None;
+                while let Some(key) = entries.next_key::<Cow<'de, str>>()? {
+                    if key == "usage" {
+                        usage = Some(entries.next_value::<UsageCounts>()?.0);
+                    } else {
+                        entries.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(MessageUsage(usage))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                while items.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MessageUsage(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MessageUsage(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MessageUsage(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MessageUsage(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MessageUsage(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MessageUsage(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MessageUsage(None))
+            }
+        }
+        deserializer.deserialize_any(AnswerVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for UsageCounts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UsageVisitor;
+        impl<'de> Visitor<'de> for UsageVisitor {
+            type Value = UsageCounts;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut tokens = TokenCounts::default();
+                while let Some(key) = entries.next_key::<Cow<'de, str>>()? {
+                    let slot = match &*key {
+                        "input_tokens" => &mut tokens.input_tokens,
+                        "output_tokens" => &mut tokens.output_tokens,
+                        "cache_creation_input_tokens" => &mut tokens.cache_creation_input_tokens,
+                        "cache_read_input_tokens" => &mut tokens.cache_read_input_tokens,
+                        _ => {
+                            entries.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = entries.next_value::<Count>()?.0.unwrap_or_default();
+                }
+                Ok(UsageCounts(tokens))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                while items.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(UsageCounts(TokenCounts::default()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(UsageCounts(TokenCounts::default()))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(UsageCounts(TokenCounts::default()))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(UsageCounts(TokenCounts::default()))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(UsageCounts(TokenCounts::default()))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(UsageCounts(TokenCounts::default()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(UsageCounts(TokenCounts::default()))
+            }
+        }
+        deserializer.deserialize_any(UsageVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl<'de> Visitor<'de> for CountVisitor {
+            type Value = Count;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_u64<E: de::Error>(self, count: u64) -> Result<Self::Value, E> {
+                Ok(Count(Some(count)))
+            }
+            // serde_json hands a non-negative integer to visit_u64; what comes here is negative.
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Count(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Count(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Count(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Count(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Count(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                while items.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                while entries.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+        }
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +500,32 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     fn error_events_are_noted() {
         let (tap, _) = tap_of(&[b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\n\n"]);
         assert_eq!(tap.error.as_deref(), Some("overloaded_error"));
+    }
+
+    #[test]
+    fn the_one_pass_usage_reads_exactly_what_the_whole_value_reading_reads() {
+        for answer in [
+            r#"{"id":"msg_1","content":[{"type":"text","text":"a \"quoted\" {usage}"}],"usage":{"input_tokens":3,"output_tokens":5}}"#,
+            r#"{"usage":{"input_tokens":3,"output_tokens":5,"cache_creation_input_tokens":7,"cache_read_input_tokens":8,"server_tool_use":{"web_search_requests":1}}}"#,
+            r#"{"usage":{"input_tokens":3,"input_tokens":4}}"#,
+            r#"{"usage":{"input_tokens":3},"usage":{"output_tokens":9}}"#,
+            r#"{"usage":{"input_tokens":-3,"output_tokens":5.0,"cache_read_input_tokens":"8","cache_creation_input_tokens":null}}"#,
+            r#"{"usage":{"output_tokens":18446744073709551615}}"#,
+            r#"{"usage":null}"#,
+            r#"{"usage":[1,2]}"#,
+            r#"{"usage":"none"}"#,
+            r#"{"usag\u0065":{"input_tokens":1}}"#,
+            r#"{"nested":{"usage":{"input_tokens":1}}}"#,
+            r#"{}"#,
+            r#"[{"usage":{"input_tokens":1}}]"#,
+            r#"{"usage":{"input_tokens":1}} trailing"#,
+            r#"{"usage":{"input_tokens":1}"#,
+            "",
+            "null",
+        ] {
+            let reference = serde_json::from_str::<Value>(answer).ok().as_ref().and_then(usage_of_message);
+            assert_eq!(usage_of_message_json(answer.as_bytes()), reference, "{answer}");
+        }
     }
 
     #[test]

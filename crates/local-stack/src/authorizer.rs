@@ -1,7 +1,9 @@
 //! What API Gateway's Cognito user pool authorizer does, for the local server: verify an IdToken against
 //! the pool's JWKS (RS256 only; signature, `iss`, `aud` = app client, `token_use` = `id`, `exp`) and hand
 //! the claims on as strings, as API Gateway does. The JWKS is fetched once, cached, and refreshed when a
-//! token names an unknown `kid` (at most once per `MIN_REFRESH_INTERVAL`).
+//! token names an unknown `kid` (at most once per `MIN_REFRESH_INTERVAL`). Like API Gateway's authorizer, it
+//! caches what it verified, keyed by the whole token ([`VerifiedTokens`]): until the token's `exp`, for at most
+//! `CognitoSettings::cache_ttl`.
 //!
 //! It is stricter than it needs to be for tokens Cognito issues, so that a token signed with the right key
 //! but built by hand cannot bend identity: a key repeated in the header or the payload (parsers disagree on
@@ -12,6 +14,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -26,9 +30,19 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::RwLock;
 
+use crate::verified_tokens::{Claims, VerifiedTokens};
+
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// How far in the future an `iat` may be (clock skew between Cognito and this host).
 const MAX_IAT_AHEAD_SECONDS: i64 = 300;
+/// API Gateway's authorizer cache TTL by default (seconds), and its largest.
+pub const DEFAULT_CACHE_TTL_SECONDS: u64 = 300;
+pub const MAX_CACHE_TTL_SECONDS: u64 = 3600;
+/// Verified tokens kept at most (a token and its claims are about 2 KB: 2 MB at most).
+const CACHED_TOKENS: NonZeroUsize = match NonZeroUsize::new(1024) {
+    Some(capacity) => capacity,
+    None => NonZeroUsize::MIN,
+};
 
 #[derive(Debug, Clone)]
 pub struct CognitoSettings {
@@ -37,6 +51,8 @@ pub struct CognitoSettings {
     pub issuer: String,
     /// The app client id, which Cognito writes as the IdToken's `aud`.
     pub client_id: String,
+    /// How long a verified token is answered from the cache at most (never past its `exp`); zero: no cache.
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, Error)]
@@ -86,12 +102,14 @@ pub struct CognitoAuthorizer {
     settings: CognitoSettings,
     http: reqwest::Client,
     cache: RwLock<Option<CachedKeys>>,
+    verified: VerifiedTokens,
 }
 
 impl CognitoAuthorizer {
     pub fn new(settings: CognitoSettings) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Self { settings, http, cache: RwLock::new(None) }
+        let verified = VerifiedTokens::new(CACHED_TOKENS, settings.cache_ttl);
+        Self { settings, http, cache: RwLock::new(None), verified }
     }
 
     /// Verifies the request's `Authorization` header, logging why a token was refused (with the request id)
@@ -100,7 +118,7 @@ impl CognitoAuthorizer {
         &self,
         headers: &http::HeaderMap,
         request_id: &str,
-    ) -> Result<serde_json::Map<String, Value>, ApiError> {
+    ) -> Result<Claims, ApiError> {
         let authorization = headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
         self.authorize(authorization).await.map_err(|error| {
             tracing::info!(request_id, reason = %error, "token refused");
@@ -108,9 +126,22 @@ impl CognitoAuthorizer {
         })
     }
 
-    /// Verifies `Authorization: Bearer <IdToken>` and returns the claims as API Gateway passes them.
-    pub async fn authorize(&self, authorization: Option<&str>) -> Result<serde_json::Map<String, Value>, TokenError> {
+    /// Verifies `Authorization: Bearer <IdToken>` and returns the claims as API Gateway passes them: from the
+    /// cache when this very token was verified before and its entry still holds.
+    pub async fn authorize(&self, authorization: Option<&str>) -> Result<Claims, TokenError> {
         let token = bearer_token(authorization).ok_or(TokenError::Missing)?;
+        let now = chrono::Utc::now().timestamp();
+        if let Some(claims) = self.verified.get(token, now) {
+            return Ok(Claims::clone(&claims));
+        }
+        let (claims, expires_at) = self.verify(token, now).await?;
+        let claims = Arc::new(claims);
+        self.verified.insert(token, Arc::clone(&claims), expires_at, now);
+        Ok(Arc::unwrap_or_clone(claims))
+    }
+
+    /// The full verification of one token: its claims as API Gateway passes them, and its `exp`.
+    async fn verify(&self, token: &str, now: i64) -> Result<(Claims, i64), TokenError> {
         let header_json = check_segments(token)?;
         if header_json.contains_key("crit") {
             return Err(TokenError::CriticalHeader);
@@ -132,9 +163,12 @@ impl CognitoAuthorizer {
         if data.claims.get("token_use").and_then(Value::as_str) != Some("id") {
             return Err(TokenError::NotAnIdToken);
         }
-        check_issued_at(&data.claims, chrono::Utc::now().timestamp())?;
+        check_issued_at(&data.claims, now)?;
         check_identity_claims(&data.claims)?;
-        Ok(data.claims.into_iter().map(|(name, value)| (name, as_gateway_claim(value))).collect())
+        // `exp` is required and checked as a number by the validation above.
+        let expires_at = data.claims.get("exp").and_then(Value::as_f64).ok_or(TokenError::ClaimForm("exp"))? as i64;
+        let claims = data.claims.into_iter().map(|(name, value)| (name, as_gateway_claim(value))).collect();
+        Ok((claims, expires_at))
     }
 
     async fn decoding_key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
@@ -381,6 +415,42 @@ mod tests {
             let api_error = ApiError::from(error);
             assert_eq!(api_error, ApiError::Unauthenticated(TOKEN_NOT_ACCEPTED.into()));
         }
+    }
+
+    /// An authorizer whose signing keys cannot be fetched: any token it accepts came from its cache.
+    fn authorizer_without_keys() -> CognitoAuthorizer {
+        CognitoAuthorizer::new(CognitoSettings {
+            jwks_url: "http://127.0.0.1:9/no-keys-here".into(),
+            issuer: "https://cognito-idp.us-east-1.amazonaws.com/pool".into(),
+            client_id: "client".into(),
+            cache_ttl: Duration::from_secs(DEFAULT_CACHE_TTL_SECONDS),
+        })
+    }
+
+    fn signed_shape(claims: &str) -> String {
+        format!("{}.{}.c2ln", segment(r#"{"alg":"RS256","kid":"dummy"}"#), segment(claims))
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_answered_without_verification_until_its_exp() {
+        // GIVEN a token the cache holds as verified
+        let authorizer = authorizer_without_keys();
+        let token = signed_shape(r#"{"sub":"u","custom:tenant_id":"acme"}"#);
+        let mut claims = Claims::new();
+        claims.insert(TENANT_CLAIM.into(), Value::String("acme".into()));
+        let now = chrono::Utc::now().timestamp();
+        authorizer.verified.insert(&token, Arc::new(claims.clone()), now + 60, now);
+        // WHEN it comes back, with or without the scheme
+        // THEN its claims are answered from the cache (the keys could not even be fetched)
+        assert_eq!(authorizer.authorize(Some(&format!("Bearer {token}"))).await.unwrap(), claims);
+        assert_eq!(authorizer.authorize(Some(&token)).await.unwrap(), claims);
+        // AND a token differing in one byte is verified in full (here: refused, no keys)
+        let tampered = signed_shape(r#"{"sub":"u","custom:tenant_id":"acmf"}"#);
+        assert!(matches!(authorizer.authorize(Some(&tampered)).await, Err(TokenError::Jwks(_))));
+        // AND a cached entry past its exp is verified in full again
+        let expired = signed_shape(r#"{"sub":"u","custom:tenant_id":"old"}"#);
+        authorizer.verified.insert(&expired, Arc::new(claims), now, now - 10);
+        assert!(matches!(authorizer.authorize(Some(&expired)).await, Err(TokenError::Jwks(_))));
     }
 
     #[test]

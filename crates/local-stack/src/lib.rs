@@ -12,3 +12,4 @@ pub mod fake_bedrock_profiles;
 pub mod fake_bedrock_strict;
 pub mod proxy_routes;
 pub mod serve;
+pub mod verified_tokens;

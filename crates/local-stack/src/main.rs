@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use local_stack::api_server::{self, ApiState};
-use local_stack::authorizer::{CognitoAuthorizer, CognitoSettings};
+use local_stack::authorizer::{self, CognitoAuthorizer, CognitoSettings};
 use local_stack::cloudwatch_usage_log::{CloudWatchLogStream, CloudWatchUsageLog, TeeUsageLog};
 use local_stack::fake_anthropic::{self, FakeAnthropicSettings};
 use local_stack::fake_bedrock::{self, FakeBedrockSettings};
@@ -56,6 +56,11 @@ enum Command {
         /// Expected `aud`: the app client id.
         #[arg(long, env = "COGNITO_CLIENT_ID")]
         client_id: String,
+        /// Seconds a verified IdToken is answered from the authorizer's cache at most (never past its `exp`),
+        /// as API Gateway's authorizer caches its results; 0 verifies every request.
+        #[arg(long, env = "LOCAL_AUTHORIZER_CACHE_TTL_SECONDS", default_value_t = authorizer::DEFAULT_CACHE_TTL_SECONDS,
+              value_parser = clap::value_parser!(u64).range(0..=authorizer::MAX_CACHE_TTL_SECONDS))]
+        token_cache_ttl_seconds: u64,
         /// CloudWatch Logs group that also receives the usage lines (as Lambda's log capture would).
         #[arg(long, env = "USAGE_LOG_GROUP")]
         usage_log_group: Option<String>,
@@ -113,7 +118,7 @@ enum Command {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     metering_core::telemetry::init_json_tracing();
     match Cli::parse().command {
-        Command::Api { addr, port_file, jwks_url, issuer, client_id, usage_log_group, limits_clock_offset_file } => {
+        Command::Api { addr, port_file, jwks_url, issuer, client_id, token_cache_ttl_seconds, usage_log_group, limits_clock_offset_file } => {
             let config = ChatConfig::from_env()?;
             let sdk_config = load_sdk_config().await;
             let cloudwatch = match usage_log_group {
@@ -144,7 +149,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let chat_service = chat_service_on_aws(&config, &sdk_config, Arc::clone(&usage_log)).with_limits(limits.clone());
             let chat = chat_api::ChatHandler::new(chat_service, tenants);
             let usage = usage_api::usage_handler_on_aws(usage_config, &sdk_config).with_limits(limits.clone());
-            let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id }));
+            let cache_ttl = Duration::from_secs(token_cache_ttl_seconds);
+            let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id, cache_ttl }));
             // The Claude proxy (/v1/messages, /v1/keys) when API_KEY_TABLE_NAME is set.
             let proxy = LocalProxy::from_env(&sdk_config, usage_log, limits.clone()).await?;
             let proxy_routes = proxy.as_ref().map(|proxy| proxy.router(Arc::clone(&authorizer)));
