@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("transform, 1 core (JSON line -> priced Parquet row group)", f"{transform['lines']:,} lines",
          f"{transform['events_per_second']:,.0f} events/s (target >= 1,000,000), "
-         f"{transform['parquet_bytes_per_row']} B/row"),
+         f"{transform['parquet_bytes_per_row']} B/row (entropy floor {transform.get('entropy_floor_bytes_per_row')})"),
         ("day loop, no network (pages -> parts)", f"{day['events']:,} events",
          f"{day['events_per_second']:,.0f} events/s, peak RSS {mb(day_rss)}"),
         ("export from moto (FilterLogEvents -> S3)", f"{moto_day['lines']:,} lines",
@@ -177,6 +177,9 @@ def transform_table(transform: dict, baseline: dict | None) -> str:
         cpu = figures.get("events_per_cpu_second")
         lines.append(f"  {label:<11} {figures['events_per_second']:>12,.0f} events/s wall, "
                      f"{'n/a' if cpu is None else f'{cpu:,.0f}'} events/CPU-s, {figures['parquet_bytes_per_row']} B/row")
+    if transform.get("entropy_floor_bytes_per_row") is not None:
+        lines.append(f"  entropy floor of the benchmark day: {transform['entropy_floor_bytes_per_row']} B/row, of which the "
+                     f"request id {transform['request_id_entropy_bytes_per_row']} (no lossless file is smaller on average)")
     columns = transform.get("column_bytes_per_row") or {}
     largest = sorted(columns.items(), key=lambda item: -item[1])[:6]
     if largest:

@@ -27,7 +27,9 @@ const BENCH_DAY: &str = "2026-11-23";
 /// JSON line -> row -> Parquet row groups, on the calling thread. The lines are generated before the clock
 /// starts; the Parquet bytes are drained and counted as the export drains them into upload parts.
 pub fn transform(lines: u64) -> Result<Value, ExportError> {
-    let input: Vec<String> = SyntheticDay::new(BENCH_DAY, lines, 42).lines().collect();
+    let day = SyntheticDay::new(BENCH_DAY, lines, 42);
+    let floor = day.entropy_bits_per_row();
+    let input: Vec<String> = day.lines().collect();
     let json_bytes: usize = input.iter().map(|line| line.len() + 1).sum();
     let mut pricer = RowPricer::new(PricingTable::builtin());
     let started = Instant::now();
@@ -64,6 +66,9 @@ pub fn transform(lines: u64) -> Result<Value, ExportError> {
         "parquet_bytes": parquet_bytes,
         "parquet_bytes_per_row": (parquet_bytes as f64 / rows.max(1) as f64 * 10.0).round() / 10.0,
         "column_bytes_per_row": column_bytes_per_row(file, rows)?,
+        // What no lossless encoding of these rows can beat on average (see SyntheticDay::entropy_bits_per_row).
+        "entropy_floor_bytes_per_row": (floor.bytes_per_row() * 100.0).round() / 100.0,
+        "request_id_entropy_bytes_per_row": (floor.request_id / 8.0 * 100.0).round() / 100.0,
     }))
 }
 
@@ -221,5 +226,21 @@ impl ObjectStore for CountingStore {
     }
     async fn delete_keys(&self, _keys: &[String]) -> Result<(), BoxError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transform_reports_a_floor_its_own_file_does_not_beat() {
+        let report = transform(20_000).unwrap();
+        let floor = report["entropy_floor_bytes_per_row"].as_f64().unwrap();
+        let actual = report["parquet_bytes"].as_f64().unwrap() / 20_000.0;
+        assert_eq!(report["request_id_entropy_bytes_per_row"].as_f64(), Some(15.0));
+        // A day of 20,000 lines has a step of 4.32 s: its timestamps hold more bits than the benchmark day's.
+        assert!((21.0..24.0).contains(&floor), "{report}");
+        assert!(actual > floor, "{actual} B/row below the entropy floor {floor}: {report}");
     }
 }

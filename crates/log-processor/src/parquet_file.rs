@@ -14,14 +14,15 @@ use bytes::Bytes;
 use metering_core::usage::TokenCounts;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
-use parquet::file::properties::{WriterProperties, WriterVersion};
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::{ColumnPath, Type};
 
 use crate::error::ExportError;
 use crate::line::{CounterOutcome, UsageLine};
 use crate::row_price::RowPricer;
+use metering_core::usage::RequestType;
 
 /// The export columns, in file order (the Glue table's order).
 pub const STRING_COLUMNS: [&str; 6] = [
@@ -74,33 +75,53 @@ pub fn schema() -> Result<Arc<Type>, ExportError> {
     ))?))
 }
 
-/// ZSTD level 3: the request ids (random hex) are most of a row, and only an entropy coder shrinks them.
+/// ZSTD level 3: the request ids (random hex) are most of a row, and only an entropy coder shrinks them
+/// (level 1 is ~10% faster and 0.8 B/row larger; 6 and 9 save 0.3-0.5 B/row at half the speed).
 /// Dictionaries for the repetitive columns (tenants, users, models, counts) but not for the unique ones
 /// (timestamps, request ids, costs), where a dictionary only costs time before it overflows. Timestamps are
 /// nearly in order, so each shares most of its text with the one before: DELTA_BYTE_ARRAY stores only the
-/// new suffix. Request ids go DELTA_LENGTH_BYTE_ARRAY: their lengths apart, so ZSTD sees the hex text alone
-/// (20.2 -> 18.8 B/row on the benchmark day). Athena/Trino and DuckDB read both encodings.
+/// new suffix (2.5 B/row; 3.7 plain or DELTA_LENGTH_BYTE_ARRAY). Request ids go DELTA_LENGTH_BYTE_ARRAY:
+/// their lengths apart, so ZSTD sees the hex text alone (20.2 -> 18.8 B/row on the benchmark day). Costs stay
+/// PLAIN: BYTE_STREAM_SPLIT made them larger (6.7 vs 4.7 B/row). Athena/Trino and DuckDB read all of these.
+///
+/// Statistics (min/max) only where a query can prune row groups by them: `timestamp` and `tenant_id`, per row
+/// group. Everywhere else they cost a comparison per value for nothing (queries select days by the partition
+/// path, and nothing filters on a count or an id's range).
 pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
     let zstd = ZstdLevel::try_new(3)
         .map(Compression::ZSTD)
         .unwrap_or(Compression::SNAPPY);
-    Arc::new(
-        WriterProperties::builder()
-            .set_writer_version(WriterVersion::PARQUET_1_0)
-            .set_compression(zstd)
-            .set_max_row_group_row_count(Some(rows_per_row_group.max(1)))
-            .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
-            .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BYTE_ARRAY)
-            .set_column_dictionary_enabled(ColumnPath::from("request_id"), false)
-            .set_column_encoding(ColumnPath::from("request_id"), Encoding::DELTA_LENGTH_BYTE_ARRAY)
-            .set_column_dictionary_enabled(ColumnPath::from("cost_usd"), false)
-            .set_created_by(format!(
-                "bedrock-metering log-processor {}",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build(),
-    )
+    // Random hex has no matches for a higher level to find: level 1 codes it as small, in less time.
+    let fast_zstd = ZstdLevel::try_new(1)
+        .map(Compression::ZSTD)
+        .unwrap_or(Compression::SNAPPY);
+    let mut builder = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(zstd)
+        .set_max_row_group_row_count(Some(rows_per_row_group.max(1)))
+        .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
+        .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BYTE_ARRAY)
+        .set_column_dictionary_enabled(ColumnPath::from("request_id"), false)
+        .set_column_compression(ColumnPath::from("request_id"), fast_zstd)
+        .set_column_encoding(
+            ColumnPath::from("request_id"),
+            Encoding::DELTA_LENGTH_BYTE_ARRAY,
+        )
+        .set_column_dictionary_enabled(ColumnPath::from("cost_usd"), false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_created_by(format!(
+            "bedrock-metering log-processor {}",
+            env!("CARGO_PKG_VERSION")
+        ));
+    for column in PRUNING_COLUMNS {
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::Chunk);
+    }
+    Arc::new(builder.build())
 }
+
+/// The columns whose row groups carry min/max statistics (see [`writer_properties`]).
+pub const PRUNING_COLUMNS: [&str; 2] = ["timestamp", "tenant_id"];
 
 /// The values of one string column, appended to one buffer: a row costs no allocation of its own. When the
 /// row group is written the buffer becomes one `Bytes`, and each value a slice of it (a reference count).
@@ -151,49 +172,118 @@ impl StringColumn {
     }
 }
 
+/// A column of few distinct values (the model, the request type, the price version, a counter outcome): a row
+/// keeps the slot of its value, and the `ByteArray`s handed to the writer are kept from one row group to the
+/// next, rewritten only where a row's slot differs from the last group's: a row costs no copy and no reference
+/// count of its own.
+#[derive(Debug, Default)]
+struct SlottedColumn {
+    /// The value of each slot, set on its first row.
+    texts: Vec<Option<ByteArray>>,
+    /// The slot of each present value of the row group being filled.
+    slots: Vec<u32>,
+    /// The values last handed to the writer, and their slots.
+    values: Vec<ByteArray>,
+    value_slots: Vec<u32>,
+}
+
+impl SlottedColumn {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            slots: Vec::with_capacity(rows),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a value of `slot`; `text` makes the slot's value the first time it is met.
+    fn push(&mut self, slot: usize, text: impl FnOnce() -> ByteArray) {
+        if self.texts.len() <= slot {
+            self.texts.resize(slot + 1, None);
+        }
+        if self.texts[slot].is_none() {
+            self.texts[slot] = Some(text());
+        }
+        self.slots.push(slot as u32);
+    }
+
+    fn values(&mut self) -> &[ByteArray] {
+        let rows = self.slots.len();
+        if self.values.len() < rows {
+            self.values.resize(rows, ByteArray::new());
+            self.value_slots.resize(rows, u32::MAX);
+        }
+        for ((value, value_slot), &slot) in self
+            .values
+            .iter_mut()
+            .zip(self.value_slots.iter_mut())
+            .zip(&self.slots)
+        {
+            if *value_slot != slot {
+                *value = self
+                    .texts
+                    .get(slot as usize)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default();
+                *value_slot = slot;
+            }
+        }
+        &self.values[..rows]
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+    }
+}
+
 /// Rows waiting for the next row group, column by column.
 #[derive(Debug, Default)]
 pub struct RowBatch {
-    strings: [StringColumn; 6],
+    timestamp: StringColumn,
+    tenant_id: StringColumn,
+    user_id: StringColumn,
+    /// Slot: the pricer's slot of the model id.
+    model_id: SlottedColumn,
+    /// Slot: [`RequestType::index`]-like position in [`REQUEST_TYPES`].
+    request_type: SlottedColumn,
+    request_id: StringColumn,
     bigints: [Vec<i64>; 6],
     /// Present values only, with one definition level per row (1 = present).
     cost_usd: Vec<f64>,
     cost_levels: Vec<i16>,
-    price_version: Vec<ByteArray>,
-    base_model_id: Vec<ByteArray>,
+    /// One slot: every row of an export has the same price table.
+    price_version: SlottedColumn,
+    /// Slot: the pricer's slot of the model id.
+    base_model_id: SlottedColumn,
     optional_strings: [(StringColumn, Vec<i16>); 2],
     usage_estimated: Vec<bool>,
-    counter_outcome: (Vec<ByteArray>, Vec<i16>),
-    /// The three outcome strings, made once: a row shares one (a `ByteArray` clone is a reference count).
-    outcome_texts: OutcomeTexts,
+    /// Slot: [`CounterOutcome::index`]; levels as for `cost_usd`.
+    counter_outcome: (SlottedColumn, Vec<i16>),
 }
 
-#[derive(Debug)]
-struct OutcomeTexts([ByteArray; 3]);
-
-impl Default for OutcomeTexts {
-    fn default() -> Self {
-        Self(CounterOutcome::ALL.map(|outcome| ByteArray::from(outcome.as_str())))
-    }
-}
+/// The request types, in slot order.
+const REQUEST_TYPES: [RequestType; 2] = [RequestType::Bedrock, RequestType::Anthropic];
 
 impl RowBatch {
     pub fn with_capacity(rows: usize) -> Self {
-        let column = || Vec::with_capacity(rows);
         Self {
-            // A timestamp or request id is 24 to 36 bytes; tenant, user and model ids about as long.
-            strings: std::array::from_fn(|_| StringColumn::with_capacity(rows, 40)),
+            // A timestamp or request id is 24 to 36 bytes; tenant and user ids about as long.
+            timestamp: StringColumn::with_capacity(rows, 24),
+            tenant_id: StringColumn::with_capacity(rows, 40),
+            user_id: StringColumn::with_capacity(rows, 40),
+            model_id: SlottedColumn::with_capacity(rows),
+            request_type: SlottedColumn::with_capacity(rows),
+            request_id: StringColumn::with_capacity(rows, 36),
             bigints: std::array::from_fn(|_| Vec::with_capacity(rows)),
             cost_usd: Vec::with_capacity(rows),
             cost_levels: Vec::with_capacity(rows),
-            price_version: column(),
-            base_model_id: column(),
+            price_version: SlottedColumn::with_capacity(rows),
+            base_model_id: SlottedColumn::with_capacity(rows),
             optional_strings: std::array::from_fn(|_| {
                 (StringColumn::default(), Vec::with_capacity(rows))
             }),
             usage_estimated: Vec::with_capacity(rows),
-            counter_outcome: (Vec::with_capacity(rows), Vec::with_capacity(rows)),
-            outcome_texts: OutcomeTexts::default(),
+            counter_outcome: (SlottedColumn::with_capacity(rows), Vec::with_capacity(rows)),
         }
     }
 
@@ -205,17 +295,16 @@ impl RowBatch {
         pricer: &mut RowPricer,
         counter_outcome: Option<CounterOutcome>,
     ) {
-        let strings = [
-            line.timestamp.as_bytes(),
-            line.tenant_id.as_bytes(),
-            line.user_id.as_bytes(),
-            line.model_id.as_bytes(),
-            line.request_type.as_str().as_bytes(),
-            line.request_id.as_bytes(),
-        ];
-        for (column, value) in self.strings.iter_mut().zip(strings) {
-            column.push(value);
-        }
+        self.timestamp.push(line.timestamp.as_bytes());
+        self.tenant_id.push(line.tenant_id.as_bytes());
+        self.user_id.push(line.user_id.as_bytes());
+        self.request_id.push(line.request_id.as_bytes());
+        let request_type = REQUEST_TYPES
+            .iter()
+            .position(|known| *known == line.request_type)
+            .unwrap_or(0);
+        self.request_type
+            .push(request_type, || ByteArray::from(line.request_type.as_str()));
         let bigints = [
             line.input_tokens,
             line.output_tokens,
@@ -241,8 +330,12 @@ impl RowBatch {
             }
             None => self.cost_levels.push(0),
         }
-        self.price_version.push(priced.version.clone());
-        self.base_model_id.push(priced.base_model_id.clone());
+        self.model_id.push(priced.slot, || {
+            ByteArray::from(line.model_id.as_bytes().to_vec())
+        });
+        self.price_version.push(0, || priced.version.clone());
+        self.base_model_id
+            .push(priced.slot, || priced.base_model_id.clone());
         for ((values, levels), value) in self
             .optional_strings
             .iter_mut()
@@ -261,7 +354,7 @@ impl RowBatch {
         let (values, levels) = &mut self.counter_outcome;
         match counter_outcome {
             Some(outcome) => {
-                values.push(self.outcome_texts.0[outcome.index()].clone());
+                values.push(outcome.index(), || ByteArray::from(outcome.as_str()));
                 levels.push(1);
             }
             None => levels.push(0),
@@ -277,12 +370,25 @@ impl RowBatch {
     }
 
     fn clear(&mut self) {
-        self.strings.iter_mut().for_each(StringColumn::clear);
+        for column in [
+            &mut self.timestamp,
+            &mut self.tenant_id,
+            &mut self.user_id,
+            &mut self.request_id,
+        ] {
+            column.clear();
+        }
+        for column in [
+            &mut self.model_id,
+            &mut self.request_type,
+            &mut self.price_version,
+            &mut self.base_model_id,
+        ] {
+            column.clear();
+        }
         self.bigints.iter_mut().for_each(Vec::clear);
         self.cost_usd.clear();
         self.cost_levels.clear();
-        self.price_version.clear();
-        self.base_model_id.clear();
         for (values, levels) in &mut self.optional_strings {
             values.clear();
             levels.clear();
@@ -299,6 +405,18 @@ pub struct ParquetFileWriter {
     rows: u64,
 }
 
+/// Writes one column of `row_group`: `values`, and the definition levels of an optional column.
+fn write_column<T: parquet::data_type::DataType>(
+    row_group: &mut SerializedRowGroupWriter<'_, Vec<u8>>,
+    values: &[T::T],
+    levels: Option<&[i16]>,
+) -> Result<(), ExportError> {
+    let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
+    column.typed::<T>().write_batch(values, levels, None)?;
+    column.close()?;
+    Ok(())
+}
+
 impl ParquetFileWriter {
     pub fn new(properties: Arc<WriterProperties>) -> Result<Self, ExportError> {
         Ok(Self {
@@ -313,54 +431,25 @@ impl ParquetFileWriter {
             return Ok(());
         }
         let mut row_group = self.writer.next_row_group()?;
-        for values in &mut batch.strings {
-            let values = values.take_values();
-            let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-            column
-                .typed::<ByteArrayType>()
-                .write_batch(&values, None, None)?;
-            column.close()?;
-        }
+        let group = &mut row_group;
+        write_column::<ByteArrayType>(group, &batch.timestamp.take_values(), None)?;
+        write_column::<ByteArrayType>(group, &batch.tenant_id.take_values(), None)?;
+        write_column::<ByteArrayType>(group, &batch.user_id.take_values(), None)?;
+        write_column::<ByteArrayType>(group, batch.model_id.values(), None)?;
+        write_column::<ByteArrayType>(group, batch.request_type.values(), None)?;
+        write_column::<ByteArrayType>(group, &batch.request_id.take_values(), None)?;
         for values in &batch.bigints {
-            let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-            column
-                .typed::<Int64Type>()
-                .write_batch(values, None, None)?;
-            column.close()?;
+            write_column::<Int64Type>(group, values, None)?;
         }
-        let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-        column.typed::<DoubleType>().write_batch(
-            &batch.cost_usd,
-            Some(&batch.cost_levels),
-            None,
-        )?;
-        column.close()?;
-        for values in [&batch.price_version, &batch.base_model_id] {
-            let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-            column
-                .typed::<ByteArrayType>()
-                .write_batch(values, None, None)?;
-            column.close()?;
-        }
+        write_column::<DoubleType>(group, &batch.cost_usd, Some(&batch.cost_levels))?;
+        write_column::<ByteArrayType>(group, batch.price_version.values(), None)?;
+        write_column::<ByteArrayType>(group, batch.base_model_id.values(), None)?;
         for (values, levels) in &mut batch.optional_strings {
-            let values = values.take_values();
-            let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-            column
-                .typed::<ByteArrayType>()
-                .write_batch(&values, Some(levels), None)?;
-            column.close()?;
+            write_column::<ByteArrayType>(group, &values.take_values(), Some(levels))?;
         }
-        let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-        column
-            .typed::<BoolType>()
-            .write_batch(&batch.usage_estimated, None, None)?;
-        column.close()?;
-        let (values, levels) = &batch.counter_outcome;
-        let mut column = row_group.next_column()?.ok_or_else(schema_mismatch)?;
-        column
-            .typed::<ByteArrayType>()
-            .write_batch(values, Some(levels), None)?;
-        column.close()?;
+        write_column::<BoolType>(group, &batch.usage_estimated, None)?;
+        let (values, levels) = &mut batch.counter_outcome;
+        write_column::<ByteArrayType>(group, values.values(), Some(levels))?;
         row_group.close()?;
         self.rows += batch.len() as u64;
         batch.clear();
@@ -527,6 +616,89 @@ mod tests {
         assert_eq!(rows[1][15].1, Field::Str("end user".into()));
         assert_eq!(rows[1][16].1, Field::Str("claude-3-haiku".into()));
         assert_eq!(rows[1][17].1, Field::Bool(true));
+    }
+
+    #[test]
+    fn few_valued_columns_are_right_when_their_values_change_from_one_row_group_to_the_next() {
+        // GIVEN rows whose model, request type and counter outcome change from row to row, in row groups of 7
+        // (so the values kept from one group differ from the next group's at most places)
+        let models = [
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "amazon.nova-lite-v1:0",
+            "acme.unknown",
+        ];
+        let outcomes = [
+            Some(CounterOutcome::Failed),
+            None,
+            Some(CounterOutcome::Applied),
+            Some(CounterOutcome::Unknown),
+        ];
+        let mut expected = Vec::new();
+        let mut pricer = RowPricer::new(PricingTable::builtin());
+        let mut writer = ParquetFileWriter::new(writer_properties(7)).unwrap();
+        let mut batch = RowBatch::default();
+        for index in 0..40_usize {
+            let model = models[(index * index + index / 3) % models.len()];
+            let request_type = if index % 5 == 2 {
+                "anthropic"
+            } else {
+                "bedrock"
+            };
+            let outcome = outcomes[(index / 2 + index % 3) % outcomes.len()];
+            let text = format!(
+                r#"{{"event":"token_usage","timestamp":"2026-11-23T10:00:00.123Z","request_id":"r-{index}","tenant_id":"t","user_id":"u","model_id":"{model}","request_type":"{request_type}","input_tokens":1,"output_tokens":2,"total_tokens":3,"latency_ms":4}}"#
+            );
+            let LineOutcome::Usage { line, .. } = classify(&text) else {
+                panic!("{text}")
+            };
+            batch.push(&line, &mut pricer, outcome);
+            if batch.len() == 7 {
+                writer.write_row_group(&mut batch).unwrap();
+            }
+            expected.push((model, request_type, outcome));
+        }
+        writer.write_row_group(&mut batch).unwrap();
+        // WHEN the file is read back
+        let (groups, rows) = read_back(writer.finish().unwrap());
+        // THEN every row has its own values, not those of the row at its place in an earlier group
+        assert_eq!((groups, rows.len()), (6, 40));
+        let version = PricingTable::builtin().version();
+        for (index, (row, (model, request_type, outcome))) in rows.iter().zip(&expected).enumerate()
+        {
+            assert_eq!(row[5].1, Field::Str(format!("r-{index}")));
+            assert_eq!(row[3].1, Field::Str((*model).to_owned()), "row {index}");
+            assert_eq!(
+                row[4].1,
+                Field::Str((*request_type).to_owned()),
+                "row {index}"
+            );
+            assert_eq!(row[13].1, Field::Str(version.clone()), "row {index}");
+            let base = metering_core::pricing::base_model_id(model).to_owned();
+            assert_eq!(row[14].1, Field::Str(base), "row {index}");
+            let outcome = outcome.map_or(Field::Null, |outcome| {
+                Field::Str(outcome.as_str().to_owned())
+            });
+            assert_eq!(row[18].1, outcome, "row {index}");
+        }
+    }
+
+    #[test]
+    fn only_the_pruning_columns_carry_statistics() {
+        let lines: Vec<String> = SyntheticDay::new("2026-11-23", 30, 1).lines().collect();
+        let reader = SerializedFileReader::new(Bytes::from(write(&lines, 10, false))).unwrap();
+        for group in reader.metadata().row_groups() {
+            for column in group.columns() {
+                let name = column.column_path().string();
+                let has_min_max = column
+                    .statistics()
+                    .is_some_and(|statistics| statistics.min_bytes_opt().is_some());
+                assert_eq!(
+                    has_min_max,
+                    PRUNING_COLUMNS.contains(&name.as_str()),
+                    "{name}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -13,10 +13,11 @@ pub struct PricedRow<'a> {
     pub cost_usd: Option<f64>,
     pub version: &'a ByteArray,
     pub base_model_id: &'a ByteArray,
+    /// The model's slot in the pricer: rows of one model share one.
+    pub slot: usize,
 }
 
 /// What one model id resolves to, looked up once per export rather than once per row.
-#[derive(Clone)]
 struct ResolvedModel {
     price: Option<ModelPrice>,
     base_model_id: ByteArray,
@@ -32,10 +33,13 @@ fn resolve(table: &PricingTable, model_id: &str) -> ResolvedModel {
 pub struct RowPricer {
     table: PricingTable,
     version: ByteArray,
-    models: HashMap<String, ResolvedModel>,
-    /// The model of the previous row (at first the empty id): consecutive rows often share one, and a string
-    /// compare is cheaper than hashing the id again.
-    last: (String, ResolvedModel),
+    /// Every model id met so far, by first appearance; `slots` finds one by id. A day holds a handful of model
+    /// ids, and the rows mix them: ahash rather than std's SipHash, which cost more than the pricing itself.
+    models: Vec<ResolvedModel>,
+    slots: HashMap<String, usize, ahash::RandomState>,
+    /// The model id of the previous row and its slot (at first none): consecutive rows often share one, and a
+    /// string compare is cheaper than hashing the id again.
+    last: Option<(String, usize)>,
 }
 
 impl RowPricer {
@@ -43,8 +47,9 @@ impl RowPricer {
         let version = ByteArray::from(table.version().into_bytes());
         Self {
             version,
-            models: HashMap::new(),
-            last: (String::new(), resolve(&table, "")),
+            models: Vec::new(),
+            slots: HashMap::default(),
+            last: None,
             table,
         }
     }
@@ -54,22 +59,42 @@ impl RowPricer {
         String::from_utf8_lossy(self.version.data()).into_owned()
     }
 
-    pub fn price(&mut self, model_id: &str, tokens: &TokenCounts) -> PricedRow<'_> {
-        if self.last.0 != model_id {
-            let model = match self.models.get(model_id) {
-                Some(model) => model.clone(),
-                None => {
-                    let model = resolve(&self.table, model_id);
-                    self.models.insert(model_id.to_owned(), model.clone());
-                    model
-                }
-            };
-            // The buffer is reused: no allocation per row.
-            self.last.0.clear();
-            self.last.0.push_str(model_id);
-            self.last.1 = model;
+    /// The slot of `model_id` in this pricer (resolved on its first row): the same id always has the same slot.
+    pub fn slot(&mut self, model_id: &str) -> usize {
+        if let Some((last_id, slot)) = &self.last {
+            if last_id == model_id {
+                return *slot;
+            }
         }
-        let model = &self.last.1;
+        let slot = match self.slots.get(model_id) {
+            Some(&slot) => slot,
+            None => {
+                self.models.push(resolve(&self.table, model_id));
+                self.slots
+                    .insert(model_id.to_owned(), self.models.len() - 1);
+                self.models.len() - 1
+            }
+        };
+        match &mut self.last {
+            // The buffer is reused: no allocation per row.
+            Some((last_id, last_slot)) => {
+                last_id.clear();
+                last_id.push_str(model_id);
+                *last_slot = slot;
+            }
+            None => self.last = Some((model_id.to_owned(), slot)),
+        }
+        slot
+    }
+
+    /// `base_model_id` of the model in `slot` (see [`RowPricer::slot`]).
+    pub fn base_model_id(&self, slot: usize) -> Option<&ByteArray> {
+        self.models.get(slot).map(|model| &model.base_model_id)
+    }
+
+    pub fn price(&mut self, model_id: &str, tokens: &TokenCounts) -> PricedRow<'_> {
+        let slot = self.slot(model_id);
+        let model = &self.models[slot];
         let cost_usd = model
             .price
             .and_then(|price| price.cost_usd(model_id, tokens).ok());
@@ -77,6 +102,7 @@ impl RowPricer {
             cost_usd,
             version: &self.version,
             base_model_id: &model.base_model_id,
+            slot,
         }
     }
 }
@@ -91,7 +117,10 @@ mod tests {
         let expected = table.version();
         let mut pricer = RowPricer::new(table);
         assert_eq!(pricer.version(), expected);
-        let row = pricer.price("anthropic.claude-3-haiku-20240307-v1:0", &TokenCounts::default());
+        let row = pricer.price(
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            &TokenCounts::default(),
+        );
         assert_eq!(row.version.data(), expected.as_bytes());
     }
 }
