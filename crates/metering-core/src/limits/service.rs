@@ -130,7 +130,7 @@ struct Inner {
     leases: Mutex<LeaseBook>,
     /// One lease reservation at a time per tenant (and key) in this process: the requests that find no lease
     /// wait for the one reserving it, then take from it, instead of each reserving a lease of its own.
-    lease_gates: Mutex<HashMap<(String, Option<String>), Arc<tokio::sync::Mutex<()>>>>,
+    lease_gates: Mutex<LeaseGates>,
     /// Settlements and lease returns of a process with leases, merged per counter until the next write.
     batch: Mutex<SettlementBatch>,
     /// True once the task that returns idle leases runs.
@@ -779,6 +779,9 @@ impl LimitsService {
         }
     }
 }
+
+/// One lease reservation at a time per (tenant, key) in a process.
+type LeaseGates = HashMap<(String, Option<String>), Arc<tokio::sync::Mutex<()>>>;
 
 /// How often a process with leases writes its merged settlements (and returns idle leases).
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
