@@ -13,6 +13,7 @@ pub mod body;
 pub mod config;
 pub mod handler;
 pub mod in_flight;
+mod json_visit;
 pub mod key_holder;
 pub mod limits;
 pub mod model_resolution;

@@ -200,29 +200,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for InspectedBody<'a> {
                 Ok(InspectedBody::Object { model, messages, stream, metadata_user_id })
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
-                while items.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(InspectedBody::NotAnObject)
-            }
-
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(InspectedBody::NotAnObject)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(InspectedBody::NotAnObject)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(InspectedBody::NotAnObject)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(InspectedBody::NotAnObject)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(InspectedBody::NotAnObject)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(InspectedBody::NotAnObject)
-            }
+            crate::json_visit::any_non_object_is!(InspectedBody::NotAnObject);
         }
         deserializer.deserialize_any(BodyVisitor)
     }
@@ -301,28 +279,7 @@ impl<'de> Deserialize<'de> for MetadataUser {
                 Ok(MetadataUser(user_id))
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
-                while items.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MetadataUser(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MetadataUser(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MetadataUser(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MetadataUser(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MetadataUser(None))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(MetadataUser(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(MetadataUser(None))
-            }
+            crate::json_visit::any_non_object_is!(MetadataUser(None));
         }
         deserializer.deserialize_any(MetadataVisitor)
     }

@@ -269,28 +269,7 @@ impl<'de> Deserialize<'de> for MessageUsage {
                 Ok(MessageUsage(usage))
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
-                while items.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MessageUsage(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MessageUsage(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MessageUsage(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MessageUsage(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MessageUsage(None))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(MessageUsage(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(MessageUsage(None))
-            }
+            crate::json_visit::any_non_object_is!(MessageUsage(None));
         }
         deserializer.deserialize_any(AnswerVisitor)
     }
@@ -324,28 +303,7 @@ impl<'de> Deserialize<'de> for UsageCounts {
                 Ok(UsageCounts(tokens))
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
-                while items.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(UsageCounts(TokenCounts::default()))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(UsageCounts(TokenCounts::default()))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(UsageCounts(TokenCounts::default()))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(UsageCounts(TokenCounts::default()))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(UsageCounts(TokenCounts::default()))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(UsageCounts(TokenCounts::default()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(UsageCounts(TokenCounts::default()))
-            }
+            crate::json_visit::any_non_object_is!(UsageCounts(TokenCounts::default()));
         }
         deserializer.deserialize_any(UsageVisitor)
     }
