@@ -19,7 +19,9 @@ pub const FUNCTION_TIMEOUT_VAR: &str = "FUNCTION_TIMEOUT_SECONDS";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BudgetError {
-    #[error("environment variable {FUNCTION_TIMEOUT_VAR} has an invalid value {0:?}: not a whole number of seconds from 1 to 900")]
+    #[error(
+        "environment variable {FUNCTION_TIMEOUT_VAR} has an invalid value {0:?}: not a whole number of seconds from 1 to 900"
+    )]
     InvalidTimeout(String),
     #[error(
         "the Lambda timeout ({function_timeout}s) is shorter than upstream {upstream_ms} ms + metering {metering_ms} ms \

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use metering_core::counters::{MeteringError, UsageCounters};
 use metering_core::counters::CounterBatch;
+use metering_core::counters::{MeteringError, UsageCounters};
 use tokio::sync::watch;
 
 /// Once cut (for good: Lambda ends the environment after a SIGTERM or a timed-out invocation), every counter

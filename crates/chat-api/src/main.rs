@@ -8,8 +8,8 @@ use api_gateway_lambda::entry::MeteredLambda;
 use chat_api::ChatHandler;
 use lambda_http::{service_fn, Error, Request};
 use metering_core::chat::{chat_service_on_aws_with_counters, limits_service_on_aws, load_sdk_config};
-use metering_core::pricing::PricingTable;
 use metering_core::config::ChatConfig;
+use metering_core::pricing::PricingTable;
 use metering_core::tenant_registry::tenant_registry_on_aws;
 use metering_core::usage::StdoutUsageLog;
 
@@ -22,9 +22,16 @@ async fn main() -> Result<(), Error> {
     let lambda = MeteredLambda::new();
     let cutoff = lambda.counter_cutoff().clone();
     let (pricing, _) = PricingTable::from_lookup(|name| std::env::var(name).ok())?;
-    let limits = limits_service_on_aws(&config.limits, &sdk_config, config.usage_table_name.clone(), Arc::new(pricing), Arc::new(StdoutUsageLog));
-    let service = chat_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
-        .with_limits(limits.clone());
+    let limits = limits_service_on_aws(
+        &config.limits,
+        &sdk_config,
+        config.usage_table_name.clone(),
+        Arc::new(pricing),
+        Arc::new(StdoutUsageLog),
+    );
+    let service =
+        chat_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
+            .with_limits(limits.clone());
     let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
     let handler = Arc::new(ChatHandler::new(service, tenants));
     let metering = handler.metering().clone();
@@ -32,7 +39,9 @@ async fn main() -> Result<(), Error> {
     let flush = move || {
         let (metering, limits) = (metering.clone(), limits.clone());
         // Settlements too: Lambda freezes the process once the invocation is done.
-        async move { tokio::join!(metering.flush(), limits.flush_within(drain_timeout)); }
+        async move {
+            tokio::join!(metering.flush(), limits.flush_within(drain_timeout));
+        }
     };
     let chat = service_fn(move |request: Request| {
         let handler = Arc::clone(&handler);

@@ -80,19 +80,31 @@ fn plain_answer_usage(c: &mut Criterion) {
 /// A streamed answer as the Anthropic API writes it: `deltas` text deltas between the usual frame events.
 fn stream(deltas: usize) -> (Vec<u8>, u64) {
     let mut events = vec![
-        ("message_start", json!({"type": "message_start", "message": {"id": "msg_01", "type": "message", "role": "assistant",
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_01", "type": "message", "role": "assistant",
             "model": "claude-sonnet-4-5-20250929", "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 21, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1}}})),
-        ("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            "usage": {"input_tokens": 21, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
         ("ping", json!({"type": "ping"})),
     ];
     for index in 0..deltas {
-        events.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": format!(" word{index}")}})));
+        events.push((
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": format!(" word{index}")}}),
+        ));
     }
     events.push(("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-    events.push(("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-        "usage": {"output_tokens": deltas}})));
+    events.push((
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        "usage": {"output_tokens": deltas}}),
+    ));
     events.push(("message_stop", json!({"type": "message_stop"})));
     let count = events.len() as u64;
     let text: String = events.iter().map(|(event, data)| format!("event: {event}\ndata: {data}\n\n")).collect();

@@ -102,7 +102,10 @@ impl UpstreamResponse {
 
 pub fn retry_after_seconds(headers: &HeaderMap) -> Option<u64> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    value.parse::<u64>().ok().or_else(|| value.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| s.ceil() as u64))
+    value
+        .parse::<u64>()
+        .ok()
+        .or_else(|| value.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| s.ceil() as u64))
 }
 
 #[async_trait]
@@ -195,22 +198,15 @@ impl ChunkSource for ReqwestBody {
 impl AnthropicApi for HttpAnthropic {
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let url = format!("{}{}", self.base_url, request.path_and_query);
-        let response = self
-            .client
-            .post(url)
-            .headers(request.headers)
-            .body(request.body)
-            .send()
-            .await
-            .map_err(|error| {
-                // Without the URL: it is ours, but the message must stay short and free of anything sensitive.
-                let error = error.without_url();
-                if error.is_timeout() {
-                    UpstreamError::Timeout(error.to_string())
-                } else {
-                    UpstreamError::Unreachable(error.to_string())
-                }
-            })?;
+        let response = self.client.post(url).headers(request.headers).body(request.body).send().await.map_err(|error| {
+            // Without the URL: it is ours, but the message must stay short and free of anything sensitive.
+            let error = error.without_url();
+            if error.is_timeout() {
+                UpstreamError::Timeout(error.to_string())
+            } else {
+                UpstreamError::Unreachable(error.to_string())
+            }
+        })?;
         Ok(UpstreamResponse {
             status: response.status(),
             headers: response.headers().clone(),

@@ -17,9 +17,7 @@ pub const OVERLOADED: u16 = 529;
 /// The status and `error.type` Anthropic would answer with for this error.
 pub fn status_and_type(error: &ApiError) -> (StatusCode, &'static str) {
     match error {
-        ApiError::InvalidRequest(_) | ApiError::UnsupportedMediaType(_) => {
-            (error.status(), "invalid_request_error")
-        }
+        ApiError::InvalidRequest(_) | ApiError::UnsupportedMediaType(_) => (error.status(), "invalid_request_error"),
         ApiError::MethodNotAllowed(_) => (error.status(), "invalid_request_error"),
         ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "authentication_error"),
         ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error"),

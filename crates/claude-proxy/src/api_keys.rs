@@ -145,15 +145,11 @@ impl ApiKeys {
     pub async fn create(&self, owner: &TenantIdentity, name: Option<String>) -> Result<(ApiKeyRecord, String), ApiError> {
         if let Some(name) = &name {
             if name.chars().count() > MAX_KEY_NAME_CHARS || name.chars().any(char::is_control) {
-                return Err(ApiError::InvalidRequest(format!(
-                    "name must be at most {MAX_KEY_NAME_CHARS} printable characters"
-                )));
+                return Err(ApiError::InvalidRequest(format!("name must be at most {MAX_KEY_NAME_CHARS} printable characters")));
             }
         }
         if self.store.list_active(&owner.tenant_id, &owner.user_id).await?.len() >= MAX_KEYS_PER_USER {
-            return Err(ApiError::InvalidRequest(format!(
-                "you already have {MAX_KEYS_PER_USER} active keys; revoke one first"
-            )));
+            return Err(ApiError::InvalidRequest(format!("you already have {MAX_KEYS_PER_USER} active keys; revoke one first")));
         }
         let key_id = random_hex(KEY_ID_HEX / 2)?;
         let full_key = format!("{KEY_PREFIX}{key_id}_{}", random_hex(SECRET_HEX / 2)?);
@@ -206,11 +202,7 @@ impl ApiKeys {
         if !same_hash(&stored.key_hash, &presented_hash) || stored.record.revoked_at.is_some() {
             return Err(invalid());
         }
-        let owner = KeyOwner {
-            key_id: stored.record.id,
-            tenant_id: stored.record.tenant_id,
-            user_id: stored.record.user_id,
-        };
+        let owner = KeyOwner { key_id: stored.record.id, tenant_id: stored.record.tenant_id, user_id: stored.record.user_id };
         if !is_valid_tenant_id(&owner.tenant_id) {
             return Err(ApiError::Forbidden("this key's tenant id is not valid".into()));
         }

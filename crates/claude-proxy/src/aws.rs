@@ -79,10 +79,8 @@ pub async fn proxy_service_on_aws_with_counters(
     wrap_counters: impl FnOnce(Arc<dyn UsageCounters>) -> Arc<dyn UsageCounters>,
 ) -> Result<ProxyService, StartError> {
     let dynamodb = dynamodb_client(sdk_config);
-    let keys = ApiKeys::new(
-        Arc::new(DynamoKeyStore::new(dynamodb.clone(), config.api_key_table_name.clone())),
-        config.api_key_cache,
-    );
+    let keys =
+        ApiKeys::new(Arc::new(DynamoKeyStore::new(dynamodb.clone(), config.api_key_table_name.clone())), config.api_key_cache);
     let rate_limits = config.rate_limit_table_name.as_ref().map(|table| {
         RateLimitMemory::new(Arc::new(DynamoRateLimitStore::new(dynamodb.clone(), table.clone())), config.rate_limit_scope)
     });

@@ -257,7 +257,8 @@ impl InferenceProfiles for SdkInferenceProfiles {
                 .map_err(|error| DiscoveryError(aws_sdk_bedrock::error::DisplayErrorContext(&error).to_string()))?;
             for summary in page.inference_profile_summaries() {
                 // Every model ARN of a profile names the same foundation model (in its source regions).
-                let Some(foundation_model_id) = summary.models().iter().find_map(|model| model.model_arn().and_then(foundation_model_of))
+                let Some(foundation_model_id) =
+                    summary.models().iter().find_map(|model| model.model_arn().and_then(foundation_model_of))
                 else {
                     continue;
                 };
@@ -287,10 +288,7 @@ mod tests {
         assert!(matches!(m("ResourceNotFoundException"), ModelError::ModelNotFound { .. }));
         assert!(matches!(m("ServiceUnavailableException"), ModelError::Unavailable { .. }));
         assert!(matches!(m("ModelTimeoutException"), ModelError::Timeout(_)));
-        assert_eq!(
-            m("InternalServerException"),
-            ModelError::Unavailable { retry_after_seconds: 5, detail: "msg".into() }
-        );
+        assert_eq!(m("InternalServerException"), ModelError::Unavailable { retry_after_seconds: 5, detail: "msg".into() });
         assert!(matches!(m("Whatever"), ModelError::Upstream(_)));
     }
 
@@ -299,11 +297,17 @@ mod tests {
         use aws_sdk_bedrockruntime::types::error as stream;
         let classify = |error: ResponseStreamError| classify_code(Some(stream_error_code(&error)), "msg".into(), "m", 5);
         let throttled = stream::ThrottlingException::builder().message("slow").build();
-        assert_eq!(classify(ResponseStreamError::ThrottlingException(throttled)), ModelError::Throttled { retry_after_seconds: 5 });
+        assert_eq!(
+            classify(ResponseStreamError::ThrottlingException(throttled)),
+            ModelError::Throttled { retry_after_seconds: 5 }
+        );
         let internal = stream::InternalServerException::builder().message("x").build();
         assert!(matches!(classify(ResponseStreamError::InternalServerException(internal)), ModelError::Unavailable { .. }));
         let unavailable = stream::ServiceUnavailableException::builder().message("x").build();
-        assert!(matches!(classify(ResponseStreamError::ServiceUnavailableException(unavailable)), ModelError::Unavailable { .. }));
+        assert!(matches!(
+            classify(ResponseStreamError::ServiceUnavailableException(unavailable)),
+            ModelError::Unavailable { .. }
+        ));
         let timeout = stream::ModelTimeoutException::builder().message("x").build();
         assert!(matches!(classify(ResponseStreamError::ModelTimeoutException(timeout)), ModelError::Timeout(_)));
         let invalid = stream::ValidationException::builder().message("x").build();

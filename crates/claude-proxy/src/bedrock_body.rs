@@ -16,18 +16,8 @@ pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
 /// Top-level fields Bedrock's Anthropic `InvokeModel` body accepts (besides `anthropic_version` and
 /// `anthropic_beta`, which the proxy sets).
-const BEDROCK_FIELDS: [&str; 10] = [
-    "messages",
-    "system",
-    "max_tokens",
-    "stop_sequences",
-    "temperature",
-    "top_p",
-    "top_k",
-    "tools",
-    "tool_choice",
-    "thinking",
-];
+const BEDROCK_FIELDS: [&str; 10] =
+    ["messages", "system", "max_tokens", "stop_sequences", "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking"];
 
 /// Fields that only work with a beta, and the prefix of that beta's name (its family, any date).
 const BETA_FIELDS: [(&str, &str); 2] = [("context_management", "context-management-"), ("output_config", "effort-")];
@@ -106,9 +96,11 @@ fn move_system_messages(body: &mut Map<String, Value>) {
     *messages = others;
     let mut system = body.get("system").map(as_blocks).unwrap_or_default();
     for message in &system_messages {
-        system.extend(as_blocks(&message["content"]).into_iter().filter(|block| {
-            !(block["type"] == "text" && block["text"].as_str().is_some_and(|text| text.trim().is_empty()))
-        }));
+        system.extend(
+            as_blocks(&message["content"])
+                .into_iter()
+                .filter(|block| !(block["type"] == "text" && block["text"].as_str().is_some_and(|text| text.trim().is_empty()))),
+        );
     }
     body.insert("system".into(), Value::Array(system));
 }
@@ -212,7 +204,8 @@ mod tests {
     #[test]
     fn cache_control_passes_through_untouched() {
         let system = json!([{"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}]);
-        let converted = convert(json!({"max_tokens": 5, "system": system.clone(), "messages": [{"role": "user", "content": "q"}]}), &[]);
+        let converted =
+            convert(json!({"max_tokens": 5, "system": system.clone(), "messages": [{"role": "user", "content": "q"}]}), &[]);
         assert_eq!(converted.body["system"], system);
     }
 
@@ -237,18 +230,21 @@ mod tests {
         let none_allowed = to_bedrock_body(request.as_object().unwrap(), &[betas[0].to_owned()], &[]);
         assert!(none_allowed.body.get("context_management").is_none() && none_allowed.body.get("output_config").is_none());
         assert!(none_allowed.body.get("anthropic_beta").is_none());
-        let allowed: Vec<String> = ["context-management-2025-06-27", "interleaved-thinking-2025-05-14", "effort-2025-11-24"]
-            .map(str::to_owned)
-            .to_vec();
+        let allowed: Vec<String> =
+            ["context-management-2025-06-27", "interleaved-thinking-2025-05-14", "effort-2025-11-24"].map(str::to_owned).to_vec();
         let context_only = to_bedrock_body(request.as_object().unwrap(), &[betas[0].to_owned()], &allowed[..2]);
         assert_eq!(context_only.body["context_management"], request["context_management"]);
         assert!(context_only.body.get("output_config").is_none());
-        assert_eq!(context_only.body["anthropic_beta"], json!(["context-management-2025-06-27", "interleaved-thinking-2025-05-14"]));
+        assert_eq!(
+            context_only.body["anthropic_beta"],
+            json!(["context-management-2025-06-27", "interleaved-thinking-2025-05-14"])
+        );
         assert!(context_only.dropped_betas.contains(&"effort-2025-11-24".to_owned()));
         let all = to_bedrock_body(request.as_object().unwrap(), &[betas[0].to_owned()], &allowed);
         assert_eq!(all.body["output_config"], json!({"effort": "medium"}));
         // Allowed, but its field was not sent: the beta still goes (it may enable something else, e.g. a tool).
-        let no_field = to_bedrock_body(json!({"max_tokens": 5, "messages": []}).as_object().unwrap(), &[betas[0].to_owned()], &allowed);
+        let no_field =
+            to_bedrock_body(json!({"max_tokens": 5, "messages": []}).as_object().unwrap(), &[betas[0].to_owned()], &allowed);
         assert_eq!(no_field.body["anthropic_beta"].as_array().unwrap().len(), 3);
         // With its field dropped, an allowed beta goes too.
         let effort_not_allowed = to_bedrock_body(request.as_object().unwrap(), &["effort-2025-11-24".to_owned()], &allowed[..2]);
@@ -267,12 +263,16 @@ mod tests {
             ]}),
             &[],
         );
-        assert_eq!(converted.body["system"], json!([
-            {"type": "text", "text": "base rules"},
-            {"type": "text", "text": "env notes", "cache_control": {"type": "ephemeral"}},
-            {"type": "text", "text": "later note"}
-        ]));
-        let roles: Vec<&str> = converted.body["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(
+            converted.body["system"],
+            json!([
+                {"type": "text", "text": "base rules"},
+                {"type": "text", "text": "env notes", "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "later note"}
+            ])
+        );
+        let roles: Vec<&str> =
+            converted.body["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
         assert_eq!(roles, ["user", "assistant", "user"]);
         let untouched = convert(json!({"max_tokens": 5, "system": "s", "messages": [{"role": "user", "content": "q"}]}), &[]);
         assert_eq!(untouched.body["system"], "s", "a body without system messages keeps its system as it is");

@@ -222,8 +222,7 @@ impl ProxyConfig {
             Some("deployment") => RateLimitScope::Deployment,
             Some(other) => return Err(invalid("RATE_LIMIT_SCOPE", other, "expected user, tenant or deployment")),
         };
-        let rate_limit_table_name =
-            if flag("RATE_LIMIT_TRACKING", true)? { text("RATE_LIMIT_TABLE_NAME") } else { None };
+        let rate_limit_table_name = if flag("RATE_LIMIT_TRACKING", true)? { text("RATE_LIMIT_TABLE_NAME") } else { None };
         let forced_rate_limit_retry_after = if flag("FORCE_RATE_LIMIT_TEST", false)? {
             Some(number("FORCE_RATE_LIMIT_RETRY_AFTER", 60, 1..=86_400)?)
         } else {
@@ -433,8 +432,8 @@ mod tests {
         assert!(!config.fallback.applies_to(http::StatusCode::BAD_REQUEST));
         assert_eq!(config.forced_rate_limit_retry_after, Some(60));
         assert_eq!(config.rate_limit_table_name.as_deref(), Some("limits"));
-        let off = ProxyConfig::from_lookup(lookup(&[("RATE_LIMIT_TABLE_NAME", "limits"), ("RATE_LIMIT_TRACKING", "false")]))
-            .unwrap();
+        let off =
+            ProxyConfig::from_lookup(lookup(&[("RATE_LIMIT_TABLE_NAME", "limits"), ("RATE_LIMIT_TRACKING", "false")])).unwrap();
         assert_eq!(off.rate_limit_table_name, None);
         let disabled = ProxyConfig::from_lookup(lookup(&[("BEDROCK_FALLBACK", "false")])).unwrap();
         assert!(!disabled.fallback.applies_to(http::StatusCode::TOO_MANY_REQUESTS));
@@ -465,8 +464,8 @@ mod tests {
 
     #[test]
     fn a_model_map_replaces_the_default() {
-        let config = ProxyConfig::from_lookup(lookup(&[("BEDROCK_MODEL_MAP", r#"{"claude-x": "eu.anthropic.x-v1:0"}"#)]))
-            .unwrap();
+        let config =
+            ProxyConfig::from_lookup(lookup(&[("BEDROCK_MODEL_MAP", r#"{"claude-x": "eu.anthropic.x-v1:0"}"#)])).unwrap();
         assert_eq!(config.model_map.len(), 1);
         assert_eq!(config.model_map["claude-x"], "eu.anthropic.x-v1:0");
     }

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::anthropic_error::error_response;
-use crate::body::{full, ProxyBody};
 use crate::anthropic_error::ANTHROPIC_REQUEST_ID_HEADER;
+use crate::body::{full, ProxyBody};
 use crate::key_holder::{KeyHolderReports, KeyHolderRoute, KEY_HOLDER_PREFIX};
 use crate::proxy::{Endpoint, ProxyService, UPSTREAM_HEADER};
 use crate::request::ProxyRequest;
@@ -117,9 +117,11 @@ impl ProxyHandler {
             Route::ListKeys => self.list_keys(&request).await,
             Route::RevokeKey(id) => self.revoke_key(&request, &id).await,
             Route::KeyHolder(route) => match &self.key_holder {
-                Some(reports) => reports
-                    .answer(route, self.service.keys(), self.service.limits(), &proxy_request(request, request_id.clone()))
-                    .await,
+                Some(reports) => {
+                    reports
+                        .answer(route, self.service.keys(), self.service.limits(), &proxy_request(request, request_id.clone()))
+                        .await
+                }
                 None => Err(ApiError::NotFound("this gateway does not serve gateway-key reports".into())),
             },
         };
@@ -222,11 +224,9 @@ mod tests {
     #[test]
     fn query_parameters_of_a_lambda_event_are_encoded_again() {
         use std::collections::HashMap;
-        let parameters: HashMap<String, Vec<String>> = [
-            ("beta".to_owned(), vec!["true".to_owned()]),
-            ("claude-code-user".to_owned(), vec!["a&b=c d+e%f".to_owned()]),
-        ]
-        .into();
+        let parameters: HashMap<String, Vec<String>> =
+            [("beta".to_owned(), vec!["true".to_owned()]), ("claude-code-user".to_owned(), vec!["a&b=c d+e%f".to_owned()])]
+                .into();
         let request = Request::default().with_query_string_parameters(parameters);
         let proxied = proxy_request(request, "r".into());
         let query = proxied.query.clone().unwrap_or_default();

@@ -21,12 +21,10 @@ use std::sync::Arc;
 use chrono::{NaiveDate, Utc};
 use http::{header, HeaderValue, Response, StatusCode};
 use metering_core::counters::dynamodb_client;
-use metering_core::usage_report::params::ReportQuery;
-use metering_core::usage_report::{
-    CounterRetention, DynamoUsageReader, UsageReports, ITEMS_READ_HEADER, QUERIES_HEADER,
-};
 use metering_core::limits::report::limits_report;
 use metering_core::limits::service::LimitsService;
+use metering_core::usage_report::params::ReportQuery;
+use metering_core::usage_report::{CounterRetention, DynamoUsageReader, UsageReports, ITEMS_READ_HEADER, QUERIES_HEADER};
 use metering_core::ApiError;
 
 use crate::api_keys::{ApiKeys, KeyOwner};
@@ -138,9 +136,8 @@ async fn own_limits(
     let Some(limits) = limits else {
         return Err(ApiError::NotFound("this gateway enforces no limits".into()));
     };
-    let report = limits_report(limits.store().as_ref(), &owner.tenant_id, Some(&owner.key_id), limits.now())
-        .await
-        .map_err(|error| {
+    let report =
+        limits_report(limits.store().as_ref(), &owner.tenant_id, Some(&owner.key_id), limits.now()).await.map_err(|error| {
             tracing::warn!(%error, "limits store failed");
             ApiError::Unavailable { message: "the limits store is unavailable; retry later".into(), retry_after_seconds: 5 }
         })?;

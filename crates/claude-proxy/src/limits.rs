@@ -2,7 +2,7 @@
 //! asked, and the `anthropic-ratelimit-*` headers that tell the client where it stands.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
-use metering_core::limits::service::{AdmissionRequest, AdmitError, LimitStatus, LimitsService, Admission};
+use metering_core::limits::service::{Admission, AdmissionRequest, AdmitError, LimitStatus, LimitsService};
 use metering_core::limits::store::UseCounter;
 use metering_core::limits::{LimitKind, Scope};
 use metering_core::ApiError;
@@ -53,7 +53,9 @@ pub async fn admit(
             insert_rate_limit_headers(response.headers_mut(), &[status]);
             Err(response)
         }
-        Err(AdmitError::Unavailable(error)) => Err(error_response(&ApiError::from(AdmitError::Unavailable(error)), &request.request_id)),
+        Err(AdmitError::Unavailable(error)) => {
+            Err(error_response(&ApiError::from(AdmitError::Unavailable(error)), &request.request_id))
+        }
     }
 }
 
@@ -122,7 +124,9 @@ pub fn insert_rate_limit_headers(headers: &mut HeaderMap, statuses: &[LimitStatu
     for (name, status) in groups {
         let Some(status) = status else { continue };
         let reset = status.resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        for (suffix, value) in [("limit", status.limit.to_string()), ("remaining", status.remaining.to_string()), ("reset", reset)] {
+        for (suffix, value) in
+            [("limit", status.limit.to_string()), ("remaining", status.remaining.to_string()), ("reset", reset)]
+        {
             let header = format!("anthropic-ratelimit-{name}-{suffix}");
             if let (Ok(header), Ok(value)) = (HeaderName::from_bytes(header.as_bytes()), HeaderValue::from_str(&value)) {
                 headers.insert(header, value);

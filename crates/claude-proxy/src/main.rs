@@ -29,7 +29,13 @@ async fn main() -> Result<(), Error> {
     let cutoff = lambda.counter_cutoff().clone();
     let limits_config = LimitsConfig::from_env()?;
     let (pricing, _) = PricingTable::from_lookup(|name| std::env::var(name).ok())?;
-    let limits = limits_service_on_aws(&limits_config, &sdk_config, config.usage_table_name.clone(), Arc::new(pricing), Arc::new(StdoutUsageLog));
+    let limits = limits_service_on_aws(
+        &limits_config,
+        &sdk_config,
+        config.usage_table_name.clone(),
+        Arc::new(pricing),
+        Arc::new(StdoutUsageLog),
+    );
     let service =
         proxy_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
             .await?

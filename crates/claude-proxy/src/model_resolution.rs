@@ -181,7 +181,11 @@ impl BedrockModel {
 /// The profile that serves `requested`: same family and version (the requested snapshot, or the newest),
 /// in the first of `geographies` that has one. Profiles of other geographies are never chosen: they cannot
 /// be invoked from this region.
-pub fn best_profile<'a>(requested: &ClaudeModel, profiles: &'a [InferenceProfile], geographies: &[String]) -> Option<&'a InferenceProfile> {
+pub fn best_profile<'a>(
+    requested: &ClaudeModel,
+    profiles: &'a [InferenceProfile],
+    geographies: &[String],
+) -> Option<&'a InferenceProfile> {
     let rank = |profile: &InferenceProfile| {
         let geography = profile.geography()?;
         geographies.iter().position(|preferred| preferred == geography)
@@ -393,7 +397,10 @@ mod tests {
     fn configured_ids_name_their_foundation_model() {
         let model = BedrockModel::configured("us.anthropic.claude-x-v1:0", ResolutionSource::Map);
         assert_eq!(model.foundation_model_id, "anthropic.claude-x-v1:0");
-        assert_eq!(BedrockModel::configured("anthropic.claude-x", ResolutionSource::Map).foundation_model_id, "anthropic.claude-x");
+        assert_eq!(
+            BedrockModel::configured("anthropic.claude-x", ResolutionSource::Map).foundation_model_id,
+            "anthropic.claude-x"
+        );
     }
 
     struct CountingProfiles {

@@ -27,8 +27,8 @@ use crate::in_flight::InFlight;
 use crate::model_resolution::{BedrockModel, ModelResolver};
 use crate::rate_limits::{RateLimitEntry, RateLimitMemory};
 use crate::request::{client_user, MessagesBody, ProxyRequest};
-use crate::streaming::{spawn_stream, ClientDisconnect, StreamSource};
 use crate::sse::usage_of_message_json;
+use crate::streaming::{spawn_stream, ClientDisconnect, StreamSource};
 
 /// Response header naming the upstream that answered (`anthropic` or `bedrock`).
 pub const UPSTREAM_HEADER: &str = "x-gateway-upstream";
@@ -110,10 +110,17 @@ enum Route {
     Anthropic(UpstreamResponse),
     /// Anthropic's answer goes back as it is (a client error, or a 429 that cannot fall back).
     AsIs(UpstreamResponse),
-    Bedrock { model: BedrockModel, reason: FallbackReason },
+    Bedrock {
+        model: BedrockModel,
+        reason: FallbackReason,
+    },
     /// Bedrock, after Anthropic refused with an answer of its own (kept: it is what the client gets if
     /// Bedrock fails too).
-    BedrockAfterRefusal { model: BedrockModel, reason: FallbackReason, refusal: AnthropicRefusal },
+    BedrockAfterRefusal {
+        model: BedrockModel,
+        reason: FallbackReason,
+        refusal: AnthropicRefusal,
+    },
 }
 
 /// Anthropic's own refusal (its 429, 529 or 5xx) that sent a request to Bedrock.
@@ -133,7 +140,8 @@ impl AnthropicRefusal {
             Ok((status, headers, body)) => Self { status, headers, body },
             Err(error) => {
                 tracing::warn!(%error, "Anthropic's refusal could not be read; keeping its status only");
-                let (_, error_type) = (status, if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "api_error" });
+                let (_, error_type) =
+                    (status, if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "api_error" });
                 let body = json!({"type": "error", "error": {"type": error_type, "message": format!("Anthropic answered {status}")}, "request_id": request_id});
                 Self { status, headers: HeaderMap::new(), body: Bytes::from(body.to_string()) }
             }
@@ -405,7 +413,8 @@ impl ProxyService {
             Route::Bedrock { model, reason } | Route::BedrockAfterRefusal { model, reason, .. } => {
                 // CountTokens takes a foundation model id, not an inference profile.
                 let model_id = model.foundation_model_id;
-                let mut converted = to_bedrock_body(call.body.fields.whole()?, &request.betas(), &self.settings.bedrock_allowed_betas);
+                let mut converted =
+                    to_bedrock_body(call.body.fields.whole()?, &request.betas(), &self.settings.bedrock_allowed_betas);
                 converted.log_dropped(&request.request_id);
                 // Bedrock validates the body as an InvokeModel body, where max_tokens is required.
                 if let Value::Object(fields) = &mut converted.body {
@@ -625,7 +634,12 @@ impl ProxyService {
         until.map_or(settings.default_retry_after_seconds, |until| (until - Utc::now()).num_seconds().max(1) as u64)
     }
 
-    async fn answer_from_bedrock(&self, call: &Call<'_>, model_id: &str, reason: FallbackReason) -> Result<Response<ProxyBody>, ApiError> {
+    async fn answer_from_bedrock(
+        &self,
+        call: &Call<'_>,
+        model_id: &str,
+        reason: FallbackReason,
+    ) -> Result<Response<ProxyBody>, ApiError> {
         let converted = to_bedrock_body(call.body.fields.whole()?, &call.request.betas(), &self.settings.bedrock_allowed_betas);
         converted.log_dropped(&call.request.request_id);
         tracing::info!(bedrock_model = model_id, reason = reason.as_str(), stream = call.body.stream, "served by Bedrock");

@@ -430,7 +430,10 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     #[test]
     fn the_partial_reading_counts_exactly_what_the_whole_value_reading_counts() {
         let cases: &[&[(&str, &str)]] = &[
-            &[("content_block_delta", r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"h\u00e9llo \"x\""}}"#)],
+            &[(
+                "content_block_delta",
+                r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"h\u00e9llo \"x\""}}"#,
+            )],
             &[("content_block_delta", r#"{"delta":{"thinking":"abc"}}"#)],
             &[("content_block_delta", r#"{"delta":{"partial_json":"{\"a\":1}"}}"#)],
             &[("content_block_delta", r#"{"delta":{"text":null,"thinking":"xy"}}"#)],
@@ -456,7 +459,9 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
     #[test]
     fn error_events_are_noted() {
-        let (tap, _) = tap_of(&[b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\n\n"]);
+        let (tap, _) = tap_of(&[
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\n\n",
+        ]);
         assert_eq!(tap.error.as_deref(), Some("overloaded_error"));
     }
 

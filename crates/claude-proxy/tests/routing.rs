@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use claude_proxy::anthropic::{AnthropicApi, ChunkSource, UpstreamError, UpstreamRequest, UpstreamResponse};
 use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
 use claude_proxy::bedrock::{BedrockApi, EventSource};
-use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{Endpoint, ProxyService, ProxySettings};
@@ -22,6 +21,7 @@ use claude_proxy::rate_limits::{RateLimitEntry, RateLimitError, RateLimitMemory,
 use claude_proxy::request::ProxyRequest;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
+use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use metering_core::counters::{CounterBatch, MeteringError, UsageCounters};
 use metering_core::metering::Metering;
 use metering_core::model::ModelError;

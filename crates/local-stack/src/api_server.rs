@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
 use axum::body::Body as AxumBody;
 use axum::extract::{Request as AxumRequest, State};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{any, get};
 use axum::Router;
 use chat_api::ChatHandler;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use metering_core::ApiError;

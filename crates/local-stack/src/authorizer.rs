@@ -114,11 +114,7 @@ impl CognitoAuthorizer {
 
     /// Verifies the request's `Authorization` header, logging why a token was refused (with the request id)
     /// and answering the generic error API Gateway would.
-    pub async fn authorize_request(
-        &self,
-        headers: &http::HeaderMap,
-        request_id: &str,
-    ) -> Result<Claims, ApiError> {
+    pub async fn authorize_request(&self, headers: &http::HeaderMap, request_id: &str) -> Result<Claims, ApiError> {
         let authorization = headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
         self.authorize(authorization).await.map_err(|error| {
             tracing::info!(request_id, reason = %error, "token refused");
@@ -158,8 +154,8 @@ impl CognitoAuthorizer {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 0;
         validation.validate_nbf = true;
-        let data = decode::<HashMap<String, Value>>(token, &key, &validation)
-            .map_err(|error| TokenError::Invalid(error.to_string()))?;
+        let data =
+            decode::<HashMap<String, Value>>(token, &key, &validation).map_err(|error| TokenError::Invalid(error.to_string()))?;
         if data.claims.get("token_use").and_then(Value::as_str) != Some("id") {
             return Err(TokenError::NotAnIdToken);
         }
@@ -228,9 +224,7 @@ fn check_segments(token: &str) -> Result<serde_json::Map<String, Value>, TokenEr
         return Err(TokenError::Malformed("a JWS has three segments".into()));
     };
     let decode = |part: &'static str, segment: &str| -> Result<Vec<u8>, TokenError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(segment)
-            .map_err(|error| TokenError::Malformed(format!("{part}: {error}")))?;
+        let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|error| TokenError::Malformed(format!("{part}: {error}")))?;
         serde_json::from_slice::<UniqueKeys>(&bytes).map_err(|error| {
             if error.is_data() {
                 TokenError::DuplicateKey(part, error.to_string())

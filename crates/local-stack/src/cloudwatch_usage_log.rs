@@ -80,9 +80,7 @@ impl LogEventSink for CloudWatchLogStream {
     async fn put(&self, events: &[LogEvent]) -> Result<(), String> {
         let events = events
             .iter()
-            .map(|event| {
-                InputLogEvent::builder().timestamp(event.timestamp_ms).message(&event.message).build()
-            })
+            .map(|event| InputLogEvent::builder().timestamp(event.timestamp_ms).message(&event.message).build())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| error.to_string())?;
         self.client
@@ -113,8 +111,12 @@ impl CopyStats {
         let before = self.dropped.fetch_add(count as u64, Ordering::Relaxed);
         let after = before + count as u64;
         if before == 0 || before / LOG_DROPS_EVERY != after / LOG_DROPS_EVERY {
-            tracing::warn!(dropped = count, dropped_total = after, reason = why,
-                "usage lines not copied to CloudWatch Logs (they are on stdout)");
+            tracing::warn!(
+                dropped = count,
+                dropped_total = after,
+                reason = why,
+                "usage lines not copied to CloudWatch Logs (they are on stdout)"
+            );
         }
     }
 }

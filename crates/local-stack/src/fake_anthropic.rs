@@ -85,11 +85,7 @@ impl RequestLog {
 
     pub fn matching(&self, contains: Option<&str>) -> Vec<Value> {
         let entries = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries
-            .iter()
-            .filter(|entry| contains.is_none_or(|text| entry["body"].to_string().contains(text)))
-            .cloned()
-            .collect()
+        entries.iter().filter(|entry| contains.is_none_or(|text| entry["body"].to_string().contains(text))).cloned().collect()
     }
 }
 
@@ -196,8 +192,7 @@ fn offers_tool(body: &Value, name: &str) -> bool {
 /// The text of the `tool_result` blocks of the last message, if it holds any.
 fn last_tool_result_text(body: &Value) -> Option<String> {
     let last = body["messages"].as_array()?.last()?;
-    let results: Vec<&Value> =
-        last["content"].as_array()?.iter().filter(|block| block["type"] == "tool_result").collect();
+    let results: Vec<&Value> = last["content"].as_array()?.iter().filter(|block| block["type"] == "tool_result").collect();
     if results.is_empty() {
         return None;
     }
@@ -318,7 +313,9 @@ pub fn stream_events(plan: &PlannedMessage, model: &str, id: &str) -> Vec<Value>
                 "content_block": {"type": "tool_use", "id": tool_use_id(id), "name": call.name, "input": {}}}));
             events.push(json!({"type": "ping"}));
             let input = Value::Object(call.input.clone()).to_string();
-            events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input}}));
+            events.push(
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input}}),
+            );
         }
         None => {
             events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
@@ -345,7 +342,12 @@ pub fn stream_events(plan: &PlannedMessage, model: &str, id: &str) -> Vec<Value>
 /// A failure or a timing a directive asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Directive {
-    Fail { status: u16, error_type: &'static str, message: &'static str, retry_after: Option<u64> },
+    Fail {
+        status: u16,
+        error_type: &'static str,
+        message: &'static str,
+        retry_after: Option<u64>,
+    },
     Delay(Duration),
     StreamDelay(Duration),
     /// An `event: error` after this many text deltas.
@@ -353,8 +355,7 @@ pub enum Directive {
 }
 
 fn numbers_after<'a>(text: &'a str, marker: &'a str) -> impl Iterator<Item = u64> + 'a {
-    text.match_indices(marker)
-        .filter_map(move |(start, _)| text[start + marker.len()..].split(']').next()?.parse::<u64>().ok())
+    text.match_indices(marker).filter_map(move |(start, _)| text[start + marker.len()..].split(']').next()?.parse::<u64>().ok())
 }
 
 pub fn directives(text: &str) -> Vec<Directive> {
@@ -463,7 +464,9 @@ fn validate(body: &Value, needs_max_tokens: bool) -> Result<(), Response> {
             Value::String(text) => text.is_empty(),
             Value::Array(blocks) => {
                 if let Some(at) = blocks.iter().position(is_empty_text_block) {
-                    return Err(invalid_request(format!("messages.{index}.content.{at}.text: text content blocks must be non-empty")));
+                    return Err(invalid_request(format!(
+                        "messages.{index}.content.{at}.text: text content blocks must be non-empty"
+                    )));
                 }
                 blocks.is_empty()
             }
@@ -493,7 +496,13 @@ fn recorded_headers(headers: &HeaderMap) -> Value {
 }
 
 /// Records the request, checks credentials, validates the body, applies delays and failure directives.
-async fn prepare(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes, needs_max_tokens: bool) -> Result<Value, Response> {
+async fn prepare(
+    state: &FakeState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    needs_max_tokens: bool,
+) -> Result<Value, Response> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     state.log.record(json!({
         "path": uri.path(),
@@ -554,7 +563,10 @@ async fn messages(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, 
     let id = format!("msg_fake_{}", uuid::Uuid::new_v4().simple());
     let request_id = format!("req_fake_{}", uuid::Uuid::new_v4().simple());
     if parsed["stream"] != Value::Bool(true) {
-        return ([("content-type", "application/json"), ("request-id", request_id.as_str())], message_json(&plan, &model, &id).to_string())
+        return (
+            [("content-type", "application/json"), ("request-id", request_id.as_str())],
+            message_json(&plan, &model, &id).to_string(),
+        )
             .into_response();
     }
     let delay = stream_delay(&parsed);
@@ -580,7 +592,11 @@ async fn messages(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, 
         }
     });
     (
-        [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"), ("request-id", request_id.as_str())],
+        [
+            ("content-type", "text/event-stream; charset=utf-8"),
+            ("cache-control", "no-cache"),
+            ("request-id", request_id.as_str()),
+        ],
         Body::new(body),
     )
         .into_response()
@@ -649,7 +665,12 @@ mod tests {
     fn directives_are_found() {
         assert_eq!(
             directives("x [fake:rate-limit=3] y"),
-            vec![Directive::Fail { status: 429, error_type: "rate_limit_error", message: "Number of request tokens has exceeded your per-minute rate limit", retry_after: Some(3) }]
+            vec![Directive::Fail {
+                status: 429,
+                error_type: "rate_limit_error",
+                message: "Number of request tokens has exceeded your per-minute rate limit",
+                retry_after: Some(3)
+            }]
         );
         assert!(matches!(directives("[fake:overloaded]")[0], Directive::Fail { status: 529, .. }));
         assert_eq!(stream_delay(&body("[fake:stream-delay=40] go", 10)), Duration::from_millis(40));

@@ -71,7 +71,11 @@ pub struct PlannedReply {
 
 #[derive(Debug, PartialEq)]
 pub enum Directive {
-    Fail { status: StatusCode, error_type: &'static str, message: &'static str },
+    Fail {
+        status: StatusCode,
+        error_type: &'static str,
+        message: &'static str,
+    },
     Delay(Duration),
     /// `retry-after: N` on the failure (`[fake:retry-after=N]`).
     RetryAfter(u64),
@@ -80,12 +84,32 @@ pub enum Directive {
 pub fn directives(text: &str) -> Vec<Directive> {
     let mut found = Vec::new();
     for (marker, status, error_type, message) in [
-        ("[fake:throttle]", StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "Too many requests, please wait before trying again."),
+        (
+            "[fake:throttle]",
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.",
+        ),
         ("[fake:validation]", StatusCode::BAD_REQUEST, "ValidationException", "The provided request is not valid."),
-        ("[fake:access-denied]", StatusCode::FORBIDDEN, "AccessDeniedException", "You don't have access to the model with the specified model ID."),
+        (
+            "[fake:access-denied]",
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            "You don't have access to the model with the specified model ID.",
+        ),
         ("[fake:not-found]", StatusCode::NOT_FOUND, "ResourceNotFoundException", "The specified model could not be found."),
-        ("[fake:model-timeout]", StatusCode::REQUEST_TIMEOUT, "ModelTimeoutException", "Model has timed out in processing the request."),
-        ("[fake:unavailable]", StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableException", "The service is unavailable. Try again later."),
+        (
+            "[fake:model-timeout]",
+            StatusCode::REQUEST_TIMEOUT,
+            "ModelTimeoutException",
+            "Model has timed out in processing the request.",
+        ),
+        (
+            "[fake:unavailable]",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            "The service is unavailable. Try again later.",
+        ),
         ("[fake:error]", StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException", "An internal server error occurred."),
     ] {
         if text.contains(marker) {
@@ -256,11 +280,7 @@ pub(crate) fn event_frame(event_type: &'static str, payload: Value) -> Vec<u8> {
     frame
 }
 
-async fn converse_stream(
-    State(settings): State<FakeBedrockSettings>,
-    Path(model_id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn converse_stream(State(settings): State<FakeBedrockSettings>, Path(model_id): Path<String>, body: Bytes) -> Response {
     let started = Instant::now();
     let parsed = match prepare(&settings, &model_id, &body).await {
         Ok(parsed) => parsed,
@@ -268,7 +288,8 @@ async fn converse_stream(
     };
     let reply = plan_reply(&parsed);
     let metadata = converse_metadata(&parsed).unwrap_or_default();
-    let output = json!({"output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}}, "stopReason": reply.stop_reason});
+    let output =
+        json!({"output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}}, "stopReason": reply.stop_reason});
     record_converse(&settings, "ConverseStream", &model_id, metadata, &parsed, &reply, output).await;
     let exception = stream_exception(&user_text(&parsed));
     let mut stream = event_frame("messageStart", json!({"role": "assistant"}));

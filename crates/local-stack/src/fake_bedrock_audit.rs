@@ -143,7 +143,10 @@ fn metadata_refused(message: String) -> Response {
 /// Checks request metadata as Bedrock does: a JSON object of at most 16 string pairs within the limits.
 pub fn check_request_metadata(value: &Value) -> Result<BTreeMap<String, String>, String> {
     let Some(pairs) = value.as_object() else {
-        return Err("1 validation error detected: Value at 'requestMetadata' failed to satisfy constraint: must be a map of strings".into());
+        return Err(
+            "1 validation error detected: Value at 'requestMetadata' failed to satisfy constraint: must be a map of strings"
+                .into(),
+        );
     };
     if pairs.len() > MAX_PAIRS {
         return Err(format!(
@@ -153,7 +156,9 @@ pub fn check_request_metadata(value: &Value) -> Result<BTreeMap<String, String>,
     let mut checked = BTreeMap::new();
     for (key, value) in pairs {
         let Some(text) = value.as_str() else {
-            return Err(format!("1 validation error detected: Value at 'requestMetadata.{key}' failed to satisfy constraint: must be a string"));
+            return Err(format!(
+                "1 validation error detected: Value at 'requestMetadata.{key}' failed to satisfy constraint: must be a string"
+            ));
         };
         if !is_valid_key(key) {
             return Err("1 validation error detected: Value at 'requestMetadata' failed to satisfy constraint: Map keys must satisfy constraint: [Member must have length less than or equal to 256, Member must have length greater than or equal to 1, Member must satisfy regular expression pattern: [a-zA-Z0-9\\s._:/=+$@-]{1,256}]".into());

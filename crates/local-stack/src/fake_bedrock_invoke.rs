@@ -20,9 +20,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::fake_anthropic::{self, count_input_tokens, directive_text, message_json, plan_message, stream_delay, PromptCache, RequestLog};
-use crate::fake_bedrock_audit::{invoke_metadata, Invocation};
+use crate::fake_anthropic::{
+    self, count_input_tokens, directive_text, message_json, plan_message, stream_delay, PromptCache, RequestLog,
+};
 use crate::fake_bedrock::{self, apply_directives, aws_error, event_frame, FakeBedrockSettings};
+use crate::fake_bedrock_audit::{invoke_metadata, Invocation};
 use crate::fake_bedrock_strict::{check_anthropic_max_tokens, exception_frame, stream_exception, PROFILE_PREFIXES};
 
 const ACCEPTED_FIELDS: [&str; 13] = [
@@ -72,18 +74,26 @@ fn validation(message: String) -> Response {
 
 /// Bedrock's own checks of an Anthropic body; `Err` is the answer.
 pub fn check_body(body: &Value) -> Result<(), String> {
-    let Some(fields) = body.as_object() else { return Err("Malformed input request, please reformat your input and try again.".into()) };
+    let Some(fields) = body.as_object() else {
+        return Err("Malformed input request, please reformat your input and try again.".into());
+    };
     if let Some(extra) = fields.keys().find(|name| !ACCEPTED_FIELDS.contains(&name.as_str())) {
-        return Err(format!("Malformed input request: #: extraneous key [{extra}] is not permitted, please reformat your input and try again."));
+        return Err(format!(
+            "Malformed input request: #: extraneous key [{extra}] is not permitted, please reformat your input and try again."
+        ));
     }
     if body["anthropic_version"] != "bedrock-2023-05-31" {
         return Err("Invalid API Request: anthropic_version must be bedrock-2023-05-31".into());
     }
     if !body["max_tokens"].is_u64() {
-        return Err("Malformed input request: #: required key [max_tokens] not found, please reformat your input and try again.".into());
+        return Err(
+            "Malformed input request: #: required key [max_tokens] not found, please reformat your input and try again.".into()
+        );
     }
     let Some(messages) = body["messages"].as_array() else {
-        return Err("Malformed input request: #: required key [messages] not found, please reformat your input and try again.".into());
+        return Err(
+            "Malformed input request: #: required key [messages] not found, please reformat your input and try again.".into()
+        );
     };
     for (index, message) in messages.iter().enumerate() {
         let empty = match &message["content"] {
@@ -165,7 +175,12 @@ fn chunk_frame(event: &Value) -> Vec<u8> {
     event_frame("chunk", json!({"bytes": base64::encode(event.to_string())}))
 }
 
-async fn invoke_stream(State(state): State<InvokeState>, Path(model_id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn invoke_stream(
+    State(state): State<InvokeState>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let metadata = match invoke_metadata(&headers) {
         Ok(metadata) => metadata,
         Err(response) => return response,
@@ -226,7 +241,9 @@ async fn count_tokens(State(state): State<InvokeState>, Path(model_id): Path<Str
     state.log.record(json!({"model_id": model_id, "count_tokens": true, "body": inner}));
     // CountTokens takes a foundation model id: an inference profile id is refused.
     if model_id.split_once('.').is_some_and(|(prefix, _)| PROFILE_PREFIXES.contains(&prefix)) {
-        return validation(format!("The provided model identifier is invalid: {model_id} (CountTokens takes a foundation model id)"));
+        return validation(format!(
+            "The provided model identifier is invalid: {model_id} (CountTokens takes a foundation model id)"
+        ));
     }
     if let Err(message) = check_body(&inner) {
         return validation(message);

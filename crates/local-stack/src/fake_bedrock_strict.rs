@@ -80,16 +80,25 @@ pub fn check_signature(headers: &HeaderMap, region: &str, now: DateTime<Utc>) ->
         }
     }
     if !missing.is_empty() {
-        return Err(Refusal::forbidden("IncompleteSignatureException", format!("{} Authorization={authorization}", missing.join(" "))));
+        return Err(Refusal::forbidden(
+            "IncompleteSignatureException",
+            format!("{} Authorization={authorization}", missing.join(" ")),
+        ));
     }
-    let (credential, signature, signed_headers) =
-        (parameter("Credential").unwrap_or_default(), parameter("Signature").unwrap_or_default(), parameter("SignedHeaders").unwrap_or_default());
+    let (credential, signature, signed_headers) = (
+        parameter("Credential").unwrap_or_default(),
+        parameter("Signature").unwrap_or_default(),
+        parameter("SignedHeaders").unwrap_or_default(),
+    );
 
     let scope: Vec<&str> = credential.split('/').collect();
     let [access_key, scope_date, scope_region, service, terminator] = scope[..] else {
         return Err(Refusal::forbidden(
             "IncompleteSignatureException",
-            format!("Credential should be scoped to a valid region, not '{}'. Credential={credential}", scope.get(2).unwrap_or(&"")),
+            format!(
+                "Credential should be scoped to a valid region, not '{}'. Credential={credential}",
+                scope.get(2).unwrap_or(&"")
+            ),
         ));
     };
     if access_key.is_empty() {
@@ -156,7 +165,11 @@ pub fn check_signature(headers: &HeaderMap, region: &str, now: DateTime<Utc>) ->
     if signed_at > now + CLOCK_SKEW {
         return Err(Refusal::forbidden(
             "InvalidSignatureException",
-            format!("Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)", stamp(now + CLOCK_SKEW), stamp(now)),
+            format!(
+                "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)",
+                stamp(now + CLOCK_SKEW),
+                stamp(now)
+            ),
         ));
     }
     Ok(())
@@ -263,7 +276,9 @@ pub fn max_output_tokens(model_id: &str) -> u64 {
 pub fn check_converse_body(body: &Value, model_id: &str) -> Result<(), Refusal> {
     let messages = body["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
     if messages.is_empty() {
-        return Err(Refusal::validation("A conversation must start with a user message. Try again with a conversation that starts with a user message."));
+        return Err(Refusal::validation(
+            "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
+        ));
     }
     for (index, message) in messages.iter().enumerate() {
         let expected = if index % 2 == 0 { "user" } else { "assistant" };
@@ -430,7 +445,10 @@ mod tests {
         );
         let bearer = signed("Bearer abc", "20261201T080000Z");
         assert_eq!(refusal(&bearer), (StatusCode::FORBIDDEN, "IncompleteSignatureException"));
-        let no_signature = signed(&format!("AWS4-HMAC-SHA256 Credential=testing/{GOOD_SCOPE}, SignedHeaders=host;x-amz-date"), "20261201T080000Z");
+        let no_signature = signed(
+            &format!("AWS4-HMAC-SHA256 Credential=testing/{GOOD_SCOPE}, SignedHeaders=host;x-amz-date"),
+            "20261201T080000Z",
+        );
         let refused = check_signature(&no_signature, "us-east-1", now()).unwrap_err();
         assert_eq!(refused.error_type, "IncompleteSignatureException");
         assert!(refused.message.starts_with("Authorization header requires 'Signature' parameter."), "{}", refused.message);
@@ -447,7 +465,10 @@ mod tests {
             let headers = signed(&authorization(scope, GOOD_HEADERS, SIGNATURE), "20261201T080000Z");
             assert_eq!(refusal(&headers), (StatusCode::FORBIDDEN, error_type), "{scope}");
         }
-        let no_key = signed(&format!("AWS4-HMAC-SHA256 Credential=/{GOOD_SCOPE}, SignedHeaders=host;x-amz-date, Signature={SIGNATURE}"), "20261201T080000Z");
+        let no_key = signed(
+            &format!("AWS4-HMAC-SHA256 Credential=/{GOOD_SCOPE}, SignedHeaders=host;x-amz-date, Signature={SIGNATURE}"),
+            "20261201T080000Z",
+        );
         assert_eq!(refusal(&no_key), (StatusCode::FORBIDDEN, "UnrecognizedClientException"));
     }
 
@@ -468,23 +489,31 @@ mod tests {
         let mut missing = signed(&authorization(GOOD_SCOPE, GOOD_HEADERS, SIGNATURE), "x");
         missing.remove("x-amz-date");
         assert_eq!(refusal(&missing), (StatusCode::FORBIDDEN, "IncompleteSignatureException"));
-        let other_day = signed(&authorization("20261130/us-east-1/bedrock/aws4_request", GOOD_HEADERS, SIGNATURE), "20261201T080000Z");
+        let other_day =
+            signed(&authorization("20261130/us-east-1/bedrock/aws4_request", GOOD_HEADERS, SIGNATURE), "20261201T080000Z");
         let refused = check_signature(&other_day, "us-east-1", now()).unwrap_err();
         assert_eq!(refused.error_type, "InvalidSignatureException");
         assert!(refused.message.contains("'20261130' != '20261201'"), "{}", refused.message);
-        let boundary = [("20261201T075500Z", true), ("20261201T075459Z", false), ("20261201T080500Z", true), ("20261201T080501Z", false)];
+        let boundary =
+            [("20261201T075500Z", true), ("20261201T075459Z", false), ("20261201T080500Z", true), ("20261201T080501Z", false)];
         for (amz_date, accepted) in boundary {
             let headers = signed(&authorization(GOOD_SCOPE, GOOD_HEADERS, SIGNATURE), amz_date);
             let result = check_signature(&headers, "us-east-1", now());
             assert_eq!(result.is_ok(), accepted, "{amz_date}: {result:?}");
         }
         let old = signed(&authorization(GOOD_SCOPE, GOOD_HEADERS, SIGNATURE), "20261201T070000Z");
-        assert!(check_signature(&old, "us-east-1", now()).unwrap_err().message.starts_with("Signature expired: 20261201T070000Z"));
+        assert!(check_signature(&old, "us-east-1", now())
+            .unwrap_err()
+            .message
+            .starts_with("Signature expired: 20261201T070000Z"));
     }
 
     #[test]
     fn only_configured_models_are_served_and_others_refused_as_bedrock_does() {
-        let catalogue = ModelCatalogue::of(["anthropic.claude-3-haiku-20240307-v1:0".to_owned(), "us.anthropic.claude-3-haiku-20240307-v1:0".to_owned()]);
+        let catalogue = ModelCatalogue::of([
+            "anthropic.claude-3-haiku-20240307-v1:0".to_owned(),
+            "us.anthropic.claude-3-haiku-20240307-v1:0".to_owned(),
+        ]);
         assert_eq!(catalogue.resolve("anthropic.claude-3-haiku-20240307-v1:0"), Ok("anthropic.claude-3-haiku-20240307-v1:0"));
         let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0";
         assert_eq!(catalogue.resolve(arn), Ok("us.anthropic.claude-3-haiku-20240307-v1:0"));
@@ -517,14 +546,22 @@ mod tests {
     fn converse_bodies_follow_bedrocks_role_and_content_rules() {
         let user = json!({"role": "user", "content": [{"text": "hi"}]});
         let assistant = json!({"role": "assistant", "content": [{"text": "hello"}]});
-        assert_eq!(check_converse_body(&converse(json!([user, assistant, user])), "anthropic.claude-3-haiku-20240307-v1:0"), Ok(()));
-        assert!(refused_message(&converse(json!([assistant, user]))).starts_with("A conversation must start with a user message."));
-        assert!(refused_message(&converse(json!([user, user]))).starts_with("A conversation must alternate between user and assistant roles."));
+        assert_eq!(
+            check_converse_body(&converse(json!([user, assistant, user])), "anthropic.claude-3-haiku-20240307-v1:0"),
+            Ok(())
+        );
+        assert!(
+            refused_message(&converse(json!([assistant, user]))).starts_with("A conversation must start with a user message.")
+        );
+        assert!(refused_message(&converse(json!([user, user])))
+            .starts_with("A conversation must alternate between user and assistant roles."));
         assert!(refused_message(&converse(json!([]))).starts_with("A conversation must start with a user message."));
         let empty = json!({"role": "user", "content": []});
-        assert!(refused_message(&converse(json!([empty]))).starts_with("The content field in the Message object at messages.0 is empty."));
+        assert!(refused_message(&converse(json!([empty])))
+            .starts_with("The content field in the Message object at messages.0 is empty."));
         let blank = json!({"role": "user", "content": [{"text": "ok"}, {"text": "  "}]});
-        assert!(refused_message(&converse(json!([blank]))).starts_with("The text field in the ContentBlock object at messages.0.content.1 is blank."));
+        assert!(refused_message(&converse(json!([blank])))
+            .starts_with("The text field in the ContentBlock object at messages.0.content.1 is blank."));
         let mut blank_system = converse(json!([user]));
         blank_system["system"] = json!([{"text": ""}]);
         assert!(refused_message(&blank_system).contains("system.0 is blank"));
@@ -573,7 +610,13 @@ mod tests {
         let frame = exception_frame("throttlingException");
         let mut buffer = bytes::Bytes::from(frame);
         let message = aws_smithy_eventstream::frame::read_message_from(&mut buffer).unwrap();
-        let header = |name: &str| message.headers().iter().find(|h| h.name().as_str() == name).map(|h| h.value().as_string().unwrap().as_str().to_owned());
+        let header = |name: &str| {
+            message
+                .headers()
+                .iter()
+                .find(|h| h.name().as_str() == name)
+                .map(|h| h.value().as_string().unwrap().as_str().to_owned())
+        };
         assert_eq!(header(":message-type").as_deref(), Some("exception"));
         assert_eq!(header(":exception-type").as_deref(), Some("throttlingException"));
         let payload: Value = serde_json::from_slice(message.payload()).unwrap();

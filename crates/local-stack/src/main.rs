@@ -16,17 +16,20 @@ use local_stack::fake_bedrock_strict::{ModelCatalogue, Strictness};
 use local_stack::proxy_routes::LocalProxy;
 use local_stack::serve::{bind, serve_http1, shutdown_signal, HEADER_READ_TIMEOUT};
 use metering_core::chat::{chat_service_on_aws, limits_service_on_aws, load_sdk_config};
+use metering_core::config::ChatConfig;
 use metering_core::limits::period::Clock;
 use metering_core::tenant_registry::tenant_registry_on_aws;
-use metering_core::config::ChatConfig;
 use metering_core::usage_config::UsageApiConfig;
 
 /// How long the CloudWatch Logs copy may still send after the metering drain (its last counter_update lines).
 const COPY_GRACE_AFTER_DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
-#[command(version, about = "Local servers of bedrock-metering: the API (Lambda handlers behind a Cognito authorizer) \
-and a fake Amazon Bedrock Runtime. AWS services come from moto; scripts/dev starts everything.")]
+#[command(
+    version,
+    about = "Local servers of bedrock-metering: the API (Lambda handlers behind a Cognito authorizer) \
+and a fake Amazon Bedrock Runtime. AWS services come from moto; scripts/dev starts everything."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -118,7 +121,16 @@ enum Command {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     metering_core::telemetry::init_json_tracing();
     match Cli::parse().command {
-        Command::Api { addr, port_file, jwks_url, issuer, client_id, token_cache_ttl_seconds, usage_log_group, limits_clock_offset_file } => {
+        Command::Api {
+            addr,
+            port_file,
+            jwks_url,
+            issuer,
+            client_id,
+            token_cache_ttl_seconds,
+            usage_log_group,
+            limits_clock_offset_file,
+        } => {
             let config = ChatConfig::from_env()?;
             let sdk_config = load_sdk_config().await;
             let cloudwatch = match usage_log_group {

@@ -54,7 +54,10 @@ impl LocalProxy {
         let service = self.handler.service();
         tracing::info!(streams = service.in_flight().count(), pending = service.metering().pending_jobs(), "draining the proxy");
         if !service.in_flight().idle_within(deadline.saturating_duration_since(Instant::now())).await {
-            tracing::warn!(streams = service.in_flight().count(), "streams still open at the drain deadline; their usage lines are not written");
+            tracing::warn!(
+                streams = service.in_flight().count(),
+                "streams still open at the drain deadline; their usage lines are not written"
+            );
         }
         service.metering().shutdown(deadline).await;
     }

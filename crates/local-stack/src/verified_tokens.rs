@@ -101,7 +101,9 @@ mod tests {
     fn only_the_exact_token_string_hits() {
         let tokens = cache(8, 300);
         tokens.insert("header.payload.signature", claims("acme"), NOW + 60, NOW);
-        for other in ["header.payload.signaturE", "header.payload.signature ", "header.payloaD.signature", "HEADER.payload.signature"] {
+        for other in
+            ["header.payload.signaturE", "header.payload.signature ", "header.payloaD.signature", "HEADER.payload.signature"]
+        {
             assert!(tokens.get(other, NOW).is_none(), "{other}");
         }
     }

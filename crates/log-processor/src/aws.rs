@@ -34,11 +34,7 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     let detail = aws_sdk_s3::error::DisplayErrorContext(&error).to_string();
-    Box::new(AwsCallError {
-        operation,
-        detail,
-        source: Box::new(error),
-    })
+    Box::new(AwsCallError { operation, detail, source: Box::new(error) })
 }
 
 /// FilterLogEvents is limited to a few calls per second per account and Region: a long export, read in
@@ -55,19 +51,13 @@ impl CloudWatchLogSource {
         let config = aws_sdk_cloudwatchlogs::config::Builder::from(sdk_config)
             .retry_config(RetryConfig::adaptive().with_max_attempts(LOGS_MAX_ATTEMPTS))
             .build();
-        Self {
-            client: aws_sdk_cloudwatchlogs::Client::from_conf(config),
-        }
+        Self { client: aws_sdk_cloudwatchlogs::Client::from_conf(config) }
     }
 }
 
 #[async_trait]
 impl LogSource for CloudWatchLogSource {
-    async fn page(
-        &self,
-        query: &LogQuery,
-        next_token: Option<String>,
-    ) -> Result<LogPage, BoxError> {
+    async fn page(&self, query: &LogQuery, next_token: Option<String>) -> Result<LogPage, BoxError> {
         let output = self
             .client
             .filter_log_events()
@@ -80,12 +70,7 @@ impl LogSource for CloudWatchLogSource {
             .await
             .map_err(|error| aws_error("FilterLogEvents", error))?;
         Ok(LogPage {
-            messages: output
-                .events
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|event| event.message)
-                .collect(),
+            messages: output.events.unwrap_or_default().into_iter().filter_map(|event| event.message).collect(),
             next_token: output.next_token.filter(|token| !token.is_empty()),
         })
     }
@@ -100,13 +85,8 @@ impl S3ObjectStore {
     pub fn new(sdk_config: &aws_config::SdkConfig, bucket: String) -> Self {
         // A custom endpoint (moto, a local S3) has no per-bucket host names.
         let path_style = sdk_config.endpoint_url().is_some();
-        let config = aws_sdk_s3::config::Builder::from(sdk_config)
-            .force_path_style(path_style)
-            .build();
-        Self {
-            client: aws_sdk_s3::Client::from_conf(config),
-            bucket,
-        }
+        let config = aws_sdk_s3::config::Builder::from(sdk_config).force_path_style(path_style).build();
+        Self { client: aws_sdk_s3::Client::from_conf(config), bucket }
     }
 }
 
@@ -123,11 +103,7 @@ impl ObjectStore for S3ObjectStore {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(if key.ends_with(".parquet") {
-                PARQUET_CONTENT_TYPE
-            } else {
-                "application/json"
-            })
+            .content_type(if key.ends_with(".parquet") { PARQUET_CONTENT_TYPE } else { "application/json" })
             .body(ByteStream::from(body))
             .send()
             .await
@@ -136,22 +112,9 @@ impl ObjectStore for S3ObjectStore {
     }
 
     async fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
-        let output = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => output,
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|error| error.is_no_such_key()) =>
-            {
-                return Ok(None)
-            }
+            Err(error) if error.as_service_error().is_some_and(|error| error.is_no_such_key()) => return Ok(None),
             Err(error) => return Err(aws_error("GetObject", error)),
         };
         Ok(Some(output.body.collect().await?.into_bytes().to_vec()))
@@ -167,18 +130,10 @@ impl ObjectStore for S3ObjectStore {
             .send()
             .await
             .map_err(|error| aws_error("CreateMultipartUpload", error))?;
-        output
-            .upload_id
-            .ok_or_else(|| "CreateMultipartUpload returned no upload id".into())
+        output.upload_id.ok_or_else(|| "CreateMultipartUpload returned no upload id".into())
     }
 
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: i32,
-        body: Vec<u8>,
-    ) -> Result<String, BoxError> {
+    async fn upload_part(&self, key: &str, upload_id: &str, part_number: i32, body: Vec<u8>) -> Result<String, BoxError> {
         let output = self
             .client
             .upload_part()
@@ -190,36 +145,18 @@ impl ObjectStore for S3ObjectStore {
             .send()
             .await
             .map_err(|error| aws_error("UploadPart", error))?;
-        output
-            .e_tag
-            .ok_or_else(|| format!("UploadPart {part_number} returned no ETag").into())
+        output.e_tag.ok_or_else(|| format!("UploadPart {part_number} returned no ETag").into())
     }
 
-    async fn complete_multipart_upload(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: Vec<(i32, String)>,
-    ) -> Result<(), BoxError> {
-        let parts = parts
-            .into_iter()
-            .map(|(number, etag)| {
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(etag)
-                    .build()
-            })
-            .collect();
+    async fn complete_multipart_upload(&self, key: &str, upload_id: &str, parts: Vec<(i32, String)>) -> Result<(), BoxError> {
+        let parts =
+            parts.into_iter().map(|(number, etag)| CompletedPart::builder().part_number(number).e_tag(etag).build()).collect();
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
             .map_err(|error| aws_error("CompleteMultipartUpload", error))?;
@@ -240,41 +177,22 @@ impl ObjectStore for S3ObjectStore {
 
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, BoxError> {
         let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|error| aws_error("ListObjectsV2", error))?;
-            keys.extend(
-                page.contents
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|object| object.key),
-            );
+            keys.extend(page.contents.unwrap_or_default().into_iter().filter_map(|object| object.key));
         }
         Ok(keys)
     }
 
     async fn delete_keys(&self, keys: &[String]) -> Result<(), BoxError> {
         for chunk in keys.chunks(1000) {
-            let objects = chunk
-                .iter()
-                .map(|key| ObjectIdentifier::builder().key(key).build())
-                .collect::<Result<Vec<_>, _>>()?;
+            let objects = chunk.iter().map(|key| ObjectIdentifier::builder().key(key).build()).collect::<Result<Vec<_>, _>>()?;
             let output = self
                 .client
                 .delete_objects()
                 .bucket(&self.bucket)
-                .delete(
-                    Delete::builder()
-                        .set_objects(Some(objects))
-                        .quiet(true)
-                        .build()?,
-                )
+                .delete(Delete::builder().set_objects(Some(objects)).quiet(true).build()?)
                 .send()
                 .await
                 .map_err(|error| aws_error("DeleteObjects", error))?;
@@ -294,9 +212,7 @@ impl ObjectStore for S3ObjectStore {
 
 /// The SDK configuration from the standard chain (region, credentials, AWS_ENDPOINT_URL).
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }
 
 /// The exporter on CloudWatch Logs and S3, with the settings of `config`.
@@ -304,11 +220,7 @@ pub fn exporter_on_aws(config: &ExportConfig, sdk_config: &aws_config::SdkConfig
     exporter_with(config, sdk_config, ExportSettings::from_config(config))
 }
 
-pub fn exporter_with(
-    config: &ExportConfig,
-    sdk_config: &aws_config::SdkConfig,
-    settings: ExportSettings,
-) -> Exporter {
+pub fn exporter_with(config: &ExportConfig, sdk_config: &aws_config::SdkConfig, settings: ExportSettings) -> Exporter {
     Exporter::new(
         Arc::new(CloudWatchLogSource::new(sdk_config)),
         Arc::new(S3ObjectStore::new(sdk_config, config.bucket.clone())),

@@ -13,9 +13,7 @@ use crate::config::ExportConfig;
 use crate::error::{BoxError, ExportError};
 use crate::export::{ExportSettings, Exporter};
 use crate::line::{classify, CounterOutcome, LineOutcome};
-use crate::parquet_file::{
-    writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP,
-};
+use crate::parquet_file::{writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP};
 use crate::ports::{LogPage, LogQuery, LogSource, ObjectStore, USAGE_FILTER_PATTERN};
 use crate::request::ExportRequest;
 use crate::row_price::RowPricer;
@@ -99,20 +97,12 @@ pub async fn day(events: u64) -> Result<Value, ExportError> {
     let config = ExportConfig::new(vec!["bench".into()], "bench", "logs/");
     let store = Arc::new(CountingStore::default());
     let exporter = Exporter::new(
-        Arc::new(SyntheticLogs {
-            day: SyntheticDay::of(day, events, 42),
-            events,
-            page_size: 10_000,
-        }),
+        Arc::new(SyntheticLogs { day: SyntheticDay::of(day, events, 42), events, page_size: 10_000 }),
         store.clone(),
         // One slice: the synthetic source ignores the query window.
-        ExportSettings {
-            read_slices: 1,
-            ..ExportSettings::from_config(&config)
-        },
+        ExportSettings { read_slices: 1, ..ExportSettings::from_config(&config) },
     );
-    let now =
-        Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap_or_default()) + Duration::days(2);
+    let now = Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap_or_default()) + Duration::days(2);
     let started = Instant::now();
     let summary = exporter.export(&ExportRequest::Day(day), now).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -158,20 +148,14 @@ struct SyntheticLogs {
 
 #[async_trait]
 impl LogSource for SyntheticLogs {
-    async fn page(
-        &self,
-        query: &LogQuery,
-        next_token: Option<String>,
-    ) -> Result<LogPage, BoxError> {
+    async fn page(&self, query: &LogQuery, next_token: Option<String>) -> Result<LogPage, BoxError> {
         if query.filter_pattern != USAGE_FILTER_PATTERN {
             return Ok(LogPage::default());
         }
         let start: u64 = next_token.as_deref().unwrap_or("0").parse()?;
         let end = (start + self.page_size).min(self.events);
         Ok(LogPage {
-            messages: (start..end)
-                .map(|index| self.day.record(index).to_line())
-                .collect(),
+            messages: (start..end).map(|index| self.day.record(index).to_line()).collect(),
             next_token: (end < self.events).then(|| end.to_string()),
         })
     }
@@ -199,23 +183,12 @@ impl ObjectStore for CountingStore {
     async fn create_multipart_upload(&self, _key: &str) -> Result<String, BoxError> {
         Ok("bench".into())
     }
-    async fn upload_part(
-        &self,
-        _key: &str,
-        _id: &str,
-        part: i32,
-        body: Vec<u8>,
-    ) -> Result<String, BoxError> {
+    async fn upload_part(&self, _key: &str, _id: &str, part: i32, body: Vec<u8>) -> Result<String, BoxError> {
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         self.parts.fetch_add(1, Ordering::Relaxed);
         Ok(format!("etag-{part}"))
     }
-    async fn complete_multipart_upload(
-        &self,
-        _: &str,
-        _: &str,
-        _: Vec<(i32, String)>,
-    ) -> Result<(), BoxError> {
+    async fn complete_multipart_upload(&self, _: &str, _: &str, _: Vec<(i32, String)>) -> Result<(), BoxError> {
         Ok(())
     }
     async fn abort_multipart_upload(&self, _: &str, _: &str) -> Result<(), BoxError> {

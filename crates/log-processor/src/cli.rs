@@ -121,13 +121,8 @@ pub async fn export(args: ExportArgs) -> i32 {
         }
     };
     let exporter = exporter_with(&config, &load_sdk_config().await, settings);
-    let options = ExportOptions {
-        allow_shrink: args.allow_shrink,
-    };
-    match exporter
-        .export_with(&request, options, chrono::Utc::now())
-        .await
-    {
+    let options = ExportOptions { allow_shrink: args.allow_shrink };
+    match exporter.export_with(&request, options, chrono::Utc::now()).await {
         Ok(summary) => {
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             0

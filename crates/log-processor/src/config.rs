@@ -45,14 +45,9 @@ impl ExportConfig {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        let groups =
-            non_empty("USAGE_LOG_GROUPS").ok_or(ConfigError::Missing("USAGE_LOG_GROUPS"))?;
-        let log_groups: Vec<String> = groups
-            .split(',')
-            .map(str::trim)
-            .filter(|group| !group.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let groups = non_empty("USAGE_LOG_GROUPS").ok_or(ConfigError::Missing("USAGE_LOG_GROUPS"))?;
+        let log_groups: Vec<String> =
+            groups.split(',').map(str::trim).filter(|group| !group.is_empty()).map(str::to_owned).collect();
         if log_groups.is_empty() {
             return Err(ConfigError::Invalid {
                 name: "USAGE_LOG_GROUPS",
@@ -60,44 +55,26 @@ impl ExportConfig {
                 reason: "name at least one log group".to_owned(),
             });
         }
-        let bucket = non_empty("ANALYTICS_BUCKET")
-            .ok_or(ConfigError::Missing("ANALYTICS_BUCKET"))?
-            .trim()
-            .to_owned();
-        let prefix = normalize_prefix(
-            &non_empty("LOGS_PREFIX").unwrap_or_else(|| DEFAULT_LOGS_PREFIX.to_owned()),
-        );
-        let (pricing, _) =
-            PricingTable::from_lookup(&lookup).map_err(|error| ConfigError::Invalid {
-                name: "PRICING_JSON/PRICING_FILE",
-                value: String::new(),
-                reason: error.to_string(),
-            })?;
+        let bucket = non_empty("ANALYTICS_BUCKET").ok_or(ConfigError::Missing("ANALYTICS_BUCKET"))?.trim().to_owned();
+        let prefix = normalize_prefix(&non_empty("LOGS_PREFIX").unwrap_or_else(|| DEFAULT_LOGS_PREFIX.to_owned()));
+        let (pricing, _) = PricingTable::from_lookup(&lookup).map_err(|error| ConfigError::Invalid {
+            name: "PRICING_JSON/PRICING_FILE",
+            value: String::new(),
+            reason: error.to_string(),
+        })?;
         let number = |name: &'static str, default: u64, max: u64| -> Result<u64, ConfigError> {
             let Some(text) = non_empty(name) else {
                 return Ok(default);
             };
-            text.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|value| *value <= max)
-                .ok_or_else(|| ConfigError::Invalid {
-                    name,
-                    value: text.clone(),
-                    reason: format!("a whole number from 0 to {max}"),
-                })
+            text.trim().parse::<u64>().ok().filter(|value| *value <= max).ok_or_else(|| ConfigError::Invalid {
+                name,
+                value: text.clone(),
+                reason: format!("a whole number from 0 to {max}"),
+            })
         };
-        let max_malformed_lines =
-            number("MAX_MALFORMED_LINES", DEFAULT_MAX_MALFORMED_LINES, u64::MAX)?;
+        let max_malformed_lines = number("MAX_MALFORMED_LINES", DEFAULT_MAX_MALFORMED_LINES, u64::MAX)?;
         let catch_up_days = number("CATCH_UP_DAYS", u64::from(DEFAULT_CATCH_UP_DAYS), 31)? as u32;
-        Ok(Self {
-            log_groups,
-            bucket,
-            prefix,
-            pricing,
-            max_malformed_lines,
-            catch_up_days,
-        })
+        Ok(Self { log_groups, bucket, prefix, pricing, max_malformed_lines, catch_up_days })
     }
 }
 
@@ -117,10 +94,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
@@ -138,12 +112,9 @@ mod tests {
     #[test]
     fn the_prefix_always_ends_with_one_slash() {
         for (raw, expected) in [("exports", "exports/"), ("/a/b/", "a/b/"), ("/", "")] {
-            let config = ExportConfig::from_lookup(lookup(&[
-                ("USAGE_LOG_GROUPS", "g"),
-                ("ANALYTICS_BUCKET", "b"),
-                ("LOGS_PREFIX", raw),
-            ]))
-            .unwrap();
+            let config =
+                ExportConfig::from_lookup(lookup(&[("USAGE_LOG_GROUPS", "g"), ("ANALYTICS_BUCKET", "b"), ("LOGS_PREFIX", raw)]))
+                    .unwrap();
             assert_eq!(config.prefix, expected, "LOGS_PREFIX={raw:?}");
         }
     }
@@ -152,13 +123,9 @@ mod tests {
     fn limits_and_prices_come_from_the_environment_or_default() {
         let base = [("USAGE_LOG_GROUPS", "g"), ("ANALYTICS_BUCKET", "b")];
         let config = ExportConfig::from_lookup(lookup(&base)).unwrap();
-        assert_eq!(
-            (config.max_malformed_lines, config.catch_up_days),
-            (100, 30)
-        );
+        assert_eq!((config.max_malformed_lines, config.catch_up_days), (100, 30));
         assert_eq!(config.pricing, PricingTable::builtin());
-        let prices =
-            r#"{"currency":"USD","as_of":"x","models":{"m":{"input_per_1k":1,"output_per_1k":1}}}"#;
+        let prices = r#"{"currency":"USD","as_of":"x","models":{"m":{"input_per_1k":1,"output_per_1k":1}}}"#;
         let config = ExportConfig::from_lookup(lookup(&[
             base[0],
             base[1],
@@ -169,17 +136,9 @@ mod tests {
         .unwrap();
         assert_eq!((config.max_malformed_lines, config.catch_up_days), (0, 7));
         assert!(config.pricing.price_of("m").is_some());
-        for (name, value) in [
-            ("CATCH_UP_DAYS", "32"),
-            ("MAX_MALFORMED_LINES", "-1"),
-            ("PRICING_JSON", "{"),
-        ] {
-            let error =
-                ExportConfig::from_lookup(lookup(&[base[0], base[1], (name, value)])).unwrap_err();
-            assert!(
-                matches!(error, ConfigError::Invalid { .. }),
-                "{name}={value}: {error:?}"
-            );
+        for (name, value) in [("CATCH_UP_DAYS", "32"), ("MAX_MALFORMED_LINES", "-1"), ("PRICING_JSON", "{")] {
+            let error = ExportConfig::from_lookup(lookup(&[base[0], base[1], (name, value)])).unwrap_err();
+            assert!(matches!(error, ConfigError::Invalid { .. }), "{name}={value}: {error:?}");
         }
     }
 
@@ -189,16 +148,7 @@ mod tests {
         assert_eq!(error, ConfigError::Missing("USAGE_LOG_GROUPS"));
         let error = ExportConfig::from_lookup(lookup(&[("USAGE_LOG_GROUPS", "g")])).unwrap_err();
         assert_eq!(error, ConfigError::Missing("ANALYTICS_BUCKET"));
-        let error = ExportConfig::from_lookup(lookup(&[
-            ("USAGE_LOG_GROUPS", " , "),
-            ("ANALYTICS_BUCKET", "b"),
-        ]));
-        assert!(matches!(
-            error,
-            Err(ConfigError::Invalid {
-                name: "USAGE_LOG_GROUPS",
-                ..
-            })
-        ));
+        let error = ExportConfig::from_lookup(lookup(&[("USAGE_LOG_GROUPS", " , "), ("ANALYTICS_BUCKET", "b")]));
+        assert!(matches!(error, Err(ConfigError::Invalid { name: "USAGE_LOG_GROUPS", .. })));
     }
 }

@@ -38,23 +38,13 @@ pub enum ExportError {
         "refusing to shrink {day}: its export has {exported_rows} rows, the log now gives {found_rows}; \
          the earlier export is kept (re-run with allow_shrink to replace it)"
     )]
-    WouldShrink {
-        day: String,
-        exported_rows: u64,
-        found_rows: u64,
-    },
+    WouldShrink { day: String, exported_rows: u64, found_rows: u64 },
     /// More malformed usage lines than allowed: the rows were written, the day is not marked complete.
     #[error(
         "{day}: {malformed} malformed usage lines (more than {allowed}); the {rows} good rows were written but \
          the day is not marked complete. First ones: {samples:?}"
     )]
-    TooManyMalformed {
-        day: String,
-        malformed: u64,
-        allowed: u64,
-        rows: u64,
-        samples: Vec<String>,
-    },
+    TooManyMalformed { day: String, malformed: u64, allowed: u64, rows: u64, samples: Vec<String> },
     /// The 03:00 UTC check found no complete export of the day.
     #[error("no complete export of {day}: {reason}")]
     IncompleteExport { day: String, reason: String },
@@ -77,9 +67,6 @@ impl ExportError {
 
 impl From<ExportError> for lambda_runtime::Diagnostic {
     fn from(error: ExportError) -> Self {
-        lambda_runtime::Diagnostic {
-            error_type: error.kind().to_owned(),
-            error_message: error.to_string(),
-        }
+        lambda_runtime::Diagnostic { error_type: error.kind().to_owned(), error_message: error.to_string() }
     }
 }

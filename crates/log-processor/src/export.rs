@@ -27,12 +27,9 @@ use crate::line::{classify, counter_update, CounterOutcome, LineOutcome};
 use crate::manifest::{check_complete, days_to_catch_up, manifest_key, read_manifest, Manifest};
 use crate::metrics::emf_line;
 use crate::options::{check_request, split_options, ExportOptions};
-use crate::parquet_file::{
-    writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP,
-};
+use crate::parquet_file::{writer_properties, ParquetFileWriter, RowBatch, DEFAULT_ROWS_PER_ROW_GROUP};
 use crate::ports::{
-    LogPage, LogQuery, LogSource, ObjectStore, ObjectUpload, COUNTER_UPDATE_FILTER_PATTERN,
-    USAGE_FILTER_PATTERN,
+    LogPage, LogQuery, LogSource, ObjectStore, ObjectUpload, COUNTER_UPDATE_FILTER_PATTERN, USAGE_FILTER_PATTERN,
 };
 use crate::request::ExportRequest;
 use crate::row_price::RowPricer;
@@ -107,16 +104,14 @@ pub fn run_name(now: DateTime<Utc>) -> String {
 /// Is `key` a Parquet object right in `partition` (the export's, or the stream's)? A day's partition holds
 /// one export: a run deletes every other such object once its own are written. Nothing else is deleted.
 fn is_parquet_of_partition(partition: &str, key: &str) -> bool {
-    key.strip_prefix(partition)
-        .is_some_and(|name| !name.contains('/') && name.ends_with(".parquet"))
+    key.strip_prefix(partition).is_some_and(|name| !name.contains('/') && name.ends_with(".parquet"))
 }
 
 /// The instants (epoch ms, both included) of the log to read for `day`.
 pub fn read_window(day: NaiveDate, now: DateTime<Utc>, settings: &ExportSettings) -> (i64, i64) {
     let midnight = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default());
     let start = midnight.timestamp_millis() - settings.read_before.as_millis() as i64;
-    let after_day =
-        midnight.timestamp_millis() + 86_400_000 - 1 + settings.read_after.as_millis() as i64;
+    let after_day = midnight.timestamp_millis() + 86_400_000 - 1 + settings.read_after.as_millis() as i64;
     (start, after_day.min(now.timestamp_millis()))
 }
 
@@ -127,16 +122,8 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn new(
-        logs: Arc<dyn LogSource>,
-        store: Arc<dyn ObjectStore>,
-        settings: ExportSettings,
-    ) -> Self {
-        Self {
-            logs,
-            store,
-            settings,
-        }
+    pub fn new(logs: Arc<dyn LogSource>, store: Arc<dyn ObjectStore>, settings: ExportSettings) -> Self {
+        Self { logs, store, settings }
     }
 
     /// The Lambda handler: payload in, summary out; the run's figures go to CloudWatch as metrics.
@@ -148,10 +135,7 @@ impl Exporter {
                 Err(error) => Err(error),
             };
             let missing = u64::from(matches!(result, Err(ExportError::IncompleteExport { .. })));
-            println!(
-                "{}",
-                emf_line(&[("MissingDailyExport", missing)], now.timestamp_millis())
-            );
+            println!("{}", emf_line(&[("MissingDailyExport", missing)], now.timestamp_millis()));
             return match result {
                 Ok(manifest) => Ok(serde_json::to_value(manifest).unwrap_or_default()),
                 Err(error) => {
@@ -171,28 +155,17 @@ impl Exporter {
                 let malformed = summary.days.iter().map(|day| day.skipped_malformed).sum();
                 (complete, summary.rows_written, malformed)
             }
-            Err(ExportError::TooManyMalformed {
-                malformed, rows, ..
-            }) => (0, *rows, *malformed),
+            Err(ExportError::TooManyMalformed { malformed, rows, .. }) => (0, *rows, *malformed),
             Err(_) => (0, 0, 0),
         };
-        let metrics = [
-            ("DaysExported", days),
-            ("RowsWritten", rows),
-            ("SkippedMalformed", malformed),
-        ];
+        let metrics = [("DaysExported", days), ("RowsWritten", rows), ("SkippedMalformed", malformed)];
         println!("{}", emf_line(&metrics, now.timestamp_millis()));
         Ok(serde_json::to_value(result?).unwrap_or_default())
     }
 
     /// Exports every day of `request`, oldest first; stops at the first day that fails.
-    pub async fn export(
-        &self,
-        request: &ExportRequest,
-        now: DateTime<Utc>,
-    ) -> Result<ExportSummary, ExportError> {
-        self.export_with(request, ExportOptions::default(), now)
-            .await
+    pub async fn export(&self, request: &ExportRequest, now: DateTime<Utc>) -> Result<ExportSummary, ExportError> {
+        self.export_with(request, ExportOptions::default(), now).await
     }
 
     /// [`Exporter::export`] with options. The schedule exports yesterday and catches up every earlier day
@@ -207,29 +180,17 @@ impl Exporter {
         let days = match request {
             ExportRequest::Scheduled { .. } => {
                 let yesterday = request.days(now)?;
-                let last = yesterday
-                    .last()
-                    .copied()
-                    .ok_or_else(|| ExportError::BadRequest("no day".into()))?;
+                let last = yesterday.last().copied().ok_or_else(|| ExportError::BadRequest("no day".into()))?;
                 let store = self.store.as_ref();
-                days_to_catch_up(
-                    store,
-                    &self.settings.prefix,
-                    last,
-                    self.settings.catch_up_days,
-                )
-                .await?
+                days_to_catch_up(store, &self.settings.prefix, last, self.settings.catch_up_days).await?
             }
             _ => request.days(now)?,
         };
         let mut summaries = Vec::with_capacity(days.len());
         for day in days {
-            let summary = self
-                .export_day(day, options, now)
-                .await
-                .inspect_err(|error| {
-                    tracing::error!(%day, %error, "export of the day failed; re-run it");
-                })?;
+            let summary = self.export_day(day, options, now).await.inspect_err(|error| {
+                tracing::error!(%day, %error, "export of the day failed; re-run it");
+            })?;
             tracing::info!(
                 day = %summary.day, events_read = summary.events_read, rows_written = summary.rows_written,
                 skipped_not_usage = summary.skipped_not_usage, skipped_malformed = summary.skipped_malformed,
@@ -258,15 +219,8 @@ impl Exporter {
         run.exported_at = rfc3339(now.timestamp_millis());
         // The counter outcomes first: a request's `counter_update` line may be read after its usage line
         // became a row (the slices are read at once), and a Parquet row cannot be changed once written.
-        (run.counter_outcomes, run.summary.counter_updates) =
-            self.read_counter_outcomes(day, start_ms, end_ms).await?;
-        let queries = slice_queries(
-            &self.settings.log_groups,
-            start_ms,
-            end_ms,
-            self.settings.read_slices,
-            USAGE_FILTER_PATTERN,
-        );
+        (run.counter_outcomes, run.summary.counter_updates) = self.read_counter_outcomes(day, start_ms, end_ms).await?;
+        let queries = slice_queries(&self.settings.log_groups, start_ms, end_ms, self.settings.read_slices, USAGE_FILTER_PATTERN);
         let mut pages = read_ahead(Arc::clone(&self.logs), queries);
         while let Some(page) = pages.recv().await {
             let page = match page {
@@ -295,32 +249,20 @@ impl Exporter {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<(HashMap<String, CounterOutcome>, u64), ExportError> {
-        let queries = slice_queries(
-            &self.settings.log_groups,
-            start_ms,
-            end_ms,
-            self.settings.read_slices,
-            COUNTER_UPDATE_FILTER_PATTERN,
-        );
+        let queries =
+            slice_queries(&self.settings.log_groups, start_ms, end_ms, self.settings.read_slices, COUNTER_UPDATE_FILTER_PATTERN);
         let day = day.to_string();
         let mut outcomes: HashMap<String, CounterOutcome> = HashMap::new();
         let mut lines = 0;
         let mut pages = read_ahead(Arc::clone(&self.logs), queries);
         while let Some(page) = pages.recv().await {
-            let page =
-                page.map_err(|(log_group, source)| ExportError::ReadLogs { log_group, source })?;
-            for update in page
-                .messages
-                .iter()
-                .filter_map(|message| counter_update(message))
-            {
+            let page = page.map_err(|(log_group, source)| ExportError::ReadLogs { log_group, source })?;
+            for update in page.messages.iter().filter_map(|message| counter_update(message)) {
                 if update.day != day {
                     continue;
                 }
                 lines += 1;
-                let outcome = outcomes
-                    .entry(update.request_id.into_owned())
-                    .or_insert(update.outcome);
+                let outcome = outcomes.entry(update.request_id.into_owned()).or_insert(update.outcome);
                 *outcome = outcome.worst(update.outcome);
             }
         }
@@ -330,13 +272,7 @@ impl Exporter {
 
 /// One query per log group and time slice: the slices split `[start_ms, end_ms]` (both included) into
 /// `slices` contiguous windows that do not overlap, so every event is read exactly once.
-pub fn slice_queries(
-    log_groups: &[String],
-    start_ms: i64,
-    end_ms: i64,
-    slices: u32,
-    filter_pattern: &str,
-) -> Vec<LogQuery> {
+pub fn slice_queries(log_groups: &[String], start_ms: i64, end_ms: i64, slices: u32, filter_pattern: &str) -> Vec<LogQuery> {
     let slices = i64::from(slices.max(1));
     let length = end_ms - start_ms + 1;
     let mut queries = Vec::new();
@@ -373,12 +309,7 @@ fn read_ahead(logs: Arc<dyn LogSource>, queries: Vec<LogQuery>) -> mpsc::Receive
                 let page = logs.page(&query, next_token.take()).await;
                 let following = page.as_ref().ok().and_then(|page| page.next_token.clone());
                 let failed = page.is_err();
-                if sender
-                    .send(page.map_err(|error| (query.log_group.clone(), error)))
-                    .await
-                    .is_err()
-                    || failed
-                {
+                if sender.send(page.map_err(|error| (query.log_group.clone(), error))).await.is_err() || failed {
                     return;
                 }
                 match following {
@@ -419,10 +350,8 @@ struct DayRun<'a> {
 impl<'a> DayRun<'a> {
     fn new(exporter: &'a Exporter, day: NaiveDate, run: String, options: ExportOptions) -> Self {
         let settings = &exporter.settings;
-        let group_rows = settings
-            .rows_per_row_group
-            .min(usize::try_from(settings.max_rows_per_object).unwrap_or(usize::MAX))
-            .max(1);
+        let group_rows =
+            settings.rows_per_row_group.min(usize::try_from(settings.max_rows_per_object).unwrap_or(usize::MAX)).max(1);
         Self {
             exporter,
             day,
@@ -431,10 +360,7 @@ impl<'a> DayRun<'a> {
             batch: RowBatch::with_capacity(group_rows),
             open: None,
             written_keys: Vec::new(),
-            summary: DaySummary {
-                day: day.to_string(),
-                ..DaySummary::default()
-            },
+            summary: DaySummary { day: day.to_string(), ..DaySummary::default() },
             run,
             options,
             pricer: RowPricer::new(settings.pricing.clone()),
@@ -471,9 +397,7 @@ impl<'a> DayRun<'a> {
                     if self.summary.skipped_malformed <= MALFORMED_SAMPLES {
                         let sample: String = message.chars().take(SAMPLE_CHARS).collect();
                         tracing::warn!(day = %self.day, %reason, %sample, "skipped a malformed usage line");
-                        self.summary
-                            .malformed_samples
-                            .push(format!("{reason}: {sample}"));
+                        self.summary.malformed_samples.push(format!("{reason}: {sample}"));
                     }
                 }
             }
@@ -486,10 +410,7 @@ impl<'a> DayRun<'a> {
         if self.open.is_none() {
             let key = object_key(&self.partition, &self.run, self.written_keys.len());
             let writer = ParquetFileWriter::new(writer_properties(self.group_rows))?;
-            self.open = Some(OpenObject {
-                writer,
-                upload: ObjectUpload::new(self.exporter.store.as_ref(), key),
-            });
+            self.open = Some(OpenObject { writer, upload: ObjectUpload::new(self.exporter.store.as_ref(), key) });
         }
         let Some(open) = self.open.as_mut() else {
             return Ok(());
@@ -521,15 +442,10 @@ impl<'a> DayRun<'a> {
                 return Err(error);
             }
         };
-        let bytes = upload
-            .finish(last)
-            .await
-            .map_err(|source| self.write_error(key.clone(), source))?;
+        let bytes = upload.finish(last).await.map_err(|source| self.write_error(key.clone(), source))?;
         self.summary.rows_written += rows;
         self.summary.bytes += bytes;
-        self.summary
-            .objects
-            .push(format!("s3://{}/{key}", self.exporter.store.bucket()));
+        self.summary.objects.push(format!("s3://{}/{key}", self.exporter.store.bucket()));
         self.written_keys.push(key);
         Ok(())
     }
@@ -550,17 +466,11 @@ impl<'a> DayRun<'a> {
         self.summary.price_version = self.pricer.version();
         let previous = read_manifest(store, prefix, self.day).await?;
         // The shrink guard: part of the day's log is gone (expired, deleted); the earlier export is the bill.
-        if let Some(previous) = previous
-            .as_ref()
-            .filter(|previous| previous.rows > self.summary.rows_written)
-        {
+        if let Some(previous) = previous.as_ref().filter(|previous| previous.rows > self.summary.rows_written) {
             if !self.options.allow_shrink {
                 let written = std::mem::take(&mut self.written_keys);
                 if !written.is_empty() {
-                    store
-                        .delete_keys(&written)
-                        .await
-                        .map_err(|source| self.clean_up_error(source))?;
+                    store.delete_keys(&written).await.map_err(|source| self.clean_up_error(source))?;
                 }
                 return Err(ExportError::WouldShrink {
                     day: self.day.to_string(),
@@ -573,19 +483,12 @@ impl<'a> DayRun<'a> {
         }
         if self.written_keys.is_empty() {
             self.summary.note = Some(format!("no usage lines for {}", self.day));
-            let keys = store
-                .list_keys(&self.partition)
-                .await
-                .map_err(|source| self.clean_up_error(source))?;
-            let unmanifested = keys
-                .iter()
-                .any(|key| is_parquet_of_partition(&self.partition, key));
+            let keys = store.list_keys(&self.partition).await.map_err(|source| self.clean_up_error(source))?;
+            let unmanifested = keys.iter().any(|key| is_parquet_of_partition(&self.partition, key));
             if previous.is_none() && unmanifested {
                 // An export from before manifests (or the stream's files): nothing to compare with, keep it.
-                self.summary.note = Some(format!(
-                    "no usage lines for {}: nothing written, objects of an earlier export kept",
-                    self.day
-                ));
+                self.summary.note =
+                    Some(format!("no usage lines for {}: nothing written, objects of an earlier export kept", self.day));
                 return Ok(self.summary);
             }
         }
@@ -594,10 +497,7 @@ impl<'a> DayRun<'a> {
             // The rows are written (they bill), but the day is not complete: no manifest, so the next scheduled
             // run exports it again, and the error reaches the alarms.
             let key = manifest_key(prefix, self.day);
-            store
-                .delete_keys(&[key])
-                .await
-                .map_err(|source| self.clean_up_error(source))?;
+            store.delete_keys(&[key]).await.map_err(|source| self.clean_up_error(source))?;
             return Err(ExportError::TooManyMalformed {
                 day: self.day.to_string(),
                 malformed: self.summary.skipped_malformed,
@@ -628,10 +528,7 @@ impl<'a> DayRun<'a> {
         };
         let key = manifest_key(&settings.prefix, self.day);
         let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        store
-            .put_object(&key, body)
-            .await
-            .map_err(|source| self.write_error(key.clone(), source))?;
+        store.put_object(&key, body).await.map_err(|source| self.write_error(key.clone(), source))?;
         self.summary.manifest = Some(format!("s3://{}/{key}", store.bucket()));
         Ok(())
     }
@@ -639,21 +536,13 @@ impl<'a> DayRun<'a> {
     /// Deletes the Parquet objects of the partition this run did not write (an earlier run's).
     async fn delete_stale_objects(&mut self) -> Result<(), ExportError> {
         let store = self.exporter.store.as_ref();
-        let keys = store
-            .list_keys(&self.partition)
-            .await
-            .map_err(|source| self.clean_up_error(source))?;
+        let keys = store.list_keys(&self.partition).await.map_err(|source| self.clean_up_error(source))?;
         let stale: Vec<String> = keys
             .into_iter()
-            .filter(|key| {
-                is_parquet_of_partition(&self.partition, key) && !self.written_keys.contains(key)
-            })
+            .filter(|key| is_parquet_of_partition(&self.partition, key) && !self.written_keys.contains(key))
             .collect();
         if !stale.is_empty() {
-            store
-                .delete_keys(&stale)
-                .await
-                .map_err(|source| self.clean_up_error(source))?;
+            store.delete_keys(&stale).await.map_err(|source| self.clean_up_error(source))?;
             tracing::info!(day = %self.day, deleted = ?stale, "deleted the objects of an earlier export");
         }
         self.summary.stale_objects_deleted = stale.len() as u64;
@@ -661,11 +550,7 @@ impl<'a> DayRun<'a> {
     }
 
     fn clean_up_error(&self, source: BoxError) -> ExportError {
-        ExportError::CleanUp {
-            bucket: self.exporter.store.bucket().to_owned(),
-            prefix: self.partition.clone(),
-            source,
-        }
+        ExportError::CleanUp { bucket: self.exporter.store.bucket().to_owned(), prefix: self.partition.clone(), source }
     }
 
     async fn abort(&mut self) {
@@ -675,19 +560,12 @@ impl<'a> DayRun<'a> {
     }
 
     fn write_error(&self, key: String, source: BoxError) -> ExportError {
-        ExportError::WriteObject {
-            bucket: self.exporter.store.bucket().to_owned(),
-            key,
-            source,
-        }
+        ExportError::WriteObject { bucket: self.exporter.store.bucket().to_owned(), key, source }
     }
 }
 
 fn rfc3339(epoch_ms: i64) -> String {
-    Utc.timestamp_millis_opt(epoch_ms)
-        .single()
-        .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    Utc.timestamp_millis_opt(epoch_ms).single().map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -704,16 +582,11 @@ mod tests {
 
     fn settings() -> ExportSettings {
         let config = ExportConfig::new(vec![GROUP.into()], "memory", "logs/");
-        ExportSettings {
-            rows_per_row_group: 10,
-            ..ExportSettings::from_config(&config)
-        }
+        ExportSettings { rows_per_row_group: 10, ..ExportSettings::from_config(&config) }
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
     }
 
     fn day(text: &str) -> NaiveDate {
@@ -722,10 +595,7 @@ mod tests {
 
     /// Log events as CloudWatch holds them: stamped with the record's own time.
     fn events_of(records: &[UsageRecord]) -> Vec<(i64, String)> {
-        records
-            .iter()
-            .map(|record| (at(&record.timestamp).timestamp_millis(), record.to_line()))
-            .collect()
+        records.iter().map(|record| (at(&record.timestamp).timestamp_millis(), record.to_line())).collect()
     }
 
     fn rows_of(object: Vec<u8>) -> Vec<Vec<Field>> {
@@ -733,13 +603,7 @@ mod tests {
         reader
             .get_row_iter(None)
             .unwrap()
-            .map(|row| {
-                row.unwrap()
-                    .into_columns()
-                    .into_iter()
-                    .map(|(_, field)| field)
-                    .collect()
-            })
+            .map(|row| row.unwrap().into_columns().into_iter().map(|(_, field)| field).collect())
             .collect()
     }
 
@@ -754,22 +618,10 @@ mod tests {
         // GIVEN 35 usage lines of the 23rd, among other lines, across pages of 7 messages
         let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 35, 1).records().collect();
         let mut events = events_of(&records);
-        events.push((
-            at("2026-11-23T10:00:00Z").timestamp_millis(),
-            "START RequestId: 1 Version: $LATEST".into(),
-        ));
-        events.push((
-            at("2026-11-23T10:00:01Z").timestamp_millis(),
-            r#"{"event":"token_usage","tenant_id":"x"}"#.into(),
-        ));
-        let late = SyntheticDay::new("2026-11-22", 1, 9)
-            .records()
-            .next()
-            .unwrap();
-        events.push((
-            at("2026-11-23T00:02:00Z").timestamp_millis(),
-            late.to_line(),
-        ));
+        events.push((at("2026-11-23T10:00:00Z").timestamp_millis(), "START RequestId: 1 Version: $LATEST".into()));
+        events.push((at("2026-11-23T10:00:01Z").timestamp_millis(), r#"{"event":"token_usage","tenant_id":"x"}"#.into()));
+        let late = SyntheticDay::new("2026-11-22", 1, 9).records().next().unwrap();
+        events.push((at("2026-11-23T00:02:00Z").timestamp_millis(), late.to_line()));
         let store = Arc::new(MemoryStore::default());
         // WHEN the 23rd is exported
         let summary = exporter(PagedLogs::new(events, 7), store.clone(), settings())
@@ -778,29 +630,13 @@ mod tests {
             .unwrap();
         // THEN one object holds the 35 rows, field by field, and the other lines are counted, not written
         let key = "logs/year=2026/month=11/day=23/part-20261124T090000000Z-00000.parquet";
-        assert_eq!(
-            store.keys(),
-            vec!["logs/year=2026/month=11/day=23/_SUCCESS", key]
-        );
+        assert_eq!(store.keys(), vec!["logs/year=2026/month=11/day=23/_SUCCESS", key]);
         let day_summary = &summary.days[0];
-        assert_eq!(
-            (
-                day_summary.events_read,
-                day_summary.rows_written,
-                day_summary.skipped_not_usage
-            ),
-            (38, 35, 1)
-        );
-        assert_eq!(
-            (day_summary.skipped_malformed, day_summary.outside_day),
-            (1, 1)
-        );
+        assert_eq!((day_summary.events_read, day_summary.rows_written, day_summary.skipped_not_usage), (38, 35, 1));
+        assert_eq!((day_summary.skipped_malformed, day_summary.outside_day), (1, 1));
         assert_eq!(day_summary.objects, vec![format!("s3://memory/{key}")]);
         assert_eq!(day_summary.bytes, store.object(key).len() as u64);
-        assert_eq!(
-            (summary.rows_written, summary.skipped, summary.objects),
-            (35, 2, 1)
-        );
+        assert_eq!((summary.rows_written, summary.skipped, summary.objects), (35, 2, 1));
         let rows = rows_of(store.object(key));
         assert_eq!(rows.len(), 35);
         for (row, record) in rows.iter().zip(&records) {
@@ -856,36 +692,20 @@ mod tests {
         assert_eq!(outcome_of(2), Field::Str("applied".into()));
         assert_eq!(outcome_of(3), Field::Str("unknown".into()));
         assert!((4..12).all(|index| outcome_of(index) == Field::Str("applied".into())));
-        assert_eq!(
-            (
-                summary.days[0].rows_written,
-                summary.days[0].counter_updates
-            ),
-            (12, 2)
-        );
+        assert_eq!((summary.days[0].rows_written, summary.days[0].counter_updates), (12, 2));
     }
 
     #[tokio::test]
     async fn the_window_reaches_past_midnight_for_late_lines_but_not_past_now() {
         let logs = Arc::new(PagedLogs::new(Vec::new(), 10));
-        let mut two_groups = ExportSettings {
-            read_slices: 1,
-            ..settings()
-        };
+        let mut two_groups = ExportSettings { read_slices: 1, ..settings() };
         two_groups.log_groups.push("/aws/lambda/other".into());
         let exporter = Exporter::new(logs.clone(), Arc::new(MemoryStore::default()), two_groups);
-        exporter
-            .export(&ExportRequest::Day(day("2026-11-22")), at(NOW))
-            .await
-            .unwrap();
-        exporter
-            .export(&ExportRequest::Today, at(NOW))
-            .await
-            .unwrap();
+        exporter.export(&ExportRequest::Day(day("2026-11-22")), at(NOW)).await.unwrap();
+        exporter.export(&ExportRequest::Today, at(NOW)).await.unwrap();
         let all = logs.queries.lock().unwrap().clone();
-        let (mut queries, counter_queries): (Vec<_>, Vec<_>) = all
-            .into_iter()
-            .partition(|query| query.filter_pattern == USAGE_FILTER_PATTERN);
+        let (mut queries, counter_queries): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|query| query.filter_pattern == USAGE_FILTER_PATTERN);
         queries.sort_by_key(|query| (query.start_ms, query.log_group.clone()));
         assert_eq!(queries.len(), 4, "each group, each day");
         let mut counter_windows: Vec<_> = counter_queries
@@ -896,28 +716,14 @@ mod tests {
             })
             .collect();
         counter_windows.sort();
-        let windows: Vec<_> = queries
-            .iter()
-            .map(|query| (query.start_ms, query.log_group.clone(), query.end_ms))
-            .collect();
-        assert_eq!(
-            counter_windows, windows,
-            "the counter updates of the same windows, first"
-        );
-        assert_eq!(
-            queries[0].start_ms,
-            at("2026-11-21T23:55:00Z").timestamp_millis()
-        );
-        assert_eq!(
-            queries[0].end_ms,
-            at("2026-11-23T00:19:59.999Z").timestamp_millis()
-        );
+        let windows: Vec<_> = queries.iter().map(|query| (query.start_ms, query.log_group.clone(), query.end_ms)).collect();
+        assert_eq!(counter_windows, windows, "the counter updates of the same windows, first");
+        assert_eq!(queries[0].start_ms, at("2026-11-21T23:55:00Z").timestamp_millis());
+        assert_eq!(queries[0].end_ms, at("2026-11-23T00:19:59.999Z").timestamp_millis());
         assert_eq!(queries[0].log_group, "/aws/lambda/bedrock-metering-chat");
         assert_eq!(queries[1].log_group, "/aws/lambda/other");
         assert_eq!(queries[2].end_ms, at(NOW).timestamp_millis());
-        assert!(queries
-            .iter()
-            .all(|query| query.filter_pattern == USAGE_FILTER_PATTERN));
+        assert!(queries.iter().all(|query| query.filter_pattern == USAGE_FILTER_PATTERN));
     }
 
     #[test]
@@ -928,11 +734,7 @@ mod tests {
             assert_eq!(queries.first().unwrap().start_ms, start);
             assert_eq!(queries.last().unwrap().end_ms, end);
             for pair in queries.windows(2) {
-                assert_eq!(
-                    pair[1].start_ms,
-                    pair[0].end_ms + 1,
-                    "{start}..{end} in {slices}"
-                );
+                assert_eq!(pair[1].start_ms, pair[0].end_ms + 1, "{start}..{end} in {slices}");
             }
         }
     }
@@ -947,10 +749,7 @@ mod tests {
                 .collect()
         };
         let both = |bounds: &[(i64, i64)]| -> Vec<(String, i64, i64)> {
-            ["a", "b"]
-                .iter()
-                .flat_map(|group| bounds.iter().map(move |&(from, to)| (group.to_string(), from, to)))
-                .collect()
+            ["a", "b"].iter().flat_map(|group| bounds.iter().map(move |&(from, to)| (group.to_string(), from, to))).collect()
         };
         assert_eq!(windows(0, 99, 4), both(&[(0, 24), (25, 49), (50, 74), (75, 99)]));
         // More slices than instants: only the slices that hold an instant are read
@@ -961,37 +760,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_day_read_in_slices_has_every_line_once() {
-        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 1_000, 8)
-            .records()
-            .collect();
+        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 1_000, 8).records().collect();
         let store = Arc::new(MemoryStore::default());
-        let sliced = ExportSettings {
-            read_slices: 7,
-            rows_per_row_group: 100,
-            ..settings()
-        };
-        let summary = exporter(
-            PagedLogs::new(events_of(&records), 33),
-            store.clone(),
-            sliced,
-        )
-        .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
-        .await
-        .unwrap();
+        let sliced = ExportSettings { read_slices: 7, rows_per_row_group: 100, ..settings() };
+        let summary = exporter(PagedLogs::new(events_of(&records), 33), store.clone(), sliced)
+            .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
+            .await
+            .unwrap();
         assert_eq!((summary.events_read, summary.rows_written), (1_000, 1_000));
-        let rows = rows_of(
-            store.object("logs/year=2026/month=11/day=23/part-20261124T090000000Z-00000.parquet"),
-        );
-        let ids: std::collections::HashSet<String> = rows
-            .iter()
-            .map(|row| {
-                if let Field::Str(id) = &row[5] {
-                    id.clone()
-                } else {
-                    panic!()
-                }
-            })
-            .collect();
+        let rows = rows_of(store.object("logs/year=2026/month=11/day=23/part-20261124T090000000Z-00000.parquet"));
+        let ids: std::collections::HashSet<String> =
+            rows.iter().map(|row| if let Field::Str(id) = &row[5] { id.clone() } else { panic!() }).collect();
         assert_eq!(ids.len(), 1_000);
     }
 
@@ -1000,36 +779,18 @@ mod tests {
         // GIVEN the 23rd exported as 3 objects of 10 rows (+ a file somebody else put there)
         let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 30, 2).records().collect();
         let store = Arc::new(MemoryStore::default());
-        let small_objects = ExportSettings {
-            max_rows_per_object: 10,
-            rows_per_row_group: 1_000,
-            ..settings()
-        };
+        let small_objects = ExportSettings { max_rows_per_object: 10, rows_per_row_group: 1_000, ..settings() };
         let request = ExportRequest::Day(day("2026-11-23"));
-        let first = exporter(
-            PagedLogs::new(events_of(&records), 8),
-            store.clone(),
-            small_objects,
-        )
-        .export(&request, at(NOW))
-        .await
-        .unwrap();
+        let first = exporter(PagedLogs::new(events_of(&records), 8), store.clone(), small_objects)
+            .export(&request, at(NOW))
+            .await
+            .unwrap();
         assert_eq!(first.objects, 3);
         let foreign = "logs/year=2026/month=11/day=23/README.txt".to_owned();
-        store
-            .objects
-            .lock()
-            .unwrap()
-            .insert(foreign.clone(), b"keep me".to_vec());
+        store.objects.lock().unwrap().insert(foreign.clone(), b"keep me".to_vec());
         // WHEN it is exported again into one object
-        let second = exporter(
-            PagedLogs::new(events_of(&records), 8),
-            store.clone(),
-            settings(),
-        )
-        .export(&request, at(NOW))
-        .await
-        .unwrap();
+        let second =
+            exporter(PagedLogs::new(events_of(&records), 8), store.clone(), settings()).export(&request, at(NOW)).await.unwrap();
         // THEN part-00000 holds all 30 rows, parts 1 and 2 are gone, the foreign file stays
         assert_eq!(second.days[0].stale_objects_deleted, 2);
         assert_eq!(
@@ -1040,121 +801,58 @@ mod tests {
                 "logs/year=2026/month=11/day=23/part-20261124T090000000Z-00000.parquet".to_owned()
             ]
         );
-        assert_eq!(
-            rows_of(
-                store.object(
-                    "logs/year=2026/month=11/day=23/part-20261124T090000000Z-00000.parquet"
-                )
-            )
-            .len(),
-            30
-        );
+        assert_eq!(rows_of(store.object("logs/year=2026/month=11/day=23/part-20261124T090000000Z-00000.parquet")).len(), 30);
     }
 
     #[tokio::test]
     async fn an_empty_day_writes_nothing_deletes_nothing_and_says_so() {
         let store = Arc::new(MemoryStore::default());
         let earlier = "logs/year=2026/month=11/day=01/part-00000.parquet".to_owned();
-        store
-            .objects
-            .lock()
-            .unwrap()
-            .insert(earlier.clone(), b"an earlier export".to_vec());
+        store.objects.lock().unwrap().insert(earlier.clone(), b"an earlier export".to_vec());
         let summary = exporter(PagedLogs::new(Vec::new(), 10), store.clone(), settings())
             .export(&ExportRequest::Day(day("2026-11-01")), at(NOW))
             .await
             .unwrap();
         assert_eq!((summary.rows_written, summary.objects), (0, 0));
-        assert!(summary.days[0]
-            .note
-            .as_deref()
-            .unwrap()
-            .contains("no usage lines"));
+        assert!(summary.days[0].note.as_deref().unwrap().contains("no usage lines"));
         assert_eq!(store.keys(), vec![earlier]);
     }
 
     #[tokio::test]
     async fn a_large_day_goes_up_in_multipart_parts_and_reads_back_whole() {
         // GIVEN parts of 64 KiB (S3 would want 5 MiB; the fake checks only the order) and 2,000 rows
-        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 2_000, 3)
-            .records()
-            .collect();
-        let store = Arc::new(MemoryStore {
-            min_part_bytes: 64 * 1024,
-            ..MemoryStore::default()
-        });
-        let small_parts = ExportSettings {
-            rows_per_row_group: 250,
-            part_bytes: 64 * 1024,
-            ..settings()
-        };
+        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 2_000, 3).records().collect();
+        let store = Arc::new(MemoryStore { min_part_bytes: 64 * 1024, ..MemoryStore::default() });
+        let small_parts = ExportSettings { rows_per_row_group: 250, part_bytes: 64 * 1024, ..settings() };
         // WHEN the day is exported
-        let summary = exporter(
-            PagedLogs::new(events_of(&records), 500),
-            store.clone(),
-            small_parts,
-        )
-        .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
-        .await
-        .unwrap();
+        let summary = exporter(PagedLogs::new(events_of(&records), 500), store.clone(), small_parts)
+            .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
+            .await
+            .unwrap();
         // THEN it was a multipart upload (not a single PutObject) and the object reads back whole
         let puts = store.puts.lock().unwrap().clone();
-        assert_eq!(
-            puts,
-            vec!["logs/year=2026/month=11/day=23/_SUCCESS"],
-            "the data multipart, not PutObject"
-        );
+        assert_eq!(puts, vec!["logs/year=2026/month=11/day=23/_SUCCESS"], "the data multipart, not PutObject");
         assert_eq!(store.open_uploads(), 0);
-        let object =
-            store.object("logs/year=2026/month=11/day=23/part-20261124T090000000Z-00000.parquet");
+        let object = store.object("logs/year=2026/month=11/day=23/part-20261124T090000000Z-00000.parquet");
         assert_eq!(summary.bytes, object.len() as u64);
         let rows = rows_of(object);
         assert_eq!(rows.len(), 2_000);
-        assert_eq!(
-            rows[1_999][5],
-            Field::Str(records[1_999].request_id.clone())
-        );
+        assert_eq!(rows[1_999][5], Field::Str(records[1_999].request_id.clone()));
     }
 
     #[tokio::test]
     async fn a_failure_midway_aborts_the_upload_and_names_the_cause() {
-        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 2_000, 4)
-            .records()
-            .collect();
-        let store = Arc::new(MemoryStore {
-            min_part_bytes: 0,
-            fail_part_from: Some(2),
-            ..MemoryStore::default()
-        });
-        let small_parts = ExportSettings {
-            rows_per_row_group: 250,
-            part_bytes: 16 * 1024,
-            ..settings()
-        };
-        let error = exporter(
-            PagedLogs::new(events_of(&records), 500),
-            store.clone(),
-            small_parts,
-        )
-        .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(error, ExportError::WriteObject { .. }),
-            "{error:?}"
-        );
-        assert!(
-            error
-                .to_string()
-                .contains("part-20261124T090000000Z-00000.parquet"),
-            "{error}"
-        );
+        let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 2_000, 4).records().collect();
+        let store = Arc::new(MemoryStore { min_part_bytes: 0, fail_part_from: Some(2), ..MemoryStore::default() });
+        let small_parts = ExportSettings { rows_per_row_group: 250, part_bytes: 16 * 1024, ..settings() };
+        let error = exporter(PagedLogs::new(events_of(&records), 500), store.clone(), small_parts)
+            .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ExportError::WriteObject { .. }), "{error:?}");
+        assert!(error.to_string().contains("part-20261124T090000000Z-00000.parquet"), "{error}");
         assert_eq!(store.aborted.lock().unwrap().len(), 1);
-        assert_eq!(
-            (store.open_uploads(), store.keys().len()),
-            (0, 0),
-            "no objects, no manifest"
-        );
+        assert_eq!((store.open_uploads(), store.keys().len()), (0, 0), "no objects, no manifest");
 
         let mut logs = PagedLogs::new(events_of(&records), 500);
         logs.failing_group = Some(GROUP.to_owned());
@@ -1162,10 +860,7 @@ mod tests {
             .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
             .await
             .unwrap_err();
-        assert!(
-            error.to_string().contains("AccessDeniedException"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("AccessDeniedException"), "{error}");
         assert_eq!(error.kind(), "ReadLogsFailed");
     }
 
@@ -1173,10 +868,7 @@ mod tests {
     async fn a_bad_payload_is_refused_before_anything_is_read() {
         let logs = Arc::new(PagedLogs::new(Vec::new(), 10));
         let exporter = Exporter::new(logs.clone(), Arc::new(MemoryStore::default()), settings());
-        let error = exporter
-            .handle(serde_json::json!({"date": "tomorrow"}))
-            .await
-            .unwrap_err();
+        let error = exporter.handle(serde_json::json!({"date": "tomorrow"})).await.unwrap_err();
         assert_eq!(error.kind(), "BadRequest");
         assert!(logs.queries.lock().unwrap().is_empty());
     }
@@ -1184,14 +876,8 @@ mod tests {
     #[test]
     fn only_parquet_objects_right_in_the_partition_are_the_days() {
         let partition = "logs/year=2026/month=11/day=23/";
-        assert!(is_parquet_of_partition(
-            partition,
-            &object_key(partition, "20261124T090000000Z", 12)
-        ));
-        assert!(is_parquet_of_partition(
-            partition,
-            &format!("{partition}usage-stream-1-2026-11-23-10-00.parquet")
-        ));
+        assert!(is_parquet_of_partition(partition, &object_key(partition, "20261124T090000000Z", 12)));
+        assert!(is_parquet_of_partition(partition, &format!("{partition}usage-stream-1-2026-11-23-10-00.parquet")));
         for other in [
             "logs/year=2026/month=11/day=23/_SUCCESS",
             "logs/year=2026/month=11/day=23/x.txt",
@@ -1208,64 +894,31 @@ mod tests {
         let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-23", 30, 2).records().collect();
         let store = Arc::new(MemoryStore::default());
         let request = ExportRequest::Day(day("2026-11-23"));
-        exporter(
-            PagedLogs::new(events_of(&records), 8),
-            store.clone(),
-            settings(),
-        )
-        .export(&request, at(NOW))
-        .await
-        .unwrap();
-        let manifest: Manifest =
-            serde_json::from_slice(&store.object("logs/year=2026/month=11/day=23/_SUCCESS"))
-                .unwrap();
-        assert_eq!(
-            (manifest.rows, manifest.complete, manifest.objects.len()),
-            (30, true, 1)
-        );
+        exporter(PagedLogs::new(events_of(&records), 8), store.clone(), settings()).export(&request, at(NOW)).await.unwrap();
+        let manifest: Manifest = serde_json::from_slice(&store.object("logs/year=2026/month=11/day=23/_SUCCESS")).unwrap();
+        assert_eq!((manifest.rows, manifest.complete, manifest.objects.len()), (30, true, 1));
         let before = store.keys();
         // WHEN part of the log is gone (18 lines left) and the day is exported again, later
         let later = at("2026-11-25T09:00:00Z");
-        let error = exporter(
-            PagedLogs::new(events_of(&records[..18]), 8),
-            store.clone(),
-            settings(),
-        )
-        .export(&request, later)
-        .await
-        .unwrap_err();
-        // THEN it is refused, names both counts, and the earlier export is untouched
-        assert_eq!(error.kind(), "WouldShrink");
-        assert!(
-            error
-                .to_string()
-                .contains("has 30 rows, the log now gives 18"),
-            "{error}"
-        );
-        assert_eq!(store.keys(), before);
-        assert_eq!(rows_of(store.object(&before[1])).len(), 30);
-        // WHEN it is asked again with allow_shrink THEN the day is replaced by the 18 rows
-        let summary = exporter(
-            PagedLogs::new(events_of(&records[..18]), 8),
-            store.clone(),
-            settings(),
-        )
-        .export_with(&request, ExportOptions { allow_shrink: true }, later)
-        .await
-        .unwrap();
-        assert_eq!(
-            (summary.rows_written, summary.days[0].stale_objects_deleted),
-            (18, 1)
-        );
-        let manifest: Manifest =
-            serde_json::from_slice(&store.object("logs/year=2026/month=11/day=23/_SUCCESS"))
-                .unwrap();
-        assert_eq!(manifest.rows, 18);
-        // AND an empty log is refused the same way
-        let error = exporter(PagedLogs::new(Vec::new(), 8), store.clone(), settings())
+        let error = exporter(PagedLogs::new(events_of(&records[..18]), 8), store.clone(), settings())
             .export(&request, later)
             .await
             .unwrap_err();
+        // THEN it is refused, names both counts, and the earlier export is untouched
+        assert_eq!(error.kind(), "WouldShrink");
+        assert!(error.to_string().contains("has 30 rows, the log now gives 18"), "{error}");
+        assert_eq!(store.keys(), before);
+        assert_eq!(rows_of(store.object(&before[1])).len(), 30);
+        // WHEN it is asked again with allow_shrink THEN the day is replaced by the 18 rows
+        let summary = exporter(PagedLogs::new(events_of(&records[..18]), 8), store.clone(), settings())
+            .export_with(&request, ExportOptions { allow_shrink: true }, later)
+            .await
+            .unwrap();
+        assert_eq!((summary.rows_written, summary.days[0].stale_objects_deleted), (18, 1));
+        let manifest: Manifest = serde_json::from_slice(&store.object("logs/year=2026/month=11/day=23/_SUCCESS")).unwrap();
+        assert_eq!(manifest.rows, 18);
+        // AND an empty log is refused the same way
+        let error = exporter(PagedLogs::new(Vec::new(), 8), store.clone(), settings()).export(&request, later).await.unwrap_err();
         assert_eq!(error.kind(), "WouldShrink");
     }
 
@@ -1282,24 +935,13 @@ mod tests {
             events.push((at(&record.timestamp).timestamp_millis(), line));
         }
         let store = Arc::new(MemoryStore::default());
-        let strict = ExportSettings {
-            max_malformed_lines: 2,
-            ..settings()
-        };
+        let strict = ExportSettings { max_malformed_lines: 2, ..settings() };
         let error = exporter(PagedLogs::new(events.clone(), 8), store.clone(), strict)
             .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
             .await
             .unwrap_err();
         // THEN the run fails with the count and samples, the rows are there, the day has no manifest
-        let ExportError::TooManyMalformed {
-            malformed,
-            rows,
-            samples,
-            ..
-        } = &error
-        else {
-            panic!("{error:?}")
-        };
+        let ExportError::TooManyMalformed { malformed, rows, samples, .. } = &error else { panic!("{error:?}") };
         assert_eq!((*malformed, *rows, samples.len()), (3, 20, 3));
         assert!(samples[0].contains("batch"), "{samples:?}");
         let keys = store.keys();
@@ -1310,13 +952,7 @@ mod tests {
             .export(&ExportRequest::Day(day("2026-11-23")), at(NOW))
             .await
             .unwrap();
-        assert_eq!(
-            (
-                summary.days[0].skipped_malformed,
-                summary.days[0].malformed_samples.len()
-            ),
-            (3, 3)
-        );
+        assert_eq!((summary.days[0].skipped_malformed, summary.days[0].malformed_samples.len()), (3, 3));
         assert!(summary.days[0].manifest.is_some());
     }
 
@@ -1326,21 +962,12 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let mut events = Vec::new();
         for of in ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"] {
-            events.extend(events_of(
-                &SyntheticDay::new(of, 5, 1).records().collect::<Vec<_>>(),
-            ));
+            events.extend(events_of(&SyntheticDay::new(of, 5, 1).records().collect::<Vec<_>>()));
         }
-        exporter(
-            PagedLogs::new(events.clone(), 50),
-            store.clone(),
-            settings(),
-        )
-        .export(
-            &ExportRequest::Day(day("2026-11-20")),
-            at("2026-11-21T09:00:00Z"),
-        )
-        .await
-        .unwrap();
+        exporter(PagedLogs::new(events.clone(), 50), store.clone(), settings())
+            .export(&ExportRequest::Day(day("2026-11-20")), at("2026-11-21T09:00:00Z"))
+            .await
+            .unwrap();
         // WHEN the schedule fires on the 24th
         let fired = at("2026-11-24T01:00:00Z");
         let summary = exporter(PagedLogs::new(events, 50), store.clone(), settings())
@@ -1350,23 +977,16 @@ mod tests {
         // THEN the 21st, 22nd and 23rd are exported, each complete with its manifest
         let days: Vec<&str> = summary.days.iter().map(|d| d.day.as_str()).collect();
         assert_eq!(days, ["2026-11-21", "2026-11-22", "2026-11-23"]);
-        assert!(summary
-            .days
-            .iter()
-            .all(|d| d.complete && d.rows_written == 5 && d.manifest.is_some()));
+        assert!(summary.days.iter().all(|d| d.complete && d.rows_written == 5 && d.manifest.is_some()));
     }
 
     #[tokio::test]
     async fn today_so_far_is_not_a_complete_day() {
         let records: Vec<UsageRecord> = SyntheticDay::new("2026-11-24", 5, 1).records().collect();
-        let summary = exporter(
-            PagedLogs::new(events_of(&records), 8),
-            Arc::new(MemoryStore::default()),
-            settings(),
-        )
-        .export(&ExportRequest::Today, at("2026-11-24T23:59:59Z"))
-        .await
-        .unwrap();
+        let summary = exporter(PagedLogs::new(events_of(&records), 8), Arc::new(MemoryStore::default()), settings())
+            .export(&ExportRequest::Today, at("2026-11-24T23:59:59Z"))
+            .await
+            .unwrap();
         assert!(!summary.days[0].complete);
     }
 }

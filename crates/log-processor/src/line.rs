@@ -118,9 +118,7 @@ pub fn counter_update(message: &str) -> Option<CounterUpdateLine<'_>> {
     if !message.starts_with('{') || !message.contains(COUNTER_UPDATE_EVENT) {
         return None;
     }
-    serde_json::from_str::<CounterUpdateLine>(message)
-        .ok()
-        .filter(|line| line.event == COUNTER_UPDATE_EVENT)
+    serde_json::from_str::<CounterUpdateLine>(message).ok().filter(|line| line.event == COUNTER_UPDATE_EVENT)
 }
 
 /// What a log message turned out to be. Returned by value and consumed at once, line by line: boxing the
@@ -154,12 +152,8 @@ pub fn classify(message: &str) -> LineOutcome<'_> {
         Ok(line) if line.event == USAGE_EVENT => check(line),
         Ok(_) => LineOutcome::NotUsage,
         Err(error) => match serde_json::from_str::<EventProbe>(message) {
-            Ok(EventProbe { event: Some(event) }) if event == USAGE_EVENT => {
-                LineOutcome::Malformed(error.to_string())
-            }
-            Ok(EventProbe { event: Some(event) }) if event == COUNTER_UPDATE_EVENT => {
-                LineOutcome::CounterUpdate
-            }
+            Ok(EventProbe { event: Some(event) }) if event == USAGE_EVENT => LineOutcome::Malformed(error.to_string()),
+            Ok(EventProbe { event: Some(event) }) if event == COUNTER_UPDATE_EVENT => LineOutcome::CounterUpdate,
             _ => LineOutcome::NotUsage,
         },
     }
@@ -195,23 +189,13 @@ pub fn utc_day(timestamp: &str) -> Option<NaiveDate> {
         && bytes[10] == b'T'
         && [13, 16].iter().all(|&at| bytes[at] == b':')
         && bytes[19] == b'.'
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
-            .iter()
-            .all(|&at| bytes[at].is_ascii_digit());
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22].iter().all(|&at| bytes[at].is_ascii_digit());
     if canonical {
-        let number = |from: usize, to: usize| {
-            bytes[from..to]
-                .iter()
-                .fold(0u32, |n, b| n * 10 + u32::from(b - b'0'))
-        };
+        let number = |from: usize, to: usize| bytes[from..to].iter().fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
         let in_range = number(11, 13) < 24 && number(14, 16) < 60 && number(17, 19) < 60;
-        return in_range
-            .then(|| NaiveDate::from_ymd_opt(number(0, 4) as i32, number(5, 7), number(8, 10)))
-            .flatten();
+        return in_range.then(|| NaiveDate::from_ymd_opt(number(0, 4) as i32, number(5, 7), number(8, 10))).flatten();
     }
-    DateTime::parse_from_rfc3339(timestamp)
-        .ok()
-        .map(|at| at.with_timezone(&Utc).date_naive())
+    DateTime::parse_from_rfc3339(timestamp).ok().map(|at| at.with_timezone(&Utc).date_naive())
 }
 
 #[cfg(test)]
@@ -226,25 +210,13 @@ mod tests {
 
     #[test]
     fn a_usage_line_becomes_a_row_of_its_own_day() {
-        let LineOutcome::Usage { day: of, line } = classify(LINE) else {
-            panic!("not a usage line")
-        };
+        let LineOutcome::Usage { day: of, line } = classify(LINE) else { panic!("not a usage line") };
         assert_eq!(of, day("2026-11-23"));
         assert_eq!(line.tenant_id, "acme");
         assert_eq!(line.timestamp, "2026-11-23T10:00:00.123Z", "kept as logged");
         assert_eq!((line.total_tokens, line.cache_read_input_tokens), (42, 0));
-        assert!(
-            matches!(line.tenant_id, Cow::Borrowed(_)),
-            "no copy of a plain string"
-        );
-        assert_eq!(
-            (
-                line.client_user_id,
-                line.requested_model_id,
-                line.usage_estimated
-            ),
-            (None, None, None)
-        );
+        assert!(matches!(line.tenant_id, Cow::Borrowed(_)), "no copy of a plain string");
+        assert_eq!((line.client_user_id, line.requested_model_id, line.usage_estimated), (None, None, None));
     }
 
     #[test]
@@ -252,9 +224,7 @@ mod tests {
         // GIVEN a line stamped 00:30 on the 24th in UTC+02:00, that is 22:30 UTC on the 23rd
         let text = LINE.replace("2026-11-23T10:00:00.123Z", "2026-11-24T00:30:00.000+02:00");
         // THEN it belongs to the 23rd, and its timestamp string is kept unchanged
-        let LineOutcome::Usage { day: of, line } = classify(&text) else {
-            panic!("not a usage line")
-        };
+        let LineOutcome::Usage { day: of, line } = classify(&text) else { panic!("not a usage line") };
         assert_eq!(of, day("2026-11-23"));
         assert_eq!(line.timestamp, "2026-11-24T00:30:00.000+02:00");
     }
@@ -290,41 +260,18 @@ mod tests {
             r#""latency_ms":250"#,
             r#""latency_ms":250,"cache_creation_input_tokens":5,"cache_read_input_tokens":7,"metering_error":"x","client_user_id":"end-user 7","requested_model_id":"claude-sonnet-4-5","usage_estimated":true"#,
         );
-        let LineOutcome::Usage { line, .. } = classify(&text) else {
-            panic!("not a usage line")
-        };
-        assert_eq!(
-            (
-                line.cache_creation_input_tokens,
-                line.cache_read_input_tokens
-            ),
-            (5, 7)
-        );
-        assert_eq!(
-            line.client_user_id.as_deref(),
-            Some("end-user 7"),
-            "never trimmed"
-        );
-        assert_eq!(
-            line.requested_model_id.as_deref(),
-            Some("claude-sonnet-4-5")
-        );
+        let LineOutcome::Usage { line, .. } = classify(&text) else { panic!("not a usage line") };
+        assert_eq!((line.cache_creation_input_tokens, line.cache_read_input_tokens), (5, 7));
+        assert_eq!(line.client_user_id.as_deref(), Some("end-user 7"), "never trimmed");
+        assert_eq!(line.requested_model_id.as_deref(), Some("claude-sonnet-4-5"));
         assert_eq!(line.usage_estimated, Some(true));
-        assert!(
-            line.metering_error,
-            "an older line's metering_error: outcome unknown"
-        );
+        assert!(line.metering_error, "an older line's metering_error: outcome unknown");
     }
 
     #[test]
     fn a_null_or_absent_metering_error_is_no_error() {
-        for text in [
-            LINE.to_owned(),
-            LINE.replace(r#""latency_ms":250"#, r#""latency_ms":250,"metering_error":null"#),
-        ] {
-            let LineOutcome::Usage { line, .. } = classify(&text) else {
-                panic!("not a usage line: {text}")
-            };
+        for text in [LINE.to_owned(), LINE.replace(r#""latency_ms":250"#, r#""latency_ms":250,"metering_error":null"#)] {
+            let LineOutcome::Usage { line, .. } = classify(&text) else { panic!("not a usage line: {text}") };
             assert!(!line.metering_error, "{text}");
         }
     }
@@ -340,29 +287,13 @@ mod tests {
         let text = r#"{"event":"counter_update","timestamp":"2026-11-24T00:00:00.200Z","request_id":"r-1","tenant_id":"acme","request_type":"bedrock","model_id":"m","day":"2026-11-23","outcome":"unknown","error":"timeout"}"#;
         let update = counter_update(text).unwrap();
         assert_eq!(
-            (
-                update.request_id.as_ref(),
-                update.day.as_ref(),
-                update.outcome
-            ),
+            (update.request_id.as_ref(), update.day.as_ref(), update.outcome),
             ("r-1", "2026-11-23", CounterOutcome::Unknown)
         );
         assert_eq!(counter_update(LINE), None);
-        assert_eq!(
-            counter_update(&text.replace(
-                r#""event":"counter_update""#,
-                r#""event":"x","note":"counter_update""#
-            )),
-            None
-        );
-        assert_eq!(
-            CounterOutcome::Unknown.worst(CounterOutcome::Failed),
-            CounterOutcome::Failed
-        );
-        assert_eq!(
-            CounterOutcome::Applied.worst(CounterOutcome::Unknown),
-            CounterOutcome::Unknown
-        );
+        assert_eq!(counter_update(&text.replace(r#""event":"counter_update""#, r#""event":"x","note":"counter_update""#)), None);
+        assert_eq!(CounterOutcome::Unknown.worst(CounterOutcome::Failed), CounterOutcome::Failed);
+        assert_eq!(CounterOutcome::Applied.worst(CounterOutcome::Unknown), CounterOutcome::Unknown);
     }
 
     #[test]
@@ -387,24 +318,12 @@ mod tests {
             LINE.replace(r#""input_tokens":12"#, r#""input_tokens":-1"#),
             LINE.replace(r#""input_tokens":12"#, r#""input_tokens":"12""#),
             LINE.replace("2026-11-23T10:00:00.123Z", "yesterday"),
-            LINE.replace(
-                r#""latency_ms":250"#,
-                r#""latency_ms":18446744073709551615"#,
-            ),
-            LINE.replace(
-                r#""request_type":"bedrock""#,
-                r#""request_type":"carrier-pigeon""#,
-            ),
-            LINE.replace(
-                r#""latency_ms":250"#,
-                r#""latency_ms":250,"usage_estimated":"yes""#,
-            ),
+            LINE.replace(r#""latency_ms":250"#, r#""latency_ms":18446744073709551615"#),
+            LINE.replace(r#""request_type":"bedrock""#, r#""request_type":"carrier-pigeon""#),
+            LINE.replace(r#""latency_ms":250"#, r#""latency_ms":250,"usage_estimated":"yes""#),
             r#"{"event":"token_usage"}"#.to_owned(),
         ] {
-            assert!(
-                matches!(classify(&line), LineOutcome::Malformed(_)),
-                "{line}"
-            );
+            assert!(matches!(classify(&line), LineOutcome::Malformed(_)), "{line}");
         }
     }
 }

@@ -34,8 +34,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             // `{"rebuild_counters": ...}` is the rebuild's; every other payload the export's.
             match RebuildRequest::from_payload(&event.payload) {
                 Some(request) => handle_rebuild(rebuilder.as_deref(), request).await,
-                None => serde_json::to_value(exporter.handle(event.payload).await?).map_err(|error| {
-                    lambda_runtime::Diagnostic { error_type: "EncodeFailed".into(), error_message: error.to_string() }
+                None => serde_json::to_value(exporter.handle(event.payload).await?).map_err(|error| lambda_runtime::Diagnostic {
+                    error_type: "EncodeFailed".into(),
+                    error_message: error.to_string(),
                 }),
             }
         }

@@ -39,33 +39,20 @@ pub fn manifest_key(prefix: &str, day: NaiveDate) -> String {
 
 /// The manifest of `day`, if there is one. An unreadable manifest counts as none (and is logged): the day is
 /// then exported again, which is always safe.
-pub async fn read_manifest(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    day: NaiveDate,
-) -> Result<Option<Manifest>, ExportError> {
+pub async fn read_manifest(store: &dyn ObjectStore, prefix: &str, day: NaiveDate) -> Result<Option<Manifest>, ExportError> {
     let key = manifest_key(prefix, day);
-    let body = store
-        .get_object(&key)
-        .await
-        .map_err(|source| read_error(store, &key, source))?;
-    Ok(
-        body.and_then(|body| match serde_json::from_slice::<Manifest>(&body) {
-            Ok(manifest) => Some(manifest),
-            Err(error) => {
-                tracing::warn!(%key, %error, "unreadable manifest: the day counts as not exported");
-                None
-            }
-        }),
-    )
+    let body = store.get_object(&key).await.map_err(|source| read_error(store, &key, source))?;
+    Ok(body.and_then(|body| match serde_json::from_slice::<Manifest>(&body) {
+        Ok(manifest) => Some(manifest),
+        Err(error) => {
+            tracing::warn!(%key, %error, "unreadable manifest: the day counts as not exported");
+            None
+        }
+    }))
 }
 
 fn read_error(store: &dyn ObjectStore, key: &str, source: BoxError) -> ExportError {
-    ExportError::CleanUp {
-        bucket: store.bucket().to_owned(),
-        prefix: key.to_owned(),
-        source,
-    }
+    ExportError::CleanUp { bucket: store.bucket().to_owned(), prefix: key.to_owned(), source }
 }
 
 /// The days the scheduled run exports: `last_day` (yesterday) and every day before it back to the last day
@@ -82,10 +69,7 @@ pub async fn days_to_catch_up(
         let Some(day) = last_day.checked_sub_days(Days::new(back)) else {
             break;
         };
-        if read_manifest(store, prefix, day)
-            .await?
-            .is_some_and(|manifest| manifest.complete)
-        {
+        if read_manifest(store, prefix, day).await?.is_some_and(|manifest| manifest.complete) {
             break;
         }
         days.push(day);
@@ -95,20 +79,11 @@ pub async fn days_to_catch_up(
 }
 
 /// The 03:00 UTC check: is there a complete export of `day`?
-pub async fn check_complete(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    day: NaiveDate,
-) -> Result<Manifest, ExportError> {
-    let incomplete = |reason: String| ExportError::IncompleteExport {
-        day: day.to_string(),
-        reason,
-    };
+pub async fn check_complete(store: &dyn ObjectStore, prefix: &str, day: NaiveDate) -> Result<Manifest, ExportError> {
+    let incomplete = |reason: String| ExportError::IncompleteExport { day: day.to_string(), reason };
     match read_manifest(store, prefix, day).await? {
         Some(manifest) if manifest.complete => Ok(manifest),
-        Some(_) => Err(incomplete(
-            "only a partial export (made before the day ended)".to_owned(),
-        )),
+        Some(_) => Err(incomplete("only a partial export (made before the day ended)".to_owned())),
         None => Err(incomplete(format!("no {}", manifest_key(prefix, day)))),
     }
 }
@@ -140,11 +115,7 @@ mod tests {
     }
 
     fn put(store: &MemoryStore, of: &str, body: Vec<u8>) {
-        store
-            .objects
-            .lock()
-            .unwrap()
-            .insert(manifest_key("logs/", day(of)), body);
+        store.objects.lock().unwrap().insert(manifest_key("logs/", day(of)), body);
     }
 
     #[tokio::test]
@@ -155,54 +126,26 @@ mod tests {
         put(&store, "2026-11-20", manifest("2026-11-20", false));
         put(&store, "2026-11-21", b"{".to_vec());
         // WHEN the schedule of the 23rd asks what to export
-        let days = days_to_catch_up(&store, "logs/", day("2026-11-22"), 30)
-            .await
-            .unwrap();
+        let days = days_to_catch_up(&store, "logs/", day("2026-11-22"), 30).await.unwrap();
         // THEN every day after the 18th, oldest first
-        assert_eq!(
-            days,
-            ["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22"].map(day)
-        );
+        assert_eq!(days, ["2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22"].map(day));
         // AND no further back than the retention
-        let days = days_to_catch_up(&store, "logs/", day("2026-11-22"), 2)
-            .await
-            .unwrap();
+        let days = days_to_catch_up(&store, "logs/", day("2026-11-22"), 2).await.unwrap();
         assert_eq!(days, ["2026-11-21", "2026-11-22"].map(day));
         // AND with yesterday's manifest in place only yesterday itself (a re-run)
         put(&store, "2026-11-21", manifest("2026-11-21", true));
-        let days = days_to_catch_up(&store, "logs/", day("2026-11-22"), 30)
-            .await
-            .unwrap();
+        let days = days_to_catch_up(&store, "logs/", day("2026-11-22"), 30).await.unwrap();
         assert_eq!(days, [day("2026-11-22")]);
     }
 
     #[tokio::test]
     async fn the_check_wants_a_complete_manifest() {
         let store = MemoryStore::default();
-        let error = check_complete(&store, "logs/", day("2026-11-22"))
-            .await
-            .unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("logs/year=2026/month=11/day=22/_SUCCESS"),
-            "{error}"
-        );
+        let error = check_complete(&store, "logs/", day("2026-11-22")).await.unwrap_err();
+        assert!(error.to_string().contains("logs/year=2026/month=11/day=22/_SUCCESS"), "{error}");
         put(&store, "2026-11-22", manifest("2026-11-22", false));
-        assert_eq!(
-            check_complete(&store, "logs/", day("2026-11-22"))
-                .await
-                .unwrap_err()
-                .kind(),
-            "IncompleteExport"
-        );
+        assert_eq!(check_complete(&store, "logs/", day("2026-11-22")).await.unwrap_err().kind(), "IncompleteExport");
         put(&store, "2026-11-22", manifest("2026-11-22", true));
-        assert_eq!(
-            check_complete(&store, "logs/", day("2026-11-22"))
-                .await
-                .unwrap()
-                .rows,
-            1
-        );
+        assert_eq!(check_complete(&store, "logs/", day("2026-11-22")).await.unwrap().rows, 1);
     }
 }

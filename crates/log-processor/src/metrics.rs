@@ -9,10 +9,7 @@ pub const NAMESPACE: &str = "BedrockMetering/LogExport";
 
 /// One EMF line with `metrics` (name, count), stamped `timestamp_ms`.
 pub fn emf_line(metrics: &[(&str, u64)], timestamp_ms: i64) -> String {
-    let definitions: Vec<Value> = metrics
-        .iter()
-        .map(|(name, _)| json!({"Name": name, "Unit": "Count"}))
-        .collect();
+    let definitions: Vec<Value> = metrics.iter().map(|(name, _)| json!({"Name": name, "Unit": "Count"})).collect();
     let mut line = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -33,11 +30,7 @@ mod tests {
 
     #[test]
     fn an_emf_line_names_each_metric_and_carries_its_value() {
-        let line: Value = serde_json::from_str(&emf_line(
-            &[("SkippedMalformed", 3), ("DaysExported", 1)],
-            42,
-        ))
-        .unwrap();
+        let line: Value = serde_json::from_str(&emf_line(&[("SkippedMalformed", 3), ("DaysExported", 1)], 42)).unwrap();
         assert_eq!(line["SkippedMalformed"], 3);
         assert_eq!(line["_aws"]["Timestamp"], 42);
         let directive = &line["_aws"]["CloudWatchMetrics"][0];

@@ -25,54 +25,26 @@ use crate::row_price::RowPricer;
 use metering_core::usage::RequestType;
 
 /// The export columns, in file order (the Glue table's order).
-pub const STRING_COLUMNS: [&str; 6] = [
-    "timestamp",
-    "tenant_id",
-    "user_id",
-    "model_id",
-    "request_type",
-    "request_id",
-];
-pub const BIGINT_COLUMNS: [&str; 6] = [
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "latency_ms",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-];
+pub const STRING_COLUMNS: [&str; 6] = ["timestamp", "tenant_id", "user_id", "model_id", "request_type", "request_id"];
+pub const BIGINT_COLUMNS: [&str; 6] =
+    ["input_tokens", "output_tokens", "total_tokens", "latency_ms", "cache_creation_input_tokens", "cache_read_input_tokens"];
 /// After the bigints: `cost_usd` (double, null when the table has no price), `price_version`, `base_model_id`
 /// (strings), `client_user_id`, `requested_model_id` (strings, null when the line has none), `usage_estimated`,
 /// `counter_outcome` (string).
-pub const ADDED_COLUMNS: [&str; 7] = [
-    "cost_usd",
-    "price_version",
-    "base_model_id",
-    "client_user_id",
-    "requested_model_id",
-    "usage_estimated",
-    "counter_outcome",
-];
+pub const ADDED_COLUMNS: [&str; 7] =
+    ["cost_usd", "price_version", "base_model_id", "client_user_id", "requested_model_id", "usage_estimated", "counter_outcome"];
 
 /// Rows per row group: about 40 MB of column buffers, a few MB of Parquet once encoded.
 pub const DEFAULT_ROWS_PER_ROW_GROUP: usize = 100_000;
 
 pub fn schema() -> Result<Arc<Type>, ExportError> {
-    let strings: String = STRING_COLUMNS
-        .iter()
-        .map(|name| format!("  REQUIRED BYTE_ARRAY {name} (STRING);\n"))
-        .collect();
-    let bigints: String = BIGINT_COLUMNS
-        .iter()
-        .map(|name| format!("  REQUIRED INT64 {name};\n"))
-        .collect();
+    let strings: String = STRING_COLUMNS.iter().map(|name| format!("  REQUIRED BYTE_ARRAY {name} (STRING);\n")).collect();
+    let bigints: String = BIGINT_COLUMNS.iter().map(|name| format!("  REQUIRED INT64 {name};\n")).collect();
     let added = "  OPTIONAL DOUBLE cost_usd;\n  REQUIRED BYTE_ARRAY price_version (STRING);\n  \
                  REQUIRED BYTE_ARRAY base_model_id (STRING);\n  OPTIONAL BYTE_ARRAY client_user_id (STRING);\n  \
                  OPTIONAL BYTE_ARRAY requested_model_id (STRING);\n  REQUIRED BOOLEAN usage_estimated;\n  \
                  OPTIONAL BYTE_ARRAY counter_outcome (STRING);\n";
-    Ok(Arc::new(parse_message_type(&format!(
-        "message token_usage_logs {{\n{strings}{bigints}{added}}}"
-    ))?))
+    Ok(Arc::new(parse_message_type(&format!("message token_usage_logs {{\n{strings}{bigints}{added}}}"))?))
 }
 
 /// ZSTD: level 3 on `timestamp` and `cost_usd`, level 1 on the rest (see below). The request ids (random hex)
@@ -89,15 +61,11 @@ pub fn schema() -> Result<Arc<Type>, ExportError> {
 /// group. Everywhere else they cost a comparison per value for nothing (queries select days by the partition
 /// path, and nothing filters on a count or an id's range).
 pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
-    let zstd = ZstdLevel::try_new(3)
-        .map(Compression::ZSTD)
-        .unwrap_or(Compression::SNAPPY);
+    let zstd = ZstdLevel::try_new(3).map(Compression::ZSTD).unwrap_or(Compression::SNAPPY);
     // Level 1 everywhere but `timestamp` and `cost_usd`, the two columns whose text a higher level still
     // shrinks: random hex (request ids) has no matches for it to find, and the dictionary-coded columns are
     // run-length indices already (level 1 on them: no larger on the benchmark day, measured).
-    let fast_zstd = ZstdLevel::try_new(1)
-        .map(Compression::ZSTD)
-        .unwrap_or(Compression::SNAPPY);
+    let fast_zstd = ZstdLevel::try_new(1).map(Compression::ZSTD).unwrap_or(Compression::SNAPPY);
     let mut builder = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(fast_zstd)
@@ -108,19 +76,12 @@ pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
         .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
         .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BYTE_ARRAY)
         .set_column_dictionary_enabled(ColumnPath::from("request_id"), false)
-        .set_column_encoding(
-            ColumnPath::from("request_id"),
-            Encoding::DELTA_LENGTH_BYTE_ARRAY,
-        )
+        .set_column_encoding(ColumnPath::from("request_id"), Encoding::DELTA_LENGTH_BYTE_ARRAY)
         .set_column_dictionary_enabled(ColumnPath::from("cost_usd"), false)
         .set_statistics_enabled(EnabledStatistics::None)
-        .set_created_by(format!(
-            "bedrock-metering log-processor {}",
-            env!("CARGO_PKG_VERSION")
-        ));
+        .set_created_by(format!("bedrock-metering log-processor {}", env!("CARGO_PKG_VERSION")));
     for column in PRUNING_COLUMNS {
-        builder = builder
-            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::Chunk);
+        builder = builder.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::Chunk);
     }
     Arc::new(builder.build())
 }
@@ -143,10 +104,7 @@ struct StringColumn {
 
 impl StringColumn {
     fn with_capacity(rows: usize, bytes_per_value: usize) -> Self {
-        Self {
-            data: Vec::with_capacity(rows * bytes_per_value),
-            ends: Vec::with_capacity(rows),
-        }
+        Self { data: Vec::with_capacity(rows * bytes_per_value), ends: Vec::with_capacity(rows) }
     }
 
     fn push(&mut self, value: &[u8]) {
@@ -157,10 +115,7 @@ impl StringColumn {
     /// The values as `ByteArray`s; the column is left empty (its buffer handed over, its index kept).
     fn take_values(&mut self) -> Vec<ByteArray> {
         let capacity = self.data.capacity();
-        let data = Bytes::from(std::mem::replace(
-            &mut self.data,
-            Vec::with_capacity(capacity),
-        ));
+        let data = Bytes::from(std::mem::replace(&mut self.data, Vec::with_capacity(capacity)));
         let mut start = 0;
         let values = self
             .ends
@@ -198,10 +153,7 @@ struct SlottedColumn {
 
 impl SlottedColumn {
     fn with_capacity(rows: usize) -> Self {
-        Self {
-            slots: Vec::with_capacity(rows),
-            ..Self::default()
-        }
+        Self { slots: Vec::with_capacity(rows), ..Self::default() }
     }
 
     /// Adds a value of `slot`; `text` makes the slot's value the first time it is met.
@@ -221,19 +173,9 @@ impl SlottedColumn {
             self.values.resize(rows, ByteArray::new());
             self.value_slots.resize(rows, u32::MAX);
         }
-        for ((value, value_slot), &slot) in self
-            .values
-            .iter_mut()
-            .zip(self.value_slots.iter_mut())
-            .zip(&self.slots)
-        {
+        for ((value, value_slot), &slot) in self.values.iter_mut().zip(self.value_slots.iter_mut()).zip(&self.slots) {
             if *value_slot != slot {
-                *value = self
-                    .texts
-                    .get(slot as usize)
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_default();
+                *value = self.texts.get(slot as usize).cloned().flatten().unwrap_or_default();
                 *value_slot = slot;
             }
         }
@@ -288,9 +230,7 @@ impl RowBatch {
             cost_levels: Vec::with_capacity(rows),
             price_version: SlottedColumn::with_capacity(rows),
             base_model_id: SlottedColumn::with_capacity(rows),
-            optional_strings: std::array::from_fn(|_| {
-                (StringColumn::default(), Vec::with_capacity(rows))
-            }),
+            optional_strings: std::array::from_fn(|_| (StringColumn::default(), Vec::with_capacity(rows))),
             usage_estimated: Vec::with_capacity(rows),
             counter_outcome: (SlottedColumn::with_capacity(rows), Vec::with_capacity(rows)),
         }
@@ -298,22 +238,13 @@ impl RowBatch {
 
     /// Adds one row, priced by `pricer`, with the request's counter outcome when it is known. Counts were
     /// checked to fit i64 when the line was read (`line::classify`).
-    pub fn push(
-        &mut self,
-        line: &UsageLine<'_>,
-        pricer: &mut RowPricer,
-        counter_outcome: Option<CounterOutcome>,
-    ) {
+    pub fn push(&mut self, line: &UsageLine<'_>, pricer: &mut RowPricer, counter_outcome: Option<CounterOutcome>) {
         self.timestamp.push(line.timestamp.as_bytes());
         self.tenant_id.push(line.tenant_id.as_bytes());
         self.user_id.push(line.user_id.as_bytes());
         self.request_id.push(line.request_id.as_bytes());
-        let request_type = REQUEST_TYPES
-            .iter()
-            .position(|known| *known == line.request_type)
-            .unwrap_or(0);
-        self.request_type
-            .push(request_type, || ByteArray::from(line.request_type.as_str()));
+        let request_type = REQUEST_TYPES.iter().position(|known| *known == line.request_type).unwrap_or(0);
+        self.request_type.push(request_type, || ByteArray::from(line.request_type.as_str()));
         let bigints = [
             line.input_tokens,
             line.output_tokens,
@@ -339,17 +270,10 @@ impl RowBatch {
             }
             None => self.cost_levels.push(0),
         }
-        self.model_id.push(priced.slot, || {
-            ByteArray::from(line.model_id.as_bytes().to_vec())
-        });
+        self.model_id.push(priced.slot, || ByteArray::from(line.model_id.as_bytes().to_vec()));
         self.price_version.push(0, || priced.version.clone());
-        self.base_model_id
-            .push(priced.slot, || priced.base_model_id.clone());
-        for ((values, levels), value) in self
-            .optional_strings
-            .iter_mut()
-            .zip([&line.client_user_id, &line.requested_model_id])
-        {
+        self.base_model_id.push(priced.slot, || priced.base_model_id.clone());
+        for ((values, levels), value) in self.optional_strings.iter_mut().zip([&line.client_user_id, &line.requested_model_id]) {
             match value {
                 Some(text) => {
                     values.push(text.as_bytes());
@@ -358,8 +282,7 @@ impl RowBatch {
                 None => levels.push(0),
             }
         }
-        self.usage_estimated
-            .push(line.usage_estimated.unwrap_or(false));
+        self.usage_estimated.push(line.usage_estimated.unwrap_or(false));
         let (values, levels) = &mut self.counter_outcome;
         match counter_outcome {
             Some(outcome) => {
@@ -379,20 +302,10 @@ impl RowBatch {
     }
 
     fn clear(&mut self) {
-        for column in [
-            &mut self.timestamp,
-            &mut self.tenant_id,
-            &mut self.user_id,
-            &mut self.request_id,
-        ] {
+        for column in [&mut self.timestamp, &mut self.tenant_id, &mut self.user_id, &mut self.request_id] {
             column.clear();
         }
-        for column in [
-            &mut self.model_id,
-            &mut self.request_type,
-            &mut self.price_version,
-            &mut self.base_model_id,
-        ] {
+        for column in [&mut self.model_id, &mut self.request_type, &mut self.price_version, &mut self.base_model_id] {
             column.clear();
         }
         self.bigints.iter_mut().for_each(Vec::clear);
@@ -428,10 +341,7 @@ fn write_column<T: parquet::data_type::DataType>(
 
 impl ParquetFileWriter {
     pub fn new(properties: Arc<WriterProperties>) -> Result<Self, ExportError> {
-        Ok(Self {
-            writer: SerializedFileWriter::new(Vec::new(), schema()?, properties)?,
-            rows: 0,
-        })
+        Ok(Self { writer: SerializedFileWriter::new(Vec::new(), schema()?, properties)?, rows: 0 })
     }
 
     /// Writes `batch` as one row group and empties it.
@@ -471,17 +381,13 @@ impl ParquetFileWriter {
 
     /// Bytes written so far and not yet taken.
     pub fn buffered_bytes(&mut self) -> Result<usize, ExportError> {
-        self.writer
-            .flush()
-            .map_err(parquet::errors::ParquetError::from)?;
+        self.writer.flush().map_err(parquet::errors::ParquetError::from)?;
         Ok(self.writer.inner().len())
     }
 
     /// Takes the bytes produced so far (a prefix of the file), leaving the writer ready for more.
     pub fn take_bytes(&mut self) -> Result<Vec<u8>, ExportError> {
-        self.writer
-            .flush()
-            .map_err(parquet::errors::ParquetError::from)?;
+        self.writer.flush().map_err(parquet::errors::ParquetError::from)?;
         Ok(std::mem::take(self.writer.inner_mut()))
     }
 
@@ -492,9 +398,7 @@ impl ParquetFileWriter {
 }
 
 fn schema_mismatch() -> ExportError {
-    ExportError::Parquet(parquet::errors::ParquetError::General(
-        "fewer columns than the schema".to_owned(),
-    ))
+    ExportError::Parquet(parquet::errors::ParquetError::General("fewer columns than the schema".to_owned()))
 }
 
 #[cfg(test)]
@@ -513,9 +417,7 @@ mod tests {
         let mut batch = RowBatch::default();
         let mut file = Vec::new();
         for text in lines {
-            let LineOutcome::Usage { line, .. } = classify(text) else {
-                panic!("{text}")
-            };
+            let LineOutcome::Usage { line, .. } = classify(text) else { panic!("{text}") };
             batch.push(&line, &mut pricer, Some(CounterOutcome::Applied));
             if batch.len() == rows_per_group {
                 writer.write_row_group(&mut batch).unwrap();
@@ -532,11 +434,7 @@ mod tests {
     fn read_back(file: Vec<u8>) -> (usize, Vec<Vec<(String, Field)>>) {
         let reader = SerializedFileReader::new(Bytes::from(file)).unwrap();
         let groups = reader.metadata().num_row_groups();
-        let rows = reader
-            .get_row_iter(None)
-            .unwrap()
-            .map(|row| row.unwrap().into_columns())
-            .collect();
+        let rows = reader.get_row_iter(None).unwrap().map(|row| row.unwrap().into_columns()).collect();
         (groups, rows)
     }
 
@@ -552,28 +450,18 @@ mod tests {
         assert_eq!(groups, 3);
         assert_eq!(rows.len(), 25);
         let names: Vec<&str> = rows[0].iter().map(|(name, _)| name.as_str()).collect();
-        let expected: Vec<&str> = STRING_COLUMNS
-            .iter()
-            .chain(BIGINT_COLUMNS.iter())
-            .chain(ADDED_COLUMNS.iter())
-            .copied()
-            .collect();
+        let expected: Vec<&str> =
+            STRING_COLUMNS.iter().chain(BIGINT_COLUMNS.iter()).chain(ADDED_COLUMNS.iter()).copied().collect();
         assert_eq!(names, expected);
         let table = PricingTable::builtin();
         for (row, record) in rows.iter().zip(&records) {
             assert_eq!(row[0].1, Field::Str(record.timestamp.clone()));
             assert_eq!(row[1].1, Field::Str(record.tenant_id.clone()));
-            assert_eq!(
-                row[4].1,
-                Field::Str(record.request_type.as_str().to_owned())
-            );
+            assert_eq!(row[4].1, Field::Str(record.request_type.as_str().to_owned()));
             assert_eq!(row[5].1, Field::Str(record.request_id.clone()));
             assert_eq!(row[6].1, Field::Long(record.input_tokens as i64));
             assert_eq!(row[8].1, Field::Long(record.total_tokens as i64));
-            assert_eq!(
-                row[11].1,
-                Field::Long(record.cache_read_input_tokens as i64)
-            );
+            assert_eq!(row[11].1, Field::Long(record.cache_read_input_tokens as i64));
             let tokens = TokenCounts {
                 input_tokens: record.input_tokens,
                 output_tokens: record.output_tokens,
@@ -581,18 +469,11 @@ mod tests {
                 cache_read_input_tokens: record.cache_read_input_tokens,
             };
             let cost = table.cost_usd(&record.model_id, &tokens).unwrap();
-            assert_eq!(
-                row[12].1,
-                Field::Double(cost),
-                "the usage API's own formula"
-            );
+            assert_eq!(row[12].1, Field::Double(cost), "the usage API's own formula");
             assert_eq!(row[13].1, Field::Str(table.version()));
             let base = metering_core::pricing::base_model_id(&record.model_id).to_owned();
             assert_eq!(row[14].1, Field::Str(base));
-            assert_eq!(
-                (&row[15].1, &row[16].1, &row[17].1),
-                (&Field::Null, &Field::Null, &Field::Bool(false))
-            );
+            assert_eq!((&row[15].1, &row[16].1, &row[17].1), (&Field::Null, &Field::Null, &Field::Bool(false)));
             assert_eq!(row[18].1, Field::Str("applied".into()));
         }
     }
@@ -607,20 +488,10 @@ mod tests {
             ),
         ];
         let (_, rows) = read_back(write(&lines, 10, false));
-        assert_eq!(
-            rows[0][12].1,
-            Field::Null,
-            "no price: no cost rather than a wrong one"
-        );
+        assert_eq!(rows[0][12].1, Field::Null, "no price: no cost rather than a wrong one");
         assert_eq!(rows[0][14].1, Field::Str("acme.unknown".into()));
-        let tokens = TokenCounts {
-            input_tokens: 1,
-            output_tokens: 2,
-            ..TokenCounts::default()
-        };
-        let cost = PricingTable::builtin()
-            .cost_usd("claude-3-haiku-20240307", &tokens)
-            .unwrap();
+        let tokens = TokenCounts { input_tokens: 1, output_tokens: 2, ..TokenCounts::default() };
+        let cost = PricingTable::builtin().cost_usd("claude-3-haiku-20240307", &tokens).unwrap();
         assert_eq!(rows[1][12].1, Field::Double(cost));
         assert_eq!(rows[1][15].1, Field::Str("end user".into()));
         assert_eq!(rows[1][16].1, Field::Str("claude-3-haiku".into()));
@@ -631,35 +502,20 @@ mod tests {
     fn few_valued_columns_are_right_when_their_values_change_from_one_row_group_to_the_next() {
         // GIVEN rows whose model, request type and counter outcome change from row to row, in row groups of 7
         // (so the values kept from one group differ from the next group's at most places)
-        let models = [
-            "anthropic.claude-3-haiku-20240307-v1:0",
-            "amazon.nova-lite-v1:0",
-            "acme.unknown",
-        ];
-        let outcomes = [
-            Some(CounterOutcome::Failed),
-            None,
-            Some(CounterOutcome::Applied),
-            Some(CounterOutcome::Unknown),
-        ];
+        let models = ["anthropic.claude-3-haiku-20240307-v1:0", "amazon.nova-lite-v1:0", "acme.unknown"];
+        let outcomes = [Some(CounterOutcome::Failed), None, Some(CounterOutcome::Applied), Some(CounterOutcome::Unknown)];
         let mut expected = Vec::new();
         let mut pricer = RowPricer::new(PricingTable::builtin());
         let mut writer = ParquetFileWriter::new(writer_properties(7)).unwrap();
         let mut batch = RowBatch::default();
         for index in 0..40_usize {
             let model = models[(index * index + index / 3) % models.len()];
-            let request_type = if index % 5 == 2 {
-                "anthropic"
-            } else {
-                "bedrock"
-            };
+            let request_type = if index % 5 == 2 { "anthropic" } else { "bedrock" };
             let outcome = outcomes[(index / 2 + index % 3) % outcomes.len()];
             let text = format!(
                 r#"{{"event":"token_usage","timestamp":"2026-11-23T10:00:00.123Z","request_id":"r-{index}","tenant_id":"t","user_id":"u","model_id":"{model}","request_type":"{request_type}","input_tokens":1,"output_tokens":2,"total_tokens":3,"latency_ms":4}}"#
             );
-            let LineOutcome::Usage { line, .. } = classify(&text) else {
-                panic!("{text}")
-            };
+            let LineOutcome::Usage { line, .. } = classify(&text) else { panic!("{text}") };
             batch.push(&line, &mut pricer, outcome);
             if batch.len() == 7 {
                 writer.write_row_group(&mut batch).unwrap();
@@ -672,21 +528,14 @@ mod tests {
         // THEN every row has its own values, not those of the row at its place in an earlier group
         assert_eq!((groups, rows.len()), (6, 40));
         let version = PricingTable::builtin().version();
-        for (index, (row, (model, request_type, outcome))) in rows.iter().zip(&expected).enumerate()
-        {
+        for (index, (row, (model, request_type, outcome))) in rows.iter().zip(&expected).enumerate() {
             assert_eq!(row[5].1, Field::Str(format!("r-{index}")));
             assert_eq!(row[3].1, Field::Str((*model).to_owned()), "row {index}");
-            assert_eq!(
-                row[4].1,
-                Field::Str((*request_type).to_owned()),
-                "row {index}"
-            );
+            assert_eq!(row[4].1, Field::Str((*request_type).to_owned()), "row {index}");
             assert_eq!(row[13].1, Field::Str(version.clone()), "row {index}");
             let base = metering_core::pricing::base_model_id(model).to_owned();
             assert_eq!(row[14].1, Field::Str(base), "row {index}");
-            let outcome = outcome.map_or(Field::Null, |outcome| {
-                Field::Str(outcome.as_str().to_owned())
-            });
+            let outcome = outcome.map_or(Field::Null, |outcome| Field::Str(outcome.as_str().to_owned()));
             assert_eq!(row[18].1, outcome, "row {index}");
         }
     }
@@ -698,14 +547,8 @@ mod tests {
         for group in reader.metadata().row_groups() {
             for column in group.columns() {
                 let name = column.column_path().string();
-                let has_min_max = column
-                    .statistics()
-                    .is_some_and(|statistics| statistics.min_bytes_opt().is_some());
-                assert_eq!(
-                    has_min_max,
-                    PRUNING_COLUMNS.contains(&name.as_str()),
-                    "{name}"
-                );
+                let has_min_max = column.statistics().is_some_and(|statistics| statistics.min_bytes_opt().is_some());
+                assert_eq!(has_min_max, PRUNING_COLUMNS.contains(&name.as_str()), "{name}");
             }
         }
     }
@@ -720,11 +563,7 @@ mod tests {
     fn the_schema_is_the_glue_tables() {
         let schema = schema().unwrap();
         assert_eq!(schema.get_fields().len(), 19);
-        let names: Vec<&str> = schema
-            .get_fields()
-            .iter()
-            .map(|field| field.name())
-            .collect();
+        let names: Vec<&str> = schema.get_fields().iter().map(|field| field.name()).collect();
         assert_eq!(names[12..], ADDED_COLUMNS);
     }
 }

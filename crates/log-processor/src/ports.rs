@@ -32,8 +32,7 @@ pub struct LogPage {
 
 #[async_trait]
 pub trait LogSource: Send + Sync {
-    async fn page(&self, query: &LogQuery, next_token: Option<String>)
-        -> Result<LogPage, BoxError>;
+    async fn page(&self, query: &LogQuery, next_token: Option<String>) -> Result<LogPage, BoxError>;
 }
 
 /// The S3 calls of the export, on one bucket the implementation owns. Keys are relative to that bucket.
@@ -46,19 +45,8 @@ pub trait ObjectStore: Send + Sync {
     async fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError>;
     async fn create_multipart_upload(&self, key: &str) -> Result<String, BoxError>;
     /// Returns the part's ETag.
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: i32,
-        body: Vec<u8>,
-    ) -> Result<String, BoxError>;
-    async fn complete_multipart_upload(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: Vec<(i32, String)>,
-    ) -> Result<(), BoxError>;
+    async fn upload_part(&self, key: &str, upload_id: &str, part_number: i32, body: Vec<u8>) -> Result<String, BoxError>;
+    async fn complete_multipart_upload(&self, key: &str, upload_id: &str, parts: Vec<(i32, String)>) -> Result<(), BoxError>;
     async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), BoxError>;
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, BoxError>;
     async fn delete_keys(&self, keys: &[String]) -> Result<(), BoxError>;
@@ -79,13 +67,7 @@ pub struct ObjectUpload<'a> {
 
 impl<'a> ObjectUpload<'a> {
     pub fn new(store: &'a dyn ObjectStore, key: String) -> Self {
-        Self {
-            store,
-            key,
-            upload_id: None,
-            parts: Vec::new(),
-            bytes: 0,
-        }
+        Self { store, key, upload_id: None, parts: Vec::new(), bytes: 0 }
     }
 
     pub fn key(&self) -> &str {
@@ -104,10 +86,7 @@ impl<'a> ObjectUpload<'a> {
         };
         let part_number = self.parts.len() as i32 + 1;
         let length = body.len() as u64;
-        let etag = self
-            .store
-            .upload_part(&self.key, &upload_id, part_number, body)
-            .await?;
+        let etag = self.store.upload_part(&self.key, &upload_id, part_number, body).await?;
         self.parts.push((part_number, etag));
         self.bytes += length;
         Ok(())
@@ -123,20 +102,14 @@ impl<'a> ObjectUpload<'a> {
         if !last.is_empty() {
             self.write_part(last).await?;
         }
-        self.store
-            .complete_multipart_upload(&self.key, &upload_id, std::mem::take(&mut self.parts))
-            .await?;
+        self.store.complete_multipart_upload(&self.key, &upload_id, std::mem::take(&mut self.parts)).await?;
         Ok(self.bytes)
     }
 
     /// Drops the parts uploaded so far (S3 keeps them, and bills them, until told).
     pub async fn abort(self) {
         if let Some(upload_id) = &self.upload_id {
-            if let Err(error) = self
-                .store
-                .abort_multipart_upload(&self.key, upload_id)
-                .await
-            {
+            if let Err(error) = self.store.abort_multipart_upload(&self.key, upload_id).await {
                 tracing::warn!(key = %self.key, %error, "could not abort the multipart upload");
             }
         }
@@ -162,22 +135,13 @@ pub mod fakes {
 
     impl PagedLogs {
         pub fn new(events: Vec<(i64, String)>, page_size: usize) -> Self {
-            Self {
-                events,
-                page_size,
-                queries: Mutex::default(),
-                failing_group: None,
-            }
+            Self { events, page_size, queries: Mutex::default(), failing_group: None }
         }
     }
 
     #[async_trait]
     impl LogSource for PagedLogs {
-        async fn page(
-            &self,
-            query: &LogQuery,
-            next_token: Option<String>,
-        ) -> Result<LogPage, BoxError> {
+        async fn page(&self, query: &LogQuery, next_token: Option<String>) -> Result<LogPage, BoxError> {
             self.queries.lock().unwrap().push(query.clone());
             if self.failing_group.as_deref() == Some(query.log_group.as_str()) {
                 return Err("AccessDeniedException: not allowed".into());
@@ -230,12 +194,7 @@ pub mod fakes {
         }
 
         pub fn object(&self, key: &str) -> Vec<u8> {
-            self.objects
-                .lock()
-                .unwrap()
-                .get(key)
-                .cloned()
-                .unwrap_or_default()
+            self.objects.lock().unwrap().get(key).cloned().unwrap_or_default()
         }
 
         pub fn open_uploads(&self) -> usize {
@@ -261,54 +220,26 @@ pub mod fakes {
 
         async fn create_multipart_upload(&self, key: &str) -> Result<String, BoxError> {
             let upload_id = format!("upload-of-{key}");
-            self.uploads
-                .lock()
-                .unwrap()
-                .insert(upload_id.clone(), Vec::new());
+            self.uploads.lock().unwrap().insert(upload_id.clone(), Vec::new());
             Ok(upload_id)
         }
 
-        async fn upload_part(
-            &self,
-            _key: &str,
-            upload_id: &str,
-            part: i32,
-            body: Vec<u8>,
-        ) -> Result<String, BoxError> {
+        async fn upload_part(&self, _key: &str, upload_id: &str, part: i32, body: Vec<u8>) -> Result<String, BoxError> {
             if self.fail_part_from.is_some_and(|from| part >= from) {
                 return Err("InternalError: try again".into());
             }
-            self.uploads
-                .lock()
-                .unwrap()
-                .get_mut(upload_id)
-                .ok_or("no such upload")?
-                .push((part, body));
+            self.uploads.lock().unwrap().get_mut(upload_id).ok_or("no such upload")?.push((part, body));
             Ok(format!("etag-{part}"))
         }
 
-        async fn complete_multipart_upload(
-            &self,
-            key: &str,
-            upload_id: &str,
-            parts: Vec<(i32, String)>,
-        ) -> Result<(), BoxError> {
-            let uploaded = self
-                .uploads
-                .lock()
-                .unwrap()
-                .remove(upload_id)
-                .ok_or("no such upload")?;
+        async fn complete_multipart_upload(&self, key: &str, upload_id: &str, parts: Vec<(i32, String)>) -> Result<(), BoxError> {
+            let uploaded = self.uploads.lock().unwrap().remove(upload_id).ok_or("no such upload")?;
             assert_eq!(parts.len(), uploaded.len());
             for (index, (number, _)) in uploaded.iter().enumerate() {
                 assert_eq!(*number, index as i32 + 1, "parts in order");
             }
             for (number, body) in &uploaded[..uploaded.len().saturating_sub(1)] {
-                assert!(
-                    body.len() >= self.min_part_bytes,
-                    "part {number} is {} bytes, below the minimum",
-                    body.len()
-                );
+                assert!(body.len() >= self.min_part_bytes, "part {number} is {} bytes, below the minimum", body.len());
             }
             let body = uploaded.into_iter().flat_map(|(_, body)| body).collect();
             self.objects.lock().unwrap().insert(key.to_owned(), body);
@@ -322,14 +253,7 @@ pub mod fakes {
         }
 
         async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, BoxError> {
-            Ok(self
-                .objects
-                .lock()
-                .unwrap()
-                .keys()
-                .filter(|key| key.starts_with(prefix))
-                .cloned()
-                .collect())
+            Ok(self.objects.lock().unwrap().keys().filter(|key| key.starts_with(prefix)).cloned().collect())
         }
 
         async fn delete_keys(&self, keys: &[String]) -> Result<(), BoxError> {

@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
-use metering_core::counters::{
-    day_label, expiry_epoch_seconds, week_label, CounterKey, PeriodKind,
-};
+use metering_core::counters::{day_label, expiry_epoch_seconds, week_label, CounterKey, PeriodKind};
 use metering_core::usage::UsageRecord;
 use metering_core::usage_report::CounterRetention;
 use serde::{Deserialize, Serialize};
@@ -61,10 +59,7 @@ impl From<RebuildError> for lambda_runtime::Diagnostic {
             RebuildError::ReadLogs { .. } => "ReadLogsFailed",
             RebuildError::Counters { .. } => "CountersFailed",
         };
-        lambda_runtime::Diagnostic {
-            error_type: error_type.to_owned(),
-            error_message: error.to_string(),
-        }
+        lambda_runtime::Diagnostic { error_type: error_type.to_owned(), error_message: error.to_string() }
     }
 }
 
@@ -96,21 +91,14 @@ impl RebuildRequest {
 
     fn parse(payload: &Value) -> Result<Self, RebuildError> {
         let hint = r#"send {"rebuild_counters": "YYYY-MM-DD"} (optional "tenant_id", "allow_today": true)"#;
-        let parsed: RebuildPayload = serde_json::from_value(payload.clone()).map_err(|error| {
-            RebuildError::BadRequest(format!("unexpected payload {payload}: {error}; {hint}"))
-        })?;
+        let parsed: RebuildPayload = serde_json::from_value(payload.clone())
+            .map_err(|error| RebuildError::BadRequest(format!("unexpected payload {payload}: {error}; {hint}")))?;
         let day = parse_day("rebuild_counters", &parsed.rebuild_counters)
             .map_err(|error| RebuildError::BadRequest(error.to_string()))?;
         if parsed.tenant_id.as_deref() == Some("") {
-            return Err(RebuildError::BadRequest(
-                "\"tenant_id\" is empty".to_owned(),
-            ));
+            return Err(RebuildError::BadRequest("\"tenant_id\" is empty".to_owned()));
         }
-        Ok(Self {
-            day,
-            tenant_id: parsed.tenant_id,
-            allow_today: parsed.allow_today,
-        })
+        Ok(Self { day, tenant_id: parsed.tenant_id, allow_today: parsed.allow_today })
     }
 }
 
@@ -146,13 +134,7 @@ pub struct CounterItem {
 }
 
 impl CounterItem {
-    pub fn new(
-        kind: PeriodKind,
-        period: &str,
-        tenant_id: &str,
-        request_type: &str,
-        model_id: &str,
-    ) -> Self {
+    pub fn new(kind: PeriodKind, period: &str, tenant_id: &str, request_type: &str, model_id: &str) -> Self {
         Self {
             key: CounterKey::new(kind, period, tenant_id, request_type, model_id),
             tenant_id: tenant_id.to_owned(),
@@ -235,16 +217,8 @@ pub fn expected_items<'a>(
             periods.push((PeriodKind::Week, week_period.as_str()));
         }
         for (kind, period) in periods {
-            let item = CounterItem::new(
-                kind,
-                period,
-                &record.tenant_id,
-                record.request_type.as_str(),
-                &record.model_id,
-            );
-            let entry = items
-                .entry((item.key.pk.clone(), item.key.sk.clone()))
-                .or_insert_with(|| (item, CounterSums::default()));
+            let item = CounterItem::new(kind, period, &record.tenant_id, record.request_type.as_str(), &record.model_id);
+            let entry = items.entry((item.key.pk.clone(), item.key.sk.clone())).or_insert_with(|| (item, CounterSums::default()));
             entry.1.add(record);
         }
     }
@@ -258,26 +232,14 @@ impl CounterRebuilder {
         log_groups: Vec<String>,
         retention: CounterRetention,
     ) -> Self {
-        Self {
-            logs,
-            counters,
-            log_groups,
-            retention,
-        }
+        Self { logs, counters, log_groups, retention }
     }
 
     #[tracing::instrument(skip(self), fields(day = %request.day, tenant_id = request.tenant_id.as_deref().unwrap_or("*")))]
-    pub async fn rebuild(
-        &self,
-        request: &RebuildRequest,
-        now: DateTime<Utc>,
-    ) -> Result<RebuildSummary, RebuildError> {
+    pub async fn rebuild(&self, request: &RebuildRequest, now: DateTime<Utc>) -> Result<RebuildSummary, RebuildError> {
         let day = request.day;
         if day > now.date_naive() {
-            return Err(RebuildError::BadRequest(format!(
-                "{day} is in the future (today is {} UTC)",
-                now.date_naive()
-            )));
+            return Err(RebuildError::BadRequest(format!("{day} is in the future (today is {} UTC)", now.date_naive())));
         }
         if !is_closed(day, now) && !request.allow_today {
             return Err(RebuildError::BadRequest(format!(
@@ -289,32 +251,19 @@ impl CounterRebuilder {
         let monday = monday_of(day);
         let sunday = monday + chrono::Duration::days(6);
         let with_week = is_closed(sunday, now) || request.allow_today;
-        let (first, last) = if with_week {
-            (monday, sunday.min(now.date_naive()))
-        } else {
-            (day, day)
-        };
+        let (first, last) = if with_week { (monday, sunday.min(now.date_naive())) } else { (day, day) };
 
-        let records = self
-            .read_lines(first, last, request.tenant_id.as_deref(), now)
-            .await?;
+        let records = self.read_lines(first, last, request.tenant_id.as_deref(), now).await?;
         let expected = expected_items(records.lines.values(), day, with_week);
         let mut summary = RebuildSummary {
             day: day_label(day),
             week: with_week.then(|| week_label(day)),
             tenant_id: request.tenant_id.clone(),
-            lines: records
-                .lines
-                .values()
-                .filter(|record| record.timestamp.get(..10) == Some(day_label(day).as_str()))
-                .count() as u64,
+            lines: records.lines.values().filter(|record| record.timestamp.get(..10) == Some(day_label(day).as_str())).count()
+                as u64,
             repeated_request_ids: records.repeated,
-            note: (!with_week).then(|| {
-                format!(
-                    "week {} is still open (it holds today): its items were not rebuilt",
-                    week_label(day)
-                )
-            }),
+            note: (!with_week)
+                .then(|| format!("week {} is still open (it holds today): its items were not rebuilt", week_label(day))),
             ..RebuildSummary::default()
         };
         let mut periods = vec![(PeriodKind::Day, day_label(day))];
@@ -322,29 +271,16 @@ impl CounterRebuilder {
             periods.push((PeriodKind::Week, week_label(day)));
         }
         for (kind, period) in periods {
-            let counter_error = |source| RebuildError::Counters {
-                period: format!("{}#{period}", kind.prefix()),
-                source,
-            };
-            let current = self
-                .counters
-                .read_period(kind, &period, request.tenant_id.as_deref())
-                .await
-                .map_err(counter_error)?;
-            let mut targets: BTreeMap<
-                (String, String),
-                (CounterItem, CounterSums, Option<CounterSums>),
-            > = expected
+            let counter_error = |source| RebuildError::Counters { period: format!("{}#{period}", kind.prefix()), source };
+            let current = self.counters.read_period(kind, &period, request.tenant_id.as_deref()).await.map_err(counter_error)?;
+            let mut targets: BTreeMap<(String, String), (CounterItem, CounterSums, Option<CounterSums>)> = expected
                 .iter()
                 .filter(|(_, (item, _))| item.key.kind == kind)
                 .map(|(key, (item, sums))| (key.clone(), (item.clone(), *sums, None)))
                 .collect();
             for (item, sums) in current {
                 let key = (item.key.pk.clone(), item.key.sk.clone());
-                targets
-                    .entry(key)
-                    .or_insert_with(|| (item, CounterSums::default(), None))
-                    .2 = Some(sums);
+                targets.entry(key).or_insert_with(|| (item, CounterSums::default(), None)).2 = Some(sums);
             }
             for (item, wanted, present) in targets.into_values() {
                 if present == Some(wanted) {
@@ -352,10 +288,7 @@ impl CounterRebuilder {
                     continue;
                 }
                 let ttl = self.ttl(kind, day);
-                self.counters
-                    .set(&item, &wanted, ttl)
-                    .await
-                    .map_err(counter_error)?;
+                self.counters.set(&item, &wanted, ttl).await.map_err(counter_error)?;
                 summary.items_set += 1;
                 summary.items_zeroed += u64::from(wanted == CounterSums::default());
                 tracing::info!(sk = %item.key.sk, tenant_id = %item.tenant_id, ?present, ?wanted, "counter item rebuilt");
@@ -369,11 +302,7 @@ impl CounterRebuilder {
             PeriodKind::Day => (day, self.retention.daily_days),
             PeriodKind::Week => (monday_of(day), self.retention.weekly_days),
         };
-        expiry_epoch_seconds(
-            start,
-            kind,
-            std::time::Duration::from_secs(u64::from(days) * 86_400),
-        )
+        expiry_epoch_seconds(start, kind, std::time::Duration::from_secs(u64::from(days) * 86_400))
     }
 
     async fn read_lines(
@@ -383,11 +312,7 @@ impl CounterRebuilder {
         tenant_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<BilledLines, RebuildError> {
-        let start = first
-            .and_hms_opt(0, 0, 0)
-            .map(|at| at.and_utc())
-            .unwrap_or(DateTime::<Utc>::MIN_UTC)
-            - READ_BEFORE;
+        let start = first.and_hms_opt(0, 0, 0).map(|at| at.and_utc()).unwrap_or(DateTime::<Utc>::MIN_UTC) - READ_BEFORE;
         let end = (day_end(last) + LATE_LINES).min(now);
         let mut billed = BilledLines::default();
         let mut seen = HashSet::new();
@@ -400,12 +325,11 @@ impl CounterRebuilder {
             };
             let mut next_token = None;
             loop {
-                let page = self.logs.page(&query, next_token).await.map_err(|source| {
-                    RebuildError::ReadLogs {
-                        log_group: group.clone(),
-                        source,
-                    }
-                })?;
+                let page = self
+                    .logs
+                    .page(&query, next_token)
+                    .await
+                    .map_err(|source| RebuildError::ReadLogs { log_group: group.clone(), source })?;
                 for message in &page.messages {
                     let LineOutcome::Usage { day, .. } = classify(message) else {
                         continue;
@@ -414,10 +338,7 @@ impl CounterRebuilder {
                     let Ok(record) = serde_json::from_str::<UsageRecord>(message.trim()) else {
                         continue;
                     };
-                    if day < first
-                        || day > last
-                        || tenant_id.is_some_and(|tenant| tenant != record.tenant_id)
-                    {
+                    if day < first || day > last || tenant_id.is_some_and(|tenant| tenant != record.tenant_id) {
                         continue;
                     }
                     if seen.insert(record.request_id.clone()) {
@@ -442,40 +363,22 @@ pub fn rebuild_on_aws(
     config: &crate::ExportConfig,
     sdk_config: &aws_config::SdkConfig,
 ) -> Result<Option<CounterRebuilder>, metering_core::config::ConfigError> {
-    let Some(table) = std::env::var("USAGE_TABLE_NAME")
-        .ok()
-        .filter(|name| !name.trim().is_empty())
-    else {
+    let Some(table) = std::env::var("USAGE_TABLE_NAME").ok().filter(|name| !name.trim().is_empty()) else {
         return Ok(None);
     };
-    let days =
-        |name: &'static str, default: u32| -> Result<u32, metering_core::config::ConfigError> {
-            match std::env::var(name)
-                .ok()
-                .filter(|value| !value.trim().is_empty())
-            {
-                None => Ok(default),
-                Some(value) => value
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|days| (1..=3650).contains(days))
-                    .ok_or(metering_core::config::ConfigError::Invalid {
-                        name,
-                        value,
-                        reason: "a whole number of days, 1 to 3650".into(),
-                    }),
-            }
-        };
-    let retention = CounterRetention {
-        daily_days: days("USAGE_DAILY_TTL_DAYS", 90)?,
-        weekly_days: days("USAGE_WEEKLY_TTL_DAYS", 400)?,
+    let days = |name: &'static str, default: u32| -> Result<u32, metering_core::config::ConfigError> {
+        match std::env::var(name).ok().filter(|value| !value.trim().is_empty()) {
+            None => Ok(default),
+            Some(value) => value.trim().parse::<u32>().ok().filter(|days| (1..=3650).contains(days)).ok_or(
+                metering_core::config::ConfigError::Invalid { name, value, reason: "a whole number of days, 1 to 3650".into() },
+            ),
+        }
     };
+    let retention =
+        CounterRetention { daily_days: days("USAGE_DAILY_TTL_DAYS", 90)?, weekly_days: days("USAGE_WEEKLY_TTL_DAYS", 400)? };
     Ok(Some(CounterRebuilder::new(
         Arc::new(crate::aws::CloudWatchLogSource::new(sdk_config)),
-        Arc::new(crate::rebuild_dynamodb::DynamoCounterStore::new(
-            sdk_config, table,
-        )),
+        Arc::new(crate::rebuild_dynamodb::DynamoCounterStore::new(sdk_config, table)),
         config.log_groups.clone(),
         retention,
     )))
@@ -488,17 +391,14 @@ pub async fn handle_rebuild(
 ) -> Result<Value, lambda_runtime::Diagnostic> {
     let request = request?;
     let Some(rebuilder) = rebuilder else {
-        return Err(RebuildError::BadRequest(
-            "this log processor has no USAGE_TABLE_NAME: it cannot rebuild counters".into(),
-        )
-        .into());
+        return Err(
+            RebuildError::BadRequest("this log processor has no USAGE_TABLE_NAME: it cannot rebuild counters".into()).into()
+        );
     };
     let summary = rebuilder.rebuild(&request, Utc::now()).await?;
     tracing::info!(?summary, "counters rebuilt");
-    serde_json::to_value(summary).map_err(|error| lambda_runtime::Diagnostic {
-        error_type: "EncodeFailed".into(),
-        error_message: error.to_string(),
-    })
+    serde_json::to_value(summary)
+        .map_err(|error| lambda_runtime::Diagnostic { error_type: "EncodeFailed".into(), error_message: error.to_string() })
 }
 
 #[derive(Default)]
@@ -546,17 +446,10 @@ mod tests {
                 .collect())
         }
 
-        async fn set(
-            &self,
-            item: &CounterItem,
-            sums: &CounterSums,
-            ttl: i64,
-        ) -> Result<(), BoxError> {
+        async fn set(&self, item: &CounterItem, sums: &CounterSums, ttl: i64) -> Result<(), BoxError> {
             *self.sets.lock().unwrap() += 1;
             let mut items = self.items.lock().unwrap();
-            let entry = items
-                .entry((item.key.pk.clone(), item.key.sk.clone()))
-                .or_insert((item.clone(), *sums, ttl));
+            let entry = items.entry((item.key.pk.clone(), item.key.sk.clone())).or_insert((item.clone(), *sums, ttl));
             entry.1 = *sums;
             Ok(())
         }
@@ -564,9 +457,7 @@ mod tests {
 
     fn record(at: &str, tenant: &str, model: &str, input: u64, request_id: &str) -> UsageRecord {
         UsageEvent {
-            received_at: DateTime::parse_from_rfc3339(at)
-                .unwrap()
-                .with_timezone(&Utc),
+            received_at: DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc),
             request_id: request_id.into(),
             tenant_id: tenant.into(),
             user_id: "u".into(),
@@ -589,29 +480,13 @@ mod tests {
     fn logs_of(records: &[UsageRecord]) -> Arc<PagedLogs> {
         let events = records
             .iter()
-            .map(|r| {
-                (
-                    DateTime::parse_from_rfc3339(&r.timestamp)
-                        .unwrap()
-                        .timestamp_millis()
-                        + 100,
-                    r.to_line(),
-                )
-            })
+            .map(|r| (DateTime::parse_from_rfc3339(&r.timestamp).unwrap().timestamp_millis() + 100, r.to_line()))
             .collect();
         Arc::new(PagedLogs::new(events, 2))
     }
 
     fn rebuilder(logs: Arc<PagedLogs>, counters: Arc<MemoryCounters>) -> CounterRebuilder {
-        CounterRebuilder::new(
-            logs,
-            counters,
-            vec!["group".into()],
-            CounterRetention {
-                daily_days: 90,
-                weekly_days: 400,
-            },
-        )
+        CounterRebuilder::new(logs, counters, vec!["group".into()], CounterRetention { daily_days: 90, weekly_days: 400 })
     }
 
     fn sums(request_count: u64, input: u64) -> CounterSums {
@@ -632,29 +507,13 @@ mod tests {
     #[test]
     fn the_payload_is_a_rebuild_only_when_it_says_so() {
         assert!(RebuildRequest::from_payload(&json!({"date": "2026-11-20"})).is_none());
-        let request = RebuildRequest::from_payload(
-            &json!({"rebuild_counters": "2026-11-20", "tenant_id": "acme"}),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            request,
-            RebuildRequest {
-                day: day("2026-11-20"),
-                tenant_id: Some("acme".into()),
-                allow_today: false
-            }
-        );
+        let request =
+            RebuildRequest::from_payload(&json!({"rebuild_counters": "2026-11-20", "tenant_id": "acme"})).unwrap().unwrap();
+        assert_eq!(request, RebuildRequest { day: day("2026-11-20"), tenant_id: Some("acme".into()), allow_today: false });
         for (payload, reason) in [
             (json!({"rebuild_counters": "2026-11-31"}), "a date like"),
-            (
-                json!({"rebuild_counters": "2026-11-20", "date": "2026-11-20"}),
-                "unknown field",
-            ),
-            (
-                json!({"rebuild_counters": "2026-11-20", "tenant_id": ""}),
-                "empty",
-            ),
+            (json!({"rebuild_counters": "2026-11-20", "date": "2026-11-20"}), "unknown field"),
+            (json!({"rebuild_counters": "2026-11-20", "tenant_id": ""}), "empty"),
             (json!({"rebuild_counters": 20261120}), "invalid type"),
         ] {
             let error = RebuildRequest::from_payload(&payload).unwrap().unwrap_err();
@@ -680,41 +539,24 @@ mod tests {
             counters.set(&item, &sums, 1).await.unwrap();
         }
         let rebuilder = rebuilder(logs_of(&lines), Arc::clone(&counters));
-        let request = RebuildRequest {
-            day: day("2026-11-18"),
-            tenant_id: Some("acme".into()),
-            allow_today: false,
-        };
+        let request = RebuildRequest { day: day("2026-11-18"), tenant_id: Some("acme".into()), allow_today: false };
         let now = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
 
         // WHEN rebuilt for acme
         let summary = rebuilder.rebuild(&request, now).await.unwrap();
 
         // THEN the day holds r1 + r2, the week r1 + r2 + r3, the stale item zero; beta untouched
-        assert_eq!(
-            (
-                summary.lines,
-                summary.repeated_request_ids,
-                summary.week.as_deref()
-            ),
-            (2, 1, Some("2026-W47"))
-        );
+        assert_eq!((summary.lines, summary.repeated_request_ids, summary.week.as_deref()), (2, 1, Some("2026-W47")));
         assert_eq!((summary.items_set, summary.items_zeroed), (3, 1));
         let read = |kind, period: &'static str| {
             let counters = Arc::clone(&counters);
             async move { counters.read_period(kind, period, None).await.unwrap() }
         };
         let days = read(PeriodKind::Day, "2026-11-18").await;
-        let by_model: BTreeMap<_, _> = days
-            .iter()
-            .map(|(item, sums)| (item.model_id.clone(), *sums))
-            .collect();
+        let by_model: BTreeMap<_, _> = days.iter().map(|(item, sums)| (item.model_id.clone(), *sums)).collect();
         assert_eq!(by_model["m1"], sums(2, 30));
         assert_eq!(by_model["gone"], CounterSums::default());
-        assert!(
-            !by_model.contains_key("m2"),
-            "another tenant's item is not written"
-        );
+        assert!(!by_model.contains_key("m2"), "another tenant's item is not written");
         let weeks = read(PeriodKind::Week, "2026-W47").await;
         assert_eq!(weeks.len(), 1);
         assert_eq!(weeks[0].1, sums(3, 35));
@@ -735,19 +577,12 @@ mod tests {
         ];
         let counters = Arc::new(MemoryCounters::default());
         let rebuilder = rebuilder(logs_of(&lines), Arc::clone(&counters));
-        let monday = RebuildRequest {
-            day: day("2026-11-30"),
-            tenant_id: None,
-            allow_today: false,
-        };
+        let monday = RebuildRequest { day: day("2026-11-30"), tenant_id: None, allow_today: false };
 
         // WHEN yesterday is rebuilt 10 minutes after midnight THEN it is still open: refused, nothing written
         let early = Utc.with_ymd_and_hms(2026, 12, 1, 0, 10, 0).unwrap();
         let error = rebuilder.rebuild(&monday, early).await.unwrap_err();
-        assert!(
-            matches!(error, RebuildError::BadRequest(ref m) if m.contains("still open")),
-            "{error}"
-        );
+        assert!(matches!(error, RebuildError::BadRequest(ref m) if m.contains("still open")), "{error}");
         assert_eq!(*counters.sets.lock().unwrap(), 0);
 
         // WHEN it is rebuilt once closed THEN the day is set, the open week is not, and the summary says so
@@ -755,23 +590,13 @@ mod tests {
         let summary = rebuilder.rebuild(&monday, later).await.unwrap();
         assert_eq!((summary.week, summary.items_set), (None, 1));
         assert!(summary.note.unwrap().contains("still open"));
-        assert!(counters
-            .read_period(PeriodKind::Week, "2026-W49", None)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(counters.read_period(PeriodKind::Week, "2026-W49", None).await.unwrap().is_empty());
 
         // WHEN allowed THEN the week is rebuilt from its days so far
-        let allowed = RebuildRequest {
-            allow_today: true,
-            ..monday
-        };
+        let allowed = RebuildRequest { allow_today: true, ..monday };
         let summary = rebuilder.rebuild(&allowed, later).await.unwrap();
         assert_eq!(summary.week.as_deref(), Some("2026-W49"));
-        let week = counters
-            .read_period(PeriodKind::Week, "2026-W49", None)
-            .await
-            .unwrap();
+        let week = counters.read_period(PeriodKind::Week, "2026-W49", None).await.unwrap();
         assert_eq!(week[0].1, sums(2, 11));
     }
 
@@ -785,27 +610,11 @@ mod tests {
             Arc::new(logs),
             counter_store,
             vec!["group".into()],
-            CounterRetention {
-                daily_days: 90,
-                weekly_days: 400,
-            },
+            CounterRetention { daily_days: 90, weekly_days: 400 },
         );
-        let request = RebuildRequest {
-            day: day("2026-11-18"),
-            tenant_id: None,
-            allow_today: false,
-        };
-        let error = rebuilder
-            .rebuild(
-                &request,
-                Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap(),
-            )
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, RebuildError::ReadLogs { ref log_group, .. } if log_group == "group"),
-            "{error}"
-        );
+        let request = RebuildRequest { day: day("2026-11-18"), tenant_id: None, allow_today: false };
+        let error = rebuilder.rebuild(&request, Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()).await.unwrap_err();
+        assert!(matches!(error, RebuildError::ReadLogs { ref log_group, .. } if log_group == "group"), "{error}");
         assert_eq!(*counters.sets.lock().unwrap(), 0);
     }
 }

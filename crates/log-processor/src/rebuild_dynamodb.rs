@@ -18,10 +18,7 @@ pub struct DynamoCounterStore {
 
 impl DynamoCounterStore {
     pub fn new(sdk_config: &aws_config::SdkConfig, table_name: String) -> Self {
-        Self {
-            client: metering_core::counters::dynamodb_client(sdk_config),
-            table_name,
-        }
+        Self { client: metering_core::counters::dynamodb_client(sdk_config), table_name }
     }
 }
 
@@ -30,23 +27,12 @@ fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
 }
 
 fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
-    item.get(name)
-        .and_then(|value| value.as_n().ok())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    item.get(name).and_then(|value| value.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// The counter item behind a table item, or `None` when it is not one (another sk prefix, e.g. a marker).
-fn counter_item(
-    item: &HashMap<String, AttributeValue>,
-    kind: PeriodKind,
-    period: &str,
-) -> Option<(CounterItem, CounterSums)> {
-    let (tenant, request_type, model) = (
-        text(item, "tenant_id")?,
-        text(item, "request_type")?,
-        text(item, "model_id")?,
-    );
+fn counter_item(item: &HashMap<String, AttributeValue>, kind: PeriodKind, period: &str) -> Option<(CounterItem, CounterSums)> {
+    let (tenant, request_type, model) = (text(item, "tenant_id")?, text(item, "request_type")?, text(item, "model_id")?);
     let counter = CounterItem::new(kind, period, &tenant, &request_type, &model);
     if text(item, "pk")? != counter.key.pk || text(item, "sk")? != counter.key.sk {
         return None;
@@ -75,24 +61,17 @@ impl CounterStore for DynamoCounterStore {
             .query()
             .table_name(&self.table_name)
             .index_name(GSI1_NAME)
-            .expression_attribute_values(
-                ":period",
-                AttributeValue::S(format!("{}#{period}", kind.prefix())),
-            );
+            .expression_attribute_values(":period", AttributeValue::S(format!("{}#{period}", kind.prefix())));
         query = match tenant_id {
             Some(tenant) => query
                 .key_condition_expression("gsi1pk = :period AND begins_with(gsi1sk, :tenant)")
-                .expression_attribute_values(
-                    ":tenant",
-                    AttributeValue::S(format!("TENANT#{tenant}#")),
-                ),
+                .expression_attribute_values(":tenant", AttributeValue::S(format!("TENANT#{tenant}#"))),
             None => query.key_condition_expression("gsi1pk = :period"),
         };
         let mut items = Vec::new();
         let mut pages = query.into_paginator().items().send();
         while let Some(item) = pages.next().await {
-            let item = item
-                .map_err(|error| aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string())?;
+            let item = item.map_err(|error| aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string())?;
             if let Some((counter, sums)) = counter_item(&item, kind, period) {
                 if tenant_id.is_none_or(|tenant| tenant == counter.tenant_id) {
                     items.push((counter, sums));
@@ -110,14 +89,8 @@ impl CounterStore for DynamoCounterStore {
             (":input_tokens", number(sums.input_tokens)),
             (":output_tokens", number(sums.output_tokens)),
             (":total_tokens", number(sums.total_tokens)),
-            (
-                ":cache_creation_input_tokens",
-                number(sums.cache_creation_input_tokens),
-            ),
-            (
-                ":cache_read_input_tokens",
-                number(sums.cache_read_input_tokens),
-            ),
+            (":cache_creation_input_tokens", number(sums.cache_creation_input_tokens)),
+            (":cache_read_input_tokens", number(sums.cache_read_input_tokens)),
             (":tenant_id", text(&item.tenant_id)),
             (":period", text(&item.key.period)),
             (":request_type", text(&item.request_type)),
@@ -129,15 +102,10 @@ impl CounterStore for DynamoCounterStore {
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
-        let names: HashMap<String, String> = values
-            .keys()
-            .map(|name| (format!("#{}", &name[1..]), name[1..].to_owned()))
-            .collect();
-        let assignments: Vec<String> = names
-            .values()
-            .filter(|name| *name != "ttl")
-            .map(|name| format!("#{name} = :{name}"))
-            .collect();
+        let names: HashMap<String, String> =
+            values.keys().map(|name| (format!("#{}", &name[1..]), name[1..].to_owned())).collect();
+        let assignments: Vec<String> =
+            names.values().filter(|name| *name != "ttl").map(|name| format!("#{name} = :{name}")).collect();
         self.client
             .update_item()
             .table_name(&self.table_name)
@@ -145,10 +113,7 @@ impl CounterStore for DynamoCounterStore {
             .key("sk", AttributeValue::S(item.key.sk.clone()))
             // SET, never ADD: the item becomes what the lines say, however often this runs. The ttl the API
             // gave the item stays.
-            .update_expression(format!(
-                "SET {}, #ttl = if_not_exists(#ttl, :ttl)",
-                assignments.join(", ")
-            ))
+            .update_expression(format!("SET {}, #ttl = if_not_exists(#ttl, :ttl)", assignments.join(", ")))
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .send()

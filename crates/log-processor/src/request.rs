@@ -15,17 +15,21 @@ use crate::error::ExportError;
 
 pub const MAX_RANGE_DAYS: u64 = 31;
 
-const USAGE_HINT: &str =
-    r#"send {} (today so far), {"date": "YYYY-MM-DD"} or {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}"#;
+const USAGE_HINT: &str = r#"send {} (today so far), {"date": "YYYY-MM-DD"} or {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}"#;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportRequest {
     /// The daily schedule fired at `fired_at`: export the previous UTC day.
-    Scheduled { fired_at: DateTime<Utc> },
+    Scheduled {
+        fired_at: DateTime<Utc>,
+    },
     /// Today so far.
     Today,
     Day(NaiveDate),
-    Range { from: NaiveDate, to: NaiveDate },
+    Range {
+        from: NaiveDate,
+        to: NaiveDate,
+    },
 }
 
 #[derive(Deserialize)]
@@ -53,9 +57,7 @@ impl ExportRequest {
         match (manual.date, manual.from, manual.to) {
             (None, None, None) => Ok(Self::Today),
             (Some(date), None, None) => Ok(Self::Day(parse_day("date", &date)?)),
-            (None, Some(from), Some(to)) => {
-                Ok(Self::Range { from: parse_day("from", &from)?, to: parse_day("to", &to)? })
-            }
+            (None, Some(from), Some(to)) => Ok(Self::Range { from: parse_day("from", &from)?, to: parse_day("to", &to)? }),
             (Some(_), _, _) => Err(bad(format!("give either \"date\" or \"from\"/\"to\", not both; {USAGE_HINT}"))),
             (None, _, _) => Err(bad(format!("\"from\" and \"to\" go together; {USAGE_HINT}"))),
         }
@@ -78,9 +80,7 @@ impl ExportRequest {
         }
         let count = (to - from).num_days() as u64 + 1;
         if count > MAX_RANGE_DAYS {
-            return Err(bad(format!(
-                "{from}..{to} is {count} days; export at most {MAX_RANGE_DAYS} days per invocation"
-            )));
+            return Err(bad(format!("{from}..{to} is {count} days; export at most {MAX_RANGE_DAYS} days per invocation")));
         }
         if to > today {
             return Err(bad(format!("{to} is in the future (today is {today} UTC)")));
@@ -133,8 +133,7 @@ mod tests {
     #[test]
     fn the_daily_schedule_exports_the_previous_utc_day() {
         // GIVEN the event EventBridge sends at 01:00 UTC (events/log-processor-scheduled.json)
-        let event: Value =
-            serde_json::from_str(include_str!("../../../events/log-processor-scheduled.json")).unwrap();
+        let event: Value = serde_json::from_str(include_str!("../../../events/log-processor-scheduled.json")).unwrap();
         // WHEN it is read
         let request = ExportRequest::from_payload(&event).unwrap();
         // THEN the day before its time is exported

@@ -24,10 +24,7 @@ struct ResolvedModel {
 }
 
 fn resolve(table: &PricingTable, model_id: &str) -> ResolvedModel {
-    ResolvedModel {
-        price: table.price_of(model_id),
-        base_model_id: ByteArray::from(base_model_id(model_id).as_bytes().to_vec()),
-    }
+    ResolvedModel { price: table.price_of(model_id), base_model_id: ByteArray::from(base_model_id(model_id).as_bytes().to_vec()) }
 }
 
 pub struct RowPricer {
@@ -45,13 +42,7 @@ pub struct RowPricer {
 impl RowPricer {
     pub fn new(table: PricingTable) -> Self {
         let version = ByteArray::from(table.version().into_bytes());
-        Self {
-            version,
-            models: Vec::new(),
-            slots: HashMap::default(),
-            last: None,
-            table,
-        }
+        Self { version, models: Vec::new(), slots: HashMap::default(), last: None, table }
     }
 
     /// `price_version` of every row: which table priced it.
@@ -70,8 +61,7 @@ impl RowPricer {
             Some(&slot) => slot,
             None => {
                 self.models.push(resolve(&self.table, model_id));
-                self.slots
-                    .insert(model_id.to_owned(), self.models.len() - 1);
+                self.slots.insert(model_id.to_owned(), self.models.len() - 1);
                 self.models.len() - 1
             }
         };
@@ -95,15 +85,8 @@ impl RowPricer {
     pub fn price(&mut self, model_id: &str, tokens: &TokenCounts) -> PricedRow<'_> {
         let slot = self.slot(model_id);
         let model = &self.models[slot];
-        let cost_usd = model
-            .price
-            .and_then(|price| price.cost_usd(model_id, tokens).ok());
-        PricedRow {
-            cost_usd,
-            version: &self.version,
-            base_model_id: &model.base_model_id,
-            slot,
-        }
+        let cost_usd = model.price.and_then(|price| price.cost_usd(model_id, tokens).ok());
+        PricedRow { cost_usd, version: &self.version, base_model_id: &model.base_model_id, slot }
     }
 }
 
@@ -117,10 +100,7 @@ mod tests {
         let expected = table.version();
         let mut pricer = RowPricer::new(table);
         assert_eq!(pricer.version(), expected);
-        let row = pricer.price(
-            "anthropic.claude-3-haiku-20240307-v1:0",
-            &TokenCounts::default(),
-        );
+        let row = pricer.price("anthropic.claude-3-haiku-20240307-v1:0", &TokenCounts::default());
         assert_eq!(row.version.data(), expected.as_bytes());
     }
 }

@@ -19,11 +19,8 @@ const CACHE_READ_TOKENS: u64 = 4_000;
 const ANTHROPIC: u64 = 10;
 /// The random bits of a request id: `8-4-4-4-12` hex digits, less the fixed version (`4`) and variant (`a`).
 const REQUEST_ID_BITS: f64 = 120.0;
-const MODELS: [&str; 3] = [
-    "anthropic.claude-3-haiku-20240307-v1:0",
-    "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
-    "amazon.nova-lite-v1:0",
-];
+const MODELS: [&str; 3] =
+    ["anthropic.claude-3-haiku-20240307-v1:0", "us.anthropic.claude-3-5-sonnet-20241022-v2:0", "amazon.nova-lite-v1:0"];
 
 #[derive(Debug, Clone)]
 pub struct SyntheticDay {
@@ -52,7 +49,8 @@ impl SyntheticDay {
     pub fn record(&self, index: u64) -> UsageRecord {
         let midnight = self.day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
         let step_ms = 86_400_000 / self.count.max(1);
-        let mut random = XorShift((self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
+        let mut random =
+            XorShift((self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
         random.next();
         let tenant = random.below(TENANTS);
         let user = random.below(USERS_PER_TENANT);

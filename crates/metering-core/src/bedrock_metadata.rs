@@ -30,7 +30,8 @@ pub const REQUEST_TYPE_KEY: &str = "request_type";
 
 /// Whether Bedrock accepts `c` in a metadata key or value (`\s` is Java's: space, \t, \n, \x0B, \f, \r).
 pub fn is_allowed_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, ' ' | '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | '.' | '_' | ':' | '/' | '=' | '+' | '$' | '@' | '-')
+    c.is_ascii_alphanumeric()
+        || matches!(c, ' ' | '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | '.' | '_' | ':' | '/' | '=' | '+' | '$' | '@' | '-')
 }
 
 /// Whether Bedrock accepts `value` as a metadata value as it is.

@@ -40,20 +40,18 @@ struct ChatRequestBody {
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::InvalidRequest(
-                "the request body is empty; send JSON like {\"prompt\": \"...\"}".into(),
-            ));
+            return Err(ApiError::InvalidRequest("the request body is empty; send JSON like {\"prompt\": \"...\"}".into()));
         }
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|error| ApiError::InvalidRequest(format!("invalid request body: {error}")))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|error| ApiError::InvalidRequest(format!("invalid request body: {error}")))?;
         // Checked first: serde would otherwise read a JSON array as the fields in order.
         if !value.is_object() {
             return Err(ApiError::InvalidRequest(
                 "invalid request body: expected a JSON object like {\"prompt\": \"...\"}".into(),
             ));
         }
-        let parsed: ChatRequestBody = serde_json::from_value(value)
-            .map_err(|error| ApiError::InvalidRequest(format!("invalid request body: {error}")))?;
+        let parsed: ChatRequestBody =
+            serde_json::from_value(value).map_err(|error| ApiError::InvalidRequest(format!("invalid request body: {error}")))?;
         if parsed.prompt.trim().is_empty() {
             return Err(ApiError::InvalidRequest("prompt must not be empty".into()));
         }
@@ -136,8 +134,7 @@ impl ChatService {
             request_id: request_id.to_owned(),
             request_type: RequestType::Bedrock,
         };
-        let prompt =
-            ModelPrompt { model_id: self.model_id.clone(), prompt: request.prompt, max_tokens, metadata };
+        let prompt = ModelPrompt { model_id: self.model_id.clone(), prompt: request.prompt, max_tokens, metadata };
         let reply = self.model.converse(&prompt).await.map_err(|error| {
             tracing::warn!(%error, retryable = error.is_retryable(), "model call failed");
             ApiError::from(error)

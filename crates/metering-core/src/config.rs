@@ -100,8 +100,7 @@ impl ChatConfig {
                 60_000,
                 100..=900_000,
             )?),
-            bedrock_max_attempts: parse_number("BEDROCK_MAX_ATTEMPTS", non_empty("BEDROCK_MAX_ATTEMPTS"), 2, 1..=5)?
-                as u32,
+            bedrock_max_attempts: parse_number("BEDROCK_MAX_ATTEMPTS", non_empty("BEDROCK_MAX_ATTEMPTS"), 2, 1..=5)? as u32,
             throttle_retry_after_seconds: parse_number(
                 "THROTTLE_RETRY_AFTER_SECONDS",
                 non_empty("THROTTLE_RETRY_AFTER_SECONDS"),

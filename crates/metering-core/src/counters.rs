@@ -305,9 +305,7 @@ impl DynamoUsageCounters {
 fn classify_transaction_error(error: SdkError<TransactWriteItemsError>) -> Result<(), MeteringError> {
     let detail = DisplayErrorContext(&error).to_string();
     match error {
-        SdkError::ServiceError(service) if service.raw().status().is_server_error() => {
-            Err(MeteringError::OutcomeUnknown(detail))
-        }
+        SdkError::ServiceError(service) if service.raw().status().is_server_error() => Err(MeteringError::OutcomeUnknown(detail)),
         SdkError::ServiceError(service) => match service.into_err() {
             TransactWriteItemsError::TransactionCanceledException(cancelled) => {
                 let marker_code = cancelled.cancellation_reasons().first().and_then(|reason| reason.code());

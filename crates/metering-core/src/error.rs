@@ -92,9 +92,7 @@ impl ApiError {
         match self {
             Self::RateLimited { retry_after_seconds, .. }
             | Self::BudgetExceeded { retry_after_seconds, .. }
-            | Self::Unavailable { retry_after_seconds, .. } => {
-                Some(*retry_after_seconds)
-            }
+            | Self::Unavailable { retry_after_seconds, .. } => Some(*retry_after_seconds),
             _ => None,
         }
     }
@@ -182,19 +180,10 @@ mod tests {
     fn model_errors_map_to_the_documented_statuses() {
         let cases = [
             (ModelError::InvalidInput("bad".into()), StatusCode::BAD_REQUEST),
-            (
-                ModelError::AccessDenied { model_id: "m".into(), detail: "d".into() },
-                StatusCode::BAD_GATEWAY,
-            ),
-            (
-                ModelError::ModelNotFound { model_id: "m".into(), detail: "d".into() },
-                StatusCode::BAD_GATEWAY,
-            ),
+            (ModelError::AccessDenied { model_id: "m".into(), detail: "d".into() }, StatusCode::BAD_GATEWAY),
+            (ModelError::ModelNotFound { model_id: "m".into(), detail: "d".into() }, StatusCode::BAD_GATEWAY),
             (ModelError::Timeout("slow".into()), StatusCode::GATEWAY_TIMEOUT),
-            (
-                ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() },
-                StatusCode::SERVICE_UNAVAILABLE,
-            ),
+            (ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() }, StatusCode::SERVICE_UNAVAILABLE),
             (ModelError::Upstream("boom".into()), StatusCode::BAD_GATEWAY),
         ];
         for (model_error, status) in cases {
@@ -204,8 +193,7 @@ mod tests {
 
     #[test]
     fn access_denied_tells_the_operator_what_to_do() {
-        let message = ApiError::from(ModelError::AccessDenied { model_id: "anthropic.x".into(), detail: "d".into() })
-            .to_string();
+        let message = ApiError::from(ModelError::AccessDenied { model_id: "anthropic.x".into(), detail: "d".into() }).to_string();
         assert!(message.contains("anthropic.x") && message.contains("model access"));
     }
 

@@ -150,9 +150,23 @@ mod tests {
             assert_eq!(identity(json!(accepted), None).unwrap().tenant_id, accepted, "as it is, never folded");
         }
         for refused in [
-            json!("acme "), json!(" acme"), json!("acme\t"), json!("acme\n"), json!(""), json!("  "),
-            json!("a#DAY#x"), json!("a,b"), json!("acme\u{00a0}"), json!("ａcme"), json!("x".repeat(129)),
-            json!(null), json!(1000), json!(1e3), json!(true), json!(["acme"]), json!({"id": "acme"}),
+            json!("acme "),
+            json!(" acme"),
+            json!("acme\t"),
+            json!("acme\n"),
+            json!(""),
+            json!("  "),
+            json!("a#DAY#x"),
+            json!("a,b"),
+            json!("acme\u{00a0}"),
+            json!("ａcme"),
+            json!("x".repeat(129)),
+            json!(null),
+            json!(1000),
+            json!(1e3),
+            json!(true),
+            json!(["acme"]),
+            json!({"id": "acme"}),
         ] {
             let error = identity(refused.clone(), None).unwrap_err();
             assert!(matches!(error, ApiError::Forbidden(_)), "{refused} -> {error:?}");

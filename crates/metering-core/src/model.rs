@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_bedrockruntime::config::http::HttpResponse;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
-use aws_sdk_bedrockruntime::config::http::HttpResponse;
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
 use thiserror::Error;
@@ -106,12 +106,9 @@ impl ChatModel for BedrockChatModel {
             .await
             .map_err(|error| classify_bedrock_error(&error, &prompt.model_id, self.default_retry_after_seconds))?;
         let text = match output.output() {
-            Some(aws_sdk_bedrockruntime::types::ConverseOutput::Message(message)) => message
-                .content()
-                .iter()
-                .filter_map(|block| block.as_text().ok().map(String::as_str))
-                .collect::<Vec<_>>()
-                .join(""),
+            Some(aws_sdk_bedrockruntime::types::ConverseOutput::Message(message)) => {
+                message.content().iter().filter_map(|block| block.as_text().ok().map(String::as_str)).collect::<Vec<_>>().join("")
+            }
             _ => return Err(ModelError::Upstream("the Converse answer carried no message".into())),
         };
         let usage = output.usage();
@@ -164,9 +161,7 @@ where
 /// Maps a Bedrock Runtime error code to a `ModelError`.
 pub fn classify_bedrock_code(code: Option<&str>, message: String, model_id: &str, retry_after: u64) -> ModelError {
     match code.unwrap_or_default() {
-        "ThrottlingException" | "ServiceQuotaExceededException" => {
-            ModelError::Throttled { retry_after_seconds: retry_after }
-        }
+        "ThrottlingException" | "ServiceQuotaExceededException" => ModelError::Throttled { retry_after_seconds: retry_after },
         "ValidationException" => ModelError::InvalidInput(message),
         "AccessDeniedException" => ModelError::AccessDenied { model_id: model_id.to_owned(), detail: message },
         "ResourceNotFoundException" => ModelError::ModelNotFound { model_id: model_id.to_owned(), detail: message },

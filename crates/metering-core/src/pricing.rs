@@ -255,10 +255,7 @@ mod tests {
     #[test]
     fn an_unknown_model_has_no_cost_rather_than_a_wrong_one() {
         let table = PricingTable::builtin();
-        assert_eq!(
-            table.cost_usd("acme.mystery-model", &tokens(1, 1)),
-            Err(Unpriced::UnknownModel("acme.mystery-model".into()))
-        );
+        assert_eq!(table.cost_usd("acme.mystery-model", &tokens(1, 1)), Err(Unpriced::UnknownModel("acme.mystery-model".into())));
     }
 
     #[test]
@@ -335,8 +332,7 @@ mod tests {
     #[test]
     fn the_environment_replaces_the_table() {
         let inline = r#"{"currency":"USD","models":{"only":{"input_per_1k":1,"output_per_1k":1}}}"#;
-        let (table, source) =
-            PricingTable::from_lookup(|name| (name == "PRICING_JSON").then(|| inline.to_owned())).unwrap();
+        let (table, source) = PricingTable::from_lookup(|name| (name == "PRICING_JSON").then(|| inline.to_owned())).unwrap();
         assert_eq!(source, PricingSource::Inline);
         assert!(table.price_of("only").is_some() && table.price_of(HAIKU).is_none());
         let (_, source) = PricingTable::from_lookup(|_| None).unwrap();

@@ -191,10 +191,9 @@ impl DynamoTenantRegistry {
         let Some(item) = output.item else { return Ok(None) };
         match item.get("tenant_id") {
             Some(AttributeValue::S(owner)) if registry_name(owner) == registry_name(tenant_id) => Ok(Some(owner.clone())),
-            other => Err(TenantRegistryError::Invalid {
-                name: registry_name(tenant_id),
-                detail: format!("tenant_id is {other:?}"),
-            }),
+            other => {
+                Err(TenantRegistryError::Invalid { name: registry_name(tenant_id), detail: format!("tenant_id is {other:?}") })
+            }
         }
     }
 }

@@ -284,7 +284,10 @@ mod tests {
         event.client_user_id = Some("acct-1".into());
         event.requested_model_id = Some("claude-opus-4-8".into());
         let value: serde_json::Value = serde_json::from_str(&event.to_record(None).to_line()).unwrap();
-        assert_eq!((value["client_user_id"].as_str(), value["requested_model_id"].as_str()), (Some("acct-1"), Some("claude-opus-4-8")));
+        assert_eq!(
+            (value["client_user_id"].as_str(), value["requested_model_id"].as_str()),
+            (Some("acct-1"), Some("claude-opus-4-8"))
+        );
         assert_eq!(value["user_id"], "u-1");
     }
 

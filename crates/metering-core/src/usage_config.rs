@@ -53,9 +53,8 @@ impl UsageApiConfig {
         };
         let query_concurrency = number("USAGE_QUERY_CONCURRENCY", 8, 64)? as usize;
         let (pricing, pricing_source) = PricingTable::from_lookup(&lookup).map_err(pricing_error)?;
-        let region = non_empty("AWS_REGION")
-            .or_else(|| non_empty("AWS_DEFAULT_REGION"))
-            .ok_or(ConfigError::Missing("AWS_REGION"))?;
+        let region =
+            non_empty("AWS_REGION").or_else(|| non_empty("AWS_DEFAULT_REGION")).ok_or(ConfigError::Missing("AWS_REGION"))?;
         // Like the SDK's own endpoint resolution, so the local stack (AWS_ENDPOINT_URL = moto) needs nothing more.
         let cognito_endpoint = non_empty("COGNITO_ENDPOINT")
             .or_else(|| non_empty("AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER"))

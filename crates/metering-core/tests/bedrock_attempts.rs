@@ -7,9 +7,9 @@ mod listener;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::config::{Credentials, Region, SharedCredentialsProvider};
+use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use metering_core::config::ChatConfig;
 use metering_core::model::{BedrockChatModel, ChatModel, ModelError, ModelPrompt};
-use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use metering_core::usage::RequestType;
 
 async fn attempts_made(max_attempts: u32) -> (usize, ModelError) {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use chrono::{NaiveDate, Utc};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use lambda_http::{Body, Request, Response};
-use metering_core::error::REQUEST_ID_HEADER;
-use metering_core::tenant_registry::{tenant_registry_on_aws, TenantRegistry};
 use metering_core::counters::dynamodb_client;
+use metering_core::error::REQUEST_ID_HEADER;
+use metering_core::limits::service::LimitsService;
+use metering_core::tenant_registry::{tenant_registry_on_aws, TenantRegistry};
 use metering_core::usage_config::{DashboardConfig, UsageApiConfig};
 use metering_core::usage_report::access::{may_list_tenants, readable_tenant};
-use metering_core::limits::service::LimitsService;
 use metering_core::usage_report::{Answer, DynamoUsageReader, UsageReports};
 use metering_core::ApiError;
 use percent_encoding::percent_decode_str;
@@ -42,12 +42,7 @@ pub struct UsageHandler {
 }
 
 impl UsageHandler {
-    pub fn new(
-        reports: UsageReports,
-        admin_group: String,
-        dashboard: DashboardConfig,
-        tenants: Arc<dyn TenantRegistry>,
-    ) -> Self {
+    pub fn new(reports: UsageReports, admin_group: String, dashboard: DashboardConfig, tenants: Arc<dyn TenantRegistry>) -> Self {
         Self { reports, admin_group, dashboard, tenants, today: Arc::new(|| Utc::now().date_naive()), limits: None }
     }
 

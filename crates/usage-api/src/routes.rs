@@ -41,7 +41,8 @@ impl<'p> Route<'p> {
             "/ui/config.json" => return Self::Dashboard(Asset::Config),
             _ => {}
         }
-        let one_segment = |prefix: &str| path.strip_prefix(prefix).filter(|segment| !segment.is_empty() && !segment.contains('/'));
+        let one_segment =
+            |prefix: &str| path.strip_prefix(prefix).filter(|segment| !segment.is_empty() && !segment.contains('/'));
         if let Some(segment) = one_segment("/v1/usage/") {
             return Self::TenantUsage(segment);
         }
@@ -74,7 +75,9 @@ mod tests {
         assert_eq!(Route::parse("/v1/limits"), Route::NotFound);
         assert_eq!(Route::parse("/ui"), Route::Dashboard(Asset::Page));
         assert_eq!(Route::parse("/ui/config.json"), Route::Dashboard(Asset::Config));
-        for unknown in ["/", "/v1/usage/", "/v1/usage/a/b", "/v1/usage/me/../b", "/V1/USAGE/me", "//v1/usage/a", "/v1/usages", "/ui/x"] {
+        for unknown in
+            ["/", "/v1/usage/", "/v1/usage/a/b", "/v1/usage/me/../b", "/V1/USAGE/me", "//v1/usage/a", "/v1/usages", "/ui/x"]
+        {
             assert_eq!(Route::parse(unknown), Route::NotFound, "{unknown}");
         }
     }

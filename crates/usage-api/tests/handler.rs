@@ -113,7 +113,8 @@ fn with_path_and_query(mut event: Value, path: &str, query: &[(&str, &str)]) -> 
         for (name, value) in query {
             multi.entry(name.to_string()).or_insert_with(|| json!([])).as_array_mut().unwrap().push(json!(value));
         }
-        event["queryStringParameters"] = json!(query.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>());
+        event["queryStringParameters"] =
+            json!(query.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>());
         event["multiValueQueryStringParameters"] = Value::Object(multi);
     }
     event
@@ -135,7 +136,10 @@ async fn me_answers_the_callers_tenant_with_every_day() {
     assert_eq!(response.headers()["x-request-id"], event("usage-me.json")["requestContext"]["requestId"].as_str().unwrap());
     assert_eq!(response.headers()[ITEMS_READ_HEADER], "4");
     assert_eq!(body["tenant_id"], "demo-tenant");
-    assert_eq!((body["period_days"].as_u64(), body["from"].as_str(), body["to"].as_str()), (Some(30), Some("2026-10-25"), Some("2026-11-23")));
+    assert_eq!(
+        (body["period_days"].as_u64(), body["from"].as_str(), body["to"].as_str()),
+        (Some(30), Some("2026-10-25"), Some("2026-11-23"))
+    );
     assert_eq!(body["request_type"], "bedrock");
     assert_eq!(body["daily_stats"].as_object().unwrap().len(), 30);
     assert_eq!(body["daily_stats"]["2026-11-20"], json!({"input_tokens": 10, "output_tokens": 20, "requests": 2}));
@@ -151,9 +155,12 @@ async fn me_answers_the_callers_tenant_with_every_day() {
 async fn a_tenant_cannot_tell_another_tenant_from_a_missing_one() {
     let (handler, reader) = handler();
     let mut tenant_user = event("usage-tenant.json");
-    tenant_user["requestContext"]["authorizer"]["claims"] = event("usage-me.json")["requestContext"]["authorizer"]["claims"].clone();
+    tenant_user["requestContext"]["authorizer"]["claims"] =
+        event("usage-me.json")["requestContext"]["authorizer"]["claims"].clone();
     let mut answers = Vec::new();
-    for path in ["/v1/usage/globex", "/v1/usage/no-such-tenant", "/v1/usage/GLOBEX", "/v1/usage/%67lobex", "/v1/usage/globex%2F.."] {
+    for path in
+        ["/v1/usage/globex", "/v1/usage/no-such-tenant", "/v1/usage/GLOBEX", "/v1/usage/%67lobex", "/v1/usage/globex%2F.."]
+    {
         let (response, body) = call(&handler, &with_path_and_query(tenant_user.clone(), path, &[])).await;
         assert_eq!(response.status(), 403, "{path}: {body}");
         answers.push(body);

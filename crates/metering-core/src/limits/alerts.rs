@@ -42,13 +42,8 @@ impl AlertPublisher for EventBridgeAlerts {
             .detail(detail.to_string())
             .event_bus_name(&self.event_bus_name)
             .build();
-        let output = self
-            .client
-            .put_events()
-            .entries(entry)
-            .send()
-            .await
-            .map_err(|error| DisplayErrorContext(&error).to_string())?;
+        let output =
+            self.client.put_events().entries(entry).send().await.map_err(|error| DisplayErrorContext(&error).to_string())?;
         if output.failed_entry_count() > 0 {
             let reason = output.entries().first().and_then(|entry| entry.error_message()).unwrap_or("unknown").to_owned();
             return Err(format!("EventBridge refused the event: {reason}"));

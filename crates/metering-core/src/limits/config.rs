@@ -70,7 +70,8 @@ impl LimitsConfig {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        let invalid = |name: &'static str, value: String, reason: &str| ConfigError::Invalid { name, value, reason: reason.to_owned() };
+        let invalid =
+            |name: &'static str, value: String, reason: &str| ConfigError::Invalid { name, value, reason: reason.to_owned() };
         let defaults = Self::default();
         let enabled = match non_empty("LIMITS_ENABLED").as_deref() {
             None | Some("true") => true,

@@ -49,7 +49,8 @@ fn limits_of(item: &HashMap<String, AttributeValue>) -> Result<StoredLimits, Lim
         let Some(value) = item.get(kind.as_str()) else { continue };
         let text = value.as_n().map_err(|_| LimitsStoreError::Invalid(format!("{} is not a number", kind.as_str())))?;
         let parsed = if kind == LimitKind::UsdPerMonth { usd_micros_of(text) } else { text.parse::<u64>().ok() };
-        let parsed = parsed.ok_or_else(|| LimitsStoreError::Invalid(format!("{} = {text} is not a valid limit", kind.as_str())))?;
+        let parsed =
+            parsed.ok_or_else(|| LimitsStoreError::Invalid(format!("{} = {text} is not a valid limit", kind.as_str())))?;
         limits.set(kind, Some(parsed));
     }
     let text = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
@@ -89,11 +90,22 @@ fn counter_use(item: &HashMap<String, AttributeValue>) -> CounterUse {
 
 #[async_trait]
 impl LimitsStore for DynamoLimitsStore {
-    async fn load(&self, tenant_id: &str, key_id: Option<&str>) -> Result<(Option<StoredLimits>, Option<StoredLimits>), LimitsStoreError> {
+    async fn load(
+        &self,
+        tenant_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<(Option<StoredLimits>, Option<StoredLimits>), LimitsStoreError> {
         let tenant_scope = Scope::Tenant(tenant_id.to_owned());
         let (pk, sk) = limits_key(&tenant_scope);
         let Some(key_id) = key_id else {
-            let output = self.client.get_item().table_name(&self.table_name).set_key(Some(key_of(pk, sk))).send().await.map_err(unavailable)?;
+            let output = self
+                .client
+                .get_item()
+                .table_name(&self.table_name)
+                .set_key(Some(key_of(pk, sk)))
+                .send()
+                .await
+                .map_err(unavailable)?;
             return Ok((output.item().map(limits_of).transpose()?, None));
         };
         let key_scope = Scope::Key { tenant_id: tenant_id.to_owned(), key_id: key_id.to_owned() };
@@ -178,13 +190,7 @@ impl LimitsStore for DynamoLimitsStore {
             items.push(TransactWriteItem::builder().update(update).build());
         }
         items.push(operation_marker(&self.table_name, token, "reserve")?);
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .client_request_token(token)
-            .send()
-            .await;
+        let result = self.client.transact_write_items().set_transact_items(Some(items)).client_request_token(token).send().await;
         match result {
             Ok(_) => Ok(ReserveOutcome::Reserved),
             Err(SdkError::ServiceError(service)) => match service.err() {

@@ -156,7 +156,13 @@ impl LeaseBook {
     }
 
     /// Takes out the leases unused for `idle` or whose period has ended (all of them with `everything`).
-    pub fn take_out_idle(&mut self, now: Instant, idle: Duration, wall_now: DateTime<Utc>, everything: bool) -> Vec<ReturnedLease> {
+    pub fn take_out_idle(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        wall_now: DateTime<Utc>,
+        everything: bool,
+    ) -> Vec<ReturnedLease> {
         let expired: Vec<UseCounter> = self
             .leases
             .iter()

@@ -131,8 +131,7 @@ impl Limits {
                 "the request body is empty; send JSON like {\"tokens_per_month\": 20000000, \"usd_per_month\": 50}".into(),
             ));
         }
-        let value: Value =
-            serde_json::from_slice(body).map_err(|error| invalid(format!("invalid request body: {error}")))?;
+        let value: Value = serde_json::from_slice(body).map_err(|error| invalid(format!("invalid request body: {error}")))?;
         let Value::Object(fields) = value else {
             return Err(invalid("invalid request body: expected a JSON object of limits".into()));
         };

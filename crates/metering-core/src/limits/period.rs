@@ -45,8 +45,14 @@ impl Period {
         let midnight = |date: NaiveDate| Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default());
         match unit {
             PeriodUnit::Minute => {
-                let starts_at = now - Duration::seconds(i64::from(now.second())) - Duration::nanoseconds(i64::from(now.nanosecond()));
-                Self { unit, label: starts_at.format("%Y-%m-%dT%H:%M").to_string(), starts_at, resets_at: starts_at + Duration::minutes(1) }
+                let starts_at =
+                    now - Duration::seconds(i64::from(now.second())) - Duration::nanoseconds(i64::from(now.nanosecond()));
+                Self {
+                    unit,
+                    label: starts_at.format("%Y-%m-%dT%H:%M").to_string(),
+                    starts_at,
+                    resets_at: starts_at + Duration::minutes(1),
+                }
             }
             PeriodUnit::Day => {
                 let starts_at = midnight(day);

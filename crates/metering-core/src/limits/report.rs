@@ -23,7 +23,9 @@ pub async fn limits_report(
     }
     let counters: Vec<UseCounter> = scopes
         .iter()
-        .flat_map(|(scope, stored)| stored.limits.set_kinds().map(|(kind, _)| UseCounter::new(scope.clone(), kind, now)).collect::<Vec<_>>())
+        .flat_map(|(scope, stored)| {
+            stored.limits.set_kinds().map(|(kind, _)| UseCounter::new(scope.clone(), kind, now)).collect::<Vec<_>>()
+        })
         .collect();
     let uses = store.read_use(&counters, false).await?;
     let mut uses = counters.into_iter().zip(uses);
@@ -55,13 +57,11 @@ fn section(
             object.insert(kind.as_str().to_owned(), Value::Null);
             continue;
         };
-        let (counter, used) = uses.next().unwrap_or_else(|| (UseCounter::new(Scope::Tenant(String::new()), kind, now), Default::default()));
+        let (counter, used) =
+            uses.next().unwrap_or_else(|| (UseCounter::new(Scope::Tenant(String::new()), kind, now), Default::default()));
         // Requests per minute count on admission; budgets count metered use, plus what requests in flight hold.
-        let (used_amount, in_flight) = if kind.is_budget() {
-            (used.settled, used.admitted.saturating_sub(used.settled))
-        } else {
-            (used.admitted, 0)
-        };
+        let (used_amount, in_flight) =
+            if kind.is_budget() { (used.settled, used.admitted.saturating_sub(used.settled)) } else { (used.admitted, 0) };
         object.insert(
             kind.as_str().to_owned(),
             json!({

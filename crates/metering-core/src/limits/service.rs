@@ -332,7 +332,9 @@ impl LimitsService {
         };
         let mut outcome = self.reserve_in_store(&leases, &token).await;
         let mut granted = leases.iter().map(|lease| lease.amount).collect::<Vec<u64>>();
-        if matches!(outcome, Err(ReserveError::Refused(_))) && leases.iter().zip(&missing).any(|(lease, &index)| lease.amount > holds[index].amount) {
+        if matches!(outcome, Err(ReserveError::Refused(_)))
+            && leases.iter().zip(&missing).any(|(lease, &index)| lease.amount > holds[index].amount)
+        {
             // A lease's worth does not fit: the hold alone may.
             let exact: Vec<Hold> = missing.iter().map(|&index| holds[index].clone()).collect();
             outcome = self.reserve_in_store(&exact, &idempotency_token("reserve-exact", request.request_id)).await;
@@ -348,7 +350,11 @@ impl LimitsService {
                     let existed = book.free(&hold.counter).is_some();
                     // A lease under another limit appeared meanwhile: give this one back instead.
                     if !book.give(hold, amount - hold.amount, now, true) {
-                        orphans.push(ReturnedLease { counter: hold.counter.clone(), free: amount - hold.amount, limit: hold.limit });
+                        orphans.push(ReturnedLease {
+                            counter: hold.counter.clone(),
+                            free: amount - hold.amount,
+                            limit: hold.limit,
+                        });
                     } else if existed && amount > hold.amount {
                         book.granted(&hold.counter, now);
                     }
@@ -480,7 +486,11 @@ impl LimitsService {
     fn add_to_batch(&self, settlements: Vec<Settlement>, request_id: Option<&str>) {
         let mut batch = self.inner.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for settlement in settlements {
-            let merged = batch.by_counter.entry(settlement.counter.clone()).or_insert_with(|| Settlement { held: 0, actual: 0, ..settlement.clone() });
+            let merged = batch.by_counter.entry(settlement.counter.clone()).or_insert_with(|| Settlement {
+                held: 0,
+                actual: 0,
+                ..settlement.clone()
+            });
             merged.held = merged.held.saturating_add(settlement.held);
             merged.actual = merged.actual.saturating_add(settlement.actual);
             merged.limit = settlement.limit;
@@ -940,7 +950,14 @@ mod tests {
             "unused".into(),
         ));
         let at = chrono::DateTime::parse_from_rfc3339("2026-12-31T23:59:30Z").unwrap().with_timezone(&Utc);
-        LimitsService::with_clock(store, LimitsConfig::default(), Arc::new(PricingTable::builtin()), Arc::new(NoLog), None, Arc::new(move || at))
+        LimitsService::with_clock(
+            store,
+            LimitsConfig::default(),
+            Arc::new(PricingTable::builtin()),
+            Arc::new(NoLog),
+            None,
+            Arc::new(move || at),
+        )
     }
 
     #[test]

@@ -102,7 +102,9 @@ pub struct Settlement {
 pub enum ReserveOutcome {
     Reserved,
     /// The hold at this index would have crossed its limit; nothing was reserved.
-    Refused { index: usize },
+    Refused {
+        index: usize,
+    },
 }
 
 /// A counter's values (0 when the item does not exist yet).
@@ -144,7 +146,11 @@ pub enum LimitsStoreError {
 #[async_trait]
 pub trait LimitsStore: Send + Sync {
     /// The tenant's limits and, with `key_id`, the key's narrowing: one read.
-    async fn load(&self, tenant_id: &str, key_id: Option<&str>) -> Result<(Option<StoredLimits>, Option<StoredLimits>), LimitsStoreError>;
+    async fn load(
+        &self,
+        tenant_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<(Option<StoredLimits>, Option<StoredLimits>), LimitsStoreError>;
     async fn put(&self, scope: &Scope, limits: &StoredLimits) -> Result<(), LimitsStoreError>;
     /// True when there were limits to delete.
     async fn delete(&self, scope: &Scope) -> Result<bool, LimitsStoreError>;

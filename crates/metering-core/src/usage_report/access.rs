@@ -19,9 +19,7 @@ pub fn readable_tenant(identity: &TenantIdentity, requested: &str, admin_group: 
         return Err(forbidden());
     }
     if !is_valid_tenant_id(requested) {
-        return Err(ApiError::InvalidRequest(
-            "tenant_id must be 1 to 128 characters of letters, digits, '-', '_' or '.'".into(),
-        ));
+        return Err(ApiError::InvalidRequest("tenant_id must be 1 to 128 characters of letters, digits, '-', '_' or '.'".into()));
     }
     Ok(requested.to_owned())
 }

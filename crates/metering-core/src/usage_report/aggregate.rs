@@ -356,7 +356,8 @@ mod tests {
             row("acme", "2026-11-20", "anthropic", "claude-3-haiku-20240307", 10, 20, 1),
             row("acme", "2026-11-23", "bedrock", HAIKU, 5, 7, 1),
         ];
-        let weeks = [row("acme", "2026-W47", "bedrock", HAIKU, 1000, 2000, 3), row("acme", "2026-W48", "bedrock", HAIKU, 5, 7, 1)];
+        let weeks =
+            [row("acme", "2026-W47", "bedrock", HAIKU, 1000, 2000, 3), row("acme", "2026-W48", "bedrock", HAIKU, 5, 7, 1)];
         // WHEN the report is built for all request types
         let report = tenant_report("acme", &week_period(), RequestTypeFilter(None), &days, &weeks, &PricingTable::builtin());
         // THEN the days, weeks, models and summary agree
@@ -400,7 +401,10 @@ mod tests {
 
     #[test]
     fn an_unpriced_model_nulls_the_cost_and_says_why() {
-        let days = [row("acme", "2026-11-20", "bedrock", HAIKU, 1, 1, 1), row("acme", "2026-11-21", "bedrock", "acme.secret-model", 1, 1, 1)];
+        let days = [
+            row("acme", "2026-11-20", "bedrock", HAIKU, 1, 1, 1),
+            row("acme", "2026-11-21", "bedrock", "acme.secret-model", 1, 1, 1),
+        ];
         let report = tenant_report("acme", &week_period(), RequestTypeFilter(None), &days, &[], &PricingTable::builtin());
         assert_eq!(report.summary.estimated_cost_usd, None);
         assert_eq!(report.warnings.len(), 1);

@@ -28,8 +28,7 @@ struct Params(Vec<(String, String)>);
 
 impl Params {
     fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
         for (index, (name, _)) in pairs.iter().enumerate() {
             if !allowed.contains(&name.as_str()) {
                 return Err(ApiError::InvalidRequest(format!(
@@ -66,9 +65,8 @@ fn request_type(params: &Params) -> Result<Option<RequestTypeFilter>, ApiError> 
     params
         .get("request_type")
         .map(|value| {
-            RequestTypeFilter::parse(Some(value)).ok_or_else(|| {
-                ApiError::InvalidRequest(format!("request_type must be bedrock, anthropic or all, not {value:?}"))
-            })
+            RequestTypeFilter::parse(Some(value))
+                .ok_or_else(|| ApiError::InvalidRequest(format!("request_type must be bedrock, anthropic or all, not {value:?}")))
         })
         .transpose()
 }
@@ -91,8 +89,7 @@ impl ListQuery {
         let limit = limit.map_or(DEFAULT_LIMIT, |limit| limit as usize);
         let Some(cursor_text) = params.get("cursor") else {
             let days = days.unwrap_or(DEFAULT_DAYS);
-            let period =
-                ReportPeriod::last_days(today, days).map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
+            let period = ReportPeriod::last_days(today, days).map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
             return Ok(Self { cursor: RankingCursor { period, filter: filter.unwrap_or_default(), offset: 0 }, limit });
         };
         let cursor = RankingCursor::decode(cursor_text).map_err(|error| ApiError::InvalidRequest(error.to_string()))?;
@@ -134,8 +131,21 @@ mod tests {
     #[test]
     fn anything_else_is_a_400() {
         for bad in [
-            "days=0", "days=367", "days=-1", "days=abc", "days=7.5", "days=", "days=+7", "days=%207", "days=99999999999",
-            "days=7&days=8", "request_type=BEDROCK", "request_type=", "request_type=openai", "tenant_id=other", "DAYS=7",
+            "days=0",
+            "days=367",
+            "days=-1",
+            "days=abc",
+            "days=7.5",
+            "days=",
+            "days=+7",
+            "days=%207",
+            "days=99999999999",
+            "days=7&days=8",
+            "request_type=BEDROCK",
+            "request_type=",
+            "request_type=openai",
+            "tenant_id=other",
+            "DAYS=7",
             "limit=5",
         ] {
             let error = ReportQuery::parse(Some(bad), today()).unwrap_err();

@@ -142,10 +142,8 @@ impl DynamoUsageReader {
         let mut names: HashMap<String, String> =
             NUMBER_ATTRIBUTES.iter().map(|(placeholder, name)| (placeholder.to_string(), name.to_string())).collect();
         names.insert("#key".into(), key_attribute.into());
-        let projection = format!(
-            "#key, {}",
-            NUMBER_ATTRIBUTES.iter().map(|(placeholder, _)| *placeholder).collect::<Vec<_>>().join(", ")
-        );
+        let projection =
+            format!("#key, {}", NUMBER_ATTRIBUTES.iter().map(|(placeholder, _)| *placeholder).collect::<Vec<_>>().join(", "));
         let mut query = self.client.query().table_name(&self.table_name).projection_expression(projection);
         if let Some(request_type) = request_type {
             // Key attributes cannot be filtered on; every item also carries `request_type` as an attribute.
