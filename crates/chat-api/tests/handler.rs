@@ -1,6 +1,7 @@
 //! Handler tests fed from the API Gateway event files in `events/` (the files `cargo lambda invoke` uses).
 //! The model and the counters are in-memory stand-ins here: these tests prove the handler's mapping
 //! (claims -> identity, body -> request, result -> HTTP); the end-to-end tests prove the feature.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 use std::sync::{Arc, Mutex};
 

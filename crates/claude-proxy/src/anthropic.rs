@@ -239,7 +239,7 @@ mod tests {
     }
 
     fn answer_of(chunks: &[&Bytes]) -> UpstreamResponse {
-        let chunks = chunks.iter().map(|chunk| Bytes::clone(chunk)).collect();
+        let chunks = chunks.iter().map(|&chunk| chunk.clone()).collect();
         UpstreamResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: Box::new(Chunks(chunks)) }
     }
 

@@ -177,7 +177,7 @@ impl ApiKeys {
             return Err(not_found());
         }
         let revoked = self.store.revoke(&owner.tenant_id, &owner.user_id, key_id, Utc::now()).await?.ok_or_else(not_found)?;
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key_id);
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key_id);
         tracing::info!(tenant_id = %owner.tenant_id, user_id = %owner.user_id, key_id, "API key revoked");
         Ok(revoked)
     }
@@ -191,7 +191,7 @@ impl ApiKeys {
         let key_id = key_id_of(presented).ok_or_else(invalid)?;
         let presented_hash = hash_key(presented);
         if !self.cache_for.is_zero() {
-            let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some((owner, at)) = cache.get(&presented_hash) {
                 if at.elapsed() < self.cache_for {
                     return Ok(owner.clone());
@@ -207,7 +207,7 @@ impl ApiKeys {
             return Err(ApiError::Forbidden("this key's tenant id is not valid".into()));
         }
         if !self.cache_for.is_zero() {
-            let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             cache.retain(|_, (_, at)| at.elapsed() < self.cache_for);
             cache.insert(presented_hash, (owner.clone(), Instant::now()));
         }

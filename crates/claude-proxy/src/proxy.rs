@@ -343,7 +343,7 @@ impl ProxyService {
                 Ok(admission) => admission,
                 Err(refused) => return Ok(refused),
             },
-            None => Default::default(),
+            None => metering_core::limits::service::Admission::default(),
         };
         call.meter.reservation = admission.reservation;
         let answer = match self.route(&call, Endpoint::Messages).await {
@@ -514,17 +514,18 @@ impl ProxyService {
     async fn bedrock_model(&self, call: &Call<'_>) -> Option<BedrockModel> {
         let requested = &call.body.model;
         let model = self.settings.models.resolve(requested).await;
-        match &model {
-            Some(model) => tracing::info!(
+        if let Some(model) = &model {
+            tracing::info!(
                 requested_model = %requested,
                 bedrock_model = %model.invoke_id,
                 source = model.source.as_str(),
                 "Bedrock model resolved"
-            ),
-            None => tracing::warn!(
+            );
+        } else {
+            tracing::warn!(
                 requested_model = %requested,
                 "no Bedrock model for {requested:?} (not in BEDROCK_MODEL_MAP, not discovered, no family fallback)"
-            ),
+            );
         }
         model
     }

@@ -87,7 +87,7 @@ impl RateLimitMemory {
         let key = self.scope.key(tenant_id, user_id);
         let now = Utc::now();
         {
-            let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             known.retain(|_, until| *until > now);
             if let Some(until) = known.get(&key) {
                 return Some(*until);
@@ -104,7 +104,7 @@ impl RateLimitMemory {
 
     pub async fn record(&self, entry: RateLimitEntry) {
         let key = self.scope.key(&entry.tenant_id, &entry.user_id);
-        self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.clone(), entry.limited_until());
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone(), entry.limited_until());
         if let Err(error) = self.store.record(&key, &entry).await {
             tracing::warn!(%error, "could not record the Anthropic 429 in the rate-limit memory");
         }

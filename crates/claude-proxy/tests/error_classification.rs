@@ -2,6 +2,7 @@
 //! Bedrock failures during a fallback (`bedrock::api_error`), the gateway's own errors in Anthropic's shape
 //! (`anthropic_error::status_and_type`), Anthropic's failures (`From<UpstreamError>`) and Anthropic's
 //! `retry-after` header (`anthropic::retry_after_seconds`).
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 use claude_proxy::anthropic::{retry_after_seconds, UpstreamError};
 use claude_proxy::anthropic_error::{error_response, status_and_type};
@@ -9,6 +10,9 @@ use claude_proxy::bedrock::api_error;
 use http::{HeaderMap, HeaderValue};
 use metering_core::model::ModelError;
 use metering_core::ApiError;
+
+/// The status, `error.type` and `Retry-After` an error must render with.
+type Expected = (u16, &'static str, Option<&'static str>);
 
 /// (status, Anthropic `error.type`, `retry-after` header) of what the client gets for `error`.
 fn answer_for(error: &ApiError) -> (u16, &'static str, Option<String>) {
@@ -23,7 +27,7 @@ fn answer_for(error: &ApiError) -> (u16, &'static str, Option<String>) {
 fn every_bedrock_failure_during_a_fallback_has_its_status_type_and_retry_after() {
     let detail = || "detail".to_owned();
     let model = || "us.anthropic.m-v1:0".to_owned();
-    let cases: Vec<(ModelError, (u16, &str, Option<&str>))> = vec![
+    let cases: Vec<(ModelError, Expected)> = vec![
         (ModelError::Throttled { retry_after_seconds: 7 }, (429, "rate_limit_error", Some("7"))),
         (ModelError::InvalidInput(detail()), (400, "invalid_request_error", None)),
         (ModelError::AccessDenied { model_id: model(), detail: detail() }, (502, "api_error", None)),
@@ -53,7 +57,7 @@ fn bedrock_failure_messages_name_the_model_for_the_operator_and_never_the_sdk_de
 #[test]
 fn every_gateway_error_has_anthropics_status_and_type() {
     let text = || "t".to_owned();
-    let cases: Vec<(ApiError, (u16, &str, Option<&str>))> = vec![
+    let cases: Vec<(ApiError, Expected)> = vec![
         (ApiError::InvalidRequest(text()), (400, "invalid_request_error", None)),
         (ApiError::UnsupportedMediaType(text()), (415, "invalid_request_error", None)),
         (ApiError::MethodNotAllowed(text()), (405, "invalid_request_error", None)),

@@ -1,7 +1,9 @@
 //! Handler tests fed from the API Gateway event files in `events/` (proxy-*.json). Anthropic, Bedrock and
 //! the tables are in-memory stand-ins: these tests prove the handler's mapping (key -> tenant, body and
 //! headers -> upstream request, answer -> HTTP and usage); the end-to-end tests prove the feature.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use claude_proxy::bedrock::{BedrockApi, EventSource};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{ProxyService, ProxySettings};
+use claude_proxy::streaming::ClientDisconnect;
 use claude_proxy::ProxyHandler;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -161,12 +164,12 @@ async fn harness() -> Harness {
         fallback: FallbackPolicy { enabled: true, on_overloaded: false, on_server_error: false },
         models: ModelResolver::new(
             DEFAULT_MODEL_MAP.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),
-            Default::default(),
+            BTreeMap::default(),
         ),
         bedrock_allowed_betas: vec![],
         forced_rate_limit_retry_after: None,
         default_retry_after_seconds: 30,
-        on_client_disconnect: Default::default(),
+        on_client_disconnect: ClientDisconnect::default(),
     };
     let service = ProxyService::new(
         settings,

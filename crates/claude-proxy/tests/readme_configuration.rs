@@ -2,6 +2,7 @@
 //! the one `ProxyConfig::from_lookup` applies when the variable is absent, read from the README's own table.
 //! Rows whose default is a description (a built-in list, "from AWS_REGION") are named here, so a new row
 //! cannot go unchecked silently.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 use std::collections::BTreeMap;
 

@@ -3,8 +3,9 @@
 //! exact `retry-after` of every 429 the gateway answers or remembers. Anthropic, Bedrock, the key store and
 //! the rate-limit table are in-memory stand-ins that answer as scripted and count their calls; the
 //! end-to-end tests (`tests/e2e/test_proxy.py`) prove the same paths over real connections.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{Endpoint, ProxyService, ProxySettings};
 use claude_proxy::rate_limits::{RateLimitEntry, RateLimitError, RateLimitMemory, RateLimitScope, RateLimitStore};
 use claude_proxy::request::ProxyRequest;
+use claude_proxy::streaming::ClientDisconnect;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
@@ -297,12 +299,12 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
         fallback: case.fallback,
         models: ModelResolver::new(
             DEFAULT_MODEL_MAP.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),
-            Default::default(),
+            BTreeMap::default(),
         ),
         bedrock_allowed_betas: vec![],
         forced_rate_limit_retry_after: case.forced_retry_after,
         default_retry_after_seconds: DEFAULT_RETRY_AFTER,
-        on_client_disconnect: Default::default(),
+        on_client_disconnect: ClientDisconnect::default(),
     };
     let service = ProxyService::new(
         settings,

@@ -338,7 +338,7 @@ fn as_gateway_claim(value: Value) -> Value {
         Value::Array(items) => Value::String(
             items
                 .iter()
-                .map(|item| item.as_str().map(str::to_owned).unwrap_or_else(|| item.to_string()))
+                .map(|item| item.as_str().map_or_else(|| item.to_string(), str::to_owned))
                 .collect::<Vec<_>>()
                 .join(&GROUPS_SEPARATOR.to_string()),
         ),
@@ -450,6 +450,6 @@ mod tests {
     #[test]
     fn claims_become_strings_like_api_gateway_passes_them() {
         assert_eq!(as_gateway_claim(serde_json::json!(["admin", "ops"])), serde_json::json!("admin,ops"));
-        assert_eq!(as_gateway_claim(serde_json::json!(1700000000)), serde_json::json!("1700000000"));
+        assert_eq!(as_gateway_claim(serde_json::json!(1_700_000_000)), serde_json::json!("1700000000"));
     }
 }

@@ -192,7 +192,7 @@ impl UsageLog for CloudWatchUsageLog {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The background task: batches of what is queued, each sent with retries, until the queue is closed and empty.

@@ -66,7 +66,7 @@ pub struct PromptCache(Mutex<HashSet<u64>>);
 impl PromptCache {
     /// True when the prefix was cached already; caches it either way.
     fn hit(&self, prefix_hash: u64) -> bool {
-        !self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(prefix_hash)
+        !self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(prefix_hash)
     }
 }
 
@@ -76,7 +76,7 @@ pub struct RequestLog(Mutex<VecDeque<Value>>);
 
 impl RequestLog {
     pub fn record(&self, entry: Value) {
-        let mut entries = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.len() >= RECORDED_REQUESTS {
             entries.pop_front();
         }
@@ -84,7 +84,7 @@ impl RequestLog {
     }
 
     pub fn matching(&self, contains: Option<&str>) -> Vec<Value> {
-        let entries = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.iter().filter(|entry| contains.is_none_or(|text| entry["body"].to_string().contains(text))).cloned().collect()
     }
 }
@@ -307,26 +307,23 @@ pub fn stream_events(plan: &PlannedMessage, model: &str, id: &str) -> Vec<Value>
     message["stop_reason"] = Value::Null;
     message["usage"] = usage_json(plan, 1);
     let mut events = vec![json!({"type": "message_start", "message": message})];
-    match &plan.tool_call {
-        Some(call) => {
-            events.push(json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": tool_use_id(id), "name": call.name, "input": {}}}));
-            events.push(json!({"type": "ping"}));
-            let input = Value::Object(call.input.clone()).to_string();
-            events.push(
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input}}),
-            );
-        }
-        None => {
-            events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
-            events.push(json!({"type": "ping"}));
-            for (index, word) in plan.text.split(' ').enumerate() {
-                let text = if index == 0 { word.to_owned() } else { format!(" {word}") };
-                if plan.stream_cut_after == Some(index) {
-                    return events; // `[fake:stream-cut=N]`: the connection ends here
-                }
-                events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}));
+    if let Some(call) = &plan.tool_call {
+        events.push(json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": tool_use_id(id), "name": call.name, "input": {}}}));
+        events.push(json!({"type": "ping"}));
+        let input = Value::Object(call.input.clone()).to_string();
+        events.push(
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input}}),
+        );
+    } else {
+        events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
+        events.push(json!({"type": "ping"}));
+        for (index, word) in plan.text.split(' ').enumerate() {
+            let text = if index == 0 { word.to_owned() } else { format!(" {word}") };
+            if plan.stream_cut_after == Some(index) {
+                return events; // `[fake:stream-cut=N]`: the connection ends here
             }
+            events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}));
         }
     }
     events.push(json!({"type": "content_block_stop", "index": 0}));

@@ -216,8 +216,8 @@ async fn prepare(settings: &FakeBedrockSettings, model_id: &str, body: &Bytes) -
     if parsed["messages"].as_array().is_none_or(Vec::is_empty) {
         return Err(aws_error(StatusCode::BAD_REQUEST, "ValidationException", "messages must not be empty"));
     }
-    let model_id = settings.strictness.models.resolve(model_id).map_err(|refusal| refusal.into_response())?;
-    check_converse_body(&parsed, model_id).map_err(|refusal| refusal.into_response())?;
+    let model_id = settings.strictness.models.resolve(model_id).map_err(super::fake_bedrock_strict::Refusal::into_response)?;
+    check_converse_body(&parsed, model_id).map_err(super::fake_bedrock_strict::Refusal::into_response)?;
     converse_metadata(&parsed)?;
     apply_directives(settings.fixed_delay, directives(&user_text(&parsed))).await?;
     Ok(parsed)
@@ -241,11 +241,11 @@ async fn converse(State(settings): State<FakeBedrockSettings>, Path(model_id): P
         },
         "metrics": {"latencyMs": started.elapsed().as_millis() as u64}
     });
-    record_converse(&settings, "Converse", &model_id, metadata, &parsed, &reply, answer.clone()).await;
+    record_converse(&settings, "Converse", &model_id, metadata, &parsed, &reply, answer.clone());
     ([("content-type", "application/json")], answer.to_string()).into_response()
 }
 
-async fn record_converse(
+fn record_converse(
     settings: &FakeBedrockSettings,
     operation: &'static str,
     model_id: &str,
@@ -265,7 +265,7 @@ async fn record_converse(
         output_body,
         output_tokens: reply.output_tokens,
     };
-    settings.invocation_log.record(invocation).await;
+    settings.invocation_log.record(invocation);
 }
 
 pub(crate) fn event_frame(event_type: &'static str, payload: Value) -> Vec<u8> {
@@ -290,7 +290,7 @@ async fn converse_stream(State(settings): State<FakeBedrockSettings>, Path(model
     let metadata = converse_metadata(&parsed).unwrap_or_default();
     let output =
         json!({"output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}}, "stopReason": reply.stop_reason});
-    record_converse(&settings, "ConverseStream", &model_id, metadata, &parsed, &reply, output).await;
+    record_converse(&settings, "ConverseStream", &model_id, metadata, &parsed, &reply, output);
     let exception = stream_exception(&user_text(&parsed));
     let mut stream = event_frame("messageStart", json!({"role": "assistant"}));
     let words: Vec<&str> = reply.text.split(' ').collect();

@@ -70,7 +70,7 @@ impl InvocationLog {
     }
 
     /// Records one served call (in memory, then in the bucket when set).
-    pub async fn record(&self, invocation: Invocation<'_>) {
+    pub fn record(&self, invocation: Invocation<'_>) {
         let now = Utc::now();
         let record = invocation_record(&invocation, now, self.region());
         if let Ok(mut records) = self.records.lock() {

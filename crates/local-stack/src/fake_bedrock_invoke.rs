@@ -114,9 +114,10 @@ pub fn check_body(body: &Value) -> Result<(), String> {
 async fn prepare(state: &InvokeState, model_id: &str, body: &Bytes) -> Result<Value, Response> {
     let parsed: Value = serde_json::from_slice(body).map_err(|_| validation("Malformed input request.".into()))?;
     state.log.record(json!({"model_id": model_id, "body": parsed}));
-    let model_id = state.settings.strictness.models.resolve(model_id).map_err(|refusal| refusal.into_response())?;
+    let model_id =
+        state.settings.strictness.models.resolve(model_id).map_err(super::fake_bedrock_strict::Refusal::into_response)?;
     check_body(&parsed).map_err(validation)?;
-    check_anthropic_max_tokens(&parsed, model_id).map_err(|refusal| refusal.into_response())?;
+    check_anthropic_max_tokens(&parsed, model_id).map_err(super::fake_bedrock_strict::Refusal::into_response)?;
     apply_directives(state.settings.fixed_delay, fake_bedrock::directives(&directive_text(&parsed))).await?;
     Ok(parsed)
 }
@@ -136,7 +137,7 @@ async fn invoke(State(state): State<InvokeState>, Path(model_id): Path<String>, 
     };
     let plan = plan_message(&parsed, "fake-bedrock", &state.cache);
     let answer = message_json(&plan, &model_id, &message_id());
-    record_invoke(&state, "InvokeModel", &model_id, metadata, &parsed, &plan, answer.clone()).await;
+    record_invoke(&state, "InvokeModel", &model_id, metadata, &parsed, &plan, answer.clone());
     (
         [
             ("content-type", "application/json".to_owned()),
@@ -148,7 +149,7 @@ async fn invoke(State(state): State<InvokeState>, Path(model_id): Path<String>, 
         .into_response()
 }
 
-async fn record_invoke(
+fn record_invoke(
     state: &InvokeState,
     operation: &'static str,
     model_id: &str,
@@ -168,7 +169,7 @@ async fn record_invoke(
         output_body,
         output_tokens: plan.output_tokens,
     };
-    state.settings.invocation_log.record(invocation).await;
+    state.settings.invocation_log.record(invocation);
 }
 
 fn chunk_frame(event: &Value) -> Vec<u8> {
@@ -191,7 +192,7 @@ async fn invoke_stream(
     };
     let plan = plan_message(&parsed, "fake-bedrock", &state.cache);
     let mut events = fake_anthropic::stream_events(&plan, &model_id, &message_id());
-    record_invoke(&state, "InvokeModelWithResponseStream", &model_id, metadata, &parsed, &plan, json!(events)).await;
+    record_invoke(&state, "InvokeModelWithResponseStream", &model_id, metadata, &parsed, &plan, json!(events));
     if let Some(last) = events.last_mut() {
         last["amazon-bedrock-invocationMetrics"] = json!({
             "inputTokenCount": plan.input_tokens,

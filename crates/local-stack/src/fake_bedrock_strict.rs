@@ -312,7 +312,7 @@ pub fn check_converse_body(body: &Value, model_id: &str) -> Result<(), Refusal> 
         }
     }
     if let Some(max_tokens) = body["inferenceConfig"].get("maxTokens") {
-        check_max_tokens(max_tokens, model_id).map_err(|message| Refusal::validation(message))?;
+        check_max_tokens(max_tokens, model_id).map_err(Refusal::validation)?;
     }
     Ok(())
 }

@@ -114,7 +114,11 @@ impl ObjectStore for S3ObjectStore {
     async fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
         let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => output,
-            Err(error) if error.as_service_error().is_some_and(|error| error.is_no_such_key()) => return Ok(None),
+            Err(error)
+                if error.as_service_error().is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key) =>
+            {
+                return Ok(None)
+            }
             Err(error) => return Err(aws_error("GetObject", error)),
         };
         Ok(Some(output.body.collect().await?.into_bytes().to_vec()))

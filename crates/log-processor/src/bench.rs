@@ -170,7 +170,7 @@ struct CountingStore {
 
 #[async_trait]
 impl ObjectStore for CountingStore {
-    fn bucket(&self) -> &str {
+    fn bucket(&self) -> &'static str {
         "bench"
     }
     async fn put_object(&self, _key: &str, body: Vec<u8>) -> Result<(), BoxError> {

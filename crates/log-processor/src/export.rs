@@ -646,7 +646,8 @@ mod tests {
         }
         // AND the rows go in row groups of `rows_per_row_group` (10), the last one with the rest
         let reader = SerializedFileReader::new(Bytes::from(store.object(key))).unwrap();
-        let group_sizes: Vec<i64> = reader.metadata().row_groups().iter().map(|group| group.num_rows()).collect();
+        let group_sizes: Vec<i64> =
+            reader.metadata().row_groups().iter().map(parquet::file::metadata::RowGroupMetaData::num_rows).collect();
         assert_eq!(group_sizes, vec![10, 10, 10, 5]);
     }
 

@@ -38,8 +38,8 @@ pub const ADDED_COLUMNS: [&str; 7] =
 pub const DEFAULT_ROWS_PER_ROW_GROUP: usize = 100_000;
 
 pub fn schema() -> Result<Arc<Type>, ExportError> {
-    let strings: String = STRING_COLUMNS.iter().map(|name| format!("  REQUIRED BYTE_ARRAY {name} (STRING);\n")).collect();
-    let bigints: String = BIGINT_COLUMNS.iter().map(|name| format!("  REQUIRED INT64 {name};\n")).collect();
+    let strings: String = STRING_COLUMNS.iter().flat_map(|name| ["  REQUIRED BYTE_ARRAY ", name, " (STRING);\n"]).collect();
+    let bigints: String = BIGINT_COLUMNS.iter().flat_map(|name| ["  REQUIRED INT64 ", name, ";\n"]).collect();
     let added = "  OPTIONAL DOUBLE cost_usd;\n  REQUIRED BYTE_ARRAY price_version (STRING);\n  \
                  REQUIRED BYTE_ARRAY base_model_id (STRING);\n  OPTIONAL BYTE_ARRAY client_user_id (STRING);\n  \
                  OPTIONAL BYTE_ARRAY requested_model_id (STRING);\n  REQUIRED BOOLEAN usage_estimated;\n  \
@@ -61,11 +61,11 @@ pub fn schema() -> Result<Arc<Type>, ExportError> {
 /// group. Everywhere else they cost a comparison per value for nothing (queries select days by the partition
 /// path, and nothing filters on a count or an id's range).
 pub fn writer_properties(rows_per_row_group: usize) -> Arc<WriterProperties> {
-    let zstd = ZstdLevel::try_new(3).map(Compression::ZSTD).unwrap_or(Compression::SNAPPY);
+    let zstd = ZstdLevel::try_new(3).map_or(Compression::SNAPPY, Compression::ZSTD);
     // Level 1 everywhere but `timestamp` and `cost_usd`, the two columns whose text a higher level still
     // shrinks: random hex (request ids) has no matches for it to find, and the dictionary-coded columns are
     // run-length indices already (level 1 on them: no larger on the benchmark day, measured).
-    let fast_zstd = ZstdLevel::try_new(1).map(Compression::ZSTD).unwrap_or(Compression::SNAPPY);
+    let fast_zstd = ZstdLevel::try_new(1).map_or(Compression::SNAPPY, Compression::ZSTD);
     let mut builder = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(fast_zstd)

@@ -76,13 +76,12 @@ impl<'a> ObjectUpload<'a> {
 
     /// Uploads one part (at least [`MIN_PART_BYTES`]; the caller buffers up to that).
     pub async fn write_part(&mut self, body: Vec<u8>) -> Result<(), BoxError> {
-        let upload_id = match &self.upload_id {
-            Some(upload_id) => upload_id.clone(),
-            None => {
-                let upload_id = self.store.create_multipart_upload(&self.key).await?;
-                self.upload_id = Some(upload_id.clone());
-                upload_id
-            }
+        let upload_id = if let Some(upload_id) = &self.upload_id {
+            upload_id.clone()
+        } else {
+            let upload_id = self.store.create_multipart_upload(&self.key).await?;
+            self.upload_id = Some(upload_id.clone());
+            upload_id
         };
         let part_number = self.parts.len() as i32 + 1;
         let length = body.len() as u64;
@@ -152,10 +151,10 @@ pub mod fakes {
                 .filter(|(at, _)| (query.start_ms..=query.end_ms).contains(at))
                 .map(|(_, message)| message)
                 .collect();
-            let start: usize = next_token.map(|token| token.parse().unwrap()).unwrap_or(0);
+            let start: usize = next_token.map_or(0, |token| token.parse().unwrap());
             let end = (start + self.page_size).min(matching.len());
             Ok(LogPage {
-                messages: matching[start..end].iter().map(|m| m.to_string()).collect(),
+                messages: matching[start..end].iter().map(|m| (*m).clone()).collect(),
                 next_token: (end < matching.len()).then(|| end.to_string()),
             })
         }
@@ -204,7 +203,7 @@ pub mod fakes {
 
     #[async_trait]
     impl ObjectStore for MemoryStore {
-        fn bucket(&self) -> &str {
+        fn bucket(&self) -> &'static str {
             "memory"
         }
 

@@ -183,8 +183,7 @@ pub struct CounterRebuilder {
 fn day_end(day: NaiveDate) -> DateTime<Utc> {
     day.checked_add_days(Days::new(1))
         .and_then(|next| next.and_hms_opt(0, 0, 0))
-        .map(|at| at.and_utc())
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .map_or(DateTime::<Utc>::MAX_UTC, |at| at.and_utc())
 }
 
 /// No line or counter update can still belong to `day`.
@@ -312,7 +311,7 @@ impl CounterRebuilder {
         tenant_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<BilledLines, RebuildError> {
-        let start = first.and_hms_opt(0, 0, 0).map(|at| at.and_utc()).unwrap_or(DateTime::<Utc>::MIN_UTC) - READ_BEFORE;
+        let start = first.and_hms_opt(0, 0, 0).map_or(DateTime::<Utc>::MIN_UTC, |at| at.and_utc()) - READ_BEFORE;
         let end = (day_end(last) + LATE_LINES).min(now);
         let mut billed = BilledLines::default();
         let mut seen = HashSet::new();
@@ -514,7 +513,7 @@ mod tests {
             (json!({"rebuild_counters": "2026-11-31"}), "a date like"),
             (json!({"rebuild_counters": "2026-11-20", "date": "2026-11-20"}), "unknown field"),
             (json!({"rebuild_counters": "2026-11-20", "tenant_id": ""}), "empty"),
-            (json!({"rebuild_counters": 20261120}), "invalid type"),
+            (json!({"rebuild_counters": 20_261_120}), "invalid type"),
         ] {
             let error = RebuildRequest::from_payload(&payload).unwrap().unwrap_err();
             assert!(error.to_string().contains(reason), "{payload}: {error}");

@@ -186,7 +186,7 @@ mod tests {
             (json!({"date": "2026-11-01", "from": "2026-11-01", "to": "2026-11-02"}), "not both"),
             (json!({"from": "2026-11-05", "to": "2026-11-01"}), "after"),
             (json!({"date": "2026-11-24"}), "future"),
-            (json!({"date": 20261101}), "invalid type"),
+            (json!({"date": 20_261_101}), "invalid type"),
             (json!({"detail-type": "Scheduled Event", "time": "noon"}), "unreadable time"),
         ];
         for (payload, expected) in cases {

@@ -57,13 +57,12 @@ impl RowPricer {
                 return *slot;
             }
         }
-        let slot = match self.slots.get(model_id) {
-            Some(&slot) => slot,
-            None => {
-                self.models.push(resolve(&self.table, model_id));
-                self.slots.insert(model_id.to_owned(), self.models.len() - 1);
-                self.models.len() - 1
-            }
+        let slot = if let Some(&slot) = self.slots.get(model_id) {
+            slot
+        } else {
+            self.models.push(resolve(&self.table, model_id));
+            self.slots.insert(model_id.to_owned(), self.models.len() - 1);
+            self.models.len() - 1
         };
         match &mut self.last {
             // The buffer is reused: no allocation per row.

@@ -167,6 +167,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // a whole number of bits, exactly
     fn the_entropy_floor_adds_up_the_random_choices_of_a_row() {
         // GIVEN the benchmark day (1,000,000 lines: a step of 86 ms)
         let floor = SyntheticDay::new("2026-11-23", 1_000_000, 42).entropy_bits_per_row();

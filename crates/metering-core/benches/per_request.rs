@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure per-request work of `POST /bedrock/chat` (`scripts/bench micro`): the body
 //! parsed and validated, the usage event built, and its usage line serialised. Goal: <= 20 us per request.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 use std::hint::black_box;
 

@@ -161,47 +161,6 @@ impl ChatService {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error_message(body: &str) -> String {
-        match ChatRequest::parse(body.as_bytes()) {
-            Err(ApiError::InvalidRequest(message)) => message,
-            other => panic!("expected a 400 for {body:?}, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_plain_prompt_is_accepted() {
-        let request = ChatRequest::parse(br#"{"prompt": "hi", "max_tokens": 4096}"#).unwrap();
-        assert_eq!(request, ChatRequest { prompt: "hi".into(), max_tokens: Some(4096) });
-    }
-
-    #[test]
-    fn bad_bodies_are_refused_with_a_reason() {
-        assert!(error_message("").contains("empty"));
-        assert!(error_message("{not json").contains("invalid request body"));
-        assert!(error_message("{}").contains("prompt"));
-        assert!(error_message(r#"["hi"]"#).contains("JSON object"));
-        assert!(error_message(r#""hi""#).contains("JSON object"));
-        assert!(error_message(r#"{"prompt": 5}"#).contains("invalid type"));
-        assert!(error_message(r#"{"prompt": "  \n "}"#).contains("must not be empty"));
-        assert!(error_message(r#"{"prompt": "x", "max_tokens": 0}"#).contains("max_tokens"));
-        assert!(error_message(r#"{"prompt": "x", "max_tokens": 4097}"#).contains("max_tokens"));
-        assert!(error_message(r#"{"prompt": "x", "max_tokens": "9"}"#).contains("invalid type"));
-        assert!(error_message(r#"{"prompt": "x", "tenant_id": "other"}"#).contains("unknown field"));
-    }
-
-    #[test]
-    fn the_prompt_limit_counts_characters_not_bytes() {
-        let at_limit = format!(r#"{{"prompt": "{}"}}"#, "é".repeat(MAX_PROMPT_CHARS));
-        assert!(ChatRequest::parse(at_limit.as_bytes()).is_ok());
-        let over = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(MAX_PROMPT_CHARS + 1));
-        assert!(error_message(&over).contains("too long"));
-    }
-}
-
 /// Wires the chat service to the real AWS clients (Bedrock Runtime, DynamoDB) from one shared SDK config.
 /// Endpoints follow the standard chain (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, ...).
 pub fn chat_service_on_aws(
@@ -257,4 +216,45 @@ pub fn limits_service_on_aws(
 /// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_message(body: &str) -> String {
+        match ChatRequest::parse(body.as_bytes()) {
+            Err(ApiError::InvalidRequest(message)) => message,
+            other => panic!("expected a 400 for {body:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_prompt_is_accepted() {
+        let request = ChatRequest::parse(br#"{"prompt": "hi", "max_tokens": 4096}"#).unwrap();
+        assert_eq!(request, ChatRequest { prompt: "hi".into(), max_tokens: Some(4096) });
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_reason() {
+        assert!(error_message("").contains("empty"));
+        assert!(error_message("{not json").contains("invalid request body"));
+        assert!(error_message("{}").contains("prompt"));
+        assert!(error_message(r#"["hi"]"#).contains("JSON object"));
+        assert!(error_message(r#""hi""#).contains("JSON object"));
+        assert!(error_message(r#"{"prompt": 5}"#).contains("invalid type"));
+        assert!(error_message(r#"{"prompt": "  \n "}"#).contains("must not be empty"));
+        assert!(error_message(r#"{"prompt": "x", "max_tokens": 0}"#).contains("max_tokens"));
+        assert!(error_message(r#"{"prompt": "x", "max_tokens": 4097}"#).contains("max_tokens"));
+        assert!(error_message(r#"{"prompt": "x", "max_tokens": "9"}"#).contains("invalid type"));
+        assert!(error_message(r#"{"prompt": "x", "tenant_id": "other"}"#).contains("unknown field"));
+    }
+
+    #[test]
+    fn the_prompt_limit_counts_characters_not_bytes() {
+        let at_limit = format!(r#"{{"prompt": "{}"}}"#, "é".repeat(MAX_PROMPT_CHARS));
+        assert!(ChatRequest::parse(at_limit.as_bytes()).is_ok());
+        let over = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(MAX_PROMPT_CHARS + 1));
+        assert!(error_message(&over).contains("too long"));
+    }
 }

@@ -513,7 +513,7 @@ mod tests {
 
     fn string(value: Option<&AttributeValue>) -> &str {
         match value {
-            Some(AttributeValue::S(text)) | Some(AttributeValue::N(text)) => text,
+            Some(AttributeValue::S(text) | AttributeValue::N(text)) => text,
             other => panic!("not a string or number: {other:?}"),
         }
     }

@@ -58,7 +58,7 @@ impl TenantIdentity {
             other => {
                 tracing::warn!(
                     user_id = %user_id,
-                    claim = ?other.map(|value| value.to_string()),
+                    claim = ?other.map(std::string::ToString::to_string),
                     "refused: the custom:tenant_id claim is missing or not a valid tenant id"
                 );
                 return Err(ApiError::Forbidden(TENANT_REFUSED.into()));

@@ -103,12 +103,11 @@ impl Metering {
                 false
             } else {
                 let group = CounterGroup::of(&event);
-                match backlog.queued.get_mut(&group) {
-                    Some(batch) => batch.absorb(&event),
-                    None => {
-                        backlog.queued.insert(group.clone(), CounterBatch::of_event(&event));
-                        backlog.order.push_back(group);
-                    }
+                if let Some(batch) = backlog.queued.get_mut(&group) {
+                    batch.absorb(&event);
+                } else {
+                    backlog.queued.insert(group.clone(), CounterBatch::of_event(&event));
+                    backlog.order.push_back(group);
                 }
                 backlog.held_requests += 1;
                 self.inner.outstanding.send_replace(backlog.held_requests);
@@ -172,7 +171,7 @@ impl Metering {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Backlog> {
-        self.backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts writes for the oldest queued batches while fewer than the maximum are in flight.

@@ -116,10 +116,14 @@ impl ChatModel for BedrockChatModel {
         Ok(ModelReply {
             text,
             tokens: TokenCounts {
-                input_tokens: count(usage.map(|u| u.input_tokens())),
-                output_tokens: count(usage.map(|u| u.output_tokens())),
-                cache_creation_input_tokens: count(usage.and_then(|u| u.cache_write_input_tokens())),
-                cache_read_input_tokens: count(usage.and_then(|u| u.cache_read_input_tokens())),
+                input_tokens: count(usage.map(aws_sdk_bedrockruntime::types::TokenUsage::input_tokens)),
+                output_tokens: count(usage.map(aws_sdk_bedrockruntime::types::TokenUsage::output_tokens)),
+                cache_creation_input_tokens: count(
+                    usage.and_then(aws_sdk_bedrockruntime::types::TokenUsage::cache_write_input_tokens),
+                ),
+                cache_read_input_tokens: count(
+                    usage.and_then(aws_sdk_bedrockruntime::types::TokenUsage::cache_read_input_tokens),
+                ),
             },
         })
     }

@@ -395,6 +395,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // rounding must give these exact values
     fn costs_round_to_micro_dollars() {
         assert_eq!(round_usd(0.000_001_4), 0.000_001);
         assert_eq!(round_usd(1.234_567_89), 1.234_568);

@@ -1,6 +1,7 @@
 //! `BEDROCK_MAX_ATTEMPTS` (README: attempts per Bedrock call, default 2): the chat model's SDK client makes
 //! exactly that many attempts at a Bedrock that keeps answering 503, then reports it unavailable. Bedrock
 //! is an HTTP listener on 127.0.0.1 (`listener`) that counts the requests.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 mod listener;
 

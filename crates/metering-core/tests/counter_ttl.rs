@@ -3,6 +3,7 @@
 //! weekday the request fell on. The SDK client talks to an HTTP listener on 127.0.0.1 (`listener`) that
 //! keeps the `TransactWriteItems` body and answers `{}`; the end-to-end test `test_chat.py` checks the same
 //! items in the moto table, but only on the day it runs.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 mod listener;
 

@@ -1,5 +1,6 @@
 //! The README's configuration table of the chat function is `ChatConfig`'s: each documented default is the
 //! one `ChatConfig::from_lookup` applies when the variable is absent, read from the README's own table.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 use std::collections::HashMap;
 use std::time::Duration;

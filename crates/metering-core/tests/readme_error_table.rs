@@ -1,6 +1,7 @@
 //! The README's error table of `POST /bedrock/chat` (the mapping every API of the gateway shares) is
 //! exactly `ApiError`'s: each row a variant's status and `error.type`, each variant a row. Fed from the
 //! README itself, so neither can change without the other.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 use std::collections::BTreeSet;
 

@@ -1,4 +1,5 @@
 //! The usage handler fed with API Gateway events (`events/usage-*.json`), over an in-memory reader.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 use std::sync::{Arc, Mutex};
 

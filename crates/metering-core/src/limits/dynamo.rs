@@ -90,6 +90,7 @@ fn counter_use(item: &HashMap<String, AttributeValue>) -> CounterUse {
 
 #[async_trait]
 impl LimitsStore for DynamoLimitsStore {
+    #[allow(clippy::assigning_clones)] // the last request was moved into the call: nothing to clone into
     async fn load(
         &self,
         tenant_id: &str,
@@ -216,7 +217,7 @@ impl LimitsStore for DynamoLimitsStore {
     async fn settle(&self, settlements: &[Settlement], token: &str) -> Result<(), LimitsStoreError> {
         let mut items = Vec::with_capacity(settlements.len());
         for settlement in settlements {
-            let delta = settlement.actual as i128 - settlement.held as i128;
+            let delta = i128::from(settlement.actual) - i128::from(settlement.held);
             let update = Update::builder()
                 .table_name(&self.table_name)
                 .set_key(Some(key_of(settlement.counter.pk(), settlement.counter.sk())))
@@ -243,6 +244,7 @@ impl LimitsStore for DynamoLimitsStore {
         }
     }
 
+    #[allow(clippy::assigning_clones)] // the last request was moved into the call: nothing to clone into
     async fn read_use(&self, counters: &[UseCounter], consistent: bool) -> Result<Vec<CounterUse>, LimitsStoreError> {
         if counters.is_empty() {
             return Ok(Vec::new());

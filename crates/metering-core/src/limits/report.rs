@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use super::store::{LimitsStore, LimitsStoreError, UseCounter};
+use super::store::{CounterUse, LimitsStore, LimitsStoreError, UseCounter};
 use super::{amount_json, LimitKind, Limits, Scope};
 
 /// The report of `tenant_id`'s limits (and, with `key_id`, of that key's narrowing) at `now`.
@@ -46,11 +46,7 @@ pub async fn limits_report(
     Ok(report)
 }
 
-fn section(
-    limits: &Limits,
-    uses: &mut impl Iterator<Item = (UseCounter, super::store::CounterUse)>,
-    now: DateTime<Utc>,
-) -> Value {
+fn section(limits: &Limits, uses: &mut impl Iterator<Item = (UseCounter, CounterUse)>, now: DateTime<Utc>) -> Value {
     let mut object = Map::new();
     for kind in LimitKind::ALL {
         let Some(limit) = limits.get(kind) else {
@@ -58,7 +54,7 @@ fn section(
             continue;
         };
         let (counter, used) =
-            uses.next().unwrap_or_else(|| (UseCounter::new(Scope::Tenant(String::new()), kind, now), Default::default()));
+            uses.next().unwrap_or_else(|| (UseCounter::new(Scope::Tenant(String::new()), kind, now), CounterUse::default()));
         // Requests per minute count on admission; budgets count metered use, plus what requests in flight hold.
         let (used_amount, in_flight) =
             if kind.is_budget() { (used.settled, used.admitted.saturating_sub(used.settled)) } else { (used.admitted, 0) };

@@ -213,7 +213,7 @@ impl LimitsService {
 
     /// Forgets the cached limits of `tenant_id` (after this process changed them).
     pub fn invalidate(&self, tenant_id: &str) {
-        let mut cache = self.inner.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         cache.retain(|(tenant, _), _| tenant != tenant_id);
     }
 
@@ -223,7 +223,7 @@ impl LimitsService {
     pub async fn limits(&self, tenant_id: &str, key_id: Option<&str>) -> Result<LimitSet, LimitsStoreError> {
         let cache_key = (tenant_id.to_owned(), key_id.map(str::to_owned));
         let ttl = self.inner.config.cache_ttl;
-        let lock = || self.inner.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lock = || self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !ttl.is_zero() {
             if let Some(cached) = lock().get(&cache_key).filter(|cached| cached.read_at.elapsed() < ttl) {
                 return cached.limits.clone();
@@ -375,7 +375,7 @@ impl LimitsService {
                 self.return_leases(orphans);
                 Err(match error {
                     ReserveError::Refused(position) => ReserveError::Refused(missing.get(position).copied().unwrap_or(0)),
-                    other => other,
+                    other @ ReserveError::Store(_) => other,
                 })
             }
         }
@@ -455,7 +455,7 @@ impl LimitsService {
     }
 
     fn lease_gate(&self, tenant_id: &str, key_id: Option<&str>) -> Arc<tokio::sync::Mutex<()>> {
-        let mut gates = self.inner.lease_gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut gates = self.inner.lease_gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Bounded: a process serves few tenants, but never let the map grow without end.
         if gates.len() >= 10_000 {
             gates.clear();
@@ -464,7 +464,7 @@ impl LimitsService {
     }
 
     fn lease_book(&self) -> std::sync::MutexGuard<'_, LeaseBook> {
-        self.inner.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// What this process's lease of `counter` has free (none without a lease).
@@ -484,7 +484,7 @@ impl LimitsService {
 
     /// Merges settlements into the next batch write (the sweeper writes it within `BATCH_INTERVAL`).
     fn add_to_batch(&self, settlements: Vec<Settlement>, request_id: Option<&str>) {
-        let mut batch = self.inner.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut batch = self.inner.batch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for settlement in settlements {
             let merged = batch.by_counter.entry(settlement.counter.clone()).or_insert_with(|| Settlement {
                 held: 0,
@@ -506,7 +506,7 @@ impl LimitsService {
     /// unique to this process and batch.
     fn write_batch(&self) {
         let (settlements, request_id) = {
-            let mut batch = self.inner.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut batch = self.inner.batch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let settlements: Vec<Settlement> = std::mem::take(&mut batch.by_counter)
                 .into_values()
                 .filter(|settlement| settlement.held != settlement.actual || settlement.actual > 0)
@@ -759,11 +759,11 @@ impl LimitsService {
             let exhausted = refused && used.settled.saturating_add(settlement.held) > limit;
             for percent in &self.inner.config.alert_thresholds {
                 let crossed = u128::from(used.settled) * 100 >= u128::from(limit) * u128::from(*percent);
-                if !crossed && !(exhausted && *percent >= 100) {
+                if !(crossed || exhausted && *percent >= 100) {
                     continue;
                 }
                 let marker = AlertMarker { counter: counter.clone(), percent: *percent };
-                if self.inner.alerted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&marker) {
+                if self.inner.alerted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&marker) {
                     continue;
                 }
                 match self.inner.store.mark_alert(&marker, self.now()).await {
@@ -784,7 +784,7 @@ impl LimitsService {
                         continue;
                     }
                 }
-                self.inner.alerted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(marker);
+                self.inner.alerted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(marker);
             }
         }
     }
@@ -837,7 +837,11 @@ pub struct Reservation {
 
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Reservation").field("request_id", &self.request_id).field("holds", &self.holds).finish()
+        formatter
+            .debug_struct("Reservation")
+            .field("request_id", &self.request_id)
+            .field("holds", &self.holds)
+            .finish_non_exhaustive()
     }
 }
 

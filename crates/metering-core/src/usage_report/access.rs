@@ -41,7 +41,7 @@ mod tests {
             tenant_id: tenant.into(),
             user_id: "u".into(),
             username: None,
-            groups: groups.iter().map(|group| group.to_string()).collect(),
+            groups: groups.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

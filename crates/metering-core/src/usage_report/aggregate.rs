@@ -283,7 +283,9 @@ impl RankingBuilder {
             .into_iter()
             .map(|(tenant_id, by_model)| {
                 let mut totals = Totals::default();
-                by_model.values().for_each(|model| totals.add(model));
+                for model in by_model.values() {
+                    totals.add(model);
+                }
                 let (cost, _) = estimate(pricing, &by_model, &mut warnings);
                 grand.add(&totals);
                 grand_cost = grand_cost.zip(cost).map(|(sum, cost)| sum + cost);

@@ -87,7 +87,7 @@ mod tests {
     fn garbage_and_tampered_cursors_are_refused() {
         let forge = |json: &str| URL_SAFE_NO_PAD.encode(json);
         for bad in [
-            "".to_owned(),
+            String::new(),
             "not a cursor!".to_owned(),
             forge("{}"),
             forge(r#"{"v":2,"from":"2026-11-17","to":"2026-11-23","request_type":"all","offset":0}"#),

@@ -1,6 +1,7 @@
 //! A bare HTTP/1.1 listener on 127.0.0.1 for tests of the AWS adapters: each request's body is kept and
 //! answered with one canned response (`connection: close`, so every SDK attempt is a connection).
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -25,9 +26,9 @@ pub fn serve(answer: CannedResponse) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
                 bodies.lock().unwrap().push(body);
                 let mut text = format!("{}\r\n", answer.status_line);
                 for (name, value) in &answer.headers {
-                    text.push_str(&format!("{name}: {value}\r\n"));
+                    let _ = write!(text, "{name}: {value}\r\n");
                 }
-                text.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n{}", answer.body.len(), answer.body));
+                let _ = write!(text, "content-length: {}\r\nconnection: close\r\n\r\n{}", answer.body.len(), answer.body);
                 let _ = socket.write_all(text.as_bytes());
             }
         }
