@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use metering_core::config::{ConfigError, MeteringConfig};
+use metering_core::config::{whole_number, ConfigError, MeteringConfig};
 use metering_core::pricing::PricingTable;
 
 use crate::model_resolution::{geographies_for_region, DiscoverySettings, Family, PROFILE_GEOGRAPHIES};
@@ -169,7 +169,7 @@ impl ProxyConfig {
         let text = |name: &str| lookup(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
         let required = |name: &'static str| text(name).ok_or(ConfigError::Missing(name));
         let number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
-            parse_number(name, text(name), default, range)
+            whole_number(name, text(name), default, range)
         };
         let flag = |name: &'static str, default: bool| parse_flag(name, text(name), default);
 
@@ -290,20 +290,6 @@ impl ProxyConfig {
 
 fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid { name, value: value.to_owned(), reason: reason.to_owned() }
-}
-
-fn parse_number(
-    name: &'static str,
-    value: Option<String>,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
-    let Some(value) = value else { return Ok(default) };
-    let parsed: u64 = value.parse().map_err(|_| invalid(name, &value, "not a whole number"))?;
-    if !range.contains(&parsed) {
-        return Err(invalid(name, &value, &format!("must be between {} and {}", range.start(), range.end())));
-    }
-    Ok(parsed)
 }
 
 fn parse_flag(name: &'static str, value: Option<String>, default: bool) -> Result<bool, ConfigError> {

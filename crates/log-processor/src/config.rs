@@ -1,6 +1,6 @@
 //! One typed configuration of the export, read from the environment once at cold start.
 
-use metering_core::config::ConfigError;
+use metering_core::config::{whole_number, ConfigError};
 use metering_core::pricing::PricingTable;
 
 pub const DEFAULT_LOGS_PREFIX: &str = "logs/";
@@ -62,16 +62,7 @@ impl ExportConfig {
             value: String::new(),
             reason: error.to_string(),
         })?;
-        let number = |name: &'static str, default: u64, max: u64| -> Result<u64, ConfigError> {
-            let Some(text) = non_empty(name) else {
-                return Ok(default);
-            };
-            text.trim().parse::<u64>().ok().filter(|value| *value <= max).ok_or_else(|| ConfigError::Invalid {
-                name,
-                value: text.clone(),
-                reason: format!("a whole number from 0 to {max}"),
-            })
-        };
+        let number = |name: &'static str, default: u64, max: u64| whole_number(name, non_empty(name), default, 0..=max);
         let max_malformed_lines = number("MAX_MALFORMED_LINES", DEFAULT_MAX_MALFORMED_LINES, u64::MAX)?;
         let catch_up_days = number("CATCH_UP_DAYS", u64::from(DEFAULT_CATCH_UP_DAYS), 31)? as u32;
         Ok(Self { log_groups, bucket, prefix, pricing, max_malformed_lines, catch_up_days })

@@ -65,7 +65,7 @@ impl MeteringConfig {
         let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let defaults = Self::default();
         let millis = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
-            Ok(Duration::from_millis(parse_number(name, non_empty(name), default.as_millis() as u64, 100..=600_000)?))
+            Ok(Duration::from_millis(whole_number(name, non_empty(name), default.as_millis() as u64, 100..=600_000)?))
         };
         Ok(Self {
             counter_timeout: millis("METERING_COUNTER_TIMEOUT_MS", defaults.counter_timeout)?,
@@ -86,7 +86,7 @@ impl ChatConfig {
         let model_id = non_empty("BEDROCK_MODEL_ID").unwrap_or_else(|| DEFAULT_MODEL_ID.to_owned());
         let usage_table_name = non_empty("USAGE_TABLE_NAME").ok_or(ConfigError::Missing("USAGE_TABLE_NAME"))?;
         let days = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            let value = parse_number(name, non_empty(name), default, 1..=3650)?;
+            let value = whole_number(name, non_empty(name), default, 1..=3650)?;
             Ok(Duration::from_secs(value * 86_400))
         };
         Ok(Self {
@@ -94,14 +94,14 @@ impl ChatConfig {
             usage_table_name,
             daily_ttl: days("USAGE_DAILY_TTL_DAYS", 90)?,
             weekly_ttl: days("USAGE_WEEKLY_TTL_DAYS", 400)?,
-            bedrock_timeout: Duration::from_millis(parse_number(
+            bedrock_timeout: Duration::from_millis(whole_number(
                 "BEDROCK_TIMEOUT_MS",
                 non_empty("BEDROCK_TIMEOUT_MS"),
                 60_000,
                 100..=900_000,
             )?),
-            bedrock_max_attempts: parse_number("BEDROCK_MAX_ATTEMPTS", non_empty("BEDROCK_MAX_ATTEMPTS"), 2, 1..=5)? as u32,
-            throttle_retry_after_seconds: parse_number(
+            bedrock_max_attempts: whole_number("BEDROCK_MAX_ATTEMPTS", non_empty("BEDROCK_MAX_ATTEMPTS"), 2, 1..=5)? as u32,
+            throttle_retry_after_seconds: whole_number(
                 "THROTTLE_RETRY_AFTER_SECONDS",
                 non_empty("THROTTLE_RETRY_AFTER_SECONDS"),
                 5,
@@ -113,31 +113,54 @@ impl ChatConfig {
     }
 }
 
-fn parse_number(
+/// The one reader of a numeric setting, for every function: unset (`None`) is `default`; otherwise exactly a whole
+/// number (digits only: no sign, no blanks) within `range`, else the error that names the variable, its value and
+/// the range.
+pub fn whole_number<T>(
     name: &'static str,
     value: Option<String>,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
     let Some(value) = value else { return Ok(default) };
-    let parsed: u64 = value.trim().parse().map_err(|_| ConfigError::Invalid {
-        name,
-        value: value.clone(),
-        reason: "not a whole number".to_owned(),
-    })?;
-    if !range.contains(&parsed) {
-        return Err(ConfigError::Invalid {
+    let digits_only = !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
+    match value.parse::<T>() {
+        Ok(parsed) if digits_only && range.contains(&parsed) => Ok(parsed),
+        _ => Err(ConfigError::Invalid {
             name,
+            reason: format!("must be a whole number from {} to {}", range.start(), range.end()),
             value,
-            reason: format!("must be between {} and {}", range.start(), range.end()),
-        });
+        }),
     }
-    Ok(parsed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_numeric_setting_is_read_by_one_rule() {
+        let read = |value: Option<&str>| whole_number("N", value.map(str::to_owned), 7u64, 1..=10);
+        assert_eq!(read(None), Ok(7));
+        assert_eq!(read(Some("1")), Ok(1));
+        assert_eq!(read(Some("10")), Ok(10));
+        for refused in ["0", "11", "", " 5", "5 ", "+5", "-1", "5.0", "1e1", "five", "99999999999999999999999"] {
+            let error = read(Some(refused)).unwrap_err();
+            assert_eq!(
+                error,
+                ConfigError::Invalid {
+                    name: "N",
+                    value: refused.to_owned(),
+                    reason: "must be a whole number from 1 to 10".into()
+                },
+                "{refused:?}"
+            );
+        }
+        assert_eq!(whole_number("M", Some("3".into()), 1u32, 0..=3), Ok(3u32));
+    }
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

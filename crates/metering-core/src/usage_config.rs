@@ -1,6 +1,6 @@
 //! One typed configuration for the usage function (and the dashboard it serves), read once at cold start.
 
-use crate::config::ConfigError;
+use crate::config::{whole_number, ConfigError};
 use crate::pricing::{PricingError, PricingSource, PricingTable};
 use crate::usage_report::CounterRetention;
 
@@ -40,13 +40,7 @@ impl UsageApiConfig {
         let non_empty = |name: &str| lookup(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
         let usage_table_name = non_empty("USAGE_TABLE_NAME").ok_or(ConfigError::Missing("USAGE_TABLE_NAME"))?;
         let admin_group = non_empty("ADMIN_GROUP").unwrap_or_else(|| DEFAULT_ADMIN_GROUP.to_owned());
-        let number = |name: &'static str, default: u32, max: u32| -> Result<u32, ConfigError> {
-            let Some(value) = non_empty(name) else { return Ok(default) };
-            match value.parse::<u32>() {
-                Ok(parsed) if (1..=max).contains(&parsed) => Ok(parsed),
-                _ => Err(ConfigError::Invalid { name, value, reason: format!("must be a whole number from 1 to {max}") }),
-            }
-        };
+        let number = |name: &'static str, default: u32, max: u32| whole_number(name, non_empty(name), default, 1..=max);
         let retention = CounterRetention {
             daily_days: number("USAGE_DAILY_TTL_DAYS", 90, 3650)?,
             weekly_days: number("USAGE_WEEKLY_TTL_DAYS", 400, 3650)?,

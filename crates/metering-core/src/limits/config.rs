@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::lease::LeaseSettings;
-use crate::config::ConfigError;
+use crate::config::{whole_number, ConfigError};
 
 /// What a request gets when the limits store cannot be read or written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,13 +83,12 @@ impl LimitsConfig {
             Some("closed") => FailMode::Closed,
             Some(other) => return Err(invalid("LIMITS_FAIL_MODE", other.to_owned(), "must be open or closed")),
         };
-        let cache_ttl = match non_empty("LIMITS_CACHE_SECONDS") {
-            None => defaults.cache_ttl,
-            Some(value) => match value.trim().parse::<u64>() {
-                Ok(seconds) if seconds <= MAX_CACHE_SECONDS => Duration::from_secs(seconds),
-                _ => return Err(invalid("LIMITS_CACHE_SECONDS", value, "must be a whole number from 0 to 30")),
-            },
-        };
+        let cache_ttl = Duration::from_secs(whole_number(
+            "LIMITS_CACHE_SECONDS",
+            non_empty("LIMITS_CACHE_SECONDS"),
+            defaults.cache_ttl.as_secs(),
+            0..=MAX_CACHE_SECONDS,
+        )?);
         let alert_thresholds = match non_empty("LIMITS_ALERT_THRESHOLDS") {
             None => defaults.alert_thresholds,
             Some(value) => {
@@ -115,19 +114,14 @@ impl LimitsConfig {
             Some(value) if value == "none" => None,
             Some(value) => Some(value),
         };
-        let store_timeout = match non_empty("LIMITS_STORE_TIMEOUT_MS") {
-            None => defaults.store_timeout,
-            Some(value) => match value.trim().parse::<u64>() {
-                Ok(millis) if (100..=30_000).contains(&millis) => Duration::from_millis(millis),
-                _ => return Err(invalid("LIMITS_STORE_TIMEOUT_MS", value, "must be a whole number from 100 to 30000")),
-            },
-        };
-        let whole = |name: &'static str, range: std::ops::RangeInclusive<u64>, default: u64| match non_empty(name) {
-            None => Ok(default),
-            Some(value) => match value.parse::<u64>() {
-                Ok(number) if range.contains(&number) => Ok(number),
-                _ => Err(invalid(name, value, &format!("must be a whole number from {} to {}", range.start(), range.end()))),
-            },
+        let store_timeout = Duration::from_millis(whole_number(
+            "LIMITS_STORE_TIMEOUT_MS",
+            non_empty("LIMITS_STORE_TIMEOUT_MS"),
+            defaults.store_timeout.as_millis() as u64,
+            100..=30_000,
+        )?);
+        let whole = |name: &'static str, range: std::ops::RangeInclusive<u64>, default: u64| {
+            whole_number(name, non_empty(name), default, range)
         };
         let lease = LeaseSettings {
             requests: whole("LIMITS_LEASE_REQUESTS", 0..=1000, defaults.lease.requests)?,
