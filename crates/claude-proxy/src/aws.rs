@@ -3,6 +3,7 @@
 //! Manager. Endpoints follow the standard AWS chain (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`,
 //! `AWS_ENDPOINT_URL_BEDROCK`, ...), which is how the local stack uses moto and the fake Bedrock.
 
+use secrecy::SecretString;
 use std::sync::Arc;
 
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
@@ -43,7 +44,7 @@ pub fn key_from_secret(secret: &str) -> Option<String> {
     }
 }
 
-pub async fn provider_key(config: &ProxyConfig, sdk_config: &aws_config::SdkConfig) -> Result<Option<String>, StartError> {
+pub async fn provider_key(config: &ProxyConfig, sdk_config: &aws_config::SdkConfig) -> Result<Option<SecretString>, StartError> {
     match &config.provider_key {
         None => Ok(None),
         Some(ProviderKeySource::Environment(key)) => Ok(Some(key.clone())),
@@ -57,7 +58,9 @@ pub async fn provider_key(config: &ProxyConfig, sdk_config: &aws_config::SdkConf
                 .await
                 .map_err(|error| failed(DisplayErrorContext(&error).to_string()))?;
             let secret = output.secret_string().ok_or_else(|| failed("the secret has no string value".into()))?;
-            key_from_secret(secret).map(Some).ok_or_else(|| failed("the secret holds no key".into()))
+            key_from_secret(secret)
+                .map(|key| Some(SecretString::from(key)))
+                .ok_or_else(|| failed("the secret holds no key".into()))
         }
     }
 }

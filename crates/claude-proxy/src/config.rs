@@ -1,6 +1,7 @@
 //! One typed configuration of the proxy function, read from the environment once at cold start.
 //! Every variable is listed in the crate README; a bad value stops the start with its name.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -64,13 +65,23 @@ impl CredentialMode {
 }
 
 /// Where the provider's Anthropic key comes from (managed mode only).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum ProviderKeySource {
     /// `ANTHROPIC_API_KEY` (local stack, tests).
-    Environment(String),
+    Environment(SecretString),
     /// `ANTHROPIC_API_KEY_SECRET_ID`: a Secrets Manager secret (name or ARN) whose string is the key, or a
     /// JSON object with an `api_key` field.
     SecretsManager(String),
+}
+
+impl PartialEq for ProviderKeySource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Environment(mine), Self::Environment(theirs)) => mine.expose_secret() == theirs.expose_secret(),
+            (Self::SecretsManager(mine), Self::SecretsManager(theirs)) => mine == theirs,
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for ProviderKeySource {
@@ -179,7 +190,7 @@ impl ProxyConfig {
             Some(other) => return Err(invalid("ANTHROPIC_CREDENTIAL_MODE", other, "expected managed or passthrough")),
         };
         let provider_key = match (text("ANTHROPIC_API_KEY"), text("ANTHROPIC_API_KEY_SECRET_ID")) {
-            (Some(key), _) => Some(ProviderKeySource::Environment(key)),
+            (Some(key), _) => Some(ProviderKeySource::Environment(SecretString::from(key))),
             (None, Some(secret_id)) => Some(ProviderKeySource::SecretsManager(secret_id)),
             (None, None) => None,
         };

@@ -2,6 +2,7 @@
 //! Anthropic answers 429 — or is known to, or is forced to), forward the answer as it comes, and meter it.
 //! Knows nothing of Lambda or axum: requests arrive as `ProxyRequest`, answers leave as `http::Response`.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,7 +42,8 @@ const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Clone)]
 pub struct ProxySettings {
     pub credential_mode: CredentialMode,
-    pub provider_key: Option<String>,
+    /// Redacted in `Debug`, zeroed when dropped.
+    pub provider_key: Option<SecretString>,
     pub fallback: FallbackPolicy,
     /// Which Bedrock model serves a fallback (map, discovery, family fallback).
     pub models: ModelResolver,
@@ -52,7 +54,7 @@ pub struct ProxySettings {
 }
 
 impl ProxySettings {
-    pub fn from_config(config: &ProxyConfig, provider_key: Option<String>, models: ModelResolver) -> Self {
+    pub fn from_config(config: &ProxyConfig, provider_key: Option<SecretString>, models: ModelResolver) -> Self {
         Self {
             credential_mode: config.credential_mode,
             provider_key,
@@ -463,7 +465,11 @@ impl ProxyService {
             .anthropic
             .send(UpstreamRequest {
                 path_and_query: format!("{}{}", endpoint.upstream_path(), call.request.upstream_query()),
-                headers: upstream_headers(&call.request.headers, settings.credential_mode, settings.provider_key.as_deref()),
+                headers: upstream_headers(
+                    &call.request.headers,
+                    settings.credential_mode,
+                    settings.provider_key.as_ref().map(ExposeSecret::expose_secret),
+                ),
                 body: call.request.body.clone(),
             })
             .await;
