@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chat_api::ChatHandler;
 use metering_core::chat::ChatService;
-use metering_core::counters::{CounterBatch, MeteringError, UsageCounters};
 use metering_core::metering::Metering;
 use metering_core::model::{ChatModel, ModelError, ModelPrompt, ModelReply};
-use metering_core::usage::{TokenCounts, UsageLine, UsageLog, UsageRecord};
+use metering_core::test_util::{RecordedCounters, RecordedLines};
+use metering_core::usage::TokenCounts;
 
 #[derive(Default)]
 struct RecordingModel {
@@ -32,40 +32,18 @@ impl ChatModel for RecordingModel {
     }
 }
 
-#[derive(Default)]
-struct RecordingCounters(Mutex<Vec<CounterBatch>>);
-
-#[async_trait]
-impl UsageCounters for RecordingCounters {
-    async fn add(&self, batch: &CounterBatch) -> Result<(), MeteringError> {
-        self.0.lock().unwrap().push(batch.clone());
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct RecordingLog(Mutex<Vec<UsageRecord>>);
-
-impl UsageLog for RecordingLog {
-    fn write(&self, line: &UsageLine) {
-        if let UsageLine::Usage(record) = line {
-            self.0.lock().unwrap().push(record.clone());
-        }
-    }
-}
-
 struct Harness {
     handler: ChatHandler,
     tenants: Arc<metering_core::tenant_registry::InMemoryTenantRegistry>,
     model: Arc<RecordingModel>,
-    counters: Arc<RecordingCounters>,
-    log: Arc<RecordingLog>,
+    counters: Arc<RecordedCounters>,
+    log: Arc<RecordedLines>,
 }
 
 fn harness() -> Harness {
     let model = Arc::new(RecordingModel::default());
-    let counters = Arc::new(RecordingCounters::default());
-    let log = Arc::new(RecordingLog::default());
+    let counters = Arc::new(RecordedCounters::default());
+    let log = Arc::new(RecordedLines::default());
     let metering = Metering::new(counters.clone(), log.clone());
     let service = ChatService::new(model.clone(), "anthropic.claude-3-haiku-20240307-v1:0".into(), metering);
     let tenants = Arc::new(metering_core::tenant_registry::InMemoryTenantRegistry::default());
@@ -97,7 +75,7 @@ async fn chat_event_answers_with_text_only_and_meters_the_verified_tenant() {
     assert_eq!(prompts[0].max_tokens, Some(256));
 
     harness.handler.metering().flush().await;
-    let lines = harness.log.0.lock().unwrap().clone();
+    let lines = harness.log.usage();
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     assert_eq!(line.tenant_id, "demo-tenant");
@@ -105,7 +83,7 @@ async fn chat_event_answers_with_text_only_and_meters_the_verified_tenant() {
     assert_eq!(line.request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
     assert_eq!((line.input_tokens, line.output_tokens, line.total_tokens), (11, 5, 16));
     assert_eq!(line.metering_error, None);
-    assert_eq!(harness.counters.0.lock().unwrap().len(), 1);
+    assert_eq!(harness.counters.batches().len(), 1);
 }
 
 #[tokio::test]
@@ -125,7 +103,7 @@ async fn a_user_without_tenant_claim_is_forbidden_and_nothing_is_metered() {
     assert_eq!(json_body(&response)["error"]["type"], "permission_error");
     harness.handler.metering().flush().await;
     assert!(harness.model.prompts.lock().unwrap().is_empty());
-    assert!(harness.log.0.lock().unwrap().is_empty());
+    assert!(harness.log.usage().is_empty());
 }
 
 #[tokio::test]
@@ -138,7 +116,7 @@ async fn a_case_variant_of_a_registered_tenant_is_forbidden_and_nothing_is_meter
     assert_eq!(json_body(&response)["error"]["type"], "permission_error");
     harness.handler.metering().flush().await;
     assert!(harness.model.prompts.lock().unwrap().is_empty(), "the model was not asked");
-    assert!(harness.log.0.lock().unwrap().is_empty(), "nothing was metered");
+    assert!(harness.log.usage().is_empty(), "nothing was metered");
 }
 
 #[tokio::test]
@@ -194,5 +172,5 @@ async fn model_throttling_is_a_429_with_retry_after() {
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "9");
     harness.handler.metering().flush().await;
-    assert!(harness.log.0.lock().unwrap().is_empty(), "an unanswered request is not billed");
+    assert!(harness.log.usage().is_empty(), "an unanswered request is not billed");
 }

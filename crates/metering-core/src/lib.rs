@@ -14,6 +14,8 @@ pub mod model;
 pub mod pricing;
 pub mod telemetry;
 pub mod tenant_registry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod usage;
 pub mod usage_config;
 pub mod usage_report;

@@ -263,7 +263,8 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::{TokenCounts, UsageRecord};
+    use crate::test_util::RecordedLines;
+    use crate::usage::TokenCounts;
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
@@ -293,26 +294,6 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct CollectedLines(Mutex<Vec<UsageLine>>);
-
-    impl UsageLog for CollectedLines {
-        fn write(&self, line: &UsageLine) {
-            self.0.lock().unwrap().push(line.clone());
-        }
-    }
-
-    impl CollectedLines {
-        fn usage(&self) -> Vec<UsageRecord> {
-            let lines = self.0.lock().unwrap();
-            lines.iter().filter_map(|line| if let UsageLine::Usage(r) = line { Some(r.clone()) } else { None }).collect()
-        }
-        fn counter_updates(&self) -> Vec<CounterUpdateRecord> {
-            let lines = self.0.lock().unwrap();
-            lines.iter().filter_map(|line| if let UsageLine::CounterUpdate(r) = line { Some(r.clone()) } else { None }).collect()
-        }
-    }
-
     fn event(id: &str, tenant: &str) -> UsageEvent {
         UsageEvent {
             received_at: Utc::now(),
@@ -329,7 +310,7 @@ mod tests {
         }
     }
 
-    fn metering(counters: Arc<ScriptedCounters>, lines: Arc<CollectedLines>, counter_timeout: Duration) -> Metering {
+    fn metering(counters: Arc<ScriptedCounters>, lines: Arc<RecordedLines>, counter_timeout: Duration) -> Metering {
         let config = MeteringConfig { counter_timeout, drain_timeout: Duration::from_secs(20) };
         Metering::with_config(counters, lines, config)
     }
@@ -338,7 +319,7 @@ mod tests {
     async fn the_line_is_written_before_record_returns_and_before_any_counter_write() {
         // GIVEN counters that take an hour
         let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(3600), ..Default::default() });
-        let lines = Arc::new(CollectedLines::default());
+        let lines = Arc::new(RecordedLines::default());
         let metering = metering(counters.clone(), lines.clone(), Duration::from_secs(7200));
         // WHEN three requests are recorded
         for id in ["a", "b", "c"] {
@@ -354,7 +335,7 @@ mod tests {
     async fn a_retry_after_an_unknown_outcome_reuses_the_batch_id_and_reports_nothing() {
         let counters = Arc::new(ScriptedCounters::default());
         counters.outcomes.lock().unwrap().push_back(MeteringError::OutcomeUnknown("timeout".into()));
-        let lines = Arc::new(CollectedLines::default());
+        let lines = Arc::new(RecordedLines::default());
         let metering = metering(counters.clone(), lines.clone(), Duration::from_secs(10));
         metering.record(event("a", "t"));
         metering.flush().await;
@@ -368,7 +349,7 @@ mod tests {
     async fn a_refused_update_is_reported_failed_once_per_request() {
         let counters = Arc::new(ScriptedCounters::default());
         counters.outcomes.lock().unwrap().push_back(MeteringError::Refused("ValidationException".into()));
-        let lines = Arc::new(CollectedLines::default());
+        let lines = Arc::new(RecordedLines::default());
         let metering = metering(counters.clone(), lines.clone(), Duration::from_secs(10));
         metering.record(event("a", "t"));
         metering.flush().await;
@@ -390,7 +371,7 @@ mod tests {
                 outcomes.push_back(MeteringError::UpdateFailed("throttled".into()));
             }
         }
-        let lines = Arc::new(CollectedLines::default());
+        let lines = Arc::new(RecordedLines::default());
         let metering = metering(counters, lines.clone(), Duration::from_secs(5));
         metering.record(event("a", "t"));
         metering.flush().await;
@@ -402,7 +383,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hung_table_gives_an_unknown_outcome_after_the_counter_timeout() {
         let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(3600), ..Default::default() });
-        let lines = Arc::new(CollectedLines::default());
+        let lines = Arc::new(RecordedLines::default());
         let metering = metering(counters, lines.clone(), Duration::from_secs(1));
         metering.record(event("a", "t"));
         metering.flush().await;
@@ -416,7 +397,7 @@ mod tests {
     async fn a_slow_table_gets_few_coalesced_writes_that_add_up_to_every_request() {
         // GIVEN a table that takes a second per write
         let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(1), ..Default::default() });
-        let lines = Arc::new(CollectedLines::default());
+        let lines = Arc::new(RecordedLines::default());
         let metering = metering(counters.clone(), lines.clone(), Duration::from_secs(30));
         // WHEN 3,000 requests of two tenants arrive at once
         for i in 0..3000 {
@@ -441,7 +422,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn beyond_the_memory_bound_a_request_is_reported_failed_at_once_and_its_line_is_written() {
         let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(3600), ..Default::default() });
-        let lines = Arc::new(CollectedLines::default());
+        let lines = Arc::new(RecordedLines::default());
         let metering = metering(counters, lines.clone(), Duration::from_secs(7200));
         for i in 0..(MAX_HELD_REQUESTS + 5) {
             metering.record(event(&format!("r{i}"), "t"));
@@ -456,7 +437,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_returns_by_its_deadline_and_reports_every_pending_request() {
         let counters = Arc::new(ScriptedCounters { delay: Duration::from_secs(3600), ..Default::default() });
-        let lines = Arc::new(CollectedLines::default());
+        let lines = Arc::new(RecordedLines::default());
         let metering = metering(counters, lines.clone(), Duration::from_secs(7200));
         for i in 0..5000 {
             metering.record(event(&format!("r{i}"), &format!("t{}", i % 20)));

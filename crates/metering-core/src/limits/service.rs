@@ -928,11 +928,6 @@ mod tests {
     use super::*;
     use crate::limits::period::PeriodUnit;
 
-    struct NoLog;
-    impl UsageLog for NoLog {
-        fn write(&self, _: &UsageLine) {}
-    }
-
     fn request(model_id: &str) -> AdmissionRequest<'_> {
         AdmissionRequest {
             tenant_id: "acme",
@@ -958,7 +953,7 @@ mod tests {
             store,
             LimitsConfig::default(),
             Arc::new(PricingTable::builtin()),
-            Arc::new(NoLog),
+            Arc::new(crate::test_util::RecordedLines::default()),
             None,
             Arc::new(move || at),
         )
