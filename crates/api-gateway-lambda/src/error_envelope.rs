@@ -141,6 +141,11 @@ impl IntoResponse for JsonError {
     }
 }
 
+/// The project's 404 for a path no route serves (the chat and usage functions' fallback).
+pub async fn no_such_route() -> JsonError {
+    JsonError(ApiError::NotFound("no such route".into()))
+}
+
 /// An `ApiError` answered in Anthropic's envelope: what the Claude proxy's handlers return.
 #[derive(Debug)]
 pub struct AnthropicError {

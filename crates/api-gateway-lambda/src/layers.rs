@@ -23,7 +23,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How request bodies are read ([`crate::extract::RequestBody`]): at most `max_bytes` (413 past it), whole
-/// within `read_timeout` (408).
+/// within `read_timeout` (408). The default serves every route but the Claude proxy's, which sets its own
+/// ([`with_body_rules`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyRules {
     pub max_bytes: usize,
@@ -60,11 +61,11 @@ pub fn request_id_of(extensions: &http::Extensions) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// `router` behind the shared layers, outermost first: the body rules (as an extension), the client's
+/// `router` behind the shared layers, outermost first: the client's
 /// `x-request-id` dropped, the gateway's request id set (extension and header), a tracing span per request
 /// (`request_id`, and `tenant_id` once the identity is read: [`record_tenant`]), and `x-request-id` on every
 /// answer (404s and 405s included) unless the handler set it.
-pub fn with_gateway_layers(router: Router, body: BodyRules) -> Router {
+pub fn with_gateway_layers(router: Router) -> Router {
     let header = HeaderName::from_static(REQUEST_ID_HEADER);
     router
         .layer(PropagateRequestIdLayer::new(header.clone()))
@@ -72,7 +73,6 @@ pub fn with_gateway_layers(router: Router, body: BodyRules) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
         .layer(SetRequestIdLayer::new(header, MakeGatewayRequestId))
         .layer(axum::middleware::map_request(forget_client_request_id))
-        .layer(axum::Extension(body))
 }
 
 async fn forget_client_request_id(mut request: Request) -> Request {
@@ -83,6 +83,11 @@ async fn forget_client_request_id(mut request: Request) -> Request {
 fn request_span(request: &Request) -> Span {
     let request_id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or_default();
     tracing::info_span!("request", request_id, method = %request.method(), tenant_id = tracing::field::Empty)
+}
+
+/// `routes` read their bodies under `rules` instead of the default.
+pub fn with_body_rules(routes: Router, rules: BodyRules) -> Router {
+    routes.layer(axum::Extension(rules))
 }
 
 /// Records the caller's verified tenant in the request's span.

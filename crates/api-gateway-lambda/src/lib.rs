@@ -20,4 +20,4 @@ pub mod shutdown;
 
 pub use error_envelope::{AnthropicError, JsonError, REQUEST_ID_HEADER};
 pub use extract::{GatewayRequestId, RequestBody, VerifiedClaims};
-pub use layers::{with_gateway_layers, BodyRules};
+pub use layers::{with_body_rules, with_gateway_layers, BodyRules};

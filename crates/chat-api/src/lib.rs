@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use api_gateway_lambda::{with_gateway_layers, BodyRules, GatewayRequestId, JsonError, RequestBody, VerifiedClaims};
+use api_gateway_lambda::error_envelope::no_such_route;
+use api_gateway_lambda::{with_gateway_layers, GatewayRequestId, JsonError, RequestBody, VerifiedClaims};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -42,13 +43,8 @@ impl ChatHandler {
 
     /// The function's `Router`: its routes, the project's 404, and the shared layers.
     pub fn router(&self) -> Router {
-        with_gateway_layers(self.routes().fallback(not_found), BodyRules::default())
+        with_gateway_layers(self.routes().fallback(no_such_route))
     }
-}
-
-/// The project's 404 for a path no route serves.
-pub async fn not_found() -> JsonError {
-    JsonError(ApiError::NotFound("no such route".into()))
 }
 
 async fn chat(

@@ -21,6 +21,18 @@ pub enum Asset {
     Config,
 }
 
+impl Asset {
+    /// The file under `/ui/`, named exactly.
+    pub fn of_file(name: &str) -> Option<Self> {
+        match name {
+            "app.js" => Some(Self::Script),
+            "app.css" => Some(Self::Style),
+            "config.json" => Some(Self::Config),
+            _ => None,
+        }
+    }
+}
+
 const PAGE: &str = include_str!("../ui/index.html");
 const SCRIPT: &str = include_str!("../ui/app.js");
 const STYLE: &str = include_str!("../ui/app.css");

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use api_gateway_lambda::{with_gateway_layers, BodyRules, JsonError, RequestBody, VerifiedClaims};
-use axum::extract::{RawPathParams, RawQuery, State};
+use api_gateway_lambda::error_envelope::no_such_route;
+use api_gateway_lambda::{with_gateway_layers, JsonError, RequestBody, VerifiedClaims};
+use axum::extract::{Path, RawPathParams, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
@@ -83,19 +84,20 @@ impl UsageHandler {
             })
             .fallback(use_get)
         };
+        let file = |State(handler): State<UsageHandler>, Path(file): Path<String>| async move {
+            let asset = Asset::of_file(&file).ok_or_else(|| JsonError(ApiError::NotFound("no such route".into())))?;
+            dashboard::response(asset, &handler.dashboard, &handler.admin_group)
+        };
         Router::new()
             .route("/ui", asset(Asset::Page))
             .route("/ui/", asset(Asset::PageWithSlash))
-            .route("/ui/app.js", asset(Asset::Script))
-            .route("/ui/app.css", asset(Asset::Style))
-            .route("/ui/config.json", asset(Asset::Config))
+            .route("/ui/{file}", get(file).fallback(use_get))
             .with_state(self.clone())
     }
 
     /// The function's `Router`: every route, the project's 404, and the shared layers.
     pub fn router(&self) -> Router {
-        let routes = self.authorized_routes().merge(self.dashboard_routes()).fallback(not_found);
-        with_gateway_layers(routes, BodyRules::default())
+        with_gateway_layers(self.authorized_routes().merge(self.dashboard_routes()).fallback(no_such_route))
     }
 
     fn limits_service(&self) -> Result<&LimitsService, ApiError> {
@@ -105,11 +107,6 @@ impl UsageHandler {
     async fn tenant_report(&self, tenant_id: &str, query: ReportQuery, today: NaiveDate) -> Result<JsonAnswer, ApiError> {
         json_answer(self.reports.tenant_report(tenant_id, query.period, query.filter, today).await?)
     }
-}
-
-/// The project's 404 for a path no route serves.
-pub async fn not_found() -> JsonError {
-    JsonError(ApiError::NotFound("no such route".into()))
 }
 
 /// `GET /v1/usage/me`: the caller's tenant.
