@@ -78,6 +78,13 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
     }
 }
 
+/// The last segment of the request's path as sent, still percent-encoded: a route's trailing `{param}`.
+/// Not axum's `Path` or `RawPathParams`: both hand the segment already decoded, and `Path` refuses invalid
+/// UTF-8 outside the route's error envelope; each route decodes (or not) as it always has.
+pub fn raw_last_segment(uri: &http::Uri) -> &str {
+    uri.path().rsplit_once('/').map_or("", |(_, last)| last)
+}
+
 /// The whole request body, read under the shared [`BodyRules`]: too large is a 413, not received in time a
 /// 408, not valid HTTP framing (a malformed chunk) a 400.
 #[derive(Debug, Clone)]

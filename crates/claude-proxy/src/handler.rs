@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use api_gateway_lambda::error_envelope::{ANTHROPIC_REQUEST_ID_HEADER, REQUEST_ID_HEADER};
-use api_gateway_lambda::extract::read_body;
+use api_gateway_lambda::extract::{raw_last_segment, read_body};
 use api_gateway_lambda::{
     with_body_rules, with_gateway_layers, AnthropicError, BodyRules, GatewayRequestId, JsonError, VerifiedClaims,
 };
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
@@ -238,11 +238,13 @@ async fn revoke_key(
     State(handler): State<ProxyHandler>,
     GatewayRequestId(request_id): GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
-    Path(key_id): Path<String>,
+    uri: Uri,
 ) -> Answer {
     let identity = handler.identity(claims, &request_id).await?;
+    // The id as sent, as it always was: key ids are hex, and nothing here decodes them.
+    let key_id = raw_last_segment(&uri);
     let revoked =
-        handler.service.keys().revoke(&identity, &key_id).await.map_err(|error| AnthropicError::new(error, &request_id))?;
+        handler.service.keys().revoke(&identity, key_id).await.map_err(|error| AnthropicError::new(error, &request_id))?;
     Ok(json_answer(StatusCode::OK, &serde_json::to_value(&revoked).unwrap_or_default()))
 }
 

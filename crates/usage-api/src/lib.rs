@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use api_gateway_lambda::error_envelope::no_such_route;
 use api_gateway_lambda::{with_gateway_layers, JsonError, RequestBody, VerifiedClaims};
-use axum::extract::{Path, RawPathParams, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use chrono::{NaiveDate, Utc};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, Uri};
 use metering_core::counters::dynamodb_client;
 use metering_core::limits::service::LimitsService;
 use metering_core::tenant_registry::{tenant_registry_on_aws, TenantRegistry};
@@ -125,12 +125,12 @@ async fn own_usage(
 async fn tenant_usage(
     State(handler): State<UsageHandler>,
     claims: VerifiedClaims,
-    segment: RawPathParams,
+    uri: Uri,
     RawQuery(query): RawQuery,
 ) -> Result<Response, JsonError> {
     let identity = claims.admitted(handler.tenants.as_ref()).await?;
     let today = (handler.today)();
-    let tenant_id = readable_tenant(&identity, &tenant_segment(&segment), &handler.admin_group)?;
+    let tenant_id = readable_tenant(&identity, &tenant_segment(&uri), &handler.admin_group)?;
     let answer = handler.tenant_report(&tenant_id, ReportQuery::parse(query.as_deref(), today)?, today).await?;
     Ok(report_response(answer))
 }
@@ -160,22 +160,25 @@ async fn tenant_limits(
     State(handler): State<UsageHandler>,
     method: Method,
     claims: VerifiedClaims,
-    segment: RawPathParams,
+    uri: Uri,
     RequestBody(body): RequestBody,
 ) -> Result<Response, JsonError> {
     let limits = handler.limits_service()?;
     let identity = claims.admitted(handler.tenants.as_ref()).await?;
-    let tenant_id = tenant_segment(&segment);
-    let answer = limits::tenant_limits(limits, &identity, &handler.admin_group, &method, &tenant_id, &body).await?;
+    // As sent: `limits::tenant_limits` decodes it, once.
+    let answer = limits::tenant_limits(limits, &identity, &handler.admin_group, &method, raw_segment(&uri), &body).await?;
     Ok(limits::json_response(&answer))
 }
 
-/// The `{tenant_id}` segment decoded exactly once, as sent: `%42` is `B`; `B%2F..` is `B/..`, which no
-/// tenant id can be. (axum's `Path` decodes once too, but refuses invalid UTF-8 in its own words; the raw
-/// segment keeps the one decoding the usage API has always done.)
-fn tenant_segment(params: &RawPathParams) -> String {
-    let raw = params.iter().find(|(name, _)| *name == "tenant_id").map_or("", |(_, value)| value);
-    percent_decode_str(raw).decode_utf8_lossy().into_owned()
+/// The `{tenant_id}` segment decoded exactly once: `%42` is `B`; `B%2F..` is `B/..`, which no tenant id can
+/// be; `%2542` is `%42`.
+fn tenant_segment(uri: &Uri) -> String {
+    percent_decode_str(raw_segment(uri)).decode_utf8_lossy().into_owned()
+}
+
+/// The `{tenant_id}` segment as sent, still percent-encoded (the routes have it last).
+fn raw_segment(uri: &Uri) -> &str {
+    api_gateway_lambda::extract::raw_last_segment(uri)
 }
 
 /// Wires the handler to the DynamoDB usage table from one shared SDK config (the Lambda and the local server).

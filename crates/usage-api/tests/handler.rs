@@ -309,3 +309,17 @@ async fn a_non_get_on_a_usage_route_is_the_projects_405() {
         assert_eq!(body["error"]["type"], "method_not_allowed", "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_tenant_segment_is_percent_decoded_exactly_once() {
+    // GIVEN an admin (events/usage-tenant.json reads `globex`)
+    let (handler, _) = handler();
+    // WHEN the segment is encoded once, THEN it is `globex`
+    let (response, body) = call(&handler, &with_path_and_query(event("usage-tenant.json"), "/v1/usage/%67lobex", &[])).await;
+    assert_eq!((response.status().as_u16(), body["tenant_id"].as_str()), (200, Some("globex")), "{body}");
+    // WHEN it is encoded twice, THEN it is `%67lobex`, which no tenant id can be
+    let (response, body) = call(&handler, &with_path_and_query(event("usage-tenant.json"), "/v1/usage/%2567lobex", &[])).await;
+    assert_eq!(response.status(), 400, "{body}");
+    let (response, body) = call(&handler, &with_path_and_query(event("usage-tenant.json"), "/v1/usage/globex%2F..", &[])).await;
+    assert_eq!(response.status(), 400, "{body}");
+}
