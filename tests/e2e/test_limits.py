@@ -143,6 +143,11 @@ def test_a_tenant_reads_only_its_own_limits_and_only_admins_change_them(api, adm
         assert_error_body(response, 400)
     assert my_limits(api, bob.token)["limits"]["tokens_per_day"] is None
     assert_error_body(requests.post(f"{api.url}/v1/limits/{bob.tenant_id}", json={}, headers=auth(admin), timeout=30), 405)
+    # The tenant segment is percent-decoded exactly once: `%62ob` is `bob`, `%2562ob` is `%62ob`, no tenant id.
+    first = f"%{ord(bob.tenant_id[0]):02X}{bob.tenant_id[1:]}"
+    once = requests.get(f"{api.url}/v1/limits/{first}", headers=auth(admin), timeout=30)
+    assert once.status_code == 200 and once.json()["tenant_id"] == bob.tenant_id, once.text
+    assert_error_body(requests.get(f"{api.url}/v1/limits/%25{first[1:]}", headers=auth(admin), timeout=30), 400)
     # An admin sets Bob's limits; Bob sees them, with use, remaining and reset times; the admin clears them.
     answer = put_limits(api, admin, bob.tenant_id, {"tokens_per_month": 1000, "usd_per_month": 12.5, "requests_per_minute": 5})
     assert answer["limits"]["tokens_per_month"]["limit"] == 1000

@@ -1,6 +1,6 @@
 """The routes the local server serves and the paths and methods of infra/openapi/openapi.json agree, both ways.
 
-- Paths: the axum routes of the local server (`.route("...")` in crates/local-stack/src) against the document's
+- Paths: the axum routes of the functions' Routers, which the local server mounts (`.route("...")`), against the document's
   paths; a route on one side only fails.
 - Methods: on the live local stack (proxy on), every documented path is asked with every method; a method is
   served when the answer is neither 404 nor 405. The served methods must be exactly the documented ones, so a
@@ -22,7 +22,9 @@ from provision import generate_password
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC = json.loads((REPO_ROOT / "infra" / "openapi" / "openapi.json").read_text())
-LOCAL_SERVER_SOURCES = [REPO_ROOT / "crates" / "local-stack" / "src" / name for name in ("api_server.rs", "proxy_routes.rs")]
+# The functions' own Routers, which the local server mounts (crates/local-stack/src/api_server.rs) as Lambda runs them.
+LOCAL_SERVER_SOURCES = [REPO_ROOT / "crates" / path for path in (
+    "chat-api/src/lib.rs", "usage-api/src/lib.rs", "claude-proxy/src/handler.rs", "local-stack/src/api_server.rs")]
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # Local-only routes that are no part of the tenant API: the server's health probe, and `/ui/` (a redirect to /ui).
 LOCAL_ONLY_ROUTES = {"/health", "/ui/"}

@@ -7,7 +7,7 @@ use std::future::Future;
 use lambda_http::lambda_runtime::layers::TracingLayer;
 use lambda_http::lambda_runtime::{LambdaInvocation, Runtime};
 use lambda_http::tower::Service;
-use lambda_http::Error;
+use lambda_http::{service_fn, Error};
 
 use crate::counter_cutoff::CounterCutoff;
 use crate::flush_extension::{self, SerialFlush};
@@ -46,4 +46,33 @@ impl MeteredLambda {
         tokio::try_join!(runtime.run(), extension.run())?;
         Ok(())
     }
+}
+
+/// The Lambda runtime of a buffered (not streamed) HTTP function serving `router` ([`buffered_service`]).
+pub fn buffered_runtime(router: axum::Router) -> Runtime<impl Service<LambdaInvocation, Response = (), Error = Error>> {
+    lambda_http::runtime(buffered_service(router))
+}
+
+/// `router` as a buffered Lambda HTTP service. `lambda_http::runtime` wants a `Sync` response, which axum's
+/// boxed body is not: the answer is collected first (lambda_http would collect it anyway, to put it in the
+/// JSON it returns to API Gateway) and handed on whole, where lambda_http chooses text or base64 from its
+/// `Content-Type` as for any response.
+pub fn buffered_service(
+    router: axum::Router,
+) -> impl Service<
+    lambda_http::Request,
+    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
+    Error = Error,
+    Future: Send + 'static,
+> + Send
+       + 'static {
+    service_fn(move |request: lambda_http::Request| {
+        let router = router.clone();
+        async move {
+            let response = lambda_http::tower::ServiceExt::oneshot(router, request).await?;
+            let (parts, body) = response.into_parts();
+            let whole = http_body_util::BodyExt::collect(body).await?.to_bytes();
+            Ok::<_, Error>(http::Response::from_parts(parts, http_body_util::Full::new(whole)))
+        }
+    })
 }

@@ -1,17 +1,20 @@
-//! `POST /bedrock/chat` as a Lambda handler: read the authorizer's claims, call the chat service, map the
-//! result to HTTP. The same handler is mounted by the local API server.
+//! `POST /bedrock/chat` as an axum `Router` run by `lambda_http`: the authorizer's claims, the chat service,
+//! the result as HTTP. The local API server mounts the same routes.
 
 use std::sync::Arc;
 
-use lambda_http::{Body, Request, Response};
+use api_gateway_lambda::error_envelope::no_such_route;
+use api_gateway_lambda::{with_gateway_layers, GatewayRequestId, JsonError, RequestBody, VerifiedClaims};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use http::HeaderMap;
 use metering_core::chat::ChatService;
-use metering_core::error::REQUEST_ID_HEADER;
 use metering_core::metering::Metering;
 use metering_core::tenant_registry::TenantRegistry;
 use metering_core::ApiError;
 use serde_json::json;
-
-pub use api_gateway_lambda::{authorizer_claims, request_id_of, tenant_identity};
 
 #[derive(Clone)]
 pub struct ChatHandler {
@@ -28,38 +31,36 @@ impl ChatHandler {
         self.service.metering()
     }
 
-    /// Answers one API Gateway request; never fails: every error becomes its JSON answer.
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        let request_id = request_id_of(&request);
-        match self.answer(&request, &request_id).await {
-            Ok(response) => response,
-            Err(error) => {
-                if error.status().is_server_error() {
-                    tracing::warn!(request_id = %request_id, status = error.status().as_u16(), %error, "chat request failed");
-                }
-                error.to_response(Some(&request_id)).map(Body::from)
-            }
-        }
+    /// The routes behind the Cognito authorizer, without fallback or layers (the local server merges them).
+    pub fn routes(&self) -> Router {
+        Router::new()
+            .route(
+                "/bedrock/chat",
+                post(chat).fallback(|| async { JsonError(ApiError::MethodNotAllowed("use POST for /bedrock/chat".into())) }),
+            )
+            .with_state(self.clone())
     }
 
-    async fn answer(&self, request: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
-        if request.method() != http::Method::POST {
-            return Err(ApiError::MethodNotAllowed("use POST for /bedrock/chat".into()));
-        }
-        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
-        let text = self.service.chat(&identity, request_id, request.body().as_ref()).await?;
-        let (content_type, body) = if prefers_plain_text(request.headers()) {
-            ("text/plain; charset=utf-8", text)
-        } else {
-            ("application/json", json!({ "response": text }).to_string())
-        };
-        Response::builder()
-            .status(200)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(REQUEST_ID_HEADER, request_id)
-            .body(Body::from(body))
-            .map_err(|error| ApiError::Internal(format!("could not build the response: {error}")))
+    /// The function's `Router`: its routes, the project's 404, and the shared layers.
+    pub fn router(&self) -> Router {
+        with_gateway_layers(self.routes().fallback(no_such_route))
     }
+}
+
+async fn chat(
+    State(handler): State<ChatHandler>,
+    GatewayRequestId(request_id): GatewayRequestId,
+    claims: VerifiedClaims,
+    headers: HeaderMap,
+    RequestBody(body): RequestBody,
+) -> Result<Response, JsonError> {
+    let identity = claims.admitted(handler.tenants.as_ref()).await?;
+    let text = handler.service.chat(&identity, &request_id, &body).await?;
+    Ok(if prefers_plain_text(&headers) {
+        ([(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    } else {
+        ([(http::header::CONTENT_TYPE, "application/json")], json!({ "response": text }).to_string()).into_response()
+    })
 }
 
 /// True when the client ranks `text/plain` above JSON in `Accept`.

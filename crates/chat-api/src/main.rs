@@ -6,7 +6,7 @@ use std::sync::Arc;
 use api_gateway_lambda::budget::TimeoutBudget;
 use api_gateway_lambda::entry::MeteredLambda;
 use chat_api::ChatHandler;
-use lambda_http::{service_fn, Error, Request};
+use lambda_http::Error;
 use metering_core::chat::{chat_service_on_aws_with_counters, limits_service_on_aws, load_sdk_config};
 use metering_core::config::ChatConfig;
 use metering_core::pricing::PricingTable;
@@ -16,6 +16,7 @@ use metering_core::usage::StdoutUsageLog;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     metering_core::telemetry::init_json_tracing();
+    api_gateway_lambda::layers::serve_paths_without_stage();
     let config = ChatConfig::from_env()?;
     TimeoutBudget { upstream: config.bedrock_timeout, metering: config.metering.counter_timeout }.check_env()?;
     let sdk_config = load_sdk_config().await;
@@ -33,7 +34,7 @@ async fn main() -> Result<(), Error> {
         chat_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
             .with_limits(limits.clone());
     let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
-    let handler = Arc::new(ChatHandler::new(service, tenants));
+    let handler = ChatHandler::new(service, tenants);
     let metering = handler.metering().clone();
     let drain_timeout = config.metering.drain_timeout;
     let flush = move || {
@@ -43,9 +44,5 @@ async fn main() -> Result<(), Error> {
             tokio::join!(metering.flush(), limits.flush_within(drain_timeout));
         }
     };
-    let chat = service_fn(move |request: Request| {
-        let handler = Arc::clone(&handler);
-        async move { Ok::<_, Error>(handler.handle(request).await) }
-    });
-    lambda.run(lambda_http::runtime(chat), flush).await
+    lambda.run(api_gateway_lambda::entry::buffered_runtime(handler.router()), flush).await
 }

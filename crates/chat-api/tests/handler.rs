@@ -6,7 +6,10 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use axum::body::Bytes;
 use chat_api::ChatHandler;
+use http_body_util::BodyExt;
+use lambda_http::tower::ServiceExt;
 use metering_core::chat::ChatService;
 use metering_core::metering::Metering;
 use metering_core::model::{ChatModel, ModelError, ModelPrompt, ModelReply};
@@ -53,17 +56,29 @@ fn harness() -> Harness {
 fn event(name: &str) -> lambda_http::Request {
     let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
-    lambda_http::request::from_str(&text).unwrap()
+    request_of(&text)
 }
 
-fn json_body(response: &lambda_http::Response<lambda_http::Body>) -> serde_json::Value {
-    serde_json::from_slice(response.body().as_ref()).unwrap()
+/// The request lambda_http makes of an event, as in the function (the stage left out of the path).
+fn request_of(event: &str) -> lambda_http::Request {
+    api_gateway_lambda::layers::serve_paths_without_stage();
+    lambda_http::request::from_str(event).unwrap()
+}
+
+/// The function's answer to `request`, through its `Router` and the shared layers.
+async fn call(handler: &ChatHandler, request: lambda_http::Request) -> http::Response<Bytes> {
+    let (parts, body) = handler.router().oneshot(request).await.unwrap().into_parts();
+    http::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+}
+
+fn json_body(response: &http::Response<Bytes>) -> serde_json::Value {
+    serde_json::from_slice(response.body()).unwrap()
 }
 
 #[tokio::test]
 async fn chat_event_answers_with_text_only_and_meters_the_verified_tenant() {
     let harness = harness();
-    let response = harness.handler.handle(event("chat")).await;
+    let response = call(&harness.handler, event("chat")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
@@ -89,7 +104,7 @@ async fn chat_event_answers_with_text_only_and_meters_the_verified_tenant() {
 #[tokio::test]
 async fn accept_text_plain_gets_the_bare_text() {
     let harness = harness();
-    let response = harness.handler.handle(event("chat-plain-text")).await;
+    let response = call(&harness.handler, event("chat-plain-text")).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     assert_eq!(response.body().as_ref(), b"Hello there, demo tenant!");
@@ -98,7 +113,7 @@ async fn accept_text_plain_gets_the_bare_text() {
 #[tokio::test]
 async fn a_user_without_tenant_claim_is_forbidden_and_nothing_is_metered() {
     let harness = harness();
-    let response = harness.handler.handle(event("chat-no-tenant")).await;
+    let response = call(&harness.handler, event("chat-no-tenant")).await;
     assert_eq!(response.status(), 403);
     assert_eq!(json_body(&response)["error"]["type"], "permission_error");
     harness.handler.metering().flush().await;
@@ -111,7 +126,7 @@ async fn a_case_variant_of_a_registered_tenant_is_forbidden_and_nothing_is_meter
     // GIVEN `DEMO-TENANT` registered first; the event's claim is `demo-tenant`
     let harness = harness();
     harness.tenants.register("DEMO-TENANT");
-    let response = harness.handler.handle(event("chat")).await;
+    let response = call(&harness.handler, event("chat")).await;
     assert_eq!(response.status(), 403);
     assert_eq!(json_body(&response)["error"]["type"], "permission_error");
     harness.handler.metering().flush().await;
@@ -123,7 +138,7 @@ async fn a_case_variant_of_a_registered_tenant_is_forbidden_and_nothing_is_meter
 async fn an_unanswerable_tenant_registry_is_a_503_with_retry_after_not_a_pass() {
     let harness = harness();
     harness.tenants.set_unavailable(true);
-    let response = harness.handler.handle(event("chat")).await;
+    let response = call(&harness.handler, event("chat")).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "2");
     assert_eq!(json_body(&response)["error"]["type"], "overloaded_error");
@@ -133,7 +148,7 @@ async fn an_unanswerable_tenant_registry_is_a_503_with_retry_after_not_a_pass() 
 #[tokio::test]
 async fn a_bad_body_is_a_400_with_the_error_json() {
     let harness = harness();
-    let response = harness.handler.handle(event("chat-bad-body")).await;
+    let response = call(&harness.handler, event("chat-bad-body")).await;
     assert_eq!(response.status(), 400);
     let body = json_body(&response);
     assert_eq!(body["error"]["type"], "invalid_request_error");
@@ -143,7 +158,7 @@ async fn a_bad_body_is_a_400_with_the_error_json() {
 #[tokio::test]
 async fn a_tenant_id_in_the_body_is_refused_never_used() {
     let harness = harness();
-    let response = harness.handler.handle(event("chat-tenant-in-body")).await;
+    let response = call(&harness.handler, event("chat-tenant-in-body")).await;
     assert_eq!(response.status(), 400);
     assert!(json_body(&response)["error"]["message"].as_str().unwrap().contains("tenant_id"));
     assert!(harness.model.prompts.lock().unwrap().is_empty());
@@ -156,8 +171,8 @@ async fn a_request_without_authorizer_claims_is_unauthenticated() {
         serde_json::from_str(&std::fs::read_to_string(format!("{}/../../events/chat.json", env!("CARGO_MANIFEST_DIR"))).unwrap())
             .unwrap();
     raw["requestContext"]["authorizer"] = serde_json::Value::Null;
-    let request = lambda_http::request::from_str(&raw.to_string()).unwrap();
-    let response = harness.handler.handle(request).await;
+    let request = request_of(&raw.to_string());
+    let response = call(&harness.handler, request).await;
     assert_eq!(response.status(), 401);
 }
 
@@ -168,9 +183,42 @@ async fn model_throttling_is_a_429_with_retry_after() {
         serde_json::from_str(&std::fs::read_to_string(format!("{}/../../events/chat.json", env!("CARGO_MANIFEST_DIR"))).unwrap())
             .unwrap();
     raw["body"] = serde_json::Value::String(r#"{"prompt": "throttle me"}"#.into());
-    let response = harness.handler.handle(lambda_http::request::from_str(&raw.to_string()).unwrap()).await;
+    let response = call(&harness.handler, request_of(&raw.to_string())).await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "9");
     harness.handler.metering().flush().await;
     assert!(harness.log.usage().is_empty(), "an unanswered request is not billed");
+}
+
+#[tokio::test]
+async fn other_methods_and_paths_get_the_projects_405_and_404_with_the_request_id() {
+    let harness = harness();
+    let mut get = event("chat");
+    *get.method_mut() = http::Method::GET;
+    let response = call(&harness.handler, get).await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(json_body(&response)["error"]["type"], "method_not_allowed");
+    assert_eq!(response.headers()["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
+    let mut raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/../../events/chat.json", env!("CARGO_MANIFEST_DIR"))).unwrap())
+            .unwrap();
+    for path in ["/bedrock/chat/", "/Bedrock/chat", "/prod/bedrock/chat"] {
+        raw["path"] = serde_json::Value::String(path.into());
+        let response = call(&harness.handler, request_of(&raw.to_string())).await;
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(json_body(&response)["error"]["type"], "not_found_error", "{path}");
+    }
+    assert!(harness.model.prompts.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_clients_own_x_request_id_is_never_the_request_id() {
+    let harness = harness();
+    let mut request = event("chat");
+    request.headers_mut().insert("x-request-id", "chosen-by-the-client".parse().unwrap());
+    let response = call(&harness.handler, request).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
+    harness.handler.metering().flush().await;
+    assert_eq!(harness.log.0.lock().unwrap()[0].request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
 }

@@ -329,6 +329,6 @@ mod tests {
     fn a_throttled_fallback_is_a_429_for_the_client() {
         let error = api_error(ModelError::Throttled { retry_after_seconds: 7 }, "m");
         assert_eq!(error.retry_after_seconds(), Some(7));
-        assert_eq!(error.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(api_gateway_lambda::error_envelope::status_of(&error), http::StatusCode::TOO_MANY_REQUESTS);
     }
 }

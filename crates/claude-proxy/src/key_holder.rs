@@ -49,12 +49,14 @@ impl KeyHolderRoute {
     /// Every path, after the prefix (the CDK test checks infra/lib/claude-proxy/routes.ts against it).
     pub const PATHS: &'static [&'static str] = &["usage/me", "limits/me"];
 
-    /// The route of the path after [`KEY_HOLDER_PREFIX`], matched exactly and case-sensitively.
-    pub fn parse(rest: &str) -> Option<Self> {
-        match rest {
-            "usage/me" => Some(Self::OwnUsage),
-            "limits/me" => Some(Self::OwnLimits),
-            _ => None,
+    /// Every route, in the order of [`Self::PATHS`].
+    pub const ALL: [Self; 2] = [Self::OwnUsage, Self::OwnLimits];
+
+    /// The path after [`KEY_HOLDER_PREFIX`] (the handler routes it exactly and case-sensitively).
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::OwnUsage => "usage/me",
+            Self::OwnLimits => "limits/me",
         }
     }
 }
@@ -166,14 +168,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_match_exactly() {
-        assert_eq!(KeyHolderRoute::parse("usage/me"), Some(KeyHolderRoute::OwnUsage));
-        assert_eq!(KeyHolderRoute::parse("limits/me"), Some(KeyHolderRoute::OwnLimits));
-        for other in ["usage", "usage/me/", "usage/acme", "Usage/me", "usage/me/x", "", "limits", "limits/acme", "limits/me/"] {
-            assert_eq!(KeyHolderRoute::parse(other), None, "{other}");
-        }
-        for path in KeyHolderRoute::PATHS {
-            assert!(KeyHolderRoute::parse(path).is_some(), "{path}");
-        }
+    fn the_listed_paths_are_the_routes_paths() {
+        assert_eq!(KeyHolderRoute::ALL.map(KeyHolderRoute::path).as_slice(), KeyHolderRoute::PATHS);
     }
 }

@@ -9,7 +9,7 @@ use claude_proxy::aws::proxy_service_on_aws_with_counters;
 use claude_proxy::config::ProxyConfig;
 use claude_proxy::key_holder::key_holder_reports_on_aws;
 use claude_proxy::ProxyHandler;
-use lambda_http::{service_fn, Error, Request};
+use lambda_http::Error;
 use metering_core::chat::{limits_service_on_aws, load_sdk_config};
 use metering_core::limits::config::LimitsConfig;
 use metering_core::pricing::PricingTable;
@@ -19,6 +19,7 @@ use metering_core::usage::StdoutUsageLog;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     metering_core::telemetry::init_json_tracing();
+    api_gateway_lambda::layers::serve_paths_without_stage();
     let config = ProxyConfig::from_env()?;
     config.log_start();
     // Worst case: Anthropic fails only at its timeout and the request falls back to Bedrock.
@@ -41,10 +42,8 @@ async fn main() -> Result<(), Error> {
             .await?
             .with_limits(limits.clone());
     let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
-    let handler = Arc::new(
-        ProxyHandler::new(service.clone(), config.max_body_bytes, tenants)
-            .with_key_holder_reports(key_holder_reports_on_aws(&config, &sdk_config)),
-    );
+    let handler = ProxyHandler::new(service.clone(), config.max_body_bytes, tenants)
+        .with_key_holder_reports(key_holder_reports_on_aws(&config, &sdk_config));
     // A streamed answer meters when its stream ends, after the handler returned: wait for those, then flush.
     let flush = move || {
         let service = service.clone();
@@ -58,9 +57,5 @@ async fn main() -> Result<(), Error> {
             }
         }
     };
-    let proxy = service_fn(move |request: Request| {
-        let handler = Arc::clone(&handler);
-        async move { Ok::<_, Error>(handler.handle(request).await) }
-    });
-    lambda.run(lambda_http::streaming_runtime(proxy), flush).await
+    lambda.run(lambda_http::streaming_runtime(handler.router()), flush).await
 }

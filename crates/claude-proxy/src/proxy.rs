@@ -6,11 +6,12 @@ use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Instant;
 
+use api_gateway_lambda::error_envelope::status_of;
+use api_gateway_lambda::REQUEST_ID_HEADER;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
-use metering_core::error::REQUEST_ID_HEADER;
 use metering_core::limits::service::{LimitsService, Reservation};
 use metering_core::metering::Metering;
 use metering_core::usage::{RequestType, TokenCounts, UsageEvent};
@@ -283,8 +284,8 @@ impl ProxyService {
         let mut response = match task.await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
-                if error.status().is_server_error() {
-                    tracing::warn!(request_id = %request_id, status = error.status().as_u16(), %error, "proxy request failed");
+                if status_of(&error).is_server_error() {
+                    tracing::warn!(request_id = %request_id, status = status_of(&error).as_u16(), %error, "proxy request failed");
                 }
                 error_response(&error, &request_id)
             }
@@ -362,8 +363,8 @@ impl ProxyService {
         }
         // Every answer under a limit says where the client stands, errors included.
         let mut response = answer.unwrap_or_else(|error| {
-            if error.status().is_server_error() {
-                tracing::warn!(status = error.status().as_u16(), %error, "proxy request failed");
+            if status_of(&error).is_server_error() {
+                tracing::warn!(status = status_of(&error).as_u16(), %error, "proxy request failed");
             }
             error_response(&error, &request.request_id)
         });
@@ -396,8 +397,8 @@ impl ProxyService {
         request: &ProxyRequest,
     ) -> Response<ProxyBody> {
         let mut response = answer.unwrap_or_else(|error| {
-            if error.status().is_server_error() {
-                tracing::warn!(status = error.status().as_u16(), %error, "proxy request failed");
+            if status_of(&error).is_server_error() {
+                tracing::warn!(status = status_of(&error).as_u16(), %error, "proxy request failed");
             }
             error_response(&error, &request.request_id)
         });

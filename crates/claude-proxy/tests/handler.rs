@@ -20,6 +20,7 @@ use claude_proxy::streaming::ClientDisconnect;
 use claude_proxy::ProxyHandler;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
+use lambda_http::tower::ServiceExt;
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use metering_core::counters::{CounterBatch, MeteringError, UsageCounters};
 use metering_core::metering::Metering;
@@ -186,10 +187,17 @@ async fn harness() -> Harness {
 fn event(name: &str) -> lambda_http::Request {
     let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    // As in the function: the stage (`prod` in every event) is left out of the path.
+    api_gateway_lambda::layers::serve_paths_without_stage();
     lambda_http::request::from_str(&text).unwrap()
 }
 
-async fn json_of(response: http::Response<claude_proxy::body::ProxyBody>) -> (StatusCode, HeaderMap, Value) {
+/// The function's answer to `request`, through its `Router` and the shared layers.
+async fn call(handler: &ProxyHandler, request: lambda_http::Request) -> http::Response<axum::body::Body> {
+    handler.router().oneshot(request).await.unwrap()
+}
+
+async fn json_of(response: http::Response<axum::body::Body>) -> (StatusCode, HeaderMap, Value) {
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
@@ -198,7 +206,7 @@ async fn json_of(response: http::Response<claude_proxy::body::ProxyBody>) -> (St
 #[tokio::test]
 async fn a_message_goes_to_anthropic_with_the_providers_key_and_is_metered() {
     let h = harness().await;
-    let (status, headers, body) = json_of(h.handler.handle(event("proxy-messages")).await).await;
+    let (status, headers, body) = json_of(call(&h.handler, event("proxy-messages")).await).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["content"][0]["text"], "Hello, demo tenant!");
     assert_eq!(headers["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbee0", "API Gateway's request id");
@@ -226,7 +234,7 @@ async fn a_message_goes_to_anthropic_with_the_providers_key_and_is_metered() {
 #[tokio::test]
 async fn a_429_is_served_by_bedrock_with_a_bedrock_body() {
     let h = harness().await;
-    let (status, headers, body) = json_of(h.handler.handle(event("proxy-messages-rate-limited")).await).await;
+    let (status, headers, body) = json_of(call(&h.handler, event("proxy-messages-rate-limited")).await).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["content"][0]["text"], "From Bedrock.");
     assert_eq!(headers["x-gateway-fallback"], "rate_limited");
@@ -244,7 +252,7 @@ async fn a_429_is_served_by_bedrock_with_a_bedrock_body() {
 #[tokio::test]
 async fn an_unknown_key_is_an_anthropic_authentication_error_and_nothing_goes_upstream() {
     let h = harness().await;
-    let (status, _, body) = json_of(h.handler.handle(event("proxy-messages-bad-key")).await).await;
+    let (status, _, body) = json_of(call(&h.handler, event("proxy-messages-bad-key")).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "authentication_error");
@@ -254,7 +262,7 @@ async fn an_unknown_key_is_an_anthropic_authentication_error_and_nothing_goes_up
 #[tokio::test]
 async fn a_signed_in_user_creates_a_key_for_their_tenant() {
     let h = harness().await;
-    let response = h.handler.handle(event("proxy-keys-create")).await;
+    let response = call(&h.handler, event("proxy-keys-create")).await;
     assert_eq!(response.headers()["cache-control"], "no-store");
     let (status, _, body) = json_of(response).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -269,8 +277,61 @@ async fn a_signed_in_user_creates_a_key_for_their_tenant() {
 async fn the_keys_route_without_claims_is_unauthenticated() {
     let h = harness().await;
     let mut request = event("proxy-messages");
-    *request.uri_mut() = "https://abc123.execute-api.us-east-1.amazonaws.com/prod/v1/keys".parse().unwrap();
+    *request.uri_mut() = "https://abc123.execute-api.us-east-1.amazonaws.com/v1/keys".parse().unwrap();
     *request.method_mut() = http::Method::GET;
-    let (status, _, body) = json_of(h.handler.handle(request).await).await;
+    let (status, _, body) = json_of(call(&h.handler, request).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+/// `event` with another method and path (and body).
+fn request(method: &str, path: &str, body: &str) -> lambda_http::Request {
+    let mut request = event("proxy-messages");
+    *request.method_mut() = method.parse().unwrap();
+    *request.uri_mut() = format!("https://abc123.execute-api.us-east-1.amazonaws.com{path}").parse().unwrap();
+    *request.body_mut() = lambda_http::Body::from(body);
+    request
+}
+
+#[tokio::test]
+async fn routes_match_exactly_and_answer_405_and_404_in_anthropics_envelope() {
+    let h = harness().await;
+    let cases = [
+        ("GET", "/v1/messages", 405, "use POST for /v1/messages"),
+        ("GET", "/v1/messages/count_tokens", 405, "use POST for /v1/messages/count_tokens"),
+        ("PUT", "/v1/keys", 405, "use GET or POST for /v1/keys"),
+        ("POST", "/v1/keys/abc", 405, "use DELETE for /v1/keys/{id}"),
+        ("POST", "/v1/gateway-key/usage/me", 405, "use GET for /v1/gateway-key/usage/me"),
+        ("POST", "/v1/other", 404, "no route for /v1/other"),
+        ("POST", "/prod/v1/messages", 404, "no route for /prod/v1/messages"),
+        ("POST", "/V1/messages", 404, "no route for /V1/messages"),
+        ("GET", "/v1/gateway-key/usage/me", 404, "this gateway does not serve gateway-key reports"),
+    ];
+    for (method, path, status, message) in cases {
+        let (got, headers, body) = json_of(call(&h.handler, request(method, path, "{}")).await).await;
+        assert_eq!((got.as_u16(), body["error"]["message"].as_str()), (status, Some(message)), "{method} {path}: {body}");
+        assert_eq!(body["type"], "error", "{method} {path}");
+        assert_eq!(body["request_id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbee0", "{method} {path}");
+        assert_eq!(headers["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbee0", "{method} {path}");
+        assert_eq!(headers["request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbee0", "{method} {path}");
+        assert_eq!(headers["x-gateway-upstream"], "gateway", "{method} {path}");
+    }
+    for other in ["/v1/gateway-key/usage/acme", "/v1/gateway-key/usage", "/v1/gateway-key/", "/v1/gateway-key/usage/me/x"] {
+        let (status, _, body) = json_of(call(&h.handler, request("GET", other, "")).await).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{other}");
+        assert_eq!(
+            body["error"]["message"], "no such route; /v1/gateway-key/ serves usage/me",
+            "the path is not echoed: {other}"
+        );
+    }
+    assert!(h.anthropic.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_anthropics_413_and_nothing_goes_upstream() {
+    let h = harness().await;
+    let big = format!("{{\"padding\": \"{}\"}}", "x".repeat(1024 * 1024));
+    let (status, _, body) = json_of(call(&h.handler, request("POST", "/v1/messages", &big)).await).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!((body["type"].as_str(), body["error"]["type"].as_str()), (Some("error"), Some("request_too_large")));
+    assert!(h.anthropic.seen.lock().unwrap().is_empty());
 }

@@ -1,30 +1,24 @@
-//! The local API server: mounts the Lambda handlers behind a Cognito authorizer, as API Gateway does.
-//! An axum request becomes the `lambda_http::Request` API Gateway would deliver (claims in
-//! `requestContext.authorizer.claims`, a request id), and the handler's response goes back unchanged.
+//! The local API server: the functions' own `Router`s (chat, usage, and the Claude proxy when it is on),
+//! merged and behind the same shared layers as in Lambda. Where API Gateway runs its Cognito authorizer, a
+//! layer runs the local one and hands the verified claims to the handlers as a request extension
+//! ([`VerifiedClaims`]), as the claims extractor reads them; no API Gateway event is made up.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body as AxumBody;
-use axum::extract::{Request as AxumRequest, State};
-use axum::response::{IntoResponse, Response as AxumResponse};
-use axum::routing::{any, get};
+use api_gateway_lambda::error_envelope::no_such_route;
+use api_gateway_lambda::{with_gateway_layers, AnthropicError, GatewayRequestId, JsonError, VerifiedClaims};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use chat_api::ChatHandler;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
-use lambda_http::request::RequestContext;
-use lambda_http::RequestExt;
+use claude_proxy::ProxyHandler;
+use http::Uri;
 use metering_core::ApiError;
-use serde_json::Value;
 use usage_api::UsageHandler;
 
 use crate::authorizer::CognitoAuthorizer;
-
-/// API Gateway's own payload limit is 10 MB; a chat body is far smaller (100,000 characters of prompt).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// How long a client may take to send its whole body once the headers are in: a body shorter than its
-/// `Content-Length` is answered 408 then, instead of holding the connection (and a task) for ever.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -32,119 +26,65 @@ pub struct ApiState {
     pub chat: ChatHandler,
     /// `/v1/usage...` behind the authorizer, `/ui...` (the dashboard) without it, as in API Gateway.
     pub usage: UsageHandler,
+    /// `/v1/messages...` and `/v1/gateway-key/...` without the authorizer, `/v1/keys...` behind it.
+    pub proxy: Option<ProxyHandler>,
+}
+
+/// The envelope an authorizer's refusal is answered in: the project's, or Anthropic's on the proxy's routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    Project,
+    Anthropic,
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/bedrock/chat", any(chat))
-        .route("/v1/usage", any(usage))
-        .route("/v1/usage/{*rest}", any(usage))
-        .route("/v1/limits/{*rest}", any(usage))
-        .route("/ui", any(dashboard))
-        .route("/ui/", any(dashboard))
-        .route("/ui/{*rest}", any(dashboard))
-        .route("/health", get(|| async { "ok" }))
-        .fallback(|| async { error_response(&ApiError::NotFound("no such route".into()), None) })
-        .method_not_allowed_fallback(|| async {
-            error_response(&ApiError::MethodNotAllowed("this method is not allowed on this route".into()), None)
-        })
-        .with_state(state)
-}
-
-fn error_response(error: &ApiError, request_id: Option<&str>) -> AxumResponse {
-    error.to_response(request_id).map(AxumBody::from).into_response()
-}
-
-/// Authorizes like API Gateway, then turns the request into the Lambda event's shape.
-async fn to_lambda_request(
-    authorizer: &CognitoAuthorizer,
-    request: AxumRequest,
-    request_id: &str,
-) -> Result<lambda_http::Request, ApiError> {
-    let claims = authorizer.authorize_request(request.headers(), request_id).await?;
-    into_lambda_request(request, request_id, Some(claims), MAX_BODY_BYTES).await
-}
-
-/// The request in the Lambda event's shape, with the verified claims (none on routes without the authorizer),
-/// as API Gateway delivers it; bodies over `max_body_bytes` are refused with 413.
-pub async fn into_lambda_request(
-    request: AxumRequest,
-    request_id: &str,
-    claims: Option<serde_json::Map<String, Value>>,
-    max_body_bytes: usize,
-) -> Result<lambda_http::Request, ApiError> {
-    let (parts, body) = request.into_parts();
-    let bytes = read_body(body, max_body_bytes, BODY_READ_TIMEOUT, request_id).await?;
-    let mut context = ApiGatewayProxyRequestContext::default();
-    context.request_id = Some(request_id.to_owned());
-    context.stage = Some("local".to_owned());
-    context.http_method = parts.method.clone();
-    context.path = Some(parts.uri.path().to_owned());
-    if let Some(claims) = claims {
-        context.authorizer.fields.insert("claims".to_owned(), Value::Object(claims));
+    let authorizer = &state.authorizer;
+    let mut routes = behind_authorizer(state.chat.routes().merge(state.usage.authorized_routes()), authorizer, Envelope::Project)
+        .merge(state.usage.dashboard_routes())
+        .route("/health", get(|| async { "ok" }).fallback(|| async { JsonError(ApiError::MethodNotAllowed("use GET".into())) }));
+    if let Some(proxy) = &state.proxy {
+        routes =
+            routes.merge(proxy.key_routes()).merge(behind_authorizer(proxy.authorized_routes(), authorizer, Envelope::Anthropic));
     }
-    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(Vec::from(bytes)) };
-    Ok(http::Request::from_parts(parts, body).with_request_context(RequestContext::ApiGatewayV1(context)))
+    let proxy_on = state.proxy.is_some();
+    with_gateway_layers(routes.fallback(move |id: GatewayRequestId, uri: Uri| not_found(proxy_on, id, uri)))
 }
 
-/// The whole body, or the error that says what was wrong with it: too large (413), not received in time
-/// (408), or not valid HTTP framing such as a malformed chunk (400).
-pub async fn read_body(
-    body: AxumBody,
-    max_body_bytes: usize,
-    timeout: Duration,
-    request_id: &str,
-) -> Result<bytes::Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, max_body_bytes);
-    match tokio::time::timeout(timeout, http_body_util::BodyExt::collect(limited)).await {
-        Err(_) => Err(ApiError::RequestTimeout(format!("the request body was not received within {}s", timeout.as_secs()))),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::PayloadTooLarge(format!("the request body is larger than {max_body_bytes} bytes")))
+/// `routes` behind the local Cognito authorizer: a request without a token it accepts is refused (401) before
+/// any handler runs; otherwise the verified claims go on as a request extension.
+pub fn behind_authorizer(routes: Router, authorizer: &Arc<CognitoAuthorizer>, envelope: Envelope) -> Router {
+    routes.layer(axum::middleware::from_fn_with_state((Arc::clone(authorizer), envelope), authorize))
+}
+
+async fn authorize(
+    State((authorizer, envelope)): State<(Arc<CognitoAuthorizer>, Envelope)>,
+    GatewayRequestId(request_id): GatewayRequestId,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match authorizer.authorize_request(request.headers(), &request_id).await {
+        Ok(claims) => {
+            request.extensions_mut().insert(VerifiedClaims::from(claims));
+            next.run(request).await
         }
-        Ok(Err(error)) => {
-            tracing::info!(request_id, %error, "the request body could not be read");
-            Err(ApiError::InvalidRequest("the request body is not valid HTTP (framing or encoding)".into()))
-        }
+        Err(error) => match envelope {
+            Envelope::Project => JsonError(error).into_response(),
+            Envelope::Anthropic => AnthropicError::new(error, request_id).into_response(),
+        },
     }
 }
 
-/// The handler's body handed on as it is (moved, not copied).
-fn into_axum_body(body: lambda_http::Body) -> AxumBody {
-    match body {
-        lambda_http::Body::Empty => AxumBody::empty(),
-        lambda_http::Body::Text(text) => AxumBody::from(text),
-        lambda_http::Body::Binary(bytes) => AxumBody::from(bytes),
-        other => AxumBody::from(other.to_vec()),
+/// A path no route serves. In API Gateway each function answers only its own resources; here they share one
+/// server, so the 404 takes the envelope of the function whose paths it is under: the usage function's
+/// `/v1/usage...` and `/v1/limits...` and everything outside `/v1/` the project's, the rest of `/v1/` the
+/// proxy's (when it is on).
+async fn not_found(proxy_on: bool, id: GatewayRequestId, uri: Uri) -> Response {
+    let path = uri.path();
+    let usage_function =
+        ["/v1/usage", "/v1/limits"].iter().any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")));
+    if proxy_on && path.starts_with("/v1/") && !usage_function {
+        claude_proxy::handler::not_found(id, uri).await
+    } else {
+        no_such_route().await.into_response()
     }
-}
-
-async fn chat(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let lambda_request = match to_lambda_request(&state.authorizer, request, &request_id).await {
-        Ok(lambda_request) => lambda_request,
-        Err(error) => return error_response(&error, Some(&request_id)),
-    };
-    let (parts, body) = state.chat.handle(lambda_request).await.into_parts();
-    AxumResponse::from_parts(parts, into_axum_body(body))
-}
-
-async fn usage(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let lambda_request = match to_lambda_request(&state.authorizer, request, &request_id).await {
-        Ok(lambda_request) => lambda_request,
-        Err(error) => return error_response(&error, Some(&request_id)),
-    };
-    let (parts, body) = state.usage.handle(lambda_request).await.into_parts();
-    AxumResponse::from_parts(parts, into_axum_body(body))
-}
-
-async fn dashboard(State(state): State<ApiState>, request: AxumRequest) -> AxumResponse {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let lambda_request = match into_lambda_request(request, &request_id, None, MAX_BODY_BYTES).await {
-        Ok(lambda_request) => lambda_request,
-        Err(error) => return error_response(&error, Some(&request_id)),
-    };
-    let (parts, body) = state.usage.handle(lambda_request).await.into_parts();
-    AxumResponse::from_parts(parts, into_axum_body(body))
 }

@@ -165,12 +165,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id, cache_ttl }));
             // The Claude proxy (/v1/messages, /v1/keys) when API_KEY_TABLE_NAME is set.
             let proxy = LocalProxy::from_env(&sdk_config, usage_log, limits.clone()).await?;
-            let proxy_routes = proxy.as_ref().map(|proxy| proxy.router(Arc::clone(&authorizer)));
-            let state = ApiState { authorizer, chat: chat.clone(), usage };
-            let mut router = api_server::router(state);
-            if let Some(proxy_routes) = proxy_routes {
-                router = router.merge(proxy_routes);
-            }
+            let state =
+                ApiState { authorizer, chat: chat.clone(), usage, proxy: proxy.as_ref().map(|proxy| proxy.handler().clone()) };
+            let router = api_server::router(state);
             let listener = bind(addr, port_file.as_deref()).await?;
             serve_http1(listener, router, HEADER_READ_TIMEOUT, shutdown_signal()).await?;
             // Every answered request's usage line is written. The chat's and the proxy's counters (and the

@@ -1,8 +1,7 @@
-//! The one error type every API answers with, and its one mapping to HTTP:
-//! `{"error": {"type": ..., "message": ...}}` with the right status (and `Retry-After` where it helps).
+//! The one error type every API answers with. It knows no HTTP: the edge renders it
+//! (`api_gateway_lambda::error_envelope`: the project's `{"error": {"type", "message"}}` or Anthropic's
+//! envelope, with the status and `Retry-After`).
 
-use http::{header, HeaderValue, Response, StatusCode};
-use serde_json::json;
 use thiserror::Error;
 
 use crate::model::ModelError;
@@ -50,44 +49,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::RateLimited { .. } | Self::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The machine-readable `error.type` of the body.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            Self::InvalidRequest(_) => "invalid_request_error",
-            Self::Unauthenticated(_) => "authentication_error",
-            Self::Forbidden(_) => "permission_error",
-            Self::NotFound(_) => "not_found_error",
-            Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::UnsupportedMediaType(_) => "unsupported_media_type",
-            Self::PayloadTooLarge(_) => "request_too_large",
-            Self::RequestTimeout(_) => "request_timeout",
-            Self::RateLimited { .. } => "rate_limit_error",
-            Self::BudgetExceeded { .. } => "budget_exceeded",
-            Self::Upstream(_) => "upstream_error",
-            Self::Unavailable { .. } => "overloaded_error",
-            Self::UpstreamTimeout(_) => "timeout_error",
-            Self::Internal(_) => "api_error",
-        }
-    }
-
+    /// The delay the caller should wait before retrying, where the error carries one (rendered as
+    /// `Retry-After` at the edge).
     pub fn retry_after_seconds(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after_seconds, .. }
@@ -96,29 +59,7 @@ impl ApiError {
             _ => None,
         }
     }
-
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"type": self.error_type(), "message": self.to_string()}})
-    }
-
-    /// The HTTP answer for this error; `request_id` is echoed so an operator can find the log lines.
-    pub fn to_response(&self, request_id: Option<&str>) -> Response<String> {
-        let mut response = Response::new(self.body().to_string());
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(seconds) = self.retry_after_seconds() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-            headers.insert(REQUEST_ID_HEADER, value);
-        }
-        response
-    }
 }
-
-/// Response header carrying the request id that the usage line also carries.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The one message of every 401: which check failed (signature, audience, expiry...) would be an oracle for
 /// whoever forges tokens, so it goes to the logs with the request id, never to the caller.
@@ -158,36 +99,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_error_renders_the_same_json_shape() {
-        let error = ApiError::InvalidRequest("prompt must not be empty".into());
-        let response = error.to_response(Some("req-1"));
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
-        assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert_eq!(body["error"]["message"], "prompt must not be empty");
-        assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-1");
-    }
-
-    #[test]
-    fn throttling_becomes_429_with_retry_after() {
-        let error = ApiError::from(ModelError::Throttled { retry_after_seconds: 7 });
-        let response = error.to_response(None);
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
-    }
-
-    #[test]
-    fn model_errors_map_to_the_documented_statuses() {
+    fn model_errors_map_to_the_documented_variants() {
         let cases = [
-            (ModelError::InvalidInput("bad".into()), StatusCode::BAD_REQUEST),
-            (ModelError::AccessDenied { model_id: "m".into(), detail: "d".into() }, StatusCode::BAD_GATEWAY),
-            (ModelError::ModelNotFound { model_id: "m".into(), detail: "d".into() }, StatusCode::BAD_GATEWAY),
-            (ModelError::Timeout("slow".into()), StatusCode::GATEWAY_TIMEOUT),
-            (ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() }, StatusCode::SERVICE_UNAVAILABLE),
-            (ModelError::Upstream("boom".into()), StatusCode::BAD_GATEWAY),
+            (ModelError::Throttled { retry_after_seconds: 7 }, "RateLimited", Some(7)),
+            (ModelError::InvalidInput("bad".into()), "InvalidRequest", None),
+            (ModelError::AccessDenied { model_id: "m".into(), detail: "d".into() }, "Upstream", None),
+            (ModelError::ModelNotFound { model_id: "m".into(), detail: "d".into() }, "Upstream", None),
+            (ModelError::Timeout("slow".into()), "UpstreamTimeout", None),
+            (ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() }, "Unavailable", Some(3)),
+            (ModelError::Upstream("boom".into()), "Upstream", None),
         ];
-        for (model_error, status) in cases {
-            assert_eq!(ApiError::from(model_error).status(), status);
+        for (model_error, variant, retry_after) in cases {
+            let error = ApiError::from(model_error);
+            assert!(format!("{error:?}").starts_with(variant), "{error:?} is not {variant}");
+            assert_eq!(error.retry_after_seconds(), retry_after, "{error:?}");
         }
     }
 
@@ -198,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn no_error_body_carries_the_upstream_detail() {
+    fn no_error_message_carries_the_upstream_detail() {
         let detail = "dispatch failure: io error: Connection refused (os error 111) connecting to 127.0.0.1:4010";
         for model_error in [
             ModelError::AccessDenied { model_id: "m".into(), detail: detail.into() },
@@ -207,17 +132,11 @@ mod tests {
             ModelError::Timeout(detail.into()),
             ModelError::Upstream(detail.into()),
         ] {
-            let body = ApiError::from(model_error.clone()).to_response(None).into_body();
-            assert!(!body.contains("127.0.0.1") && !body.contains("dispatch") && !body.contains("os error"), "{body}");
+            let message = ApiError::from(model_error).to_string();
+            assert!(
+                !message.contains("127.0.0.1") && !message.contains("dispatch") && !message.contains("os error"),
+                "{message}"
+            );
         }
-    }
-
-    #[test]
-    fn unavailable_is_overloaded_with_retry_after() {
-        let response = ApiError::from(ModelError::Unavailable { retry_after_seconds: 2, detail: "d".into() }).to_response(None);
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
-        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
-        assert_eq!(body["error"]["type"], "overloaded_error");
     }
 }

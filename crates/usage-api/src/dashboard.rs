@@ -2,27 +2,50 @@
 //! the small `config.json` that tells the page where to sign in. These routes sit outside the authorizer:
 //! the page holds no data; it signs the user in with Cognito and calls the usage API with the IdToken.
 
+use api_gateway_lambda::JsonError;
+use axum::body::Body;
+use axum::response::Response;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use lambda_http::{Body, Response};
 use metering_core::usage_config::DashboardConfig;
 use metering_core::ApiError;
 use serde_json::json;
 
-use crate::routes::Asset;
+/// A static file of the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asset {
+    Page,
+    /// `/ui/`: redirected to `/ui`, against which the page's relative links resolve.
+    PageWithSlash,
+    Script,
+    Style,
+    Config,
+}
+
+impl Asset {
+    /// The file under `/ui/`, named exactly.
+    pub fn of_file(name: &str) -> Option<Self> {
+        match name {
+            "app.js" => Some(Self::Script),
+            "app.css" => Some(Self::Style),
+            "config.json" => Some(Self::Config),
+            _ => None,
+        }
+    }
+}
 
 const PAGE: &str = include_str!("../ui/index.html");
 const SCRIPT: &str = include_str!("../ui/app.js");
 const STYLE: &str = include_str!("../ui/app.css");
 
-pub fn response(asset: Asset, config: &DashboardConfig, admin_group: &str) -> Result<Response<Body>, ApiError> {
+pub fn response(asset: Asset, config: &DashboardConfig, admin_group: &str) -> Result<Response, JsonError> {
     let (content_type, body, cache) = match asset {
         Asset::PageWithSlash => {
             // Relative, so it also works under an API Gateway stage (`/prod/ui/` -> `/prod/ui`).
             return Response::builder()
                 .status(308)
                 .header(http::header::LOCATION, "../ui")
-                .body(Body::Empty)
-                .map_err(|error| ApiError::Internal(format!("could not build the response: {error}")));
+                .body(Body::empty())
+                .map_err(|error| JsonError(ApiError::Internal(format!("could not build the response: {error}"))));
         }
         Asset::Page => ("text/html; charset=utf-8", PAGE.to_owned(), "no-cache"),
         Asset::Script => ("text/javascript; charset=utf-8", SCRIPT.to_owned(), "no-cache"),
@@ -37,7 +60,7 @@ pub fn response(asset: Asset, config: &DashboardConfig, admin_group: &str) -> Re
         .header("x-content-type-options", "nosniff")
         .header("referrer-policy", "no-referrer")
         .body(Body::from(body))
-        .map_err(|error| ApiError::Internal(format!("could not build the response: {error}")))
+        .map_err(|error| JsonError(ApiError::Internal(format!("could not build the response: {error}"))))
 }
 
 fn config_body(config: &DashboardConfig, admin_group: &str) -> serde_json::Value {

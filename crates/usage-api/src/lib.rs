@@ -4,11 +4,16 @@
 
 use std::sync::Arc;
 
+use api_gateway_lambda::error_envelope::no_such_route;
+use api_gateway_lambda::{with_gateway_layers, JsonError, RequestBody, VerifiedClaims};
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
 use chrono::{NaiveDate, Utc};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use lambda_http::{Body, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Uri};
 use metering_core::counters::dynamodb_client;
-use metering_core::error::REQUEST_ID_HEADER;
 use metering_core::limits::service::LimitsService;
 use metering_core::tenant_registry::{tenant_registry_on_aws, TenantRegistry};
 use metering_core::usage_config::{DashboardConfig, UsageApiConfig};
@@ -21,11 +26,9 @@ use serde::Serialize;
 pub mod dashboard;
 pub mod limits;
 pub mod params;
-pub mod routes;
 
-use api_gateway_lambda::{request_id_of, route_path, tenant_identity};
+use dashboard::Asset;
 use params::{ListQuery, ReportQuery};
-use routes::Route;
 
 pub use metering_core::usage_report::{ITEMS_READ_HEADER, QUERIES_HEADER};
 
@@ -58,81 +61,124 @@ impl UsageHandler {
         self
     }
 
-    /// Answers one API Gateway request; never fails: every error becomes its JSON answer.
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        let request_id = request_id_of(&request);
-        match self.answer(&request, &request_id).await {
-            Ok(response) => response,
-            Err(error) => {
-                if error.status().is_server_error() {
-                    tracing::warn!(request_id = %request_id, status = error.status().as_u16(), %error, "usage request failed");
-                }
-                error.to_response(Some(&request_id)).map(Body::from)
-            }
-        }
+    /// The routes behind the Cognito authorizer, without fallback or layers (the local server merges them).
+    /// Paths match exactly and case-sensitively; a tenant segment is one non-empty path segment.
+    pub fn authorized_routes(&self) -> Router {
+        let use_get = || async { JsonError(ApiError::MethodNotAllowed("use GET".into())) };
+        Router::new()
+            .route("/v1/usage", get(all_tenants).fallback(use_get))
+            .route("/v1/usage/me", get(own_usage).fallback(use_get))
+            .route("/v1/usage/{tenant_id}", get(tenant_usage).fallback(use_get))
+            // The limits routes check the method after the identity, as they always have.
+            .route("/v1/limits/me", any(own_limits))
+            .route("/v1/limits/{tenant_id}", any(tenant_limits))
+            .with_state(self.clone())
     }
 
-    async fn answer(&self, request: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
-        let route = Route::parse(route_path(request));
-        if route == Route::NotFound {
-            return Err(ApiError::NotFound("no such route".into()));
-        }
-        if let Route::OwnLimits | Route::TenantLimits(_) = route {
-            return self.limits_answer(request, request_id, &route).await;
-        }
-        if request.method() != http::Method::GET {
-            return Err(ApiError::MethodNotAllowed("use GET".into()));
-        }
-        if let Route::Dashboard(asset) = route {
-            return dashboard::response(asset, &self.dashboard, &self.admin_group);
-        }
-        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
-        let query = request.uri().query();
-        let today = (self.today)();
-        let answer = match route {
-            Route::OwnUsage => self.tenant_report(&identity.tenant_id, ReportQuery::parse(query, today)?, today).await?,
-            Route::TenantUsage(segment) => {
-                // Decoded exactly once: `%42` is `B`; `B%2F..` is `B/..`, which no tenant id can be.
-                let requested = percent_decode_str(segment).decode_utf8_lossy();
-                let tenant_id = readable_tenant(&identity, &requested, &self.admin_group)?;
-                self.tenant_report(&tenant_id, ReportQuery::parse(query, today)?, today).await?
-            }
-            Route::AllTenants => {
-                may_list_tenants(&identity, &self.admin_group)?;
-                let ListQuery { cursor, limit } = ListQuery::parse(query, today)?;
-                json_answer(self.reports.tenant_ranking(cursor, limit, today).await?)?
-            }
-            Route::Dashboard(_) | Route::NotFound | Route::OwnLimits | Route::TenantLimits(_) => {
-                return Err(ApiError::NotFound("no such route".into()))
-            }
+    /// The dashboard's routes, outside the authorizer.
+    pub fn dashboard_routes(&self) -> Router {
+        let use_get = || async { JsonError(ApiError::MethodNotAllowed("use GET".into())) };
+        let asset = |asset: Asset| {
+            get(move |State(handler): State<UsageHandler>| async move {
+                dashboard::response(asset, &handler.dashboard, &handler.admin_group)
+            })
+            .fallback(use_get)
         };
-        tracing::info!(
-            request_id,
-            tenant_id = %identity.tenant_id,
-            items_read = answer.stats.items_read,
-            queries = answer.stats.queries,
-            "usage report served"
-        );
-        json_response(answer, request_id)
+        let file = |State(handler): State<UsageHandler>, Path(file): Path<String>| async move {
+            let asset = Asset::of_file(&file).ok_or_else(|| JsonError(ApiError::NotFound("no such route".into())))?;
+            dashboard::response(asset, &handler.dashboard, &handler.admin_group)
+        };
+        Router::new()
+            .route("/ui", asset(Asset::Page))
+            .route("/ui/", asset(Asset::PageWithSlash))
+            .route("/ui/{file}", get(file).fallback(use_get))
+            .with_state(self.clone())
     }
 
-    async fn limits_answer(&self, request: &Request, request_id: &str, route: &Route<'_>) -> Result<Response<Body>, ApiError> {
-        let limits = self.limits.as_ref().ok_or_else(|| ApiError::NotFound("limits are not served here".into()))?;
-        let identity = tenant_identity(request, self.tenants.as_ref()).await?;
-        let method = request.method();
-        let answer = match route {
-            Route::OwnLimits => limits::own_limits(limits, &identity, method).await?,
-            Route::TenantLimits(segment) => {
-                limits::tenant_limits(limits, &identity, &self.admin_group, method, segment, request.body().as_ref()).await?
-            }
-            _ => return Err(ApiError::NotFound("no such route".into())),
-        };
-        limits::json_response(&answer, request_id)
+    /// The function's `Router`: every route, the project's 404, and the shared layers.
+    pub fn router(&self) -> Router {
+        with_gateway_layers(self.authorized_routes().merge(self.dashboard_routes()).fallback(no_such_route))
+    }
+
+    fn limits_service(&self) -> Result<&LimitsService, ApiError> {
+        self.limits.as_ref().ok_or_else(|| ApiError::NotFound("limits are not served here".into()))
     }
 
     async fn tenant_report(&self, tenant_id: &str, query: ReportQuery, today: NaiveDate) -> Result<JsonAnswer, ApiError> {
         json_answer(self.reports.tenant_report(tenant_id, query.period, query.filter, today).await?)
     }
+}
+
+/// `GET /v1/usage/me`: the caller's tenant.
+async fn own_usage(
+    State(handler): State<UsageHandler>,
+    claims: VerifiedClaims,
+    RawQuery(query): RawQuery,
+) -> Result<Response, JsonError> {
+    let identity = claims.admitted(handler.tenants.as_ref()).await?;
+    let today = (handler.today)();
+    let answer = handler.tenant_report(&identity.tenant_id, ReportQuery::parse(query.as_deref(), today)?, today).await?;
+    Ok(report_response(answer))
+}
+
+/// `GET /v1/usage/{tenant_id}`: the caller's own tenant, or any tenant for the admin group.
+async fn tenant_usage(
+    State(handler): State<UsageHandler>,
+    claims: VerifiedClaims,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, JsonError> {
+    let identity = claims.admitted(handler.tenants.as_ref()).await?;
+    let today = (handler.today)();
+    let tenant_id = readable_tenant(&identity, &tenant_segment(&uri), &handler.admin_group)?;
+    let answer = handler.tenant_report(&tenant_id, ReportQuery::parse(query.as_deref(), today)?, today).await?;
+    Ok(report_response(answer))
+}
+
+/// `GET /v1/usage`: every tenant's usage, ranked (admins).
+async fn all_tenants(
+    State(handler): State<UsageHandler>,
+    claims: VerifiedClaims,
+    RawQuery(query): RawQuery,
+) -> Result<Response, JsonError> {
+    let identity = claims.admitted(handler.tenants.as_ref()).await?;
+    may_list_tenants(&identity, &handler.admin_group)?;
+    let today = (handler.today)();
+    let ListQuery { cursor, limit } = ListQuery::parse(query.as_deref(), today)?;
+    Ok(report_response(json_answer(handler.reports.tenant_ranking(cursor, limit, today).await.map_err(ApiError::from)?)?))
+}
+
+/// `GET /v1/limits/me`.
+async fn own_limits(State(handler): State<UsageHandler>, method: Method, claims: VerifiedClaims) -> Result<Response, JsonError> {
+    let limits = handler.limits_service()?;
+    let identity = claims.admitted(handler.tenants.as_ref()).await?;
+    Ok(limits::json_response(&limits::own_limits(limits, &identity, &method).await?))
+}
+
+/// `GET|PUT|DELETE /v1/limits/{tenant_id}` (admins).
+async fn tenant_limits(
+    State(handler): State<UsageHandler>,
+    method: Method,
+    claims: VerifiedClaims,
+    uri: Uri,
+    RequestBody(body): RequestBody,
+) -> Result<Response, JsonError> {
+    let limits = handler.limits_service()?;
+    let identity = claims.admitted(handler.tenants.as_ref()).await?;
+    // As sent: `limits::tenant_limits` decodes it, once.
+    let answer = limits::tenant_limits(limits, &identity, &handler.admin_group, &method, raw_segment(&uri), &body).await?;
+    Ok(limits::json_response(&answer))
+}
+
+/// The `{tenant_id}` segment decoded exactly once: `%42` is `B`; `B%2F..` is `B/..`, which no tenant id can
+/// be; `%2542` is `%42`.
+fn tenant_segment(uri: &Uri) -> String {
+    percent_decode_str(raw_segment(uri)).decode_utf8_lossy().into_owned()
+}
+
+/// The `{tenant_id}` segment as sent, still percent-encoded (the routes have it last).
+fn raw_segment(uri: &Uri) -> &str {
+    api_gateway_lambda::extract::raw_last_segment(uri)
 }
 
 /// Wires the handler to the DynamoDB usage table from one shared SDK config (the Lambda and the local server).
@@ -161,15 +207,14 @@ fn json_answer<T: Serialize>(answer: Answer<T>) -> Result<JsonAnswer, ApiError> 
     Ok(Answer { report: body, stats: answer.stats })
 }
 
-fn json_response(answer: JsonAnswer, request_id: &str) -> Result<Response<Body>, ApiError> {
-    Response::builder()
-        .status(200)
-        .header(CONTENT_TYPE, "application/json")
+fn report_response(answer: JsonAnswer) -> Response {
+    let headers = [
+        (CONTENT_TYPE, HeaderValue::from_static("application/json")),
         // Usage is private to the caller: no shared cache may keep it.
-        .header(CACHE_CONTROL, "private, no-store")
-        .header(REQUEST_ID_HEADER, request_id)
-        .header(ITEMS_READ_HEADER, answer.stats.items_read)
-        .header(QUERIES_HEADER, answer.stats.queries)
-        .body(Body::from(answer.report))
-        .map_err(|error| ApiError::Internal(format!("could not build the response: {error}")))
+        (CACHE_CONTROL, HeaderValue::from_static("private, no-store")),
+        (HeaderName::from_static(ITEMS_READ_HEADER), HeaderValue::from(answer.stats.items_read)),
+        (HeaderName::from_static(QUERIES_HEADER), HeaderValue::from(answer.stats.queries)),
+    ];
+    tracing::info!(items_read = answer.stats.items_read, queries = answer.stats.queries, "usage report served");
+    (headers, answer.report).into_response()
 }

@@ -1,11 +1,10 @@
 //! `GET /v1/limits/me` and the admins' `GET|PUT|DELETE /v1/limits/{tenant_id}`: parse, check who may, call
 //! the core (`metering_core::limits`), answer JSON. Errors map through `ApiError` like every route.
 
+use axum::response::{IntoResponse, Response};
 use chrono::SecondsFormat;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::Method;
-use lambda_http::{Body, Response};
-use metering_core::error::REQUEST_ID_HEADER;
 use metering_core::identity::{is_valid_tenant_id, TenantIdentity};
 use metering_core::limits::report::limits_report;
 use metering_core::limits::service::LimitsService;
@@ -68,12 +67,7 @@ pub async fn tenant_limits(
     limits_report(limits.store().as_ref(), &tenant_id, None, limits.now()).await.map_err(store_error)
 }
 
-pub fn json_response(value: &Value, request_id: &str) -> Result<Response<Body>, ApiError> {
-    Response::builder()
-        .status(200)
-        .header(CONTENT_TYPE, "application/json")
-        .header(CACHE_CONTROL, "private, no-store")
-        .header(REQUEST_ID_HEADER, request_id)
-        .body(Body::from(value.to_string()))
-        .map_err(|error| ApiError::Internal(format!("could not build the response: {error}")))
+pub fn json_response(value: &Value) -> Response {
+    let headers = [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "private, no-store")];
+    (headers, value.to_string()).into_response()
 }

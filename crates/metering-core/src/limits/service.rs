@@ -1001,9 +1001,9 @@ mod tests {
             retry_after_seconds: Period::containing(kind.period_unit(), now).seconds_until_reset(now),
         };
         let rate = refusal(LimitKind::RequestsPerMinute).to_api_error();
-        assert_eq!((rate.error_type(), rate.retry_after_seconds()), ("rate_limit_error", Some(30)));
+        assert!(matches!(rate, ApiError::RateLimited { retry_after_seconds: 30, .. }), "{rate:?}");
         let budget = refusal(LimitKind::TokensPerMonth).to_api_error();
-        assert_eq!((budget.error_type(), budget.status().as_u16()), ("budget_exceeded", 429));
+        assert!(matches!(budget, ApiError::BudgetExceeded { .. }), "{budget:?}");
         assert!(budget.to_string().contains("tokens_per_month") && budget.to_string().contains("2027-01-01T00:00:00Z"));
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use api_gateway_lambda::error_envelope::{error_type_of, status_of};
 use metering_core::ApiError;
 
 fn readme_rows() -> BTreeSet<(u16, String)> {
@@ -42,7 +43,7 @@ fn the_readme_error_table_is_exactly_the_error_mapping() {
         // shape (`invalid_request_error`, checked in claude-proxy/tests/error_classification.rs).
     ];
     let mapping: BTreeSet<(u16, String)> =
-        answered.iter().map(|error| (error.status().as_u16(), error.error_type().to_owned())).collect();
+        answered.iter().map(|error| (status_of(error).as_u16(), error_type_of(error).to_owned())).collect();
     assert_eq!(readme_rows(), mapping);
     for error in &answered {
         let has_retry_after = matches!(error, ApiError::RateLimited { .. } | ApiError::Unavailable { .. });
