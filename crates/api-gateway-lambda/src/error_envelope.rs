@@ -142,6 +142,7 @@ impl IntoResponse for JsonError {
 }
 
 /// The project's 404 for a path no route serves (the chat and usage functions' fallback).
+#[allow(clippy::unused_async)] // an axum handler is an async fn
 pub async fn no_such_route() -> JsonError {
     JsonError(ApiError::NotFound("no such route".into()))
 }

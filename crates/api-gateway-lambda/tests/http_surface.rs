@@ -1,6 +1,7 @@
 //! The shared layers and extractors on a small Router, fed with requests as lambda_http and the local server
 //! make them: the request id (never the client's), the claims (a local layer's extension, else API Gateway's
 //! authorizer context, object or JSON string), and the body rules (413 / 408 / 400 in the project's envelope).
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
 use std::collections::HashMap;
 

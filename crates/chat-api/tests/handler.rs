@@ -220,5 +220,5 @@ async fn a_clients_own_x_request_id_is_never_the_request_id() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
     harness.handler.metering().flush().await;
-    assert_eq!(harness.log.0.lock().unwrap()[0].request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
+    assert_eq!(harness.log.usage()[0].request_id, "c6af9ac6-7b61-11e6-9a41-93e8deadbeef");
 }
