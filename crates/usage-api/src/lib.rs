@@ -23,9 +23,9 @@ use metering_core::ApiError;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-pub mod dashboard;
-pub mod limits;
-pub mod params;
+pub(crate) mod dashboard;
+pub(crate) mod limits;
+pub(crate) mod params;
 
 use dashboard::Asset;
 use params::{ListQuery, ReportQuery};
