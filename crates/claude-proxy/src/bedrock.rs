@@ -13,17 +13,15 @@ use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::error::ResponseStreamError;
 use aws_sdk_bedrockruntime::types::{CountTokensInput, InvokeModelTokensRequest, ResponseStream};
 use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
 use metering_core::model::{classify_bedrock_code, classify_bedrock_error, ModelError};
 use metering_core::ApiError;
 
 use crate::model_resolution::{DiscoveryError, InferenceProfile, InferenceProfiles};
 
-/// Stream events (each the JSON of one Messages API stream event), read one by one.
-#[async_trait]
-pub trait EventSource: Send {
-    async fn next_event(&mut self) -> Option<Result<Bytes, ModelError>>;
-}
+/// Stream events (each the JSON of one Messages API stream event), read one by one as they arrive.
+pub type EventStream = BoxStream<'static, Result<Bytes, ModelError>>;
 
 #[async_trait]
 pub trait BedrockApi: Send + Sync {
@@ -35,7 +33,7 @@ pub trait BedrockApi: Send + Sync {
         model_id: &str,
         body: Vec<u8>,
         metadata: &BedrockRequestMetadata,
-    ) -> Result<Box<dyn EventSource>, ModelError>;
+    ) -> Result<EventStream, ModelError>;
     async fn count_tokens(&self, model_id: &str, body: Vec<u8>) -> Result<u64, ModelError>;
 }
 
@@ -122,43 +120,48 @@ fn stream_error_code(error: &ResponseStreamError) -> &str {
     }
 }
 
-struct SdkEvents {
-    receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
-        ResponseStream,
-        aws_sdk_bedrockruntime::types::error::ResponseStreamError,
-    >,
-    model_id: String,
+/// A mid-stream failure: an exception frame (classified by its type) or a broken connection.
+fn classify_stream_error(
+    error: SdkError<ResponseStreamError, aws_smithy_types::event_stream::RawMessage>,
+    model_id: &str,
     default_retry_after: u64,
+) -> ModelError {
+    let detail = DisplayErrorContext(&error).to_string();
+    tracing::warn!(model_id, error = %detail, "the Bedrock stream failed");
+    match &error {
+        SdkError::ServiceError(service_error) => classify_code(
+            Some(stream_error_code(service_error.err())),
+            service_error.err().message().unwrap_or("no message").to_owned(),
+            model_id,
+            default_retry_after,
+        ),
+        // The connection dropped or the stream could not be read: an I/O failure.
+        _ => ModelError::Unavailable { retry_after_seconds: default_retry_after, detail },
+    }
 }
 
-#[async_trait]
-impl EventSource for SdkEvents {
-    async fn next_event(&mut self) -> Option<Result<Bytes, ModelError>> {
-        loop {
-            return match self.receiver.recv().await {
-                Ok(Some(ResponseStream::Chunk(part))) => match part.bytes {
-                    Some(bytes) => Some(Ok(Bytes::from(bytes.into_inner()))),
-                    None => continue,
-                },
-                Ok(Some(_)) => continue,
-                Ok(None) => None,
-                Err(error) => {
-                    let detail = DisplayErrorContext(&error).to_string();
-                    tracing::warn!(model_id = %self.model_id, error = %detail, "the Bedrock stream failed");
-                    Some(Err(match &error {
-                        SdkError::ServiceError(service_error) => classify_code(
-                            Some(stream_error_code(service_error.err())),
-                            service_error.err().message().unwrap_or("no message").to_owned(),
-                            &self.model_id,
-                            self.default_retry_after,
-                        ),
-                        // The connection dropped or the stream could not be read: an I/O failure.
-                        _ => ModelError::Unavailable { retry_after_seconds: self.default_retry_after, detail },
-                    }))
-                }
-            };
+type SdkEventReceiver = aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<ResponseStream, ResponseStreamError>;
+
+/// The stream's chunks as a stream of event JSON; it ends after the first error.
+fn events_of(receiver: SdkEventReceiver, model_id: String, default_retry_after: u64) -> EventStream {
+    stream::unfold(Some(receiver), move |receiver| {
+        let model_id = model_id.clone();
+        async move {
+            let mut receiver = receiver?;
+            loop {
+                return match receiver.recv().await {
+                    Ok(Some(ResponseStream::Chunk(part))) => match part.bytes {
+                        Some(bytes) => Some((Ok(Bytes::from(bytes.into_inner())), Some(receiver))),
+                        None => continue,
+                    },
+                    Ok(Some(_)) => continue,
+                    Ok(None) => None,
+                    Err(error) => Some((Err(classify_stream_error(error, &model_id, default_retry_after)), None)),
+                };
+            }
         }
-    }
+    })
+    .boxed()
 }
 
 #[async_trait]
@@ -183,7 +186,7 @@ impl BedrockApi for SdkBedrock {
         model_id: &str,
         body: Vec<u8>,
         metadata: &BedrockRequestMetadata,
-    ) -> Result<Box<dyn EventSource>, ModelError> {
+    ) -> Result<EventStream, ModelError> {
         let output = self
             .client
             .invoke_model_with_response_stream()
@@ -195,11 +198,7 @@ impl BedrockApi for SdkBedrock {
             .send()
             .await
             .map_err(|error| classify(error, model_id, self.default_retry_after_seconds))?;
-        Ok(Box::new(SdkEvents {
-            receiver: output.body,
-            model_id: model_id.to_owned(),
-            default_retry_after: self.default_retry_after_seconds,
-        }))
+        Ok(events_of(output.body, model_id.to_owned(), self.default_retry_after_seconds))
     }
 
     async fn count_tokens(&self, model_id: &str, body: Vec<u8>) -> Result<u64, ModelError> {

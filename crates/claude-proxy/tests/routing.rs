@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use claude_proxy::anthropic::{AnthropicApi, ChunkSource, UpstreamError, UpstreamRequest, UpstreamResponse};
+use claude_proxy::anthropic::{AnthropicApi, ChunkStream, UpstreamError, UpstreamRequest, UpstreamResponse};
 use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
-use claude_proxy::bedrock::{BedrockApi, EventSource};
+use claude_proxy::bedrock::{BedrockApi, EventStream};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{Endpoint, ProxyService, ProxySettings};
@@ -57,13 +57,9 @@ impl KeyStore for Keys {
     }
 }
 
-struct Whole(Option<Bytes>);
-
-#[async_trait]
-impl ChunkSource for Whole {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
-        self.0.take().map(Ok)
-    }
+/// A body in one chunk.
+fn whole(bytes: Bytes) -> ChunkStream {
+    Box::pin(futures::stream::once(async { Ok::<_, UpstreamError>(bytes) }))
 }
 
 /// What the Anthropic stand-in answers.
@@ -113,7 +109,7 @@ impl AnthropicApi for ScriptedAnthropic {
         Ok(UpstreamResponse {
             status: StatusCode::from_u16(status).unwrap(),
             headers,
-            body: Box::new(Whole(Some(Bytes::from(body.to_string())))),
+            body: whole(Bytes::from(body.to_string())),
         })
     }
 }
@@ -135,7 +131,7 @@ impl BedrockApi for ScriptedBedrock {
             "usage": {"input_tokens": 4, "output_tokens": 3}});
         Ok(Bytes::from(answer.to_string()))
     }
-    async fn invoke_stream(&self, _: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<Box<dyn EventSource>, ModelError> {
+    async fn invoke_stream(&self, _: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<EventStream, ModelError> {
         Err(ModelError::Upstream("not used here".into()))
     }
     async fn count_tokens(&self, model_id: &str, _: Vec<u8>) -> Result<u64, ModelError> {
@@ -303,6 +299,7 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
         forced_rate_limit_retry_after: case.forced_retry_after,
         default_retry_after_seconds: DEFAULT_RETRY_AFTER,
         on_client_disconnect: Default::default(),
+        anthropic_timeout: Duration::from_secs(600),
     };
     let service = ProxyService::new(
         settings,
