@@ -10,6 +10,9 @@ use http::{HeaderMap, HeaderValue};
 use metering_core::model::ModelError;
 use metering_core::ApiError;
 
+/// An expected answer: status, Anthropic `error.type`, `retry-after` header.
+type Expected = (u16, &'static str, Option<&'static str>);
+
 /// (status, Anthropic `error.type`, `retry-after` header) of what the client gets for `error`.
 fn answer_for(error: &ApiError) -> (u16, &'static str, Option<String>) {
     let (status, error_type) = status_and_type(error);
@@ -23,14 +26,15 @@ fn answer_for(error: &ApiError) -> (u16, &'static str, Option<String>) {
 fn every_bedrock_failure_during_a_fallback_has_its_status_type_and_retry_after() {
     let detail = || "detail".to_owned();
     let model = || "us.anthropic.m-v1:0".to_owned();
-    let cases: Vec<(ModelError, (u16, &str, Option<&str>))> = vec![
+    let cases: Vec<(ModelError, Expected)> = vec![
         (ModelError::Throttled { retry_after_seconds: 7 }, (429, "rate_limit_error", Some("7"))),
         (ModelError::InvalidInput(detail()), (400, "invalid_request_error", None)),
-        (ModelError::AccessDenied { model_id: model(), detail: detail() }, (502, "api_error", None)),
-        (ModelError::ModelNotFound { model_id: model(), detail: detail() }, (502, "api_error", None)),
-        (ModelError::Unavailable { retry_after_seconds: 11, detail: detail() }, (529, "overloaded_error", Some("11"))),
-        (ModelError::Timeout(detail()), (504, "api_error", None)),
-        (ModelError::Upstream(detail()), (502, "api_error", None)),
+        (ModelError::AccessDenied { model_id: model(), detail: detail().into() }, (502, "api_error", None)),
+        (ModelError::ModelNotFound { model_id: model(), detail: detail().into() }, (502, "api_error", None)),
+        (ModelError::Unavailable { retry_after_seconds: 11, detail: detail().into() }, (529, "overloaded_error", Some("11"))),
+        (ModelError::ServerError { retry_after_seconds: 12, detail: detail().into() }, (529, "overloaded_error", Some("12"))),
+        (ModelError::Timeout(detail().into()), (504, "api_error", None)),
+        (ModelError::Upstream(detail().into()), (502, "api_error", None)),
     ];
     for (failure, (status, error_type, retry_after)) in cases {
         let error = api_error(failure.clone(), "us.anthropic.m-v1:0");
@@ -53,7 +57,7 @@ fn bedrock_failure_messages_name_the_model_for_the_operator_and_never_the_sdk_de
 #[test]
 fn every_gateway_error_has_anthropics_status_and_type() {
     let text = || "t".to_owned();
-    let cases: Vec<(ApiError, (u16, &str, Option<&str>))> = vec![
+    let cases: Vec<(ApiError, Expected)> = vec![
         (ApiError::InvalidRequest(text()), (400, "invalid_request_error", None)),
         (ApiError::UnsupportedMediaType(text()), (415, "invalid_request_error", None)),
         (ApiError::MethodNotAllowed(text()), (405, "invalid_request_error", None)),

@@ -126,7 +126,8 @@ pub const TOKEN_NOT_ACCEPTED: &str = "Unauthorized: the token was not accepted";
 
 /// What a failed model call means for the client. The bodies name the model and what an operator can do,
 /// never the SDK's debug text, an address or Bedrock's own message for a server-side failure: those are
-/// logged where the call failed (`model::classify_bedrock_error`), with the request id of the span.
+/// logged where the call failed (`model::classify_bedrock_error`), with the request id of the span, and kept
+/// in the error's source chain.
 impl From<ModelError> for ApiError {
     fn from(error: ModelError) -> Self {
         match error {
@@ -148,7 +149,8 @@ impl From<ModelError> for ApiError {
                 retry_after_seconds,
             },
             ModelError::Timeout(_) => Self::UpstreamTimeout("The model did not answer in time.".into()),
-            ModelError::Upstream(_) => Self::Upstream("The model call failed.".into()),
+            // Bedrock's own 500: a failure of the model call, as any other the client cannot fix.
+            ModelError::ServerError { .. } | ModelError::Upstream(_) => Self::Upstream("The model call failed.".into()),
         }
     }
 }
@@ -185,6 +187,7 @@ mod tests {
             (ModelError::Timeout("slow".into()), StatusCode::GATEWAY_TIMEOUT),
             (ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() }, StatusCode::SERVICE_UNAVAILABLE),
             (ModelError::Upstream("boom".into()), StatusCode::BAD_GATEWAY),
+            (ModelError::ServerError { retry_after_seconds: 3, detail: "d".into() }, StatusCode::BAD_GATEWAY),
         ];
         for (model_error, status) in cases {
             assert_eq!(ApiError::from(model_error).status(), status);
@@ -206,6 +209,7 @@ mod tests {
             ModelError::Unavailable { retry_after_seconds: 1, detail: detail.into() },
             ModelError::Timeout(detail.into()),
             ModelError::Upstream(detail.into()),
+            ModelError::ServerError { retry_after_seconds: 1, detail: detail.into() },
         ] {
             let body = ApiError::from(model_error.clone()).to_response(None).into_body();
             assert!(!body.contains("127.0.0.1") && !body.contains("dispatch") && !body.contains("os error"), "{body}");
