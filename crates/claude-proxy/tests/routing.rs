@@ -66,8 +66,18 @@ fn whole(bytes: Bytes) -> ChunkStream {
 #[derive(Clone)]
 enum AnthropicScript {
     Ok,
-    Refuses { status: u16, retry_after: Option<&'static str> },
+    Refuses {
+        status: u16,
+        retry_after: Option<&'static str>,
+    },
     Unreachable,
+    /// A `200` stream whose first event is an `event: error` of this type (before `message_start`).
+    StreamOpensWithError(&'static str),
+}
+
+fn early_error_stream(error_type: &str) -> String {
+    let data = json!({"type": "error", "error": {"type": error_type, "message": "anthropic's stream says no"}});
+    format!("event: ping\ndata: {{\"type\": \"ping\"}}\n\nevent: error\ndata: {data}\n\n")
 }
 
 fn anthropic_refusal_body(status: u16) -> Value {
@@ -93,6 +103,11 @@ impl AnthropicApi for ScriptedAnthropic {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         let (status, body) = match &self.script {
             AnthropicScript::Unreachable => return Err(UpstreamError::Unreachable("connection refused".into())),
+            AnthropicScript::StreamOpensWithError(error_type) => {
+                headers.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
+                let body = whole(Bytes::from(early_error_stream(error_type)));
+                return Ok(UpstreamResponse { status: StatusCode::OK, headers, body });
+            }
             AnthropicScript::Ok => (
                 200,
                 json!({"id": "msg_a", "type": "message", "role": "assistant", "model": MODEL,
@@ -313,7 +328,12 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     metering.flush().await;
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    let is_event_stream =
+        parts.headers.get("content-type").is_some_and(|value| value.to_str().unwrap().starts_with("text/event-stream"));
+    let body = match is_event_stream {
+        true => Value::String(String::from_utf8(bytes.to_vec()).unwrap()),
+        false => serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes))),
+    };
     let anthropic_calls = anthropic.calls.lock().unwrap().clone();
     let bedrock_calls = bedrock.calls.lock().unwrap().clone();
     let remembered = table.recorded.lock().unwrap().clone();
@@ -439,6 +459,53 @@ async fn a_client_error_goes_back_as_it_is_whatever_the_policy() {
     assert_anthropic_refusal_as_is(&outcome, 400);
     assert!(outcome.bedrock_calls.is_empty());
     assert!(outcome.remembered.is_empty());
+}
+
+// ---------------------------------------------------------------- a 200 stream that opens with an error
+
+#[tokio::test]
+async fn a_stream_opening_with_an_error_falls_back_as_the_status_it_stands_for_would() {
+    // GIVEN overload is a reason WHEN the stream opens with overloaded_error THEN Bedrock answers, as for a 529
+    let outcome = messages(Case::new(ON_ALL, AnthropicScript::StreamOpensWithError("overloaded_error"))).await;
+    assert_served_by_bedrock(&outcome, "overloaded");
+    assert_eq!(outcome.lines.len(), 1, "metered once");
+    assert!(outcome.remembered.is_empty(), "only a 429 is remembered");
+    // GIVEN only 429 is a reason WHEN the stream opens with rate_limit_error THEN as a 429: Bedrock, remembered
+    let outcome = messages(Case::new(ON_429_ONLY, AnthropicScript::StreamOpensWithError("rate_limit_error"))).await;
+    assert_served_by_bedrock(&outcome, "rate_limited");
+    assert_eq!(outcome.remembered[0].1.retry_after_seconds, DEFAULT_RETRY_AFTER);
+    // GIVEN api_error WHEN server errors are a reason THEN as a 500
+    let outcome = messages(Case::new(ON_ALL, AnthropicScript::StreamOpensWithError("api_error"))).await;
+    assert_served_by_bedrock(&outcome, "server_error");
+}
+
+#[tokio::test]
+async fn a_stream_opening_with_an_error_the_policy_does_not_cover_goes_on_byte_for_byte() {
+    for (policy, error_type) in [
+        (ON_429_ONLY, "overloaded_error"),
+        (ON_429_ONLY, "api_error"),
+        (ON_ALL, "invalid_request_error"),
+        (FALLBACK_OFF, "rate_limit_error"),
+    ] {
+        let outcome = messages(Case::new(policy, AnthropicScript::StreamOpensWithError(error_type))).await;
+        assert_eq!(outcome.status, StatusCode::OK);
+        assert_eq!(outcome.body, Value::String(early_error_stream(error_type)), "as Anthropic sent it");
+        assert_eq!(outcome.header("x-gateway-upstream"), Some("anthropic"));
+        assert!(outcome.bedrock_calls.is_empty() && outcome.remembered.is_empty() && outcome.lines.is_empty(), "{error_type}");
+    }
+}
+
+#[tokio::test]
+async fn bedrock_failing_after_a_stream_opened_with_overloaded_gives_anthropics_error_as_a_529() {
+    let case = Case::new(ON_ALL, AnthropicScript::StreamOpensWithError("overloaded_error"))
+        .bedrock_fails(ModelError::Unavailable { retry_after_seconds: 4, detail: "down".into() });
+    let outcome = messages(case).await;
+    assert_eq!(outcome.status.as_u16(), 529);
+    assert_eq!(outcome.body["error"]["type"], "overloaded_error");
+    assert_eq!(outcome.body["error"]["message"], "anthropic's stream says no", "Anthropic's own error");
+    assert_eq!(outcome.header("x-gateway-fallback"), Some("overloaded"));
+    assert_eq!(outcome.header("x-gateway-fallback-error"), Some("overloaded_error"));
+    assert!(outcome.lines.is_empty(), "nothing was generated");
 }
 
 // ---------------------------------------------------------------- Anthropic unreachable
