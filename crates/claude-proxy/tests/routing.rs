@@ -508,6 +508,46 @@ async fn bedrock_failing_after_a_stream_opened_with_overloaded_gives_anthropics_
     assert!(outcome.lines.is_empty(), "nothing was generated");
 }
 
+/// Log lines written as JSON into a buffer the test reads.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_stream_tasks_log_lines_say_which_request_tenant_key_and_upstream_they_belong_to() {
+    // GIVEN the log lines of this (single-threaded) runtime captured as JSON with their span
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt().json().with_current_span(true).with_writer(move || writer.clone()).finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    // WHEN a stream is committed to the client and its task logs (an error before message_start: nothing metered)
+    messages(Case::new(ON_429_ONLY, AnthropicScript::StreamOpensWithError("overloaded_error"))).await;
+    // THEN the task's line carries the stream's span, without the fields repeated by hand
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line: Value = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|line| line["fields"]["message"] == "stream ended before message_start; nothing to meter")
+        .unwrap_or_else(|| panic!("the stream task's line: {text}"));
+    let span = &line["span"];
+    assert_eq!(span["name"], "proxy_stream", "{line}");
+    assert_eq!(
+        (&span["request_id"], &span["tenant_id"], &span["key_id"], &span["upstream"]),
+        (&json!("req-route-1"), &json!(TENANT), &json!("0123456789abcdef"), &json!("anthropic")),
+        "{line}"
+    );
+    assert!(line["fields"].get("request_id").is_none(), "{line}");
+}
+
 // ---------------------------------------------------------------- Anthropic unreachable
 
 #[tokio::test]
