@@ -89,6 +89,12 @@ def passthrough_proxy(stack, proxy_tables, fake_anthropic):
         key_table, limit_table, fake_anthropic.url, ANTHROPIC_CREDENTIAL_MODE="passthrough", ANTHROPIC_API_KEY=None))
 
 
+@pytest.fixture(scope="module")
+def wide_proxy(stack, proxy_tables, fake_anthropic):
+    """Fallback on 429, 529 and 5xx."""
+    return stack.start_api("api-proxy-fallback-5xx", **proxy_env(*proxy_tables, fake_anthropic.url, FALLBACK_ON="429,529,5xx"))
+
+
 class Caller:
     """A Cognito user of a fresh tenant with one gateway key."""
 
@@ -332,8 +338,8 @@ def test_a_streamed_429_is_streamed_by_bedrock(resources, proxy, caller):
     assert_counters(resources, caller.tenant_id, [line], "bedrock", BEDROCK_MODEL)
 
 
-def test_overloaded_falls_back_only_when_configured(stack, proxy_tables, fake_anthropic, proxy, caller):
-    wide = stack.start_api("api-proxy-fallback-5xx", **proxy_env(*proxy_tables, fake_anthropic.url, FALLBACK_ON="429,529,5xx"))
+def test_overloaded_falls_back_only_when_configured(wide_proxy, caller):
+    wide = wide_proxy
     prompt = f"busy upstream [fake:overloaded] {marker()}"
     message, headers = ask(sdk(wide, caller.key), prompt)
     assert message.content[0].text == reply(prompt, "fake-bedrock")
@@ -342,6 +348,30 @@ def test_overloaded_falls_back_only_when_configured(stack, proxy_tables, fake_an
     assert_line(line, caller, "bedrock", BEDROCK_MODEL, tokens(prompt, "fake-bedrock"))
     _, after = ask(sdk(wide, caller.key), "a 529 is not remembered")
     assert after["x-gateway-upstream"] == "anthropic", "only 429s go into the rate-limit memory"
+
+
+def stream_text(api, caller: Caller, prompt: str) -> tuple[str, dict]:
+    with sdk(api, caller.key).messages.stream(
+        model=MODEL, max_tokens=1024, messages=[{"role": "user", "content": prompt}]) as stream:
+        return "".join(stream.text_stream), stream.response.headers
+
+
+def test_a_stream_that_opens_with_overloaded_falls_back_before_it_is_committed(wide_proxy, proxy, fake_anthropic, caller):
+    # GIVEN Anthropic accepts the stream (200) and its first event is an overloaded_error, before message_start
+    prompt = f"overloaded once streaming [fake:stream-overloaded] {marker()}"
+    # WHEN the policy covers 529 THEN Bedrock answers, as for a 529, and the request is metered once, as Bedrock
+    text, headers = stream_text(wide_proxy, caller, prompt)
+    assert text == reply(prompt, "fake-bedrock")
+    assert (headers["x-gateway-upstream"], headers["x-gateway-fallback"]) == ("bedrock", "overloaded")
+    assert len(fake_requests(fake_anthropic.url, prompt)) == 1, "Anthropic was asked first"
+    line = wait_usage_line(wide_proxy, headers["x-request-id"])
+    assert_line(line, caller, "bedrock", BEDROCK_MODEL, tokens(prompt, "fake-bedrock"))
+    assert [l["request_id"] for l in wide_proxy.usage_lines() if l["tenant_id"] == caller.tenant_id] == [line["request_id"]]
+    # WHEN the policy does not cover 529 THEN the stream reaches the client as Anthropic sent it, unmetered
+    with pytest.raises(anthropic.APIStatusError) as overloaded:
+        stream_text(proxy, caller, f"not covered [fake:stream-overloaded] {marker()}")
+    assert overloaded.value.body["error"]["type"] == "overloaded_error"
+    assert overloaded.value.response.headers["x-gateway-upstream"] == "anthropic"
 
 
 def test_an_unmapped_model_gets_the_original_429(proxy, caller):

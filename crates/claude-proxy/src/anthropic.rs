@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use metering_core::ApiError;
 use thiserror::Error;
@@ -40,11 +41,8 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
-/// A body read chunk by chunk.
-#[async_trait]
-pub trait ChunkSource: Send {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>>;
-}
+/// A body read chunk by chunk as it arrives.
+pub type ChunkStream = BoxStream<'static, Result<Bytes, UpstreamError>>;
 
 pub struct UpstreamRequest {
     /// `/v1/messages` or `/v1/messages/count_tokens`, with the query string to forward.
@@ -56,7 +54,7 @@ pub struct UpstreamRequest {
 pub struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Box<dyn ChunkSource>,
+    pub body: ChunkStream,
 }
 
 impl UpstreamResponse {
@@ -66,7 +64,7 @@ impl UpstreamResponse {
         let too_large = || UpstreamError::Body(format!("answer larger than {limit} bytes"));
         let mut first = Bytes::new();
         let mut collected: Option<Vec<u8>> = None;
-        while let Some(chunk) = self.body.next_chunk().await {
+        while let Some(chunk) = self.body.next().await {
             let chunk = chunk?;
             let size = match &mut collected {
                 None if first.is_empty() => {
@@ -180,18 +178,18 @@ impl HttpAnthropic {
     }
 }
 
-struct ReqwestBody(reqwest::Response);
-
-#[async_trait]
-impl ChunkSource for ReqwestBody {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
-        match self.0.chunk().await {
-            Ok(Some(bytes)) => Some(Ok(bytes)),
+/// The answer's body as a stream of chunks; it ends after the first error.
+fn chunks_of(response: reqwest::Response) -> ChunkStream {
+    stream::unfold(Some(response), |response| async move {
+        let mut response = response?;
+        match response.chunk().await {
+            Ok(Some(bytes)) => Some((Ok(bytes), Some(response))),
             Ok(None) => None,
-            Err(error) if error.is_timeout() => Some(Err(UpstreamError::Timeout(error.to_string()))),
-            Err(error) => Some(Err(UpstreamError::Body(error.to_string()))),
+            Err(error) if error.is_timeout() => Some((Err(UpstreamError::Timeout(error.to_string())), None)),
+            Err(error) => Some((Err(UpstreamError::Body(error.to_string())), None)),
         }
-    }
+    })
+    .boxed()
 }
 
 #[async_trait]
@@ -207,11 +205,7 @@ impl AnthropicApi for HttpAnthropic {
                 UpstreamError::Unreachable(error.to_string())
             }
         })?;
-        Ok(UpstreamResponse {
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: Box::new(ReqwestBody(response)),
-        })
+        Ok(UpstreamResponse { status: response.status(), headers: response.headers().clone(), body: chunks_of(response) })
     }
 }
 
@@ -229,18 +223,9 @@ mod tests {
         headers
     }
 
-    struct Chunks(std::collections::VecDeque<Bytes>);
-
-    #[async_trait]
-    impl ChunkSource for Chunks {
-        async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
-            self.0.pop_front().map(Ok)
-        }
-    }
-
     fn answer_of(chunks: &[&Bytes]) -> UpstreamResponse {
-        let chunks = chunks.iter().map(|&chunk| chunk.clone()).collect();
-        UpstreamResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: Box::new(Chunks(chunks)) }
+        let chunks: Vec<_> = chunks.iter().map(|chunk| Ok(Bytes::clone(chunk))).collect();
+        UpstreamResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: stream::iter(chunks).boxed() }
     }
 
     #[tokio::test]

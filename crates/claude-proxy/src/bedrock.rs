@@ -5,25 +5,21 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_bedrockruntime::config::http::HttpResponse;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
-use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::error::ResponseStreamError;
 use aws_sdk_bedrockruntime::types::{CountTokensInput, InvokeModelTokensRequest, ResponseStream};
 use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
-use metering_core::model::{classify_bedrock_code, classify_bedrock_error, ModelError};
+use metering_core::model::{classify_bedrock_error, classify_bedrock_stream_error, ModelError};
 use metering_core::ApiError;
 
 use crate::model_resolution::{DiscoveryError, InferenceProfile, InferenceProfiles};
 
-/// Stream events (each the JSON of one Messages API stream event), read one by one.
-#[async_trait]
-pub trait EventSource: Send {
-    async fn next_event(&mut self) -> Option<Result<Bytes, ModelError>>;
-}
+/// Stream events (each the JSON of one Messages API stream event), read one by one as they arrive.
+pub type EventStream = BoxStream<'static, Result<Bytes, ModelError>>;
 
 #[async_trait]
 pub trait BedrockApi: Send + Sync {
@@ -35,7 +31,7 @@ pub trait BedrockApi: Send + Sync {
         model_id: &str,
         body: Vec<u8>,
         metadata: &BedrockRequestMetadata,
-    ) -> Result<Box<dyn EventSource>, ModelError>;
+    ) -> Result<EventStream, ModelError>;
     async fn count_tokens(&self, model_id: &str, body: Vec<u8>) -> Result<u64, ModelError>;
 }
 
@@ -54,10 +50,14 @@ pub fn api_error(error: ModelError, model_id: &str) -> ApiError {
         ModelError::ModelNotFound { .. } => ApiError::Upstream(format!(
             "Bedrock model {model_id} is not available in this region or account (check BEDROCK_MODEL_MAP)"
         )),
-        ModelError::Unavailable { retry_after_seconds, .. } => ApiError::Unavailable {
-            message: "Bedrock is temporarily unavailable; retry after the delay in retry-after".into(),
-            retry_after_seconds,
-        },
+        // Bedrock's own 500 is reported as "unavailable" (529 to the client) rather than a gateway error: the
+        // fallback is itself the answer to an overloaded upstream, and clients retry an overloaded answer.
+        ModelError::Unavailable { retry_after_seconds, .. } | ModelError::ServerError { retry_after_seconds, .. } => {
+            ApiError::Unavailable {
+                message: "Bedrock is temporarily unavailable; retry after the delay in retry-after".into(),
+                retry_after_seconds,
+            }
+        }
         ModelError::Timeout(_) => ApiError::UpstreamTimeout("Bedrock did not answer in time".into()),
         ModelError::Upstream(_) => ApiError::Upstream("the Bedrock call failed".into()),
     }
@@ -80,85 +80,28 @@ impl SdkBedrock {
     }
 }
 
-fn classify<E>(error: SdkError<E, HttpResponse>, model_id: &str, default_retry_after: u64) -> ModelError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let code = match &error {
-        SdkError::ServiceError(service_error) => service_error.err().code().map(str::to_owned),
-        _ => None,
-    };
-    // A 500 carries no retry-after: the default is what the header lookup would give.
-    as_fallback_error(code.as_deref(), classify_bedrock_error(&error, model_id, default_retry_after), default_retry_after)
-}
+type SdkEventReceiver = aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<ResponseStream, ResponseStreamError>;
 
-fn classify_code(code: Option<&str>, message: String, model_id: &str, retry_after: u64) -> ModelError {
-    as_fallback_error(code, classify_bedrock_code(code, message, model_id, retry_after), retry_after)
-}
-
-/// Bedrock's own 500 is reported as "unavailable" (503/529 to the client) rather than a gateway error: the
-/// fallback is itself the answer to an overloaded upstream, and clients retry an overloaded answer.
-fn as_fallback_error(code: Option<&str>, classified: ModelError, retry_after: u64) -> ModelError {
-    match (code, classified) {
-        (Some("InternalServerException"), ModelError::Upstream(detail)) => {
-            ModelError::Unavailable { retry_after_seconds: retry_after, detail }
+/// The stream's chunks as a stream of event JSON; it ends after the first error.
+fn events_of(receiver: SdkEventReceiver, model_id: String, default_retry_after: u64) -> EventStream {
+    stream::unfold(Some(receiver), move |receiver| {
+        let model_id = model_id.clone();
+        async move {
+            let mut receiver = receiver?;
+            loop {
+                return match receiver.recv().await {
+                    Ok(Some(ResponseStream::Chunk(part))) => match part.bytes {
+                        Some(bytes) => Some((Ok(Bytes::from(bytes.into_inner())), Some(receiver))),
+                        None => continue,
+                    },
+                    Ok(Some(_)) => continue,
+                    Ok(None) => None,
+                    Err(error) => Some((Err(classify_bedrock_stream_error(error, &model_id, default_retry_after)), None)),
+                };
+            }
         }
-        (_, other) => other,
-    }
-}
-
-/// The Bedrock error code of a mid-stream exception. An exception frame names its type only in its
-/// `:exception-type` header (`throttlingException`), which the SDK turns into the variant, while `code()`
-/// reads the payload, which holds just `message`: the variant is the code.
-fn stream_error_code(error: &ResponseStreamError) -> &str {
-    match error {
-        ResponseStreamError::ThrottlingException(_) => "ThrottlingException",
-        ResponseStreamError::ValidationException(_) => "ValidationException",
-        ResponseStreamError::ModelTimeoutException(_) => "ModelTimeoutException",
-        ResponseStreamError::ServiceUnavailableException(_) => "ServiceUnavailableException",
-        ResponseStreamError::InternalServerException(_) => "InternalServerException",
-        ResponseStreamError::ModelStreamErrorException(_) => "ModelStreamErrorException",
-        other => other.code().unwrap_or_default(),
-    }
-}
-
-struct SdkEvents {
-    receiver: aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
-        ResponseStream,
-        aws_sdk_bedrockruntime::types::error::ResponseStreamError,
-    >,
-    model_id: String,
-    default_retry_after: u64,
-}
-
-#[async_trait]
-impl EventSource for SdkEvents {
-    async fn next_event(&mut self) -> Option<Result<Bytes, ModelError>> {
-        loop {
-            return match self.receiver.recv().await {
-                Ok(Some(ResponseStream::Chunk(part))) => match part.bytes {
-                    Some(bytes) => Some(Ok(Bytes::from(bytes.into_inner()))),
-                    None => continue,
-                },
-                Ok(Some(_)) => continue,
-                Ok(None) => None,
-                Err(error) => {
-                    let detail = DisplayErrorContext(&error).to_string();
-                    tracing::warn!(model_id = %self.model_id, error = %detail, "the Bedrock stream failed");
-                    Some(Err(match &error {
-                        SdkError::ServiceError(service_error) => classify_code(
-                            Some(stream_error_code(service_error.err())),
-                            service_error.err().message().unwrap_or("no message").to_owned(),
-                            &self.model_id,
-                            self.default_retry_after,
-                        ),
-                        // The connection dropped or the stream could not be read: an I/O failure.
-                        _ => ModelError::Unavailable { retry_after_seconds: self.default_retry_after, detail },
-                    }))
-                }
-            };
-        }
-    }
+    })
+    .boxed()
 }
 
 #[async_trait]
@@ -174,7 +117,7 @@ impl BedrockApi for SdkBedrock {
             .body(Blob::new(body))
             .send()
             .await
-            .map_err(|error| classify(error, model_id, self.default_retry_after_seconds))?;
+            .map_err(|error| classify_bedrock_error(error, model_id, self.default_retry_after_seconds))?;
         Ok(Bytes::from(output.body.into_inner()))
     }
 
@@ -183,7 +126,7 @@ impl BedrockApi for SdkBedrock {
         model_id: &str,
         body: Vec<u8>,
         metadata: &BedrockRequestMetadata,
-    ) -> Result<Box<dyn EventSource>, ModelError> {
+    ) -> Result<EventStream, ModelError> {
         let output = self
             .client
             .invoke_model_with_response_stream()
@@ -194,12 +137,8 @@ impl BedrockApi for SdkBedrock {
             .body(Blob::new(body))
             .send()
             .await
-            .map_err(|error| classify(error, model_id, self.default_retry_after_seconds))?;
-        Ok(Box::new(SdkEvents {
-            receiver: output.body,
-            model_id: model_id.to_owned(),
-            default_retry_after: self.default_retry_after_seconds,
-        }))
+            .map_err(|error| classify_bedrock_error(error, model_id, self.default_retry_after_seconds))?;
+        Ok(events_of(output.body, model_id.to_owned(), self.default_retry_after_seconds))
     }
 
     async fn count_tokens(&self, model_id: &str, body: Vec<u8>) -> Result<u64, ModelError> {
@@ -214,7 +153,7 @@ impl BedrockApi for SdkBedrock {
             .input(CountTokensInput::InvokeModel(request))
             .send()
             .await
-            .map_err(|error| classify(error, model_id, self.default_retry_after_seconds))?;
+            .map_err(|error| classify_bedrock_error(error, model_id, self.default_retry_after_seconds))?;
         Ok(output.input_tokens().max(0) as u64)
     }
 }
@@ -280,40 +219,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bedrock_codes_map_to_model_errors() {
-        let m = |code: &str| classify_code(Some(code), "msg".into(), "m", 5);
-        assert_eq!(m("ThrottlingException"), ModelError::Throttled { retry_after_seconds: 5 });
-        assert!(matches!(m("ValidationException"), ModelError::InvalidInput(_)));
-        assert!(matches!(m("AccessDeniedException"), ModelError::AccessDenied { .. }));
-        assert!(matches!(m("ResourceNotFoundException"), ModelError::ModelNotFound { .. }));
-        assert!(matches!(m("ServiceUnavailableException"), ModelError::Unavailable { .. }));
-        assert!(matches!(m("ModelTimeoutException"), ModelError::Timeout(_)));
-        assert_eq!(m("InternalServerException"), ModelError::Unavailable { retry_after_seconds: 5, detail: "msg".into() });
-        assert!(matches!(m("Whatever"), ModelError::Upstream(_)));
-    }
-
-    #[test]
-    fn a_mid_stream_exception_is_classified_by_its_variant_not_its_empty_code() {
-        use aws_sdk_bedrockruntime::types::error as stream;
-        let classify = |error: ResponseStreamError| classify_code(Some(stream_error_code(&error)), "msg".into(), "m", 5);
-        let throttled = stream::ThrottlingException::builder().message("slow").build();
+    fn bedrocks_own_server_error_is_overloaded_for_the_proxys_client() {
+        // Classified once (metering-core); rendered here as Anthropic's retryable overloaded answer.
+        let error = api_error(ModelError::ServerError { retry_after_seconds: 5, detail: "msg".into() }, "m");
         assert_eq!(
-            classify(ResponseStreamError::ThrottlingException(throttled)),
-            ModelError::Throttled { retry_after_seconds: 5 }
+            (api_gateway_lambda::error_envelope::status_of(&error), error.retry_after_seconds()),
+            (http::StatusCode::SERVICE_UNAVAILABLE, Some(5))
         );
-        let internal = stream::InternalServerException::builder().message("x").build();
-        assert!(matches!(classify(ResponseStreamError::InternalServerException(internal)), ModelError::Unavailable { .. }));
-        let unavailable = stream::ServiceUnavailableException::builder().message("x").build();
-        assert!(matches!(
-            classify(ResponseStreamError::ServiceUnavailableException(unavailable)),
-            ModelError::Unavailable { .. }
-        ));
-        let timeout = stream::ModelTimeoutException::builder().message("x").build();
-        assert!(matches!(classify(ResponseStreamError::ModelTimeoutException(timeout)), ModelError::Timeout(_)));
-        let invalid = stream::ValidationException::builder().message("x").build();
-        assert!(matches!(classify(ResponseStreamError::ValidationException(invalid)), ModelError::InvalidInput(_)));
-        let broken = stream::ModelStreamErrorException::builder().message("x").build();
-        assert!(matches!(classify(ResponseStreamError::ModelStreamErrorException(broken)), ModelError::Upstream(_)));
     }
 
     #[test]

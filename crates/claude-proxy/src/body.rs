@@ -2,13 +2,12 @@
 //! that keeps running (and metering) when the client goes away. Works in Lambda's streaming response
 //! (`lambda_http::run_with_streaming_response`) and in the local axum server alike.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
-use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Full};
+use futures::StreamExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -24,24 +23,12 @@ pub fn empty() -> ProxyBody {
     full(Bytes::new())
 }
 
-/// A body whose chunks arrive through a channel; it ends when every sender is dropped.
-pub struct ChannelBody {
-    chunks: mpsc::Receiver<Bytes>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.chunks.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
-    }
-}
-
-/// A streaming body and the sender that feeds it. A failed `send` means the client has gone.
+/// A streaming body and the sender that feeds it; the body ends when every sender is dropped. A failed
+/// `send` means the client has gone (its body was dropped): the sender's task decides what to do then.
 pub fn channel() -> (mpsc::Sender<Bytes>, ProxyBody) {
     let (sender, chunks) = mpsc::channel(STREAM_BUFFER_CHUNKS);
-    (sender, ChannelBody { chunks }.boxed_unsync())
+    let frames = ReceiverStream::new(chunks).map(|bytes| Ok::<_, BoxError>(Frame::data(bytes)));
+    (sender, StreamBody::new(frames).boxed_unsync())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use api_gateway_lambda::error_envelope::status_of;
 use api_gateway_lambda::REQUEST_ID_HEADER;
@@ -19,7 +19,7 @@ use metering_core::ApiError;
 use serde_json::{json, Value};
 
 use crate::anthropic::{client_response_headers, upstream_headers, AnthropicApi, UpstreamRequest, UpstreamResponse};
-use crate::anthropic_error::{error_response, status_and_type, OVERLOADED};
+use crate::anthropic_error::{error_response, status_and_type, ANTHROPIC_REQUEST_ID_HEADER, OVERLOADED};
 use crate::api_keys::{ApiKeys, KeyOwner};
 use crate::bedrock::{self, BedrockApi};
 use crate::bedrock_body::to_bedrock_body;
@@ -30,7 +30,7 @@ use crate::model_resolution::{BedrockModel, ModelResolver};
 use crate::rate_limits::{RateLimitEntry, RateLimitMemory};
 use crate::request::{client_user, MessagesBody, ProxyRequest};
 use crate::sse::usage_of_message_json;
-use crate::streaming::{spawn_stream, ClientDisconnect, StreamSource};
+use crate::streaming::{peek_first_event, spawn_stream, ClientDisconnect, Peeked, StreamSource, PEEK_MAX_BYTES};
 
 /// Response header naming the upstream that answered (`anthropic` or `bedrock`).
 pub const UPSTREAM_HEADER: &str = "x-gateway-upstream";
@@ -52,6 +52,9 @@ pub struct ProxySettings {
     pub forced_rate_limit_retry_after: Option<u64>,
     pub default_retry_after_seconds: u64,
     pub on_client_disconnect: ClientDisconnect,
+    /// How long a `200` stream may take to show its first event (`ANTHROPIC_TIMEOUT_MS`, the bound of the
+    /// whole Anthropic call) before it is committed to the client as it is.
+    pub anthropic_timeout: Duration,
 }
 
 impl ProxySettings {
@@ -65,6 +68,7 @@ impl ProxySettings {
             forced_rate_limit_retry_after: config.forced_rate_limit_retry_after,
             default_retry_after_seconds: config.default_retry_after_seconds,
             on_client_disconnect: config.on_client_disconnect,
+            anthropic_timeout: config.anthropic_timeout,
         }
     }
 }
@@ -126,7 +130,26 @@ enum Route {
     },
 }
 
-/// Anthropic's own refusal (its 429, 529 or 5xx) that sent a request to Bedrock.
+/// How Anthropic refused: with a status of its own (the answer not read yet), or with an `error` event
+/// opening a `200` stream (the stream whole, and the refusal it stands for).
+enum Refused {
+    Answer(UpstreamResponse),
+    Stream { upstream: UpstreamResponse, refusal: AnthropicRefusal },
+}
+
+/// The status Anthropic answers with for an error `type`, for the error types the fallback policy speaks of
+/// (an `error` event carries no status of its own).
+fn status_of_error_type(error_type: &str) -> Option<StatusCode> {
+    match error_type {
+        "rate_limit_error" => Some(StatusCode::TOO_MANY_REQUESTS),
+        "overloaded_error" => StatusCode::from_u16(OVERLOADED).ok(),
+        "api_error" => Some(StatusCode::INTERNAL_SERVER_ERROR),
+        _ => None,
+    }
+}
+
+/// Anthropic's own refusal (its 429, 529 or 5xx, or an `error` event opening its stream) that sent a
+/// request to Bedrock.
 struct AnthropicRefusal {
     status: StatusCode,
     headers: HeaderMap,
@@ -163,6 +186,8 @@ pub struct Meter {
     started: Instant,
     request_id: String,
     tenant_id: String,
+    /// The gateway key that was verified (for the logs; the line carries its owner).
+    key_id: String,
     /// The key's owner: whom the gateway verified.
     user_id: String,
     /// Who the client says it is (kept apart, never billed to).
@@ -175,6 +200,14 @@ pub struct Meter {
 impl Meter {
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
     }
 
     pub fn record(&self, request_type: RequestType, model_id: &str, tokens: TokenCounts) {
@@ -321,6 +354,7 @@ impl ProxyService {
             started,
             request_id: request.request_id.clone(),
             tenant_id: owner.tenant_id.clone(),
+            key_id: owner.key_id.clone(),
             user_id: owner.user_id.clone(),
             client_user_id: client_user(&body, request),
             requested_model_id: body.model.clone(),
@@ -493,28 +527,75 @@ impl ProxyService {
         };
         let status = upstream.status;
         if status.is_success() {
+            if endpoint == Endpoint::Messages && is_event_stream(&upstream.headers) {
+                return self.route_stream(call, upstream).await;
+            }
             return Ok(Route::Anthropic(upstream));
         }
         if !settings.fallback.applies_to(status) {
             return Ok(Route::AsIs(upstream));
         }
+        let retry_after = upstream.retry_after_seconds();
+        self.fall_back_after_refusal(call, endpoint, status, retry_after, Refused::Answer(upstream)).await
+    }
+
+    /// Anthropic's `200` stream, peeked at before it is committed: an `error` event before `message_start`
+    /// (say `overloaded_error`) is a refusal like the status it stands for, and falls back as that status
+    /// would under the policy. Anything else is Anthropic's answer.
+    async fn route_stream(&self, call: &Call<'_>, upstream: UpstreamResponse) -> Result<Route, ApiError> {
+        let UpstreamResponse { status, headers, body } = upstream;
+        let (error_type, data, body) = match peek_first_event(body, PEEK_MAX_BYTES, self.settings.anthropic_timeout).await {
+            Peeked::Committed(body) => return Ok(Route::Anthropic(UpstreamResponse { status, headers, body })),
+            Peeked::EarlyError { error_type, data, stream } => (error_type, data, stream),
+        };
+        let upstream = UpstreamResponse { status, headers, body };
+        let refused_as = status_of_error_type(&error_type).filter(|refused_as| self.settings.fallback.applies_to(*refused_as));
+        tracing::info!(error_type, falls_back = refused_as.is_some(), "Anthropic's stream opened with an error event");
+        let Some(refused_as) = refused_as else {
+            return Ok(Route::Anthropic(upstream));
+        };
+        // Kept as the answer Anthropic would give with that status: the event's data is its error body.
+        let mut refusal_headers = HeaderMap::new();
+        refusal_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(request_id) = upstream.headers.get(ANTHROPIC_REQUEST_ID_HEADER) {
+            refusal_headers.insert(ANTHROPIC_REQUEST_ID_HEADER, request_id.clone());
+        }
+        let refusal = AnthropicRefusal { status: refused_as, headers: refusal_headers, body: Bytes::from(data) };
+        self.fall_back_after_refusal(call, Endpoint::Messages, refused_as, None, Refused::Stream { upstream, refusal }).await
+    }
+
+    /// Bedrock after Anthropic refused with `status` (a status the policy covers); Anthropic's own answer
+    /// is kept for the client in case Bedrock fails too, or passed on when no Bedrock model serves the call.
+    async fn fall_back_after_refusal(
+        &self,
+        call: &Call<'_>,
+        endpoint: Endpoint,
+        status: StatusCode,
+        retry_after: Option<u64>,
+        refused: Refused,
+    ) -> Result<Route, ApiError> {
+        let settings = &self.settings;
         if status == StatusCode::TOO_MANY_REQUESTS && endpoint == Endpoint::Messages {
-            let retry_after = upstream.retry_after_seconds().unwrap_or(settings.default_retry_after_seconds);
-            self.remember_429(call, retry_after).await;
+            self.remember_429(call, retry_after.unwrap_or(settings.default_retry_after_seconds)).await;
         }
         let reason = match status.as_u16() {
             429 => FallbackReason::RateLimited,
             OVERLOADED => FallbackReason::Overloaded,
             _ => FallbackReason::ServerError,
         };
-        match self.bedrock_model(call).await {
-            Some(model) => {
-                tracing::info!(status = status.as_u16(), reason = reason.as_str(), "Anthropic refused; asking Bedrock");
-                let refusal = AnthropicRefusal::read(upstream, &call.request.request_id).await;
-                Ok(Route::BedrockAfterRefusal { model, reason, refusal })
-            }
-            None => Ok(Route::AsIs(upstream)),
-        }
+        let Some(model) = self.bedrock_model(call).await else {
+            return Ok(match refused {
+                Refused::Answer(upstream) => Route::AsIs(upstream),
+                // No fallback for this model: the stream goes on to the client as Anthropic sent it.
+                Refused::Stream { upstream, .. } => Route::Anthropic(upstream),
+            });
+        };
+        tracing::info!(status = status.as_u16(), reason = reason.as_str(), "Anthropic refused; asking Bedrock");
+        let refusal = match refused {
+            Refused::Answer(upstream) => AnthropicRefusal::read(upstream, &call.request.request_id).await,
+            Refused::Stream { refusal, .. } => refusal,
+        };
+        Ok(Route::BedrockAfterRefusal { model, reason, refusal })
     }
 
     /// The Bedrock model for the requested one, or `None` (logged with the unmapped id).
@@ -553,11 +634,7 @@ impl ProxyService {
 
     async fn answer_from_anthropic(&self, call: &Call<'_>, upstream: UpstreamResponse) -> Result<Response<ProxyBody>, ApiError> {
         let mode = self.settings.credential_mode;
-        let is_event_stream = upstream
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("text/event-stream"));
+        let is_event_stream = is_event_stream(&upstream.headers);
         let mut headers = client_response_headers(&upstream.headers, mode);
         headers.insert(UPSTREAM_HEADER, HeaderValue::from_static("anthropic"));
         if is_event_stream {
@@ -690,6 +767,13 @@ impl ProxyService {
         call.meter.record(RequestType::Bedrock, model_id, tokens.unwrap_or_default());
         Ok(json_response(StatusCode::OK, answer, Some(reason)))
     }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"))
 }
 
 fn with_headers(mut response: Response<ProxyBody>, status: StatusCode, headers: HeaderMap) -> Response<ProxyBody> {

@@ -117,92 +117,194 @@ pub struct UsageTap {
     pub delivered_chars: u64,
 }
 
-/// The part of a `content_block_delta` event the usage needs: the generated text, borrowed from the event
-/// unless it holds escapes.
-#[derive(Deserialize)]
-struct ContentBlockDelta<'a> {
+/// The events of a Messages API stream, as far as the usage needs them: `message_start` (input and cache
+/// counts), `message_delta` (the counts so far), `content_block_delta` (the generated text, for the estimate
+/// of a stream that ends early), `message_stop`, `error` (its type); every other event is `Other`.
+///
+/// Read leniently, as the usage reading always was: a count that is not an unsigned integer, a text that is
+/// not a string, a field that is not an object counts as absent; a repeated key counts as its last value.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent<'a> {
+    MessageStart(MessageStart),
+    MessageDelta(MessageDelta),
     #[serde(borrow)]
-    delta: Option<DeltaText<'a>>,
+    ContentBlockDelta(ContentBlockDelta<'a>),
+    MessageStop(MessageStop),
+    Error(ErrorEvent),
+    #[serde(other)]
+    Other,
 }
 
-#[derive(Deserialize)]
-struct DeltaText<'a> {
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    thinking: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    partial_json: Option<Cow<'a, str>>,
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MessageStart {
+    message: MessageUsage,
 }
 
-fn count(value: &Value) -> Option<u64> {
-    value.as_u64()
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MessageDelta {
+    usage: DeltaUsage,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ContentBlockDelta<'a> {
+    delta: DeltaText<'a>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct MessageStop {}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ErrorEvent {
+    error: ErrorType,
+}
+
+// Each event reads the one field the usage needs (its last occurrence; absent or not an object: the
+// default), as the untyped reading did.
+impl<'de> Deserialize<'de> for MessageStart {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_field(deserializer, "message").map(|message| Self { message })
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageDelta {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_field(deserializer, "usage").map(|usage| Self { usage })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ContentBlockDelta<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_field(deserializer, "delta").map(|delta| Self { delta })
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_field(deserializer, "error").map(|error| Self { error })
+    }
+}
+
+/// The field `name` of an object, read as `T` (its last occurrence); `T::default()` when the object has no
+/// such field or the value is not an object.
+fn one_field<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    deserializer: D,
+    name: &'static str,
+) -> Result<T, D::Error> {
+    struct OneField<T> {
+        name: &'static str,
+        field: std::marker::PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for OneField<T> {
+        type Value = T;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("a JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = entries.next_key::<Cow<'de, str>>()? {
+                if key == self.name {
+                    found = Some(entries.next_value::<T>()?);
+                } else {
+                    entries.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found.unwrap_or_default())
+        }
+
+        crate::json_visit::any_non_object_is!(T::default());
+    }
+    deserializer.deserialize_any(OneField { name, field: std::marker::PhantomData })
+}
+
+impl<'a> StreamEvent<'a> {
+    /// One event of the byte stream: `event_type` is its `event:` line (empty when it had none: then the
+    /// data's own `type` decides). A named event is read straight into its own shape, and one that carries no
+    /// usage (`ping`, `content_block_start`, ...) is not parsed at all: the tap keeps to one pass over
+    /// the bytes. `None` when the data is not JSON of that shape.
+    pub fn parse(event_type: &str, data: &'a str) -> Option<Self> {
+        if !Self::carries_usage(event_type) {
+            return Some(Self::Other);
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(data);
+        let event = Self::read(event_type, &mut deserializer).ok()?;
+        deserializer.end().ok()?;
+        Some(event)
+    }
+
+    /// The same, from an event already parsed (Bedrock's, whose stream events are JSON documents).
+    pub fn of_value(event_type: &str, value: &'a Value) -> Option<Self> {
+        if !Self::carries_usage(event_type) {
+            return Some(Self::Other);
+        }
+        Self::read(event_type, value).ok()
+    }
+
+    fn carries_usage(event_type: &str) -> bool {
+        matches!(event_type, "" | "message_start" | "message_delta" | "content_block_delta" | "message_stop" | "error")
+    }
+
+    fn read<D: Deserializer<'a>>(event_type: &str, deserializer: D) -> Result<Self, D::Error> {
+        Ok(match event_type {
+            "message_start" => Self::MessageStart(MessageStart::deserialize(deserializer)?),
+            "message_delta" => Self::MessageDelta(MessageDelta::deserialize(deserializer)?),
+            "content_block_delta" => Self::ContentBlockDelta(ContentBlockDelta::deserialize(deserializer)?),
+            // Any JSON at all: only its end matters.
+            "message_stop" => {
+                IgnoredAny::deserialize(deserializer)?;
+                Self::MessageStop(MessageStop {})
+            }
+            "error" => Self::Error(ErrorEvent::deserialize(deserializer)?),
+            _ => Self::deserialize(deserializer)?,
+        })
+    }
 }
 
 impl UsageTap {
-    /// Reads one event; `event_type` may be empty (then the data's own `type` is used).
-    ///
-    /// Per event, only what the usage needs is read: events that carry no usage (`ping`,
-    /// `content_block_start`, `content_block_stop`, `message_stop`, unknown ones) are not parsed at all when
-    /// the `event:` line names them, and a `content_block_delta` reads only its delta text, borrowed. Anything
-    /// else, or a delta the borrowed form cannot read, goes through the whole JSON value as before.
+    /// Reads one server-sent event; `event_type` may be empty (then the data's own `type` is used).
     pub fn observe(&mut self, event_type: &str, data: &str) {
-        match event_type {
-            "message_stop" => {
-                // As before: counted only when its data is JSON (read without building it).
-                if serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok() {
-                    self.saw_message_stop = true;
-                }
-                return;
-            }
-            "content_block_delta" => {
-                if let Ok(event) = serde_json::from_str::<ContentBlockDelta<'_>>(data) {
-                    let generated = event.delta.and_then(|delta| delta.text.or(delta.thinking).or(delta.partial_json));
-                    self.delivered_chars += generated.map_or(0, |text| text.chars().count() as u64);
-                    return;
-                }
-            }
-            "message_start" | "message_delta" | "error" | "" => {}
-            _ => return,
+        if let Some(event) = StreamEvent::parse(event_type, data) {
+            self.apply(event);
         }
-        let Ok(value) = serde_json::from_str::<Value>(data) else { return };
-        self.observe_value(event_type, &value);
     }
 
+    /// Reads one event already parsed (a Bedrock stream event).
     pub fn observe_value(&mut self, event_type: &str, value: &Value) {
-        let kind = if event_type.is_empty() { value["type"].as_str().unwrap_or_default() } else { event_type };
-        match kind {
-            "message_start" => {
+        if let Some(event) = StreamEvent::of_value(event_type, value) {
+            self.apply(event);
+        }
+    }
+
+    pub fn apply(&mut self, event: StreamEvent<'_>) {
+        match event {
+            StreamEvent::MessageStart(start) => {
                 self.saw_message_start = true;
-                let usage = &value["message"]["usage"];
-                self.tokens.input_tokens = count(&usage["input_tokens"]).unwrap_or_default();
-                self.tokens.cache_creation_input_tokens = count(&usage["cache_creation_input_tokens"]).unwrap_or_default();
-                self.tokens.cache_read_input_tokens = count(&usage["cache_read_input_tokens"]).unwrap_or_default();
-                self.tokens.output_tokens = count(&usage["output_tokens"]).unwrap_or_default();
+                let usage = start.message.0.unwrap_or_default();
+                self.tokens = usage;
             }
-            "message_delta" => {
-                let usage = &value["usage"];
-                if let Some(output) = count(&usage["output_tokens"]) {
-                    self.tokens.output_tokens = output;
-                }
-                if let Some(input) = count(&usage["input_tokens"]) {
-                    self.tokens.input_tokens = input;
-                }
-                if let Some(created) = count(&usage["cache_creation_input_tokens"]) {
-                    self.tokens.cache_creation_input_tokens = created;
-                }
-                if let Some(read) = count(&usage["cache_read_input_tokens"]) {
-                    self.tokens.cache_read_input_tokens = read;
+            StreamEvent::MessageDelta(delta) => {
+                let usage = delta.usage;
+                let counts = [
+                    (&mut self.tokens.output_tokens, usage.output_tokens),
+                    (&mut self.tokens.input_tokens, usage.input_tokens),
+                    (&mut self.tokens.cache_creation_input_tokens, usage.cache_creation_input_tokens),
+                    (&mut self.tokens.cache_read_input_tokens, usage.cache_read_input_tokens),
+                ];
+                for (slot, reported) in counts {
+                    if let Some(reported) = reported {
+                        *slot = reported;
+                    }
                 }
             }
-            "content_block_delta" => {
-                let delta = &value["delta"];
-                let generated = ["text", "thinking", "partial_json"].iter().find_map(|field| delta[*field].as_str());
+            StreamEvent::ContentBlockDelta(ContentBlockDelta { delta }) => {
+                let generated = delta.text.or(delta.thinking).or(delta.partial_json);
                 self.delivered_chars += generated.map_or(0, |text| text.chars().count() as u64);
             }
-            "message_stop" => self.saw_message_stop = true,
-            "error" => self.error = Some(value["error"]["type"].as_str().unwrap_or("error").to_owned()),
-            _ => {}
+            StreamEvent::MessageStop(_) => self.saw_message_stop = true,
+            StreamEvent::Error(event) => self.error = Some(event.error.0.unwrap_or_else(|| "error".to_owned())),
+            StreamEvent::Other => {}
         }
     }
 
@@ -217,6 +319,10 @@ impl UsageTap {
         tokens.output_tokens = tokens.output_tokens.max(estimate_tokens(self.delivered_chars));
         tokens
     }
+}
+
+fn count(value: &Value) -> Option<u64> {
+    value.as_u64()
 }
 
 /// The usage of a whole (non-streaming) Messages API answer.
@@ -238,8 +344,34 @@ pub fn usage_of_message_json(answer: &[u8]) -> Option<TokenCounts> {
     serde_json::from_slice::<MessageUsage>(answer).ok()?.0
 }
 
-/// The `usage` of an answer, when the answer is an object that has one.
+/// The `usage` of an answer (or of `message_start`'s message), when it is an object that has one.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct MessageUsage(Option<TokenCounts>);
+
+/// The counts a `message_delta` reports (each only when it is an unsigned integer).
+#[derive(Debug, Default, PartialEq, Eq)]
+#[allow(clippy::struct_field_names)] // Anthropic's own field names
+struct DeltaUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+/// The generated text of a `content_block_delta`: borrowed from the event unless it holds escapes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DeltaText<'a> {
+    text: Option<Cow<'a, str>>,
+    thinking: Option<Cow<'a, str>>,
+    partial_json: Option<Cow<'a, str>>,
+}
+
+/// The `type` of an `error` event's `error`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ErrorType(Option<String>);
+
+/// A string, borrowed when it can be; any other JSON value is nothing.
+struct Text<'a>(Option<Cow<'a, str>>);
 
 /// The four counts of a `usage` value (all 0 when it is not an object).
 struct UsageCounts(TokenCounts);
@@ -306,6 +438,148 @@ impl<'de> Deserialize<'de> for UsageCounts {
             crate::json_visit::any_non_object_is!(UsageCounts(TokenCounts::default()));
         }
         deserializer.deserialize_any(UsageVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeltaUsage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DeltaUsageVisitor;
+        impl<'de> Visitor<'de> for DeltaUsageVisitor {
+            type Value = DeltaUsage;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut usage = DeltaUsage::default();
+                while let Some(key) = entries.next_key::<Cow<'de, str>>()? {
+                    let slot = match &*key {
+                        "input_tokens" => &mut usage.input_tokens,
+                        "output_tokens" => &mut usage.output_tokens,
+                        "cache_creation_input_tokens" => &mut usage.cache_creation_input_tokens,
+                        "cache_read_input_tokens" => &mut usage.cache_read_input_tokens,
+                        _ => {
+                            entries.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = entries.next_value::<Count>()?.0;
+                }
+                Ok(usage)
+            }
+
+            crate::json_visit::any_non_object_is!(DeltaUsage::default());
+        }
+        deserializer.deserialize_any(DeltaUsageVisitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for DeltaText<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DeltaTextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for DeltaTextVisitor<'a> {
+            type Value = DeltaText<'a>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut delta = DeltaText::default();
+                while let Some(key) = entries.next_key::<Cow<'de, str>>()? {
+                    let slot = match &*key {
+                        "text" => &mut delta.text,
+                        "thinking" => &mut delta.thinking,
+                        "partial_json" => &mut delta.partial_json,
+                        _ => {
+                            entries.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = entries.next_value::<Text<'a>>()?.0;
+                }
+                Ok(delta)
+            }
+
+            crate::json_visit::any_non_object_is!(DeltaText::default());
+        }
+        deserializer.deserialize_any(DeltaTextVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ErrorTypeVisitor;
+        impl<'de> Visitor<'de> for ErrorTypeVisitor {
+            type Value = ErrorType;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut error_type = None;
+                while let Some(key) = entries.next_key::<Cow<'de, str>>()? {
+                    if key == "type" {
+                        error_type = entries.next_value::<Text<'de>>()?.0.map(Cow::into_owned);
+                    } else {
+                        entries.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ErrorType(error_type))
+            }
+
+            crate::json_visit::any_non_object_is!(ErrorType(None));
+        }
+        deserializer.deserialize_any(ErrorTypeVisitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON value")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Borrowed(text))))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(text.to_owned()))))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(text))))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                while items.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                while entries.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor(std::marker::PhantomData))
     }
 }
 
@@ -416,12 +690,45 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         assert_eq!(estimate_tokens(0), 0);
     }
 
-    /// The reference reading: every event parsed whole, as the tap did before it read only what it needs.
+    /// The reference reading: every event parsed whole into an untyped value and indexed, as the tap did
+    /// before it read typed events.
     fn tap_by_whole_value(events: &[(&str, &str)]) -> UsageTap {
         let mut tap = UsageTap::default();
-        for (event, data) in events {
-            if let Ok(value) = serde_json::from_str::<Value>(data) {
-                tap.observe_value(event, &value);
+        for (event_type, data) in events {
+            let Ok(value) = serde_json::from_str::<Value>(data) else { continue };
+            let kind = if event_type.is_empty() { value["type"].as_str().unwrap_or_default() } else { event_type };
+            match kind {
+                "message_start" => {
+                    tap.saw_message_start = true;
+                    let usage = &value["message"]["usage"];
+                    tap.tokens.input_tokens = count(&usage["input_tokens"]).unwrap_or_default();
+                    tap.tokens.cache_creation_input_tokens = count(&usage["cache_creation_input_tokens"]).unwrap_or_default();
+                    tap.tokens.cache_read_input_tokens = count(&usage["cache_read_input_tokens"]).unwrap_or_default();
+                    tap.tokens.output_tokens = count(&usage["output_tokens"]).unwrap_or_default();
+                }
+                "message_delta" => {
+                    let usage = &value["usage"];
+                    if let Some(output) = count(&usage["output_tokens"]) {
+                        tap.tokens.output_tokens = output;
+                    }
+                    if let Some(input) = count(&usage["input_tokens"]) {
+                        tap.tokens.input_tokens = input;
+                    }
+                    if let Some(created) = count(&usage["cache_creation_input_tokens"]) {
+                        tap.tokens.cache_creation_input_tokens = created;
+                    }
+                    if let Some(read) = count(&usage["cache_read_input_tokens"]) {
+                        tap.tokens.cache_read_input_tokens = read;
+                    }
+                }
+                "content_block_delta" => {
+                    let delta = &value["delta"];
+                    let generated = ["text", "thinking", "partial_json"].iter().find_map(|field| delta[*field].as_str());
+                    tap.delivered_chars += generated.map_or(0, |text| text.chars().count() as u64);
+                }
+                "message_stop" => tap.saw_message_stop = true,
+                "error" => tap.error = Some(value["error"]["type"].as_str().unwrap_or("error").to_owned()),
+                _ => {}
             }
         }
         tap
@@ -447,6 +754,22 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             &[("ping", r#"{"type":"message_stop"}"#), ("content_block_stop", r#"{"type":"error"}"#)],
             &[("", r#"{"type":"message_stop"}"#), ("", r#"{"type":"content_block_delta","delta":{"text":"abcd"}}"#)],
             &[("error", r#"{"type":"error","error":{"type":"overloaded_error"}}"#)],
+            &[("error", r#"{"type":"error","error":{"type":5}}"#), ("error", r#"{"error":"overloaded"}"#)],
+            &[("", r#"{"type":"error","error":{"type":"api_error","message":"x"}}"#)],
+            &[
+                ("", r#"{"type":"message_start","message":{"usage":{"input_tokens":4,"cache_read_input_tokens":9}}}"#),
+                ("", r#"{"type":"ping"}"#),
+                ("", r#"{"type":"message_delta","usage":{"output_tokens":6,"input_tokens":"5"}}"#),
+                ("", r#"{"type":"message_stop"}"#),
+            ],
+            &[
+                ("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":4,"output_tokens":1}}}"#),
+                ("message_delta", r#"{"usage":{"output_tokens":8,"output_tokens":9,"cache_creation_input_tokens":-1}}"#),
+                ("message_delta", r#"{"usage":null}"#),
+            ],
+            &[("message_start", r#"{"message":{"usage":{"input_tokens":2}},"message":{"id":"x"}}"#)],
+            &[("message_start", r#"{"message":null}"#), ("message_delta", r#"{"usage":{"output_tokens":3}} x"#)],
+            &[("", r#"{"type":5}"#), ("", r#"{"no_type":true}"#), ("", "[]")],
         ];
         for events in cases {
             let mut tap = UsageTap::default();
@@ -454,6 +777,43 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
                 tap.observe(event, data);
             }
             assert_eq!(tap, tap_by_whole_value(events), "{events:?}");
+        }
+    }
+
+    #[test]
+    fn events_are_read_into_their_types_with_the_text_borrowed() {
+        let data = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#;
+        for event_type in ["content_block_delta", ""] {
+            let Some(StreamEvent::ContentBlockDelta(event)) = StreamEvent::parse(event_type, data) else {
+                panic!("a content_block_delta ({event_type:?})")
+            };
+            assert!(matches!(event.delta.text, Some(Cow::Borrowed("hi"))), "read in place, not copied");
+        }
+        let start = r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":3,"output_tokens":1}}}"#;
+        let Some(StreamEvent::MessageStart(event)) = StreamEvent::parse("", start) else { panic!("a message_start") };
+        assert_eq!(event.message.0.map(|usage| (usage.input_tokens, usage.output_tokens)), Some((3, 1)));
+        let error = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(
+            StreamEvent::parse("", error),
+            Some(StreamEvent::Error(ErrorEvent { error: ErrorType(Some("overloaded_error".into())) }))
+        );
+        assert_eq!(StreamEvent::parse("ping", "not even JSON"), Some(StreamEvent::Other), "not parsed at all");
+        assert_eq!(StreamEvent::parse("", r#"{"type":"content_block_stop","index":0}"#), Some(StreamEvent::Other));
+        assert_eq!(StreamEvent::parse("message_delta", "{"), None);
+    }
+
+    #[test]
+    fn a_parsed_event_is_read_as_its_bytes_are() {
+        // Bedrock's events arrive as JSON documents and are read from the parsed value.
+        for (event_type, data) in [
+            ("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":12,"output_tokens":1}}}"#),
+            ("content_block_delta", r#"{"type":"content_block_delta","delta":{"text":"h\u00e9"}}"#),
+            ("message_delta", r#"{"type":"message_delta","usage":{"output_tokens":7}}"#),
+            ("error", r#"{"type":"error","error":{"type":"overloaded_error"}}"#),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ] {
+            let value: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(StreamEvent::of_value(event_type, &value), StreamEvent::parse(event_type, data), "{data}");
         }
     }
 

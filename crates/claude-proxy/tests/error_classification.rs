@@ -30,11 +30,12 @@ fn every_bedrock_failure_during_a_fallback_has_its_status_type_and_retry_after()
     let cases: Vec<(ModelError, Expected)> = vec![
         (ModelError::Throttled { retry_after_seconds: 7 }, (429, "rate_limit_error", Some("7"))),
         (ModelError::InvalidInput(detail()), (400, "invalid_request_error", None)),
-        (ModelError::AccessDenied { model_id: model(), detail: detail() }, (502, "api_error", None)),
-        (ModelError::ModelNotFound { model_id: model(), detail: detail() }, (502, "api_error", None)),
-        (ModelError::Unavailable { retry_after_seconds: 11, detail: detail() }, (529, "overloaded_error", Some("11"))),
-        (ModelError::Timeout(detail()), (504, "api_error", None)),
-        (ModelError::Upstream(detail()), (502, "api_error", None)),
+        (ModelError::AccessDenied { model_id: model(), detail: detail().into() }, (502, "api_error", None)),
+        (ModelError::ModelNotFound { model_id: model(), detail: detail().into() }, (502, "api_error", None)),
+        (ModelError::Unavailable { retry_after_seconds: 11, detail: detail().into() }, (529, "overloaded_error", Some("11"))),
+        (ModelError::ServerError { retry_after_seconds: 12, detail: detail().into() }, (529, "overloaded_error", Some("12"))),
+        (ModelError::Timeout(detail().into()), (504, "api_error", None)),
+        (ModelError::Upstream(detail().into()), (502, "api_error", None)),
     ];
     for (failure, (status, error_type, retry_after)) in cases {
         let error = api_error(failure.clone(), "us.anthropic.m-v1:0");

@@ -10,9 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use claude_proxy::anthropic::{AnthropicApi, ChunkSource, UpstreamError, UpstreamRequest, UpstreamResponse};
+use claude_proxy::anthropic::{AnthropicApi, ChunkStream, UpstreamError, UpstreamRequest, UpstreamResponse};
 use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
-use claude_proxy::bedrock::{BedrockApi, EventSource};
+use claude_proxy::bedrock::{BedrockApi, EventStream};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{ProxyService, ProxySettings};
@@ -51,13 +51,9 @@ impl KeyStore for OneKeyStore {
     }
 }
 
-struct Whole(Option<Bytes>);
-
-#[async_trait]
-impl ChunkSource for Whole {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
-        self.0.take().map(Ok)
-    }
+/// A body in one chunk.
+fn whole(bytes: Bytes) -> ChunkStream {
+    Box::pin(futures::stream::once(async { Ok::<_, UpstreamError>(bytes) }))
 }
 
 /// Answers like Anthropic; a body containing `[stub:429]` gets a 429 with `retry-after: 12`.
@@ -78,13 +74,13 @@ impl AnthropicApi for StubAnthropic {
             return Ok(UpstreamResponse {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 headers,
-                body: Box::new(Whole(Some(Bytes::from(body.to_string())))),
+                body: whole(Bytes::from(body.to_string())),
             });
         }
         let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
             "content": [{"type": "text", "text": "Hello, demo tenant!"}], "stop_reason": "end_turn",
             "usage": {"input_tokens": 11, "output_tokens": 5, "cache_read_input_tokens": 7}});
-        Ok(UpstreamResponse { status: StatusCode::OK, headers, body: Box::new(Whole(Some(Bytes::from(body.to_string())))) })
+        Ok(UpstreamResponse { status: StatusCode::OK, headers, body: whole(Bytes::from(body.to_string())) })
     }
 }
 
@@ -102,7 +98,7 @@ impl BedrockApi for StubBedrock {
             "usage": {"input_tokens": 4, "output_tokens": 3}});
         Ok(Bytes::from(answer.to_string()))
     }
-    async fn invoke_stream(&self, _: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<Box<dyn EventSource>, ModelError> {
+    async fn invoke_stream(&self, _: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<EventStream, ModelError> {
         Err(ModelError::Upstream("not used here".into()))
     }
     async fn count_tokens(&self, _: &str, _: Vec<u8>) -> Result<u64, ModelError> {
@@ -171,6 +167,7 @@ async fn harness() -> Harness {
         forced_rate_limit_retry_after: None,
         default_retry_after_seconds: 30,
         on_client_disconnect: ClientDisconnect::default(),
+        anthropic_timeout: Duration::from_secs(600),
     };
     let service = ProxyService::new(
         settings,

@@ -12,9 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use claude_proxy::anthropic::{AnthropicApi, ChunkSource, UpstreamError, UpstreamRequest, UpstreamResponse};
+use claude_proxy::anthropic::{AnthropicApi, ChunkStream, UpstreamError, UpstreamRequest, UpstreamResponse};
 use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
-use claude_proxy::bedrock::{BedrockApi, EventSource};
+use claude_proxy::bedrock::{BedrockApi, EventStream};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{Endpoint, ProxyService, ProxySettings};
@@ -59,21 +59,27 @@ impl KeyStore for Keys {
     }
 }
 
-struct Whole(Option<Bytes>);
-
-#[async_trait]
-impl ChunkSource for Whole {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
-        self.0.take().map(Ok)
-    }
+/// A body in one chunk.
+fn whole(bytes: Bytes) -> ChunkStream {
+    Box::pin(futures::stream::once(async { Ok::<_, UpstreamError>(bytes) }))
 }
 
 /// What the Anthropic stand-in answers.
 #[derive(Clone)]
 enum AnthropicScript {
     Ok,
-    Refuses { status: u16, retry_after: Option<&'static str> },
+    Refuses {
+        status: u16,
+        retry_after: Option<&'static str>,
+    },
     Unreachable,
+    /// A `200` stream whose first event is an `event: error` of this type (before `message_start`).
+    StreamOpensWithError(&'static str),
+}
+
+fn early_error_stream(error_type: &str) -> String {
+    let data = json!({"type": "error", "error": {"type": error_type, "message": "anthropic's stream says no"}});
+    format!("event: ping\ndata: {{\"type\": \"ping\"}}\n\nevent: error\ndata: {data}\n\n")
 }
 
 fn anthropic_refusal_body(status: u16) -> Value {
@@ -99,6 +105,11 @@ impl AnthropicApi for ScriptedAnthropic {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         let (status, body) = match &self.script {
             AnthropicScript::Unreachable => return Err(UpstreamError::Unreachable("connection refused".into())),
+            AnthropicScript::StreamOpensWithError(error_type) => {
+                headers.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
+                let body = whole(Bytes::from(early_error_stream(error_type)));
+                return Ok(UpstreamResponse { status: StatusCode::OK, headers, body });
+            }
             AnthropicScript::Ok => (
                 200,
                 json!({"id": "msg_a", "type": "message", "role": "assistant", "model": MODEL,
@@ -115,7 +126,7 @@ impl AnthropicApi for ScriptedAnthropic {
         Ok(UpstreamResponse {
             status: StatusCode::from_u16(status).unwrap(),
             headers,
-            body: Box::new(Whole(Some(Bytes::from(body.to_string())))),
+            body: whole(Bytes::from(body.to_string())),
         })
     }
 }
@@ -137,7 +148,7 @@ impl BedrockApi for ScriptedBedrock {
             "usage": {"input_tokens": 4, "output_tokens": 3}});
         Ok(Bytes::from(answer.to_string()))
     }
-    async fn invoke_stream(&self, _: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<Box<dyn EventSource>, ModelError> {
+    async fn invoke_stream(&self, _: &str, _: Vec<u8>, _: &BedrockRequestMetadata) -> Result<EventStream, ModelError> {
         Err(ModelError::Upstream("not used here".into()))
     }
     async fn count_tokens(&self, model_id: &str, _: Vec<u8>) -> Result<u64, ModelError> {
@@ -305,6 +316,7 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
         forced_rate_limit_retry_after: case.forced_retry_after,
         default_retry_after_seconds: DEFAULT_RETRY_AFTER,
         on_client_disconnect: ClientDisconnect::default(),
+        anthropic_timeout: Duration::from_secs(600),
     };
     let service = ProxyService::new(
         settings,
@@ -318,7 +330,13 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     metering.flush().await;
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    let is_event_stream =
+        parts.headers.get("content-type").is_some_and(|value| value.to_str().unwrap().starts_with("text/event-stream"));
+    let body = if is_event_stream {
+        Value::String(String::from_utf8(bytes.to_vec()).unwrap())
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
     let anthropic_calls = anthropic.calls.lock().unwrap().clone();
     let bedrock_calls = bedrock.calls.lock().unwrap().clone();
     let remembered = table.recorded.lock().unwrap().clone();
@@ -444,6 +462,93 @@ async fn a_client_error_goes_back_as_it_is_whatever_the_policy() {
     assert_anthropic_refusal_as_is(&outcome, 400);
     assert!(outcome.bedrock_calls.is_empty());
     assert!(outcome.remembered.is_empty());
+}
+
+// ---------------------------------------------------------------- a 200 stream that opens with an error
+
+#[tokio::test]
+async fn a_stream_opening_with_an_error_falls_back_as_the_status_it_stands_for_would() {
+    // GIVEN overload is a reason WHEN the stream opens with overloaded_error THEN Bedrock answers, as for a 529
+    let outcome = messages(Case::new(ON_ALL, AnthropicScript::StreamOpensWithError("overloaded_error"))).await;
+    assert_served_by_bedrock(&outcome, "overloaded");
+    assert_eq!(outcome.lines.len(), 1, "metered once");
+    assert!(outcome.remembered.is_empty(), "only a 429 is remembered");
+    // GIVEN only 429 is a reason WHEN the stream opens with rate_limit_error THEN as a 429: Bedrock, remembered
+    let outcome = messages(Case::new(ON_429_ONLY, AnthropicScript::StreamOpensWithError("rate_limit_error"))).await;
+    assert_served_by_bedrock(&outcome, "rate_limited");
+    assert_eq!(outcome.remembered[0].1.retry_after_seconds, DEFAULT_RETRY_AFTER);
+    // GIVEN api_error WHEN server errors are a reason THEN as a 500
+    let outcome = messages(Case::new(ON_ALL, AnthropicScript::StreamOpensWithError("api_error"))).await;
+    assert_served_by_bedrock(&outcome, "server_error");
+}
+
+#[tokio::test]
+async fn a_stream_opening_with_an_error_the_policy_does_not_cover_goes_on_byte_for_byte() {
+    for (policy, error_type) in [
+        (ON_429_ONLY, "overloaded_error"),
+        (ON_429_ONLY, "api_error"),
+        (ON_ALL, "invalid_request_error"),
+        (FALLBACK_OFF, "rate_limit_error"),
+    ] {
+        let outcome = messages(Case::new(policy, AnthropicScript::StreamOpensWithError(error_type))).await;
+        assert_eq!(outcome.status, StatusCode::OK);
+        assert_eq!(outcome.body, Value::String(early_error_stream(error_type)), "as Anthropic sent it");
+        assert_eq!(outcome.header("x-gateway-upstream"), Some("anthropic"));
+        assert!(outcome.bedrock_calls.is_empty() && outcome.remembered.is_empty() && outcome.lines.is_empty(), "{error_type}");
+    }
+}
+
+#[tokio::test]
+async fn bedrock_failing_after_a_stream_opened_with_overloaded_gives_anthropics_error_as_a_529() {
+    let case = Case::new(ON_ALL, AnthropicScript::StreamOpensWithError("overloaded_error"))
+        .bedrock_fails(ModelError::Unavailable { retry_after_seconds: 4, detail: "down".into() });
+    let outcome = messages(case).await;
+    assert_eq!(outcome.status.as_u16(), 529);
+    assert_eq!(outcome.body["error"]["type"], "overloaded_error");
+    assert_eq!(outcome.body["error"]["message"], "anthropic's stream says no", "Anthropic's own error");
+    assert_eq!(outcome.header("x-gateway-fallback"), Some("overloaded"));
+    assert_eq!(outcome.header("x-gateway-fallback-error"), Some("overloaded_error"));
+    assert!(outcome.lines.is_empty(), "nothing was generated");
+}
+
+/// Log lines written as JSON into a buffer the test reads.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_stream_tasks_log_lines_say_which_request_tenant_key_and_upstream_they_belong_to() {
+    // GIVEN the log lines of this (single-threaded) runtime captured as JSON with their span
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt().json().with_current_span(true).with_writer(move || writer.clone()).finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    // WHEN a stream is committed to the client and its task logs (an error before message_start: nothing metered)
+    messages(Case::new(ON_429_ONLY, AnthropicScript::StreamOpensWithError("overloaded_error"))).await;
+    // THEN the task's line carries the stream's span, without the fields repeated by hand
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line: Value = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|line| line["fields"]["message"] == "stream ended before message_start; nothing to meter")
+        .unwrap_or_else(|| panic!("the stream task's line: {text}"));
+    let span = &line["span"];
+    assert_eq!(span["name"], "proxy_stream", "{line}");
+    assert_eq!(
+        (&span["request_id"], &span["tenant_id"], &span["key_id"], &span["upstream"]),
+        (&json!("req-route-1"), &json!(TENANT), &json!("0123456789abcdef"), &json!("anthropic")),
+        "{line}"
+    );
+    assert!(line["fields"].get("request_id").is_none(), "{line}");
 }
 
 // ---------------------------------------------------------------- Anthropic unreachable

@@ -13,7 +13,9 @@
 //!   `[fake:invalid]` -> 400; `[fake:delay=MS]` before answering; `[fake:stream-delay=MS]` between events;
 //!   `[fake:stream-cut=N]` -> a stream that ends after N text deltas, without `message_delta`/`message_stop`
 //!   (the fake Bedrock's stream too); `[fake:stream-error=N]` -> after N text deltas an `event: error`
-//!   (`overloaded_error`), then the end (the fake Anthropic only);
+//!   (`overloaded_error`), then the end (the fake Anthropic only); `[fake:stream-overloaded]` -> a `200`
+//!   stream whose first and only event is that `event: error`, before `message_start` (as Anthropic does
+//!   when it is overloaded after accepting a stream);
 //!   `[fake:tool=NAME key=value ...]` -> when the request offers a tool NAME and its last message holds no
 //!   `tool_result`, the answer is one `tool_use` block calling NAME with `{"key": "value", ...}` (stop
 //!   reason `tool_use`, output tokens = 1 + the words of the values); once the `tool_result` comes back, the
@@ -349,6 +351,8 @@ pub enum Directive {
     StreamDelay(Duration),
     /// An `event: error` after this many text deltas.
     StreamError(usize),
+    /// A stream that opens with an `event: error`, before `message_start`.
+    StreamOpensWithError,
 }
 
 fn numbers_after<'a>(text: &'a str, marker: &'a str) -> impl Iterator<Item = u64> + 'a {
@@ -379,6 +383,9 @@ pub fn directives(text: &str) -> Vec<Directive> {
     found.extend(numbers_after(text, "[fake:delay=").map(|ms| Directive::Delay(Duration::from_millis(ms))));
     found.extend(numbers_after(text, "[fake:stream-delay=").map(|ms| Directive::StreamDelay(Duration::from_millis(ms))));
     found.extend(numbers_after(text, "[fake:stream-error=").map(|n| Directive::StreamError(n as usize)));
+    if text.contains("[fake:stream-overloaded]") {
+        found.push(Directive::StreamOpensWithError);
+    }
     found
 }
 
@@ -537,7 +544,7 @@ async fn prepare(
             Directive::Fail { status, error_type, message, retry_after } => {
                 failure.get_or_insert((status, error_type, message, retry_after));
             }
-            Directive::StreamDelay(_) | Directive::StreamError(_) => {}
+            Directive::StreamDelay(_) | Directive::StreamError(_) | Directive::StreamOpensWithError => {}
         }
     }
     if !delay.is_zero() {
@@ -574,6 +581,9 @@ async fn messages(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, 
             events.truncate(cut_at);
         }
         events.push(json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+    }
+    if directives(&directive_text(&parsed)).contains(&Directive::StreamOpensWithError) {
+        events = vec![json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})];
     }
     let (sender, body) = claude_proxy::body::channel();
     tokio::spawn(async move {
@@ -671,6 +681,7 @@ mod tests {
         );
         assert!(matches!(directives("[fake:overloaded]")[0], Directive::Fail { status: 529, .. }));
         assert_eq!(stream_delay(&body("[fake:stream-delay=40] go", 10)), Duration::from_millis(40));
+        assert_eq!(directives("[fake:stream-overloaded] go"), vec![Directive::StreamOpensWithError]);
         assert!(directives("plain").is_empty());
     }
 

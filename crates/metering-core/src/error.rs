@@ -67,7 +67,8 @@ pub const TOKEN_NOT_ACCEPTED: &str = "Unauthorized: the token was not accepted";
 
 /// What a failed model call means for the client. The bodies name the model and what an operator can do,
 /// never the SDK's debug text, an address or Bedrock's own message for a server-side failure: those are
-/// logged where the call failed (`model::classify_bedrock_error`), with the request id of the span.
+/// logged where the call failed (`model::classify_bedrock_error`), with the request id of the span, and kept
+/// in the error's source chain.
 impl From<ModelError> for ApiError {
     fn from(error: ModelError) -> Self {
         match error {
@@ -89,7 +90,8 @@ impl From<ModelError> for ApiError {
                 retry_after_seconds,
             },
             ModelError::Timeout(_) => Self::UpstreamTimeout("The model did not answer in time.".into()),
-            ModelError::Upstream(_) => Self::Upstream("The model call failed.".into()),
+            // Bedrock's own 500: a failure of the model call, as any other the client cannot fix.
+            ModelError::ServerError { .. } | ModelError::Upstream(_) => Self::Upstream("The model call failed.".into()),
         }
     }
 }
@@ -108,6 +110,7 @@ mod tests {
             (ModelError::Timeout("slow".into()), "UpstreamTimeout", None),
             (ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() }, "Unavailable", Some(3)),
             (ModelError::Upstream("boom".into()), "Upstream", None),
+            (ModelError::ServerError { retry_after_seconds: 3, detail: "d".into() }, "Upstream", None),
         ];
         for (model_error, variant, retry_after) in cases {
             let error = ApiError::from(model_error);
@@ -131,6 +134,7 @@ mod tests {
             ModelError::Unavailable { retry_after_seconds: 1, detail: detail.into() },
             ModelError::Timeout(detail.into()),
             ModelError::Upstream(detail.into()),
+            ModelError::ServerError { retry_after_seconds: 1, detail: detail.into() },
         ] {
             let message = ApiError::from(model_error).to_string();
             assert!(
