@@ -22,10 +22,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use lambda_http::tower::ServiceExt;
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
-use metering_core::counters::{CounterBatch, MeteringError, UsageCounters};
 use metering_core::metering::Metering;
 use metering_core::model::ModelError;
-use metering_core::usage::{UsageLine, UsageLog, UsageRecord};
+use metering_core::test_util::{NoCounters, RecordedLines};
 use serde_json::{json, Value};
 
 /// The key in events/proxy-*.json (a test fixture, not a secret).
@@ -106,31 +105,11 @@ impl BedrockApi for StubBedrock {
     }
 }
 
-#[derive(Default)]
-struct Recorded(Mutex<Vec<UsageRecord>>);
-
-impl UsageLog for Recorded {
-    fn write(&self, line: &UsageLine) {
-        if let UsageLine::Usage(record) = line {
-            self.0.lock().unwrap().push(record.clone());
-        }
-    }
-}
-
-struct NoCounters;
-
-#[async_trait]
-impl UsageCounters for NoCounters {
-    async fn add(&self, _: &CounterBatch) -> Result<(), MeteringError> {
-        Ok(())
-    }
-}
-
 struct Harness {
     handler: ProxyHandler,
     anthropic: Arc<StubAnthropic>,
     bedrock: Arc<StubBedrock>,
-    lines: Arc<Recorded>,
+    lines: Arc<RecordedLines>,
     metering: Metering,
 }
 
@@ -153,7 +132,7 @@ async fn harness() -> Harness {
         .unwrap();
     let anthropic = Arc::new(StubAnthropic::default());
     let bedrock = Arc::new(StubBedrock::default());
-    let lines = Arc::new(Recorded::default());
+    let lines = Arc::new(RecordedLines::default());
     let metering = Metering::new(Arc::new(NoCounters), lines.clone());
     let settings = ProxySettings {
         credential_mode: CredentialMode::Managed,
@@ -216,7 +195,7 @@ async fn a_message_goes_to_anthropic_with_the_providers_key_and_is_metered() {
     assert!(!format!("{upstream_headers:?}").contains(EVENT_KEY), "the gateway key never goes upstream");
 
     h.metering.flush().await;
-    let lines = h.lines.0.lock().unwrap().clone();
+    let lines = h.lines.usage();
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     // Metered to the key's owner; what the client said (metadata.user_id) is kept apart.
@@ -240,7 +219,7 @@ async fn a_429_is_served_by_bedrock_with_a_bedrock_body() {
     assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
     assert!(sent.get("model").is_none());
     h.metering.flush().await;
-    let line = h.lines.0.lock().unwrap()[0].clone();
+    let line = h.lines.usage()[0].clone();
     assert_eq!((line.request_type.as_str(), line.model_id.as_str()), ("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"));
     assert_eq!(line.user_id, "5f1c2a4e-1111-4c2b-9d3e-000000000001", "no metadata: the key's user");
     assert_eq!(line.requested_model_id.as_deref(), Some("claude-sonnet-4-5-20250929"));

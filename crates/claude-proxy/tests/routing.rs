@@ -24,10 +24,10 @@ use claude_proxy::streaming::ClientDisconnect;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
-use metering_core::counters::{CounterBatch, MeteringError, UsageCounters};
 use metering_core::metering::Metering;
 use metering_core::model::ModelError;
-use metering_core::usage::{UsageLine, UsageLog, UsageRecord};
+use metering_core::test_util::{NoCounters, RecordedLines};
+use metering_core::usage::UsageRecord;
 use serde_json::{json, Value};
 
 const KEY: &str = "bmk_0123456789abcdef_abababababababababababababababababababababababababababababababab";
@@ -179,26 +179,6 @@ impl RateLimitStore for LimitTable {
     }
 }
 
-#[derive(Default)]
-struct Lines(Mutex<Vec<UsageRecord>>);
-
-impl UsageLog for Lines {
-    fn write(&self, line: &UsageLine) {
-        if let UsageLine::Usage(record) = line {
-            self.0.lock().unwrap().push(record.clone());
-        }
-    }
-}
-
-struct NoCounters;
-
-#[async_trait]
-impl UsageCounters for NoCounters {
-    async fn add(&self, _: &CounterBatch) -> Result<(), MeteringError> {
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------- the setup of one case
 
 struct Case {
@@ -302,7 +282,7 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     }
     let anthropic = Arc::new(ScriptedAnthropic { script: case.anthropic, calls: Mutex::default() });
     let bedrock = Arc::new(ScriptedBedrock { failure: case.bedrock_failure, calls: Mutex::default() });
-    let lines = Arc::new(Lines::default());
+    let lines = Arc::new(RecordedLines::default());
     let metering = Metering::new(Arc::new(NoCounters), lines.clone());
     let settings = ProxySettings {
         credential_mode: CredentialMode::Managed,
@@ -340,7 +320,7 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     let anthropic_calls = anthropic.calls.lock().unwrap().clone();
     let bedrock_calls = bedrock.calls.lock().unwrap().clone();
     let remembered = table.recorded.lock().unwrap().clone();
-    let lines = lines.0.lock().unwrap().clone();
+    let lines = lines.usage();
     Outcome { status: parts.status, headers: parts.headers, body, anthropic_calls, bedrock_calls, remembered, lines }
 }
 
