@@ -67,8 +67,9 @@ pub const TOKEN_NOT_ACCEPTED: &str = "Unauthorized: the token was not accepted";
 
 /// What a failed model call means for the client. The bodies name the model and what an operator can do,
 /// never the SDK's debug text, an address or Bedrock's own message for a server-side failure: those are
-/// logged where the call failed (`model::classify_bedrock_error`), with the request id of the span, and kept
-/// in the error's source chain.
+/// logged where the call failed (`model::classify_bedrock_error`), with the request id of the span, from
+/// `ModelError`'s source chain (its `Cause`: message, model id, the SDK error). The `ApiError` keeps only the
+/// message that is safe to show.
 impl From<ModelError> for ApiError {
     fn from(error: ModelError) -> Self {
         match error {
