@@ -200,6 +200,7 @@ mod tests {
             (ModelError::Timeout("slow".into()), StatusCode::GATEWAY_TIMEOUT),
             (ModelError::Unavailable { retry_after_seconds: 3, detail: "d".into() }, StatusCode::SERVICE_UNAVAILABLE),
             (ModelError::Upstream("boom".into()), StatusCode::BAD_GATEWAY),
+            (ModelError::ServerError { retry_after_seconds: 3, detail: "d".into() }, StatusCode::BAD_GATEWAY),
         ];
         for (model_error, status) in cases {
             assert_eq!(status_of(&ApiError::from(model_error)), status);
@@ -215,6 +216,7 @@ mod tests {
             ModelError::Unavailable { retry_after_seconds: 1, detail: detail.into() },
             ModelError::Timeout(detail.into()),
             ModelError::Upstream(detail.into()),
+            ModelError::ServerError { retry_after_seconds: 1, detail: detail.into() },
         ] {
             let error = ApiError::from(model_error);
             for body in [json_error_response(&error).into_body(), anthropic_error_response(&error, "r").into_body()] {
