@@ -126,10 +126,10 @@ describe('metric filters on the existing log lines', () => {
     const fs = await import('node:fs');
     const path = await import('node:path');
     const root = path.resolve(__dirname, '..', '..', 'crates');
-    const sources = ['claude-proxy/src/proxy.rs', 'metering-core/src/model.rs', 'chat-api/src/lib.rs']
+    const sources = ['claude-proxy/src/proxy.rs', 'metering-core/src/model.rs', 'api-gateway-lambda/src/error_envelope.rs']
       .map((file) => fs.readFileSync(path.join(root, file), 'utf8'))
       .join('\n');
-    for (const message of ['served by Bedrock', "the Bedrock fallback failed; answering with Anthropic's refusal", 'the Bedrock call failed', 'chat request failed', 'proxy request failed']) {
+    for (const message of ['served by Bedrock', "the Bedrock fallback failed; answering with Anthropic's refusal", 'the Bedrock call failed', 'request failed', 'proxy request failed']) {
       assert.ok(sources.includes(`"${message}"`), `no Rust code logs "${message}" any more`);
     }
   });

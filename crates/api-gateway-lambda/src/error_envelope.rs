@@ -133,9 +133,11 @@ impl From<ApiError> for JsonError {
 
 impl IntoResponse for JsonError {
     fn into_response(self) -> Response {
-        if status_of(&self.0).is_server_error() {
-            // In the request's span (request id, tenant): the body says less than the log.
-            tracing::warn!(status = status_of(&self.0).as_u16(), error = %self.0, "request failed");
+        let status = status_of(&self.0);
+        // Server errors, and 429s (the operations dashboard's RateLimitedAnswers metric counts these lines: see
+        // infra/lib/operations/log-metrics.ts). In the request's span (request id, tenant): the body says less.
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            tracing::warn!(status = status.as_u16(), error = %self.0, "request failed");
         }
         json_error_response(&self.0).map(axum::body::Body::from).into_response()
     }

@@ -37,7 +37,7 @@ export const LOG_METRICS: readonly LogMetricSpec[] = [
   // Answered 429 to the client (Bedrock or Anthropic throttled and no fallback helped).
   {
     metricName: 'RateLimitedAnswers',
-    pattern: '{ ($.fields.message = "chat request failed" || $.fields.message = "proxy request failed") && $.fields.status = 429 }',
+    pattern: '{ ($.fields.message = "request failed" || $.fields.message = "proxy request failed") && $.fields.status = 429 }',
     on: 'usage',
   },
   // The proxy's Bedrock fallback: served by Bedrock (by reason), or the fallback failed too.
