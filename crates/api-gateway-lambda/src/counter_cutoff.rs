@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use metering_core::counters::CounterBatch;
 use metering_core::counters::{MeteringError, UsageCounters};
+use metering_core::error::Detail;
 use tokio::sync::watch;
 
 /// Once cut (for good: Lambda ends the environment after a SIGTERM or a timed-out invocation), every counter
@@ -55,14 +56,14 @@ impl UsageCounters for CutoffCounters {
         let mut reason = self.cutoff.reason.subscribe();
         // Not sent: definitely not applied, and no retry (metering reports it as `failed` at once).
         if let Some(now) = *reason.borrow_and_update() {
-            return Err(MeteringError::Refused(format!("abandoned: {now}")));
+            return Err(MeteringError::Refused(Detail::new(format!("abandoned: {now}"))));
         }
         tokio::select! {
             result = self.inner.add(batch) => result,
             changed = reason.wait_for(Option::is_some) => {
                 // Sent and then abandoned: it may have reached the table (reported as `unknown`).
                 let why = changed.ok().and_then(|reason| *reason).unwrap_or("shutdown");
-                Err(MeteringError::OutcomeUnknown(format!("abandoned: {why}")))
+                Err(MeteringError::OutcomeUnknown(Detail::new(format!("abandoned: {why}"))))
             }
         }
     }

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
+use metering_core::error::Detail;
 use metering_core::identity::{is_valid_tenant_id, TenantIdentity};
 use metering_core::ApiError;
 use serde::Serialize;
@@ -58,9 +59,9 @@ pub enum KeyStoreError {
     #[error("a key with this id already exists")]
     Duplicate,
     #[error("key table unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Detail),
     #[error("key table item is malformed: {0}")]
-    Malformed(String),
+    Malformed(#[source] Detail),
 }
 
 impl From<KeyStoreError> for ApiError {
@@ -240,13 +241,13 @@ fn owner_sort_prefix(user_id: &str) -> String {
     format!("USER#{user_id}#KEY#")
 }
 
-fn unavailable<E: std::error::Error + 'static>(error: E) -> KeyStoreError {
-    KeyStoreError::Unavailable(DisplayErrorContext(&error).to_string())
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> KeyStoreError {
+    KeyStoreError::Unavailable(Detail::caused_by(DisplayErrorContext(&error).to_string(), error))
 }
 
 fn record_from(item: &HashMap<String, AttributeValue>) -> Result<StoredKey, KeyStoreError> {
     let text = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
-    let required = |name: &str| text(name).ok_or_else(|| KeyStoreError::Malformed(format!("missing {name}")));
+    let required = |name: &str| text(name).ok_or_else(|| KeyStoreError::Malformed(Detail::new(format!("missing {name}"))));
     let id = required("key_id")?;
     Ok(StoredKey {
         record: ApiKeyRecord {

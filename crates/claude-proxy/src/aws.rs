@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use metering_core::counters::{dynamodb_client, DynamoUsageCounters, UsageCounters};
+use metering_core::error::Detail;
 use metering_core::metering::Metering;
 use metering_core::usage::UsageLog;
 use thiserror::Error;
@@ -23,9 +24,13 @@ use crate::rate_limits::{DynamoRateLimitStore, RateLimitMemory};
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("the provider's Anthropic key could not be read from Secrets Manager secret {secret_id}: {detail}")]
-    Secret { secret_id: String, detail: String },
+    Secret {
+        secret_id: String,
+        #[source]
+        detail: Detail,
+    },
     #[error("the HTTP client for the Anthropic API could not be built: {0}")]
-    HttpClient(String),
+    HttpClient(#[source] Detail),
 }
 
 /// The key inside a secret string: the string itself, or the `api_key` (or `ANTHROPIC_API_KEY`) field of a
@@ -50,17 +55,17 @@ pub async fn provider_key(config: &ProxyConfig, sdk_config: &aws_config::SdkConf
         Some(ProviderKeySource::Environment(key)) => Ok(Some(key.clone())),
         Some(ProviderKeySource::SecretsManager(secret_id)) => {
             let client = aws_sdk_secretsmanager::Client::new(sdk_config);
-            let failed = |detail: String| StartError::Secret { secret_id: secret_id.clone(), detail };
+            let failed = |detail: Detail| StartError::Secret { secret_id: secret_id.clone(), detail };
             let output = client
                 .get_secret_value()
                 .secret_id(secret_id)
                 .send()
                 .await
-                .map_err(|error| failed(DisplayErrorContext(&error).to_string()))?;
-            let secret = output.secret_string().ok_or_else(|| failed("the secret has no string value".into()))?;
+                .map_err(|error| failed(Detail::caused_by(DisplayErrorContext(&error).to_string(), error)))?;
+            let secret = output.secret_string().ok_or_else(|| failed(Detail::new("the secret has no string value")))?;
             key_from_secret(secret)
                 .map(|key| Some(SecretString::from(key)))
-                .ok_or_else(|| failed("the secret holds no key".into()))
+                .ok_or_else(|| failed(Detail::new("the secret holds no key")))
         }
     }
 }
@@ -89,7 +94,7 @@ pub async fn proxy_service_on_aws_with_counters(
     });
     let counters = DynamoUsageCounters::new(dynamodb, config.usage_table_name.clone(), config.daily_ttl, config.weekly_ttl);
     let anthropic = HttpAnthropic::new(&config.anthropic_base_url, config.anthropic_timeout)
-        .map_err(|error| StartError::HttpClient(error.to_string()))?;
+        .map_err(|error| StartError::HttpClient(Detail::caused_by(error.to_string(), error)))?;
     let bedrock = SdkBedrock::new(sdk_config, config.bedrock_timeout, config.default_retry_after_seconds);
     let mut models = ModelResolver::new(config.model_map.clone(), config.family_fallback.clone());
     if let Some(discovery) = &config.model_discovery {

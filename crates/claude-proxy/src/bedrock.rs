@@ -13,6 +13,7 @@ use aws_sdk_bedrockruntime::types::{CountTokensInput, InvokeModelTokensRequest, 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
+use metering_core::error::Detail;
 use metering_core::model::{classify_bedrock_error, classify_bedrock_stream_error, ModelError};
 use metering_core::ApiError;
 
@@ -193,7 +194,9 @@ impl InferenceProfiles for SdkInferenceProfiles {
                 .set_next_token(next_token)
                 .send()
                 .await
-                .map_err(|error| DiscoveryError(aws_sdk_bedrock::error::DisplayErrorContext(&error).to_string()))?;
+                .map_err(|error| {
+                    DiscoveryError(Detail::caused_by(aws_sdk_bedrock::error::DisplayErrorContext(&error).to_string(), error))
+                })?;
             for summary in page.inference_profile_summaries() {
                 // Every model ARN of a profile names the same foundation model (in its source regions).
                 let Some(foundation_model_id) =

@@ -16,6 +16,8 @@ use async_trait::async_trait;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
+use metering_core::error::Detail;
+
 /// Geographic prefixes of Bedrock's cross-region inference profile ids.
 pub const PROFILE_GEOGRAPHIES: [&str; 8] = ["us", "us-gov", "eu", "apac", "jp", "au", "ca", "global"];
 
@@ -221,7 +223,7 @@ pub fn geographies_for_region(region: &str) -> Vec<String> {
 
 #[derive(Debug, Error)]
 #[error("Bedrock's inference profiles could not be listed: {0}")]
-pub struct DiscoveryError(pub String);
+pub struct DiscoveryError(#[source] pub Detail);
 
 /// The port in front of `ListInferenceProfiles` (system-defined profiles, every page).
 #[async_trait]

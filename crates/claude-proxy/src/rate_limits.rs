@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use metering_core::error::Detail;
 use thiserror::Error;
 
 /// Whose requests one 429 diverts.
@@ -60,7 +61,7 @@ impl RateLimitEntry {
 
 #[derive(Debug, Error)]
 #[error("rate-limit memory unavailable: {0}")]
-pub struct RateLimitError(pub String);
+pub struct RateLimitError(#[source] pub Detail);
 
 /// The port in front of the rate-limit table.
 #[async_trait]
@@ -137,7 +138,7 @@ impl RateLimitStore for DynamoRateLimitStore {
             .projection_expression("limited_until")
             .send()
             .await
-            .map_err(|error| RateLimitError(DisplayErrorContext(&error).to_string()))?;
+            .map_err(|error| RateLimitError(Detail::caused_by(DisplayErrorContext(&error).to_string(), error)))?;
         let until = output
             .item()
             .and_then(|item| item.get("limited_until"))
@@ -161,7 +162,7 @@ impl RateLimitStore for DynamoRateLimitStore {
             .item("ttl", AttributeValue::N((until + ITEM_GRACE_SECONDS).to_string()))
             .send()
             .await
-            .map_err(|error| RateLimitError(DisplayErrorContext(&error).to_string()))?;
+            .map_err(|error| RateLimitError(Detail::caused_by(DisplayErrorContext(&error).to_string(), error)))?;
         Ok(())
     }
 }

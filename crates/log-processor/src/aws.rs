@@ -29,7 +29,7 @@ pub struct AwsCallError {
     source: BoxError,
 }
 
-fn aws_error<E>(operation: &'static str, error: E) -> BoxError
+pub(crate) fn aws_error<E>(operation: &'static str, error: E) -> BoxError
 where
     E: std::error::Error + Send + Sync + 'static,
 {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use metering_core::counters::{PeriodKind, GSI1_NAME};
 
+use crate::aws::aws_error;
 use crate::error::BoxError;
 use crate::rebuild::{CounterItem, CounterStore, CounterSums};
 
@@ -71,7 +72,7 @@ impl CounterStore for DynamoCounterStore {
         let mut items = Vec::new();
         let mut pages = query.into_paginator().items().send();
         while let Some(item) = pages.next().await {
-            let item = item.map_err(|error| aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string())?;
+            let item = item.map_err(|error| aws_error("Query", error))?;
             if let Some((counter, sums)) = counter_item(&item, kind, period) {
                 if tenant_id.is_none_or(|tenant| tenant == counter.tenant_id) {
                     items.push((counter, sums));
@@ -118,7 +119,7 @@ impl CounterStore for DynamoCounterStore {
             .set_expression_attribute_values(Some(values))
             .send()
             .await
-            .map_err(|error| aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string())?;
+            .map_err(|error| aws_error("UpdateItem", error))?;
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{Datelike, NaiveDate};
 use thiserror::Error;
 
+use crate::error::Detail;
 use crate::usage::{RequestType, TokenCounts, UsageEvent};
 
 pub const GSI1_NAME: &str = "gsi1";
@@ -120,13 +121,13 @@ pub const MARKER_TIME_TO_LIVE: Duration = Duration::from_secs(2 * 86_400);
 pub enum MeteringError {
     /// Definitely not applied, and worth retrying: throttled, or the transaction was cancelled (a conflict).
     #[error("usage counter update failed: {0}")]
-    UpdateFailed(String),
+    UpdateFailed(#[source] Detail),
     /// Definitely not applied, and a retry would not help: the request is invalid, the table is missing, ...
     #[error("usage counter update refused: {0}")]
-    Refused(String),
+    Refused(#[source] Detail),
     /// Not known whether it applied: a timeout or a broken connection after the write may have reached the table.
     #[error("usage counter update outcome unknown: {0}")]
-    OutcomeUnknown(String),
+    OutcomeUnknown(#[source] Detail),
 }
 
 impl MeteringError {
@@ -139,8 +140,15 @@ impl MeteringError {
         !matches!(self, Self::Refused(_))
     }
 
-    /// The cause, without the variant's prefix.
+    /// The cause's text, without the variant's prefix.
     pub fn detail(&self) -> &str {
+        match self {
+            Self::UpdateFailed(detail) | Self::Refused(detail) | Self::OutcomeUnknown(detail) => detail.message(),
+        }
+    }
+
+    /// The cause, with its source.
+    pub fn into_detail(self) -> Detail {
         match self {
             Self::UpdateFailed(detail) | Self::Refused(detail) | Self::OutcomeUnknown(detail) => detail,
         }
@@ -233,7 +241,7 @@ impl DynamoUsageCounters {
             .item("ttl", AttributeValue::N(expires.to_string()))
             .condition_expression("attribute_not_exists(pk)")
             .build()
-            .map_err(|error| MeteringError::Refused(error.to_string()))?;
+            .map_err(|error| MeteringError::Refused(Detail::caused_by(error.to_string(), error)))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -296,37 +304,36 @@ impl DynamoUsageCounters {
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .build()
-            .map_err(|error| MeteringError::Refused(error.to_string()))?;
+            .map_err(|error| MeteringError::Refused(Detail::caused_by(error.to_string(), error)))?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 }
 
-/// What a failed `TransactWriteItems` means for the counters.
+/// What a failed `TransactWriteItems` means for the counters. The SDK error stays the detail's source.
 fn classify_transaction_error(error: SdkError<TransactWriteItemsError>) -> Result<(), MeteringError> {
-    let detail = DisplayErrorContext(&error).to_string();
-    match error {
-        SdkError::ServiceError(service) if service.raw().status().is_server_error() => Err(MeteringError::OutcomeUnknown(detail)),
-        SdkError::ServiceError(service) => match service.into_err() {
+    let outcome: fn(Detail) -> MeteringError = match &error {
+        SdkError::ServiceError(service) if service.raw().status().is_server_error() => MeteringError::OutcomeUnknown,
+        SdkError::ServiceError(service) => match service.err() {
             TransactWriteItemsError::TransactionCanceledException(cancelled) => {
                 let marker_code = cancelled.cancellation_reasons().first().and_then(|reason| reason.code());
                 if marker_code == Some("ConditionalCheckFailed") {
                     // The marker exists: an earlier attempt of this very batch applied it.
-                    Ok(())
-                } else {
-                    Err(MeteringError::UpdateFailed(detail))
+                    return Ok(());
                 }
+                MeteringError::UpdateFailed
             }
-            TransactWriteItemsError::InternalServerError(_) => Err(MeteringError::OutcomeUnknown(detail)),
+            TransactWriteItemsError::InternalServerError(_) => MeteringError::OutcomeUnknown,
             TransactWriteItemsError::ProvisionedThroughputExceededException(_)
             | TransactWriteItemsError::RequestLimitExceeded(_)
             | TransactWriteItemsError::ThrottlingException(_)
-            | TransactWriteItemsError::TransactionInProgressException(_) => Err(MeteringError::UpdateFailed(detail)),
-            _ => Err(MeteringError::Refused(detail)),
+            | TransactWriteItemsError::TransactionInProgressException(_) => MeteringError::UpdateFailed,
+            _ => MeteringError::Refused,
         },
-        SdkError::ConstructionFailure(_) => Err(MeteringError::Refused(detail)),
+        SdkError::ConstructionFailure(_) => MeteringError::Refused,
         // Timeouts, broken connections and unreadable answers: the request may have reached the table.
-        _ => Err(MeteringError::OutcomeUnknown(detail)),
-    }
+        _ => MeteringError::OutcomeUnknown,
+    };
+    Err(outcome(Detail::caused_by(DisplayErrorContext(&error).to_string(), error)))
 }
 
 /// A DynamoDB client whose calls are bounded in time, so metering never hangs. Retrying is safe for the
@@ -598,6 +605,18 @@ mod tests {
         assert_eq!(classify_transaction_error(service_error(400, cancelled("ConditionalCheckFailed"))), Ok(()));
         let conflict = classify_transaction_error(service_error(400, cancelled("TransactionConflict")));
         assert!(matches!(conflict, Err(MeteringError::UpdateFailed(_))), "{conflict:?}");
+    }
+
+    #[test]
+    fn a_failed_transaction_keeps_the_sdk_error_as_its_source() {
+        use std::error::Error as _;
+        let Err(error) = classify_transaction_error(service_error(400, throttled())) else { panic!("throttled applied") };
+        let detail = error.source().expect("the detail is the source");
+        let sdk_error = detail.source().expect("the SDK error is the detail's source");
+        let sdk_error = sdk_error.downcast_ref::<SdkError<TransactWriteItemsError>>().expect("the typed SDK error");
+        assert!(matches!(sdk_error.as_service_error(), Some(TransactWriteItemsError::ThrottlingException(_))), "{sdk_error:?}");
+        // The text logged and written to counter_update lines is unchanged: the SDK's full context.
+        assert!(error.detail().contains("slow down"), "{}", error.detail());
     }
 
     #[test]

@@ -2,9 +2,71 @@
 //! (`api_gateway_lambda::error_envelope`: the project's `{"error": {"type", "message"}}` or Anthropic's
 //! envelope, with the status and `Retry-After`).
 
+use std::fmt;
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use crate::model::ModelError;
+
+/// What lies under a domain error (a store's, the counters'): the operator's text, and the error that caused
+/// it when there is one (an SDK error, kept whole), so a log or a test can walk the chain with
+/// `std::error::Error::source` and downcast it. The text is what the logs have always shown (for an SDK error,
+/// its full `DisplayErrorContext`); the source adds the typed error behind it. Two details are equal when
+/// their texts are: the source is context, not identity.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Detail {
+    /// A failure the gateway noticed itself (a timeout it enforced, an item it could not read): no source.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), source: None }
+    }
+
+    /// `message` about a failure caused by `source`.
+    pub fn caused_by(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { message: message.into(), source: Some(Arc::new(source)) }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Detail {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for Detail {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Detail {}
+
+impl From<String> for Detail {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for Detail {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -100,6 +162,22 @@ impl From<ModelError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Error)]
+    #[error("the store said no")]
+    struct StoreSaidNo;
+
+    #[test]
+    fn a_detail_keeps_its_source_for_the_chain_and_compares_by_its_text() {
+        use std::error::Error as _;
+        let detail = Detail::caused_by("UpdateItem on table t failed", StoreSaidNo);
+        assert_eq!(detail.to_string(), "UpdateItem on table t failed");
+        let source = detail.source().expect("the cause is kept");
+        assert!(source.downcast_ref::<StoreSaidNo>().is_some(), "{source:?}");
+        assert!(Detail::new("x").source().is_none());
+        assert_eq!(detail, Detail::new("UpdateItem on table t failed"));
+        assert_eq!(detail.clone().source().map(ToString::to_string).as_deref(), Some("the store said no"));
+    }
 
     #[test]
     fn model_errors_map_to_the_documented_variants() {

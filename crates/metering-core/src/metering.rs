@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::MeteringConfig;
 use crate::counters::{day_label, CounterBatch, MeteringError, UsageCounters};
+use crate::error::Detail;
 use crate::usage::{CounterOutcome, CounterUpdateRecord, RequestType, UsageEvent, UsageLine, UsageLog, COUNTER_UPDATE_EVENT};
 
 /// Counter writes in flight at once; further requests wait in the backlog, coalesced per counter key.
@@ -207,15 +208,15 @@ impl Inner {
             let error = match tokio::time::timeout(remaining, self.counters.add(batch)).await {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(error)) => error,
-                Err(_) => {
-                    MeteringError::OutcomeUnknown(format!("no answer within {} ms", self.config.counter_timeout.as_millis()))
-                }
+                Err(_) => MeteringError::OutcomeUnknown(Detail::new(format!(
+                    "no answer within {} ms",
+                    self.config.counter_timeout.as_millis()
+                ))),
             };
             may_have_applied |= error.may_have_applied();
             let remaining = deadline.saturating_duration_since(Instant::now());
             if !error.is_retryable() || remaining.is_zero() {
-                let detail = error.detail().to_owned();
-                return Err(if may_have_applied { MeteringError::OutcomeUnknown(detail) } else { error });
+                return Err(if may_have_applied { MeteringError::OutcomeUnknown(error.into_detail()) } else { error });
             }
             tracing::debug!(batch_id = %batch.batch_id, %error, "retrying a counter update");
             tokio::time::sleep(pause.min(remaining)).await;

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use thiserror::Error;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Detail};
 use crate::identity::{TenantIdentity, TENANT_REFUSED};
 
 /// The `pk` prefix of the registry items.
@@ -50,7 +50,7 @@ pub fn registry_partition(tenant_id: &str) -> String {
 pub enum TenantRegistryError {
     /// The registry could not be read or written (throttled, unreachable, timed out, ...).
     #[error("the tenant registry is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Detail),
     /// The registry item exists but is not well formed.
     #[error("the tenant registry item of {name:?} is invalid: {detail}")]
     Invalid { name: String, detail: String },
@@ -187,7 +187,9 @@ impl DynamoTenantRegistry {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|error| TenantRegistryError::Unavailable(DisplayErrorContext(&error).to_string()))?;
+            .map_err(|error| {
+                TenantRegistryError::Unavailable(Detail::caused_by(DisplayErrorContext(&error).to_string(), error))
+            })?;
         let Some(item) = output.item else { return Ok(None) };
         match item.get("tenant_id") {
             Some(AttributeValue::S(owner)) if registry_name(owner) == registry_name(tenant_id) => Ok(Some(owner.clone())),
@@ -228,7 +230,9 @@ impl TenantRegistry for DynamoTenantRegistry {
                     detail: "the item vanished after its conditional put failed".into(),
                 })
             }
-            Err(error) => Err(TenantRegistryError::Unavailable(DisplayErrorContext(&error).to_string())),
+            Err(error) => {
+                Err(TenantRegistryError::Unavailable(Detail::caused_by(DisplayErrorContext(&error).to_string(), error)))
+            }
         }
     }
 }

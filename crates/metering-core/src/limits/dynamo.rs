@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::error::Detail;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -26,8 +27,8 @@ impl DynamoLimitsStore {
     }
 }
 
-fn unavailable(error: impl std::error::Error) -> LimitsStoreError {
-    LimitsStoreError::Unavailable(DisplayErrorContext(error).to_string())
+fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> LimitsStoreError {
+    LimitsStoreError::Unavailable(Detail::caused_by(DisplayErrorContext(&error).to_string(), error))
 }
 
 fn string(value: impl Into<String>) -> AttributeValue {
@@ -47,10 +48,11 @@ fn limits_of(item: &HashMap<String, AttributeValue>) -> Result<StoredLimits, Lim
     let mut limits = Limits::default();
     for kind in LimitKind::ALL {
         let Some(value) = item.get(kind.as_str()) else { continue };
-        let text = value.as_n().map_err(|_| LimitsStoreError::Invalid(format!("{} is not a number", kind.as_str())))?;
+        let text =
+            value.as_n().map_err(|_| LimitsStoreError::Invalid(Detail::new(format!("{} is not a number", kind.as_str()))))?;
         let parsed = if kind == LimitKind::UsdPerMonth { usd_micros_of(text) } else { text.parse::<u64>().ok() };
-        let parsed =
-            parsed.ok_or_else(|| LimitsStoreError::Invalid(format!("{} = {text} is not a valid limit", kind.as_str())))?;
+        let parsed = parsed
+            .ok_or_else(|| LimitsStoreError::Invalid(Detail::new(format!("{} = {text} is not a valid limit", kind.as_str()))))?;
         limits.set(kind, Some(parsed));
     }
     let text = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
@@ -71,7 +73,7 @@ fn operation_marker(table_name: &str, token: &str, operation: &str) -> Result<Tr
         .item("ttl", number(expires_at))
         .condition_expression("attribute_not_exists(pk)")
         .build()
-        .map_err(|error| LimitsStoreError::Invalid(error.to_string()))?;
+        .map_err(|error| LimitsStoreError::Invalid(Detail::caused_by(error.to_string(), error)))?;
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
@@ -115,7 +117,7 @@ impl LimitsStore for DynamoLimitsStore {
             .keys(key_of(pk.clone(), sk.clone()))
             .keys(key_of(key_pk, key_sk.clone()))
             .build()
-            .map_err(|error| LimitsStoreError::Invalid(error.to_string()))?;
+            .map_err(|error| LimitsStoreError::Invalid(Detail::caused_by(error.to_string(), error)))?;
         let mut request = HashMap::from([(self.table_name.clone(), wanted)]);
         let (mut tenant, mut key) = (None, None);
         // BatchGetItem may leave keys unprocessed under throttling: ask again for those (two keys at most).
@@ -134,7 +136,7 @@ impl LimitsStore for DynamoLimitsStore {
                 None => return Ok((tenant, key)),
             }
         }
-        Err(LimitsStoreError::Unavailable("BatchGetItem left keys unprocessed three times".into()))
+        Err(LimitsStoreError::Unavailable(Detail::new("BatchGetItem left keys unprocessed three times")))
     }
 
     async fn put(&self, scope: &Scope, stored: &StoredLimits) -> Result<(), LimitsStoreError> {
@@ -187,7 +189,7 @@ impl LimitsStore for DynamoLimitsStore {
                 .expression_attribute_values(":room", number(room))
                 .expression_attribute_values(":ttl", number(hold.counter.expires_at()))
                 .build()
-                .map_err(|error| LimitsStoreError::Invalid(error.to_string()))?;
+                .map_err(|error| LimitsStoreError::Invalid(Detail::caused_by(error.to_string(), error)))?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
         items.push(operation_marker(&self.table_name, token, "reserve")?);
@@ -205,7 +207,9 @@ impl LimitsStore for DynamoLimitsStore {
                         .position(|reason| reason.code() == Some(CONDITIONAL_CHECK_FAILED));
                     match refused {
                         Some(index) => Ok(ReserveOutcome::Refused { index }),
-                        None => Err(LimitsStoreError::Unavailable(format!("the reservation was cancelled: {cancelled}"))),
+                        None => {
+                            Err(LimitsStoreError::Unavailable(Detail::new(format!("the reservation was cancelled: {cancelled}"))))
+                        }
                     }
                 }
                 _ => Err(unavailable(SdkError::ServiceError(service))),
@@ -227,7 +231,7 @@ impl LimitsStore for DynamoLimitsStore {
                 .expression_attribute_values(":actual", number(settlement.actual))
                 .expression_attribute_values(":ttl", number(settlement.counter.expires_at()))
                 .build()
-                .map_err(|error| LimitsStoreError::Invalid(error.to_string()))?;
+                .map_err(|error| LimitsStoreError::Invalid(Detail::caused_by(error.to_string(), error)))?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
         items.push(operation_marker(&self.table_name, token, "settle")?);
@@ -258,7 +262,7 @@ impl LimitsStore for DynamoLimitsStore {
                 distinct.push(key);
             }
         }
-        let wanted = wanted.build().map_err(|error| LimitsStoreError::Invalid(error.to_string()))?;
+        let wanted = wanted.build().map_err(|error| LimitsStoreError::Invalid(Detail::caused_by(error.to_string(), error)))?;
         let mut request = HashMap::from([(self.table_name.clone(), wanted)]);
         let mut found: HashMap<(String, String), CounterUse> = HashMap::new();
         for attempt in 0..3 {
@@ -269,7 +273,9 @@ impl LimitsStore for DynamoLimitsStore {
             }
             match output.unprocessed_keys().filter(|keys| !keys.is_empty()) {
                 Some(unprocessed) if attempt < 2 => request = unprocessed.clone(),
-                Some(_) => return Err(LimitsStoreError::Unavailable("BatchGetItem left keys unprocessed three times".into())),
+                Some(_) => {
+                    return Err(LimitsStoreError::Unavailable(Detail::new("BatchGetItem left keys unprocessed three times")))
+                }
                 None => break,
             }
         }

@@ -18,7 +18,7 @@ use super::lease::{LeaseBook, ReturnedLease};
 use super::period::{system_clock, Clock, Period};
 use super::store::{AlertMarker, Hold, LimitsStore, LimitsStoreError, ReserveOutcome, Settlement, UseCounter};
 use super::{LimitKind, LimitSet, Limits, Scope, MICROS_PER_USD};
-use crate::error::ApiError;
+use crate::error::{ApiError, Detail};
 use crate::pricing::PricingTable;
 use crate::usage::{LimitRefusedRecord, TokenCounts, UsageLine, UsageLog, LIMIT_REFUSED_EVENT};
 
@@ -234,7 +234,9 @@ impl LimitsService {
         let bound = self.inner.config.store_timeout;
         let loaded = tokio::time::timeout(bound, self.inner.store.load(tenant_id, key_id))
             .await
-            .unwrap_or_else(|_| Err(LimitsStoreError::Unavailable(format!("no answer within {} ms", bound.as_millis()))))
+            .unwrap_or_else(|_| {
+                Err(LimitsStoreError::Unavailable(Detail::new(format!("no answer within {} ms", bound.as_millis()))))
+            })
             .map(|(tenant, key)| LimitSet {
                 tenant: tenant.map(|stored| stored.limits).unwrap_or_default(),
                 key: key.map(|stored| stored.limits).unwrap_or_default(),
@@ -430,9 +432,9 @@ impl LimitsService {
         // A reservation that lands after the bound (the request was admitted unreserved, fail open) is never
         // settled: it only makes the budget stricter.
         let bound = self.inner.config.store_timeout;
-        let reserved = tokio::time::timeout(bound, self.inner.store.reserve(holds, token))
-            .await
-            .unwrap_or_else(|_| Err(LimitsStoreError::Unavailable(format!("no answer within {} ms", bound.as_millis()))));
+        let reserved = tokio::time::timeout(bound, self.inner.store.reserve(holds, token)).await.unwrap_or_else(|_| {
+            Err(LimitsStoreError::Unavailable(Detail::new(format!("no answer within {} ms", bound.as_millis()))))
+        });
         match reserved {
             Ok(ReserveOutcome::Reserved) => Ok(()),
             Ok(ReserveOutcome::Refused { index }) => Err(ReserveError::Refused(index)),

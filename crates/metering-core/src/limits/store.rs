@@ -15,6 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
 
+use crate::error::Detail;
+
 use super::period::{Period, PeriodUnit};
 use super::{LimitKind, Scope, StoredLimits};
 
@@ -137,10 +139,10 @@ impl AlertMarker {
 pub enum LimitsStoreError {
     /// The store did not answer, or failed: fail open or closed (`LIMITS_FAIL_MODE`).
     #[error("the limits store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Detail),
     /// A stored item is not what the code expects (a defect or a hand edit).
     #[error("a limits item is not valid: {0}")]
-    Invalid(String),
+    Invalid(#[source] Detail),
 }
 
 #[async_trait]

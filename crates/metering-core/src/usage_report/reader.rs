@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use super::aggregate::CounterRow;
 use crate::counters::{tenant_partition, PeriodKind, GSI1_NAME};
-use crate::error::ApiError;
+use crate::error::{ApiError, Detail};
 use crate::usage::{RequestType, TokenCounts};
 
 /// What a report cost to read.
@@ -47,11 +47,11 @@ pub struct CounterRead {
 #[derive(Debug, Error)]
 pub enum UsageReadError {
     #[error("the usage table is throttling reads: {0}")]
-    Throttled(String),
+    Throttled(#[source] Detail),
     #[error("querying the usage table failed: {0}")]
-    Query(String),
+    Query(#[source] Detail),
     #[error("a usage counter item is malformed: {0}")]
-    Malformed(String),
+    Malformed(#[source] Detail),
 }
 
 impl From<UsageReadError> for ApiError {
@@ -181,7 +181,7 @@ impl UsageReader for DynamoUsageReader {
             .query_all(query, |item| {
                 let sort_key = string_attribute(item, "sk")?;
                 let Some((period, request_type, model_id)) = split_key(&sort_key, prefix) else {
-                    return Err(UsageReadError::Malformed(format!("sort key {sort_key:?}")));
+                    return Err(UsageReadError::Malformed(Detail::new(format!("sort key {sort_key:?}"))));
                 };
                 Ok(Some(row_from(item, tenant_id, period, request_type, model_id)?))
             })
@@ -207,7 +207,7 @@ impl UsageReader for DynamoUsageReader {
             .query_all(query, |item| {
                 let index_key = string_attribute(item, "gsi1sk")?;
                 let Some((tenant_id, request_type, model_id)) = split_key(&index_key, "TENANT") else {
-                    return Err(UsageReadError::Malformed(format!("index sort key {index_key:?}")));
+                    return Err(UsageReadError::Malformed(Detail::new(format!("index sort key {index_key:?}"))));
                 };
                 Ok(Some(row_from(item, tenant_id, day, request_type, model_id)?))
             })
@@ -230,7 +230,7 @@ fn query_error(error: SdkError<QueryError>) -> UsageReadError {
             // On-demand tables throttle with `ThrottlingException`, which Query does not model.
             || service_error.code() == Some("ThrottlingException")
     });
-    let detail = DisplayErrorContext(&error).to_string();
+    let detail = Detail::caused_by(DisplayErrorContext(&error).to_string(), error);
     if throttled {
         UsageReadError::Throttled(detail)
     } else {
@@ -251,7 +251,7 @@ fn split_key<'k>(key: &'k str, prefix: &str) -> Option<(&'k str, &'k str, &'k st
 fn string_attribute(item: &HashMap<String, AttributeValue>, name: &str) -> Result<String, UsageReadError> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value.clone()),
-        _ => Err(UsageReadError::Malformed(format!("item without a string {name}"))),
+        _ => Err(UsageReadError::Malformed(Detail::new(format!("item without a string {name}")))),
     }
 }
 
@@ -259,9 +259,9 @@ fn number_attribute(item: &HashMap<String, AttributeValue>, name: &str) -> Resul
     match item.get(name) {
         None => Ok(0),
         Some(AttributeValue::N(number)) => {
-            number.parse().map_err(|_| UsageReadError::Malformed(format!("{name} = {number:?} is not a count")))
+            number.parse().map_err(|_| UsageReadError::Malformed(Detail::new(format!("{name} = {number:?} is not a count"))))
         }
-        Some(_) => Err(UsageReadError::Malformed(format!("{name} is not a number"))),
+        Some(_) => Err(UsageReadError::Malformed(Detail::new(format!("{name} is not a number")))),
     }
 }
 
@@ -326,5 +326,21 @@ mod tests {
         assert!(matches!(error, ApiError::Internal(_)), "{error:?}");
         assert!(!error.to_string().contains("bedrock-metering-usage"));
         assert!(matches!(ApiError::from(UsageReadError::Throttled("x".into())), ApiError::Unavailable { .. }));
+    }
+
+    #[test]
+    fn a_throttled_query_keeps_the_sdk_error_as_its_source() {
+        use aws_sdk_dynamodb::config::http::HttpResponse;
+        use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException;
+        use aws_smithy_types::body::SdkBody;
+        use std::error::Error as _;
+        let throttled = QueryError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder().message("slow down").build(),
+        );
+        let sdk_error = SdkError::service_error(throttled, HttpResponse::new(400.try_into().unwrap(), SdkBody::empty()));
+        let error = query_error(sdk_error);
+        assert!(matches!(error, UsageReadError::Throttled(_)), "{error:?}");
+        let source = error.source().and_then(std::error::Error::source).expect("the SDK error under the detail");
+        assert!(source.downcast_ref::<SdkError<QueryError>>().is_some(), "{source:?}");
     }
 }
