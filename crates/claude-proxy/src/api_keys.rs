@@ -371,47 +371,7 @@ impl KeyStore for DynamoKeyStore {
 mod tests {
     use super::*;
 
-    #[derive(Default)]
-    struct MemoryStore(Mutex<HashMap<String, StoredKey>>);
-
-    #[async_trait]
-    impl KeyStore for MemoryStore {
-        async fn insert(&self, key: &StoredKey) -> Result<(), KeyStoreError> {
-            self.0.lock().unwrap().insert(key.record.id.clone(), key.clone());
-            Ok(())
-        }
-        async fn get(&self, key_id: &str) -> Result<Option<StoredKey>, KeyStoreError> {
-            Ok(self.0.lock().unwrap().get(key_id).cloned())
-        }
-        async fn list_active(&self, tenant_id: &str, user_id: &str) -> Result<Vec<ApiKeyRecord>, KeyStoreError> {
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|k| k.record.tenant_id == tenant_id && k.record.user_id == user_id && k.record.revoked_at.is_none())
-                .map(|k| k.record.clone())
-                .collect())
-        }
-        async fn revoke(
-            &self,
-            tenant_id: &str,
-            user_id: &str,
-            key_id: &str,
-            at: DateTime<Utc>,
-        ) -> Result<Option<ApiKeyRecord>, KeyStoreError> {
-            let mut keys = self.0.lock().unwrap();
-            match keys.get_mut(key_id) {
-                Some(key)
-                    if key.record.tenant_id == tenant_id && key.record.user_id == user_id && key.record.revoked_at.is_none() =>
-                {
-                    key.record.revoked_at = Some(at.to_rfc3339());
-                    Ok(Some(key.record.clone()))
-                }
-                _ => Ok(None),
-            }
-        }
-    }
+    use crate::test_util::MemoryKeyStore;
 
     fn owner(tenant: &str, user: &str) -> TenantIdentity {
         TenantIdentity { tenant_id: tenant.into(), user_id: user.into(), username: None, groups: vec![] }
@@ -430,7 +390,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_created_key_verifies_as_its_owner_until_revoked() {
-        let keys = ApiKeys::new(Arc::new(MemoryStore::default()), Duration::ZERO);
+        let keys = ApiKeys::new(Arc::new(MemoryKeyStore::default()), Duration::ZERO);
         let alice = owner("acme", "alice");
         let (record, secret) = keys.create(&alice, Some("laptop".into())).await.unwrap();
         assert!(secret.starts_with(&record.hint[..record.hint.len() - 3]));
@@ -448,7 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_secret_for_a_real_id_is_refused() {
-        let keys = ApiKeys::new(Arc::new(MemoryStore::default()), Duration::ZERO);
+        let keys = ApiKeys::new(Arc::new(MemoryKeyStore::default()), Duration::ZERO);
         let (record, _) = keys.create(&owner("acme", "alice"), None).await.unwrap();
         let forged = format!("bmk_{}_{}", record.id, "0".repeat(64));
         assert!(matches!(keys.verify(Some(&forged)).await, Err(ApiError::Unauthenticated(_))));
@@ -458,7 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn names_are_bounded() {
-        let keys = ApiKeys::new(Arc::new(MemoryStore::default()), Duration::ZERO);
+        let keys = ApiKeys::new(Arc::new(MemoryKeyStore::default()), Duration::ZERO);
         let long = "n".repeat(MAX_KEY_NAME_CHARS + 1);
         assert!(matches!(keys.create(&owner("t", "u"), Some(long)).await, Err(ApiError::InvalidRequest(_))));
     }

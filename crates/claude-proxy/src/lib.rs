@@ -22,6 +22,8 @@ pub mod rate_limits;
 pub mod request;
 pub mod sse;
 pub mod streaming;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 
 pub use handler::ProxyHandler;
 pub use proxy::ProxyService;

@@ -171,23 +171,7 @@ impl RateLimitStore for DynamoRateLimitStore {
 mod tests {
     use super::*;
 
-    #[derive(Default)]
-    struct MemoryStore {
-        items: Mutex<HashMap<String, DateTime<Utc>>>,
-        reads: Mutex<u32>,
-    }
-
-    #[async_trait]
-    impl RateLimitStore for MemoryStore {
-        async fn limited_until(&self, scope_key: &str) -> Result<Option<DateTime<Utc>>, RateLimitError> {
-            *self.reads.lock().unwrap() += 1;
-            Ok(self.items.lock().unwrap().get(scope_key).copied())
-        }
-        async fn record(&self, scope_key: &str, entry: &RateLimitEntry) -> Result<(), RateLimitError> {
-            self.items.lock().unwrap().insert(scope_key.to_owned(), entry.limited_until());
-            Ok(())
-        }
-    }
+    use crate::test_util::MemoryRateLimitStore;
 
     fn entry(user: &str, retry_after_seconds: u64) -> RateLimitEntry {
         RateLimitEntry { tenant_id: "acme".into(), user_id: user.into(), recorded_at: Utc::now(), retry_after_seconds }
@@ -195,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_recorded_429_is_in_force_for_its_scope_only() {
-        let store = Arc::new(MemoryStore::default());
+        let store = Arc::new(MemoryRateLimitStore::default());
         let memory = RateLimitMemory::new(store.clone(), RateLimitScope::User);
         assert_eq!(memory.in_force("acme", "alice").await, None);
         memory.record(entry("alice", 30)).await;
@@ -209,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_limit_is_not_in_force() {
-        let store = Arc::new(MemoryStore::default());
+        let store = Arc::new(MemoryRateLimitStore::default());
         let memory = RateLimitMemory::new(store.clone(), RateLimitScope::Tenant);
         let mut old = entry("alice", 5);
         old.recorded_at = Utc::now() - chrono::Duration::seconds(10);

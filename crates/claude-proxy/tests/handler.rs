@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use claude_proxy::anthropic::{AnthropicApi, ChunkStream, UpstreamError, UpstreamRequest, UpstreamResponse};
-use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
+use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, StoredKey};
 use claude_proxy::bedrock::{BedrockApi, EventStream};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{ProxyService, ProxySettings};
 use claude_proxy::streaming::ClientDisconnect;
+use claude_proxy::test_util::MemoryKeyStore;
 use claude_proxy::ProxyHandler;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -29,26 +29,6 @@ use serde_json::{json, Value};
 
 /// The key in events/proxy-*.json (a test fixture, not a secret).
 const EVENT_KEY: &str = "bmk_0123456789abcdef_abababababababababababababababababababababababababababababababab";
-
-#[derive(Default)]
-struct OneKeyStore(Mutex<Vec<StoredKey>>);
-
-#[async_trait]
-impl KeyStore for OneKeyStore {
-    async fn insert(&self, key: &StoredKey) -> Result<(), KeyStoreError> {
-        self.0.lock().unwrap().push(key.clone());
-        Ok(())
-    }
-    async fn get(&self, key_id: &str) -> Result<Option<StoredKey>, KeyStoreError> {
-        Ok(self.0.lock().unwrap().iter().find(|k| k.record.id == key_id).cloned())
-    }
-    async fn list_active(&self, _: &str, _: &str) -> Result<Vec<ApiKeyRecord>, KeyStoreError> {
-        Ok(self.0.lock().unwrap().iter().map(|k| k.record.clone()).collect())
-    }
-    async fn revoke(&self, _: &str, _: &str, _: &str, _: DateTime<Utc>) -> Result<Option<ApiKeyRecord>, KeyStoreError> {
-        Ok(None)
-    }
-}
 
 /// A body in one chunk.
 fn whole(bytes: Bytes) -> ChunkStream {
@@ -114,7 +94,7 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
-    let store = Arc::new(OneKeyStore::default());
+    let store = Arc::new(MemoryKeyStore::default());
     store
         .insert(&StoredKey {
             record: ApiKeyRecord {

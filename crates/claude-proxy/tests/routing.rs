@@ -5,22 +5,23 @@
 //! end-to-end tests (`tests/e2e/test_proxy.py`) prove the same paths over real connections.
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test with its message
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use claude_proxy::anthropic::{AnthropicApi, ChunkStream, UpstreamError, UpstreamRequest, UpstreamResponse};
-use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, KeyStoreError, StoredKey};
+use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, StoredKey};
 use claude_proxy::bedrock::{BedrockApi, EventStream};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
 use claude_proxy::proxy::{Endpoint, ProxyService, ProxySettings};
-use claude_proxy::rate_limits::{RateLimitEntry, RateLimitError, RateLimitMemory, RateLimitScope, RateLimitStore};
+use claude_proxy::rate_limits::{RateLimitEntry, RateLimitMemory, RateLimitScope};
 use claude_proxy::request::ProxyRequest;
 use claude_proxy::streaming::ClientDisconnect;
+use claude_proxy::test_util::{MemoryKeyStore, MemoryRateLimitStore};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use metering_core::bedrock_metadata::BedrockRequestMetadata;
@@ -38,26 +39,6 @@ const BEDROCK_MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
 const DEFAULT_RETRY_AFTER: u64 = 30;
 
 // ---------------------------------------------------------------- stand-ins
-
-#[derive(Default)]
-struct Keys(Mutex<Vec<StoredKey>>);
-
-#[async_trait]
-impl KeyStore for Keys {
-    async fn insert(&self, key: &StoredKey) -> Result<(), KeyStoreError> {
-        self.0.lock().unwrap().push(key.clone());
-        Ok(())
-    }
-    async fn get(&self, key_id: &str) -> Result<Option<StoredKey>, KeyStoreError> {
-        Ok(self.0.lock().unwrap().iter().find(|k| k.record.id == key_id).cloned())
-    }
-    async fn list_active(&self, _: &str, _: &str) -> Result<Vec<ApiKeyRecord>, KeyStoreError> {
-        Ok(vec![])
-    }
-    async fn revoke(&self, _: &str, _: &str, _: &str, _: DateTime<Utc>) -> Result<Option<ApiKeyRecord>, KeyStoreError> {
-        Ok(None)
-    }
-}
 
 /// A body in one chunk.
 fn whole(bytes: Bytes) -> ChunkStream {
@@ -160,25 +141,6 @@ impl BedrockApi for ScriptedBedrock {
     }
 }
 
-/// The rate-limit table: `limited_until` per scope key, and every entry recorded.
-#[derive(Default)]
-struct LimitTable {
-    until: Mutex<HashMap<String, DateTime<Utc>>>,
-    recorded: Mutex<Vec<(String, RateLimitEntry)>>,
-}
-
-#[async_trait]
-impl RateLimitStore for LimitTable {
-    async fn limited_until(&self, scope_key: &str) -> Result<Option<DateTime<Utc>>, RateLimitError> {
-        Ok(self.until.lock().unwrap().get(scope_key).copied())
-    }
-    async fn record(&self, scope_key: &str, entry: &RateLimitEntry) -> Result<(), RateLimitError> {
-        self.until.lock().unwrap().insert(scope_key.to_owned(), entry.limited_until());
-        self.recorded.lock().unwrap().push((scope_key.to_owned(), entry.clone()));
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------- the setup of one case
 
 struct Case {
@@ -257,7 +219,7 @@ fn message_body() -> Value {
 }
 
 async fn run(case: Case, endpoint: Endpoint) -> Outcome {
-    let keys = Arc::new(Keys::default());
+    let keys = Arc::new(MemoryKeyStore::default());
     keys.insert(&StoredKey {
         record: ApiKeyRecord {
             id: "0123456789abcdef".into(),
@@ -272,13 +234,13 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     })
     .await
     .unwrap();
-    let table = Arc::new(LimitTable::default());
+    let table = Arc::new(MemoryRateLimitStore::default());
     if let Some(seconds) = case.remembered_for {
         let key = case.scope.key(TENANT, USER);
-        table.until.lock().unwrap().insert(key, Utc::now() + chrono::Duration::seconds(seconds));
+        table.limit(key, Utc::now() + chrono::Duration::seconds(seconds));
     }
     if let Some(key) = case.remembered_key {
-        table.until.lock().unwrap().insert(key, Utc::now() + chrono::Duration::seconds(300));
+        table.limit(key, Utc::now() + chrono::Duration::seconds(300));
     }
     let anthropic = Arc::new(ScriptedAnthropic { script: case.anthropic, calls: Mutex::default() });
     let bedrock = Arc::new(ScriptedBedrock { failure: case.bedrock_failure, calls: Mutex::default() });
@@ -319,7 +281,7 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     };
     let anthropic_calls = anthropic.calls.lock().unwrap().clone();
     let bedrock_calls = bedrock.calls.lock().unwrap().clone();
-    let remembered = table.recorded.lock().unwrap().clone();
+    let remembered = table.recorded();
     let lines = lines.usage();
     Outcome { status: parts.status, headers: parts.headers, body, anthropic_calls, bedrock_calls, remembered, lines }
 }
