@@ -10,19 +10,8 @@ use axum::Router;
 use lambda_http::tower::ServiceExt;
 use serde_json::{json, Value};
 
-/// A writer that keeps what the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
+use common::Captured;
 
 #[tokio::test(flavor = "current_thread")]
 async fn throttled_and_failed_answers_are_logged_as_the_rate_limit_metric_reads_them() {
@@ -45,12 +34,11 @@ async fn throttled_and_failed_answers_are_logged_as_the_rate_limit_metric_reads_
         router.clone().oneshot(request).await.unwrap();
     }
     // THEN the 429 and the 502 are lines with the message and status infra/lib/operations/log-metrics.ts matches
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let failed: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+    let lines = captured.json_lines();
+    let failed: Vec<Value> = lines
+        .iter()
         .filter(|line| line["fields"]["message"] == "request failed")
         .map(|line| line["fields"]["status"].clone())
         .collect();
-    assert_eq!(failed, vec![json!(429), json!(502)], "{text}");
+    assert_eq!(failed, vec![json!(429), json!(502)], "{lines:?}");
 }

@@ -10,11 +10,12 @@ use axum::body::{Body, Bytes};
 use axum::routing::post;
 use axum::Router;
 use http_body_util::BodyExt;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
-use lambda_http::request::RequestContext;
 use lambda_http::tower::ServiceExt;
 use lambda_http::RequestExt;
 use serde_json::{json, Value};
+
+mod common;
+use common::{gateway_context, request};
 
 /// Echoes what the extractors gave: the request id, the claims, the body's length.
 fn router(rules: BodyRules) -> Router {
@@ -23,19 +24,6 @@ fn router(rules: BodyRules) -> Router {
         axum::Json(json!({"request_id": id, "claims": claims, "body_bytes": body.len()}))
     };
     with_gateway_layers(with_body_rules(Router::new().route("/echo", post(echo)), rules))
-}
-
-fn gateway_context(request_id: Option<&str>, claims: Option<Value>) -> RequestContext {
-    let mut context = ApiGatewayProxyRequestContext::default();
-    context.request_id = request_id.map(str::to_owned);
-    if let Some(claims) = claims {
-        context.authorizer.fields.insert("claims".to_owned(), claims);
-    }
-    RequestContext::ApiGatewayV1(context)
-}
-
-fn request(body: Body) -> http::Request<Body> {
-    http::Request::post("/echo").body(body).unwrap()
 }
 
 async fn call(router: Router, request: http::Request<Body>) -> (http::StatusCode, http::HeaderMap, Value) {

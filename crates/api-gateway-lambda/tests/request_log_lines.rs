@@ -6,38 +6,12 @@ use api_gateway_lambda::{with_gateway_layers, VerifiedClaims};
 use axum::body::Body;
 use axum::routing::post;
 use axum::Router;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
-use lambda_http::request::RequestContext;
 use lambda_http::tower::ServiceExt;
 use lambda_http::RequestExt;
-use serde_json::{json, Value};
+use serde_json::json;
 
-fn gateway_context(request_id: Option<&str>, claims: Option<Value>) -> RequestContext {
-    let mut context = ApiGatewayProxyRequestContext::default();
-    context.request_id = request_id.map(str::to_owned);
-    if let Some(claims) = claims {
-        context.authorizer.fields.insert("claims".to_owned(), claims);
-    }
-    RequestContext::ApiGatewayV1(context)
-}
-
-fn request(body: Body) -> http::Request<Body> {
-    http::Request::post("/echo").body(body).unwrap()
-}
-
-/// A writer that keeps what the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
+use common::{gateway_context, request, Captured};
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_log_line_of_a_request_carries_its_request_id_and_then_its_verified_tenant() {
@@ -65,10 +39,9 @@ async fn every_log_line_of_a_request_carries_its_request_id_and_then_its_verifie
     let response = router.oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200);
     // THEN both lines name the request, and the one after the identity names the tenant too
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let lines = captured.json_lines();
     let line = |message: &str| lines.iter().find(|line| line["fields"]["message"] == message).cloned().unwrap_or_default();
-    assert_eq!(line("before the identity")["span"]["request_id"], "gw-5", "{text}");
-    assert_eq!(line("after the identity")["span"]["request_id"], "gw-5", "{text}");
-    assert_eq!(line("after the identity")["span"]["tenant_id"], "acme", "{text}");
+    assert_eq!(line("before the identity")["span"]["request_id"], "gw-5", "{lines:?}");
+    assert_eq!(line("after the identity")["span"]["request_id"], "gw-5", "{lines:?}");
+    assert_eq!(line("after the identity")["span"]["tenant_id"], "acme", "{lines:?}");
 }
