@@ -3,7 +3,6 @@
 //! it at the fake Bedrock Runtime without another code path.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +16,7 @@ use aws_smithy_types::event_stream::RawMessage;
 use thiserror::Error;
 
 use crate::bedrock_metadata::BedrockRequestMetadata;
+use crate::error::Detail;
 use crate::usage::TokenCounts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,23 +75,23 @@ pub enum ModelError {
     Upstream(#[source] Cause),
 }
 
-/// Why a model call failed, for the logs: Bedrock's message (or the SDK's full error text), the model the
-/// call was for, and the SDK's error itself as the source. Two causes are equal when their messages are.
+/// Why a model call failed, for the logs: Bedrock's message (or the SDK's full error text) with the SDK's error
+/// itself as its source (a `Detail`), and the model the call was for. Two causes are equal when their messages
+/// are.
 #[derive(Debug, Clone)]
 pub struct Cause {
-    message: String,
+    detail: Detail,
     model_id: Option<String>,
-    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Cause {
     /// `message` about a call to `model_id`, caused by `source` (the SDK's error).
     pub fn of_call(message: String, model_id: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self { message, model_id: Some(model_id.to_owned()), source: Some(Arc::new(source)) }
+        Self { detail: Detail::caused_by(message, source), model_id: Some(model_id.to_owned()) }
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        self.detail.message()
     }
 
     pub fn model_id(&self) -> Option<&str> {
@@ -102,21 +102,21 @@ impl Cause {
 impl fmt::Display for Cause {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.model_id {
-            Some(model_id) => write!(formatter, "{} (model {model_id})", self.message),
-            None => formatter.write_str(&self.message),
+            Some(model_id) => write!(formatter, "{} (model {model_id})", self.detail),
+            None => write!(formatter, "{}", self.detail),
         }
     }
 }
 
 impl std::error::Error for Cause {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
+        self.detail.source()
     }
 }
 
 impl PartialEq for Cause {
     fn eq(&self, other: &Self) -> bool {
-        self.message == other.message
+        self.detail == other.detail
     }
 }
 
@@ -125,7 +125,7 @@ impl Eq for Cause {}
 /// A cause known only by its message (a failure the gateway noticed itself, or a test's).
 impl From<String> for Cause {
     fn from(message: String) -> Self {
-        Self { message, model_id: None, source: None }
+        Self { detail: Detail::new(message), model_id: None }
     }
 }
 
