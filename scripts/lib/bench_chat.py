@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark of POST /bedrock/chat through the local API server (release build), against the same load
 sent straight to the fake Bedrock Runtime with the same fixed delay, in one run. The gateway's added
-latency is the difference between the two. Then the local API is stopped at once (SIGTERM; it drains its
+latency is the difference between the two. Beside them the floor, `local-stack bench-floor chat`: the same server
+and the same SDK Converse call with nothing else (no authorizer, metering, limits or log line), so the gateway's
+own work is what it adds over the floor. Then the local API is stopped at once (SIGTERM; it drains its
 counters within METERING_DRAIN_TIMEOUT_MS) and the usage lines it wrote are compared with the requests it
 answered (must be 100%); its idle and peak RSS (over the runs and the drain) are reported.
 
@@ -140,6 +142,18 @@ def admitted_by_limits(resources, tenant_id: str) -> int:
     return total
 
 
+FLOOR = "floor: SDK call only"
+
+
+def floor_line(floor: dict, gateway: dict, direct: dict) -> str:
+    """The gateway against its floor (the same server and upstream call with nothing else): what any server making
+    that call adds on this machine, and what the gateway's own work adds on top."""
+    return (f"floor (server + upstream call, nothing else): req/s {floor['rps']:.1f}, added over direct p50 "
+            f"{floor['p50_ms'] - direct['p50_ms']:.2f} ms, p99 {floor['p99_ms'] - direct['p99_ms']:.2f} ms; "
+            f"gateway/floor req/s {gateway['rps'] / max(floor['rps'], 0.001):.3f}, gateway's own work p50 "
+            f"{gateway['p50_ms'] - floor['p50_ms']:.2f} ms, p99 {gateway['p99_ms'] - floor['p99_ms']:.2f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
@@ -167,6 +181,9 @@ def main() -> int:
         # latency of enforcement (limits cached; reservation and settlement against moto) is measured in the same run.
         api = stack.start_api("api-bench", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url, USAGE_LOG_GROUP=None,
                               LIMITS_ENABLED="false")
+        # The floor: the same server and the same SDK Converse call, and nothing else (no authorizer, metering,
+        # limits or log line). What the gateway adds over it is the gateway's own work.
+        floor = stack.start_floor("chat", "bench-floor-chat", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url)
         # Its DynamoDB is a moto of its own, holding only its items: moto's TransactWriteItems deep-copies the whole
         # table once per item of the transaction, so in the shared moto (thousands of counter items after the
         # other runs) a reservation would cost hundreds of ms of moto's copying, not of the gateway or DynamoDB.
@@ -206,6 +223,7 @@ def main() -> int:
                                  sigv4_headers(slow_bedrock.url + model_path, converse_body))
         targets = {
             "direct to fake Bedrock": (slow_bedrock.url + model_path, direct_script),
+            FLOOR: (floor.url + "/bedrock/chat", gateway_script),
             "through the gateway": (api.url + "/bedrock/chat", gateway_script),
             "gateway, limits on": (limited_api.url + "/bedrock/chat", limited_script),
             "limits on, no leases": (unleased_api.url + "/bedrock/chat", limited_script),
@@ -249,6 +267,7 @@ def main() -> int:
           f"{limited_answered}; admitted unchecked (limits_unavailable, fail open): {failed_open}")
     print(f"added latency p50: {gateway['p50_ms'] - direct['p50_ms']:.2f} ms, "
           f"p99: {gateway['p99_ms'] - direct['p99_ms']:.2f} ms")
+    print(floor_line(results[FLOOR], gateway, direct))
     print(billing_line(metered, gateway_answered))
     print(f"server exit after SIGTERM: {stop_seconds:.1f}s (code {exit_code}); "
           f"local API {memory_line(idle_kib, peak_kib)} (peak over the runs and the drain)")

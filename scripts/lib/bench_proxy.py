@@ -2,6 +2,8 @@
 """Benchmark of POST /v1/messages: the same load, in one run, sent (1) straight to the fake Anthropic API,
 (2) through this project's Claude proxy (local-stack api, release build) and (3) through LiteLLM's proxy
 (`litellm[proxy]`, its own venv under .local/), both configured for the same fake upstream with a fixed delay.
+Also (4) the floor: `local-stack bench-floor proxy`, the same server and HTTP client forwarding to the same fake
+and nothing else, so the proxy's own work is what it adds over the floor.
 Reports requests/s, p50/p99 latency and the latency each proxy adds over the direct run, peak memory (RSS
 high-water mark) of each proxy, and the ratios. Plain and streamed answers. Then stops this proxy at once
 (SIGTERM; it drains its counters within METERING_DRAIN_TIMEOUT_MS) and reports the usage lines it wrote against
@@ -31,7 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_chat import add_binary_options, billing_line, ensure_wrk, local_stack_bin, run_wrk, stop_and_count  # noqa: E402
+from bench_chat import (  # noqa: E402
+    add_binary_options, billing_line, ensure_wrk, floor_line, local_stack_bin, run_wrk, stop_and_count,
+)
 from bench_memory import PeakSampler, memory_kib, memory_line  # noqa: E402
 from processes import REPO_ROOT, ManagedProcess, base_env, free_port, spawn, wait_until  # noqa: E402
 
@@ -128,6 +132,7 @@ def main() -> int:
     from proxy_stack import create_proxy_tables, proxy_env, start_fake_anthropic  # noqa: E402
 
     ours_name, theirs_name, direct_name = "claude proxy (this project)", "LiteLLM proxy", "direct to fake Anthropic"
+    floor_name = "floor: pass-through only"
     run_dir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     stack = LocalStack.start(run_dir)
     try:
@@ -145,8 +150,13 @@ def main() -> int:
         gateway_key = requests.post(f"{proxy.url}/v1/keys", json={"name": "bench"},
                                     headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["key"]
         common = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+        # The floor: the same server and HTTP client forwarding to the same fake, and nothing else (no key check,
+        # metering, limits or log line). What the proxy adds over it is the proxy's own work.
+        floor = stack.start_floor("proxy", "bench-floor-proxy", ANTHROPIC_BASE_URL=fake.url,
+                                  ANTHROPIC_API_KEY=UPSTREAM_KEY)
         targets = {
             direct_name: (fake.url, {**common, "x-api-key": UPSTREAM_KEY}),
+            floor_name: (floor.url, {**common, "x-api-key": gateway_key}),
             ours_name: (proxy.url, {**common, "x-api-key": gateway_key}),
         }
         pids = {ours_name: proxy.pid}
@@ -190,6 +200,7 @@ def main() -> int:
             r = results[(name, stream)]
             added = "" if name == direct_name else f"{r['p50_ms'] - direct['p50_ms']:>9.2f}{r['p99_ms'] - direct['p99_ms']:>9.2f}"
             print(f"{name:<30}{r['rps']:>10.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{added or ' ' * 18}{r['errors']:>9}")
+        print(floor_line(results[(floor_name, stream)], results[(ours_name, stream)], direct))
         if theirs_name in targets:
             ours, theirs = results[(ours_name, stream)], results[(theirs_name, stream)]
             ours_added = max(ours["p50_ms"] - direct["p50_ms"], 0.01)

@@ -148,6 +148,16 @@ class LocalStack:
         self.extra_apis.append(api)
         return api
 
+    def start_floor(self, route: str, name: str, **env_overrides: str | None) -> ManagedProcess:
+        """`local-stack bench-floor chat|proxy`: the route's upstream call alone, on the API's server, with the
+        API's environment (a benchmark's floor under the gateway's overhead; see `local-stack bench-floor --help`)."""
+        floor = start_local_stack_service(
+            "bench-floor", name, self.run_dir, api_env(self.resources, self.fake_bedrock.url, **env_overrides),
+            extra_args=[route], detached=self.detached, require_health=False,
+        )
+        self.extra_apis.append(floor)
+        return floor
+
     def processes(self) -> list[ManagedProcess]:
         # API first: its shutdown drains counter writes into moto, which must still be up.
         fakes = [self.fake_anthropic] if self.fake_anthropic else []

@@ -3,6 +3,7 @@
 
 pub mod api_server;
 pub mod authorizer;
+pub mod bench_floor;
 pub mod cloudwatch_usage_log;
 pub mod fake_anthropic;
 pub mod fake_bedrock;

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use claude_proxy::anthropic::HttpAnthropic;
 use local_stack::api_server::{self, ApiState};
 use local_stack::authorizer::{self, CognitoAuthorizer, CognitoSettings};
+use local_stack::bench_floor;
 use local_stack::cloudwatch_usage_log::{CloudWatchLogStream, CloudWatchUsageLog, TeeUsageLog};
 use local_stack::fake_anthropic::{self, FakeAnthropicSettings};
 use local_stack::fake_bedrock::{self, FakeBedrockSettings};
@@ -18,6 +20,7 @@ use local_stack::serve::{bind, serve_http1, shutdown_signal, HEADER_READ_TIMEOUT
 use metering_core::chat::{chat_service_on_aws, limits_service_on_aws, load_sdk_config};
 use metering_core::config::ChatConfig;
 use metering_core::limits::period::Clock;
+use metering_core::model::BedrockChatModel;
 use metering_core::tenant_registry::tenant_registry_on_aws;
 use metering_core::usage_config::UsageApiConfig;
 
@@ -115,6 +118,35 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
+    /// A benchmark instrument (scripts/bench chat|proxy): the floor under the gateway's overhead. Serves one
+    /// route on the same server as `api`, making the same upstream call with the same client code, and nothing
+    /// else (no authorizer, no key check, no limits, no metering, no log line): `chat` is POST /bedrock/chat,
+    /// one Converse call through the AWS SDK (the chat's settings: BEDROCK_MODEL_ID, BEDROCK_TIMEOUT_MS, ...,
+    /// and the standard AWS environment); `proxy` is POST /v1/messages, forwarded with the proxy's HTTP client
+    /// and the provider key, the answer streamed back. It answers anyone: never expose it.
+    BenchFloor {
+        /// Which route: chat or proxy.
+        #[arg(value_enum)]
+        route: FloorRoute,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+        /// File to write the bound port to, once listening.
+        #[arg(long)]
+        port_file: Option<PathBuf>,
+        /// (proxy) The Anthropic API to forward to.
+        #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = claude_proxy::config::DEFAULT_ANTHROPIC_BASE_URL)]
+        anthropic_base_url: String,
+        /// (proxy) The provider's key sent upstream, as the proxy's managed mode sends it.
+        #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+        anthropic_api_key: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FloorRoute {
+    Chat,
+    Proxy,
 }
 
 #[tokio::main]
@@ -218,6 +250,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let _ = tcp.set_nodelay(true);
             });
             axum::serve(listener, fake_anthropic::router(settings)).with_graceful_shutdown(shutdown_signal()).await?;
+        }
+        Command::BenchFloor { route, addr, port_file, anthropic_base_url, anthropic_api_key } => {
+            let router = match route {
+                FloorRoute::Chat => {
+                    let config = ChatConfig::from_env()?;
+                    let sdk_config = load_sdk_config().await;
+                    let model = BedrockChatModel::new(
+                        &sdk_config,
+                        config.bedrock_timeout,
+                        config.bedrock_max_attempts,
+                        config.throttle_retry_after_seconds,
+                    );
+                    bench_floor::chat_router(model, config.model_id)
+                }
+                FloorRoute::Proxy => {
+                    let anthropic = HttpAnthropic::new(&anthropic_base_url, Duration::from_secs(600))?;
+                    bench_floor::proxy_router(anthropic, anthropic_api_key)
+                }
+            };
+            let listener = bind(addr, port_file.as_deref()).await?;
+            serve_http1(listener, router, HEADER_READ_TIMEOUT, shutdown_signal()).await?;
         }
     }
     Ok(())
