@@ -61,6 +61,12 @@ impl ProxyHandler {
         &self.service
     }
 
+    /// The routes' state: the handler behind one `Arc`, so a request clones one pointer, not every client
+    /// and table the handler holds.
+    fn shared(&self) -> Arc<ProxyHandler> {
+        Arc::new(self.clone())
+    }
+
     /// How request bodies are read (`MAX_BODY_BYTES`).
     pub fn body_rules(&self) -> BodyRules {
         BodyRules { max_bytes: self.max_body_bytes, ..BodyRules::default() }
@@ -70,9 +76,10 @@ impl ProxyHandler {
     pub fn key_routes(&self) -> Router {
         let key_holder = |route: KeyHolderRoute| {
             let path = format!("{KEY_HOLDER_PREFIX}{}", route.path());
-            let answer = get(move |State(handler): State<ProxyHandler>, id: GatewayRequestId, request: Request| async move {
-                handler.key_holder_answer(route, id, request).await
-            });
+            let answer =
+                get(move |State(handler): State<Arc<ProxyHandler>>, id: GatewayRequestId, request: Request| async move {
+                    handler.key_holder_answer(route, id, request).await
+                });
             only("GET", &path, answer)
         };
         let routes = Router::new()
@@ -81,7 +88,7 @@ impl ProxyHandler {
             // KeyHolderRoute::PATHS, under KEY_HOLDER_PREFIX.
             .route("/v1/gateway-key/usage/me", key_holder(KeyHolderRoute::OwnUsage))
             .route("/v1/gateway-key/limits/me", key_holder(KeyHolderRoute::OwnLimits))
-            .with_state(self.clone());
+            .with_state(self.shared());
         self.proxy_layers(routes)
     }
 
@@ -90,7 +97,7 @@ impl ProxyHandler {
         let routes = Router::new()
             .route("/v1/keys", only("GET or POST", "/v1/keys", get(list_keys).post(create_key)))
             .route("/v1/keys/{key_id}", only("DELETE", "/v1/keys/{id}", delete(revoke_key)))
-            .with_state(self.clone());
+            .with_state(self.shared());
         self.proxy_layers(routes)
     }
 
@@ -139,7 +146,7 @@ impl ProxyHandler {
 }
 
 /// `method_router` for `path`; any other method is Anthropic's 405 naming the allowed ones.
-fn only(allowed: &'static str, path: &str, method_router: MethodRouter<ProxyHandler>) -> MethodRouter<ProxyHandler> {
+fn only(allowed: &'static str, path: &str, method_router: MethodRouter<Arc<ProxyHandler>>) -> MethodRouter<Arc<ProxyHandler>> {
     let message = format!("use {allowed} for {path}");
     method_router.fallback(move |GatewayRequestId(request_id): GatewayRequestId| {
         let error = ApiError::MethodNotAllowed(message.clone());
@@ -175,11 +182,11 @@ async fn answer_headers(request: Request, next: Next) -> Response {
     response
 }
 
-async fn messages(State(handler): State<ProxyHandler>, id: GatewayRequestId, request: Request) -> Answer {
+async fn messages(State(handler): State<Arc<ProxyHandler>>, id: GatewayRequestId, request: Request) -> Answer {
     proxied(&handler, Endpoint::Messages, id, request).await
 }
 
-async fn count_tokens(State(handler): State<ProxyHandler>, id: GatewayRequestId, request: Request) -> Answer {
+async fn count_tokens(State(handler): State<Arc<ProxyHandler>>, id: GatewayRequestId, request: Request) -> Answer {
     proxied(&handler, Endpoint::CountTokens, id, request).await
 }
 
@@ -194,7 +201,7 @@ async fn proxied(
 }
 
 async fn create_key(
-    State(handler): State<ProxyHandler>,
+    State(handler): State<Arc<ProxyHandler>>,
     GatewayRequestId(request_id): GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
     request: Request,
@@ -225,7 +232,7 @@ async fn create_key(
 }
 
 async fn list_keys(
-    State(handler): State<ProxyHandler>,
+    State(handler): State<Arc<ProxyHandler>>,
     GatewayRequestId(request_id): GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
 ) -> Answer {
@@ -235,7 +242,7 @@ async fn list_keys(
 }
 
 async fn revoke_key(
-    State(handler): State<ProxyHandler>,
+    State(handler): State<Arc<ProxyHandler>>,
     GatewayRequestId(request_id): GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
     uri: Uri,
