@@ -240,14 +240,20 @@ def test_reruns_midnight_and_empty_days(resources, operator_env):
     assert [o["Key"].rsplit("/", 1)[1] for o in listed.get("Contents", [])] == ["_SUCCESS"]
 
 
+def complete_day() -> date:
+    """A day whose export is complete whenever the test runs: yesterday is not until its late lines' margin
+    past midnight (`read_after`, 20 minutes) has gone by."""
+    return utc_today() - timedelta(days=2)
+
+
 def test_a_reexport_that_would_shrink_a_day_is_refused_unless_allowed(resources, operator_env):
-    # GIVEN yesterday exported with 10 rows (and its _SUCCESS manifest)
+    # GIVEN a past day exported with 10 rows (and its _SUCCESS manifest)
     group, prefix = own_space(resources)
-    yesterday = utc_today() - timedelta(days=1)
-    lines = synthetic_day(yesterday, 10, seed=21)
+    day = complete_day()
+    lines = synthetic_day(day, 10, seed=21)
     put_lines(resources.client("logs"), group, lines)
     space = ["--log-group", group, "--prefix", prefix]
-    first = export(operator_env, "--date", yesterday.isoformat(), *space)
+    first = export(operator_env, "--date", day.isoformat(), *space)
     assert first["rows_written"] == 10 and first["days"][0]["complete"]
     manifest_key = first["days"][0]["manifest"].split("/", 3)[3]
     manifest = json.loads(resources.client("s3").get_object(Bucket=resources.analytics_bucket, Key=manifest_key)["Body"].read())
@@ -257,7 +263,7 @@ def test_a_reexport_that_would_shrink_a_day_is_refused_unless_allowed(resources,
     shrunk_group, _ = own_space(resources)
     put_lines(resources.client("logs"), shrunk_group, lines[:6])
     shrunk = ["--log-group", shrunk_group, "--prefix", prefix]
-    refused = run_script(operator_env, "export-logs", "--json", "--no-build", "--date", yesterday.isoformat(), *shrunk)
+    refused = run_script(operator_env, "export-logs", "--json", "--no-build", "--date", day.isoformat(), *shrunk)
 
     # THEN it is refused with exit 3, both counts named, and the 10 rows stay
     assert refused.returncode == 3, f"{refused.stdout}\n{refused.stderr}"
@@ -265,30 +271,31 @@ def test_a_reexport_that_would_shrink_a_day_is_refused_unless_allowed(resources,
     assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 10}]
 
     # WHEN --allow-shrink is given THEN the day is replaced by the 6 rows
-    allowed = export(operator_env, "--date", yesterday.isoformat(), "--allow-shrink", *shrunk)
+    allowed = export(operator_env, "--date", day.isoformat(), "--allow-shrink", *shrunk)
     assert allowed["rows_written"] == 6
     assert query(operator_env, f"SELECT count(*) AS n FROM {TABLE}", "--prefix", prefix) == [{"n": 6}]
 
 
 def test_malformed_lines_are_sampled_and_fail_the_run_above_the_threshold(resources, operator_env):
     group, prefix = own_space(resources)
-    yesterday = utc_today() - timedelta(days=1)
-    good = synthetic_day(yesterday, 5, seed=22)
-    bad = [dict(line, request_type="carrier-pigeon") for line in synthetic_day(yesterday, 3, seed=23)]
+    day = complete_day()
+    good = synthetic_day(day, 5, seed=22)
+    bad = [dict(line, request_type="carrier-pigeon") for line in synthetic_day(day, 3, seed=23)]
     counter = {"event": "counter_update", "timestamp": good[0]["timestamp"], "request_id": good[0]["request_id"],
                "tenant_id": good[0]["tenant_id"], "request_type": "bedrock", "model_id": good[0]["model_id"],
-               "day": yesterday.isoformat(), "outcome": "failed", "error": "throttled"}
+               "day": day.isoformat(), "outcome": "failed", "error": "throttled"}
     put_lines(resources.client("logs"), group, good + bad + [counter])
-    space = ["--log-group", group, "--prefix", prefix, "--date", yesterday.isoformat()]
+    space = ["--log-group", group, "--prefix", prefix, "--date", day.isoformat()]
     # WHEN exported with the default threshold THEN the day is complete, the bad lines counted and sampled
     summary = export(operator_env, *space)["days"][0]
     assert (summary["rows_written"], summary["skipped_malformed"], summary["counter_updates"]) == (5, 3, 1), summary
+    assert summary["complete"] and summary["manifest"], summary
     assert len(summary["malformed_samples"]) == 3 and "carrier-pigeon" in summary["malformed_samples"][0]
     # WHEN at most 2 are allowed THEN the run fails, names the samples, and the day has no manifest
     strict = {**operator_env, "MAX_MALFORMED_LINES": "2"}
     result = run_script(strict, "export-logs", "--json", "--no-build", *space)
     assert result.returncode == 1 and "3 malformed usage lines (more than 2)" in result.stderr, result.stderr
-    day_prefix = f"{prefix}year={yesterday:%Y}/month={yesterday:%m}/day={yesterday:%d}/"
+    day_prefix = f"{prefix}year={day:%Y}/month={day:%m}/day={day:%d}/"
     keys = [o["Key"] for o in resources.client("s3").list_objects_v2(Bucket=resources.analytics_bucket, Prefix=day_prefix)["Contents"]]
     assert not any(k.endswith("_SUCCESS") for k in keys) and len(keys) == 1, keys
 
