@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_chat import add_binary_options, ensure_wrk, local_stack_bin, run_wrk  # noqa: E402
-from bench_proxy import MODEL, PROMPT, UPSTREAM_KEY, lua_script  # noqa: E402
+from bench_proxy import MODEL, PROMPT, bench_gateway_key, lua_script, proxy_bench_env  # noqa: E402
 
 ARMS = ("baseline", "candidate", "baseline again", "candidate again")
 METRICS = ("rps", "p50_ms", "p99_ms", "api_cpu_us")
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 "baseline again": baseline_bin, "candidate again": candidate_bin}
     os.environ["BM_LOCAL_STACK_BIN"] = str(candidate_bin)
     from localstack import LocalStack  # noqa: E402  (reads BM_LOCAL_STACK_BIN)
-    from provision import local_users  # noqa: E402
-    from proxy_stack import create_proxy_tables, proxy_env, start_fake_anthropic  # noqa: E402
+    from proxy_stack import create_proxy_tables, start_fake_anthropic  # noqa: E402
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     stack = LocalStack.start(run_dir)
@@ -106,18 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
         def start_api(arm: str, tag: str):
             os.environ["BM_LOCAL_STACK_BIN"] = str(binaries[arm])
-            return stack.start_api(f"api-{arm.replace(' ', '-')}-{tag}", **proxy_env(
-                key_table, None, fake.url, ANTHROPIC_API_KEY=UPSTREAM_KEY, API_KEY_CACHE_SECONDS="300",
-                RUST_LOG="warn", USAGE_LOG_GROUP=None))
+            return stack.start_api(f"api-{arm.replace(' ', '-')}-{tag}", **proxy_bench_env(key_table, fake.url))
 
-        users = local_users(stack.resources)
-        password = "Bench-Passw0rd!-Compare"
-        users.create_tenant_user("bench-compare-user", "bench-compare-user@example.com", "bench-compare-tenant", password)
-        token = users.get_id_token("bench-compare-user", password)
-        import requests
         keys_api = start_api("candidate", "keys")
-        gateway_key = requests.post(f"{keys_api.url}/v1/keys", json={"name": "bench-compare"},
-                                    headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["key"]
+        gateway_key = bench_gateway_key(stack, keys_api.url, "compare")
         keys_api.stop()
         body = {"model": MODEL, "max_tokens": 64, "stream": args.stream,
                 "messages": [{"role": "user", "content": PROMPT}]}

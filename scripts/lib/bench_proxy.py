@@ -64,6 +64,26 @@ def lua_script(path: Path, body: dict, headers: dict[str, str]) -> Path:
     return path
 
 
+def proxy_bench_env(key_table: str, fake_url: str) -> dict[str, str | None]:
+    """The proxy as the benchmarks run it: managed mode with the bench's upstream key, gateway keys cached,
+    rate-limit memory off (it would measure moto), warnings only, usage lines on stdout."""
+    from proxy_stack import proxy_env
+    return proxy_env(key_table, None, fake_url, ANTHROPIC_API_KEY=UPSTREAM_KEY, API_KEY_CACHE_SECONDS="300",
+                     RUST_LOG="warn", USAGE_LOG_GROUP=None)
+
+
+def bench_gateway_key(stack, api_url: str, name: str) -> str:
+    """A gateway key, made through the proxy at `api_url`, of a tenant user of its own (tenant `bench-NAME-tenant`)."""
+    import requests
+    from provision import local_users
+    users = local_users(stack.resources)
+    user, password = f"bench-{name}-user", f"Bench-Passw0rd!-{name}"
+    users.create_tenant_user(user, f"{user}@example.com", f"bench-{name}-tenant", password)
+    token = users.get_id_token(user, password)
+    return requests.post(f"{api_url}/v1/keys", json={"name": name},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["key"]
+
+
 def start_litellm(litellm: Path, run_dir: Path, upstream_url: str, workers: int) -> ManagedProcess:
     config = run_dir / "litellm.yaml"
     config.write_text(json.dumps({  # YAML is a superset of JSON
@@ -128,8 +148,7 @@ def main() -> int:
     litellm = None if args.no_litellm else ensure_litellm()
     os.environ["BM_LOCAL_STACK_BIN"] = str(local_stack_bin(args))
     from localstack import LocalStack  # noqa: E402  (reads BM_LOCAL_STACK_BIN)
-    from provision import local_users  # noqa: E402
-    from proxy_stack import create_proxy_tables, proxy_env, start_fake_anthropic  # noqa: E402
+    from proxy_stack import create_proxy_tables, start_fake_anthropic  # noqa: E402
 
     ours_name, theirs_name, direct_name = "claude proxy (this project)", "LiteLLM proxy", "direct to fake Anthropic"
     floor_name = "floor: pass-through only"
@@ -139,16 +158,8 @@ def main() -> int:
         fake = start_fake_anthropic(run_dir, "fake-anthropic-delayed", delay_ms=args.delay_ms)
         stack.extra_apis.append(fake)
         key_table, _ = create_proxy_tables(stack.resources, "bench")
-        proxy = stack.start_api("api-proxy-bench", **proxy_env(
-            key_table, None, fake.url, ANTHROPIC_API_KEY=UPSTREAM_KEY, API_KEY_CACHE_SECONDS="300",
-            RUST_LOG="warn", USAGE_LOG_GROUP=None))
-        users = local_users(stack.resources)
-        password = "Bench-Passw0rd!-Proxy"
-        users.create_tenant_user("bench-proxy-user", "bench-proxy-user@example.com", "bench-proxy-tenant", password)
-        token = users.get_id_token("bench-proxy-user", password)
-        import requests
-        gateway_key = requests.post(f"{proxy.url}/v1/keys", json={"name": "bench"},
-                                    headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["key"]
+        proxy = stack.start_api("api-proxy-bench", **proxy_bench_env(key_table, fake.url))
+        gateway_key = bench_gateway_key(stack, proxy.url, "proxy")
         common = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
         # The floor: the same server and HTTP client forwarding to the same fake, and nothing else (no key check,
         # metering, limits or log line). What the proxy adds over it is the proxy's own work.
