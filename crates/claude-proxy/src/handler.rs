@@ -10,11 +10,8 @@ use std::sync::Arc;
 
 use api_gateway_lambda::error_envelope::{ANTHROPIC_REQUEST_ID_HEADER, REQUEST_ID_HEADER};
 use api_gateway_lambda::extract::{raw_last_segment, read_body};
-use api_gateway_lambda::{
-    with_body_rules, with_gateway_layers, AnthropicError, BodyRules, GatewayRequestId, JsonError, VerifiedClaims,
-};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use api_gateway_lambda::{with_gateway_layers, AnthropicError, BodyRules, GatewayRequestId, JsonError, VerifiedClaims};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
@@ -68,47 +65,44 @@ impl ProxyHandler {
     }
 
     /// How request bodies are read (`MAX_BODY_BYTES`).
-    pub fn body_rules(&self) -> BodyRules {
+    fn body_rules(&self) -> BodyRules {
         BodyRules { max_bytes: self.max_body_bytes, ..BodyRules::default() }
     }
 
-    /// The routes a gateway key authenticates (no authorizer in front), without fallback or layers.
+    /// The routes a gateway key authenticates (no authorizer in front), without fallback or layers. Each
+    /// handler reads its body under the proxy's `MAX_BODY_BYTES` and sets the answer headers itself
+    /// ([`AnswerHeaders`]).
     pub fn key_routes(&self) -> Router {
         let key_holder = |route: KeyHolderRoute| {
             let path = format!("{KEY_HOLDER_PREFIX}{}", route.path());
-            let answer =
-                get(move |State(handler): State<Arc<ProxyHandler>>, id: GatewayRequestId, request: Request| async move {
-                    handler.key_holder_answer(route, id, request).await
-                });
+            let answer = get(
+                move |State(handler): State<Arc<ProxyHandler>>,
+                      headers: AnswerHeaders,
+                      id: GatewayRequestId,
+                      request: Request| async move { headers.on(handler.key_holder_answer(route, id, request).await) },
+            );
             only("GET", &path, answer)
         };
-        let routes = Router::new()
+        Router::new()
             .route("/v1/messages", only("POST", "/v1/messages", post(messages)))
             .route("/v1/messages/count_tokens", only("POST", "/v1/messages/count_tokens", post(count_tokens)))
             // KeyHolderRoute::PATHS, under KEY_HOLDER_PREFIX.
             .route("/v1/gateway-key/usage/me", key_holder(KeyHolderRoute::OwnUsage))
             .route("/v1/gateway-key/limits/me", key_holder(KeyHolderRoute::OwnLimits))
-            .with_state(self.shared());
-        self.proxy_layers(routes)
+            .with_state(self.shared())
     }
 
     /// The routes behind the Cognito authorizer (`/v1/keys...`), without fallback or layers.
     pub fn authorized_routes(&self) -> Router {
-        let routes = Router::new()
+        Router::new()
             .route("/v1/keys", only("GET or POST", "/v1/keys", get(list_keys).post(create_key)))
             .route("/v1/keys/{key_id}", only("DELETE", "/v1/keys/{id}", delete(revoke_key)))
-            .with_state(self.shared());
-        self.proxy_layers(routes)
+            .with_state(self.shared())
     }
 
     /// The function's `Router`: every route, Anthropic's 404, the shared layers.
     pub fn router(&self) -> Router {
         with_gateway_layers(self.key_routes().merge(self.authorized_routes()).fallback(not_found))
-    }
-
-    /// The proxy's body limit and answer headers on `routes`.
-    fn proxy_layers(&self, routes: Router) -> Router {
-        with_body_rules(routes.layer(axum::middleware::from_fn(answer_headers)), self.body_rules())
     }
 
     async fn key_holder_answer(
@@ -123,8 +117,9 @@ impl ProxyHandler {
                 request_id,
             ));
         };
-        let request =
-            proxy_request(request, request_id.clone()).await.map_err(|error| AnthropicError::new(error, &request_id))?;
+        let request = proxy_request(request, request_id.clone(), self.body_rules())
+            .await
+            .map_err(|error| AnthropicError::new(error, &request_id))?;
         reports
             .answer(route, self.service.keys(), self.service.limits(), &request)
             .await
@@ -148,9 +143,9 @@ impl ProxyHandler {
 /// `method_router` for `path`; any other method is Anthropic's 405 naming the allowed ones.
 fn only(allowed: &'static str, path: &str, method_router: MethodRouter<Arc<ProxyHandler>>) -> MethodRouter<Arc<ProxyHandler>> {
     let message = format!("use {allowed} for {path}");
-    method_router.fallback(move |GatewayRequestId(request_id): GatewayRequestId| {
+    method_router.fallback(move |headers: AnswerHeaders, GatewayRequestId(request_id): GatewayRequestId| {
         let error = ApiError::MethodNotAllowed(message.clone());
-        async move { AnthropicError::new(error, request_id) }
+        async move { headers.on(AnthropicError::new(error, request_id)) }
     })
 }
 
@@ -167,27 +162,54 @@ pub async fn not_found(GatewayRequestId(request_id): GatewayRequestId, uri: Uri)
     response
 }
 
-/// Every answer of the proxy carries the gateway's request id as `x-request-id`, and as Anthropic's
-/// `request-id` unless Anthropic's own answer brought one (which the SDKs then report), and
+/// The headers every answer of the proxy's routes carries: the gateway's request id as `x-request-id`, and as
+/// Anthropic's `request-id` unless Anthropic's own answer brought one (which the SDKs then report), and
 /// `x-gateway-upstream` (`anthropic`, `bedrock`, or `gateway` for answers the gateway gives itself).
-async fn answer_headers(request: Request, next: Next) -> Response {
-    let request_id = request.extensions().get::<RequestId>().map(|id| id.header_value().clone());
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    if let Some(value) = request_id {
-        headers.insert(REQUEST_ID_HEADER, value.clone());
-        headers.entry(ANTHROPIC_REQUEST_ID_HEADER).or_insert(value);
+///
+/// Set by each handler (an extractor and [`AnswerHeaders::on`]), not by a layer on the routes: `Router::layer`
+/// wraps every route in more boxed services, cloned and called per request (see `with_gateway_layers`).
+struct AnswerHeaders {
+    /// The request id the shared layers set, shared with the request (not copied).
+    request_id: Option<HeaderValue>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AnswerHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self { request_id: parts.extensions.get::<RequestId>().map(|id| id.header_value().clone()) })
     }
-    headers.entry(UPSTREAM_HEADER).or_insert(HeaderValue::from_static("gateway"));
-    response
 }
 
-async fn messages(State(handler): State<Arc<ProxyHandler>>, id: GatewayRequestId, request: Request) -> Answer {
-    proxied(&handler, Endpoint::Messages, id, request).await
+impl AnswerHeaders {
+    fn on(self, answer: impl IntoResponse) -> Response {
+        let mut response = answer.into_response();
+        let headers = response.headers_mut();
+        if let Some(value) = self.request_id {
+            headers.insert(REQUEST_ID_HEADER, value.clone());
+            headers.entry(ANTHROPIC_REQUEST_ID_HEADER).or_insert(value);
+        }
+        headers.entry(UPSTREAM_HEADER).or_insert(HeaderValue::from_static("gateway"));
+        response
+    }
 }
 
-async fn count_tokens(State(handler): State<Arc<ProxyHandler>>, id: GatewayRequestId, request: Request) -> Answer {
-    proxied(&handler, Endpoint::CountTokens, id, request).await
+async fn messages(
+    State(handler): State<Arc<ProxyHandler>>,
+    headers: AnswerHeaders,
+    id: GatewayRequestId,
+    request: Request,
+) -> Response {
+    headers.on(proxied(&handler, Endpoint::Messages, id, request).await)
+}
+
+async fn count_tokens(
+    State(handler): State<Arc<ProxyHandler>>,
+    headers: AnswerHeaders,
+    id: GatewayRequestId,
+    request: Request,
+) -> Response {
+    headers.on(proxied(&handler, Endpoint::CountTokens, id, request).await)
 }
 
 async fn proxied(
@@ -196,12 +218,24 @@ async fn proxied(
     GatewayRequestId(request_id): GatewayRequestId,
     request: Request,
 ) -> Answer {
-    let request = proxy_request(request, request_id.clone()).await.map_err(|error| AnthropicError::new(error, request_id))?;
+    let request = proxy_request(request, request_id.clone(), handler.body_rules())
+        .await
+        .map_err(|error| AnthropicError::new(error, request_id))?;
     Ok(handler.service.handle(endpoint, request).await.map(axum::body::Body::new))
 }
 
 async fn create_key(
     State(handler): State<Arc<ProxyHandler>>,
+    headers: AnswerHeaders,
+    id: GatewayRequestId,
+    claims: Result<VerifiedClaims, JsonError>,
+    request: Request,
+) -> Response {
+    headers.on(created_key(&handler, id, claims, request).await)
+}
+
+async fn created_key(
+    handler: &ProxyHandler,
     GatewayRequestId(request_id): GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
     request: Request,
@@ -214,7 +248,7 @@ async fn create_key(
     }
     let identity = handler.identity(claims, &request_id).await?;
     let failed = |error: ApiError| AnthropicError::new(error, &request_id);
-    let (_, body) = whole_request(request).await.map_err(failed)?;
+    let (_, body) = whole_request(request, handler.body_rules()).await.map_err(failed)?;
     let name = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -233,42 +267,49 @@ async fn create_key(
 
 async fn list_keys(
     State(handler): State<Arc<ProxyHandler>>,
+    headers: AnswerHeaders,
     GatewayRequestId(request_id): GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
-) -> Answer {
-    let identity = handler.identity(claims, &request_id).await?;
-    let keys = handler.service.keys().list(&identity).await.map_err(|error| AnthropicError::new(error, &request_id))?;
-    Ok(json_answer(StatusCode::OK, &json!({ "data": keys })))
+) -> Response {
+    let listed = async {
+        let identity = handler.identity(claims, &request_id).await?;
+        let keys = handler.service.keys().list(&identity).await.map_err(|error| AnthropicError::new(error, &request_id))?;
+        Ok::<_, AnthropicError>(json_answer(StatusCode::OK, &json!({ "data": keys })))
+    };
+    headers.on(listed.await)
 }
 
 async fn revoke_key(
     State(handler): State<Arc<ProxyHandler>>,
+    headers: AnswerHeaders,
     GatewayRequestId(request_id): GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
     uri: Uri,
-) -> Answer {
-    let identity = handler.identity(claims, &request_id).await?;
-    // The id as sent, as it always was: key ids are hex, and nothing here decodes them.
-    let key_id = raw_last_segment(&uri);
-    let revoked =
-        handler.service.keys().revoke(&identity, key_id).await.map_err(|error| AnthropicError::new(error, &request_id))?;
-    Ok(json_answer(StatusCode::OK, &serde_json::to_value(&revoked).unwrap_or_default()))
+) -> Response {
+    let revoked = async {
+        let identity = handler.identity(claims, &request_id).await?;
+        // The id as sent, as it always was: key ids are hex, and nothing here decodes them.
+        let key_id = raw_last_segment(&uri);
+        let revoked =
+            handler.service.keys().revoke(&identity, key_id).await.map_err(|error| AnthropicError::new(error, &request_id))?;
+        Ok::<_, AnthropicError>(json_answer(StatusCode::OK, &serde_json::to_value(&revoked).unwrap_or_default()))
+    };
+    headers.on(revoked.await)
 }
 
 fn json_answer(status: StatusCode, value: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
-/// The request's head and its whole body, read under the shared body rules.
-async fn whole_request(request: Request) -> Result<(Parts, Bytes), ApiError> {
+/// The request's head and its whole body, read under the proxy's body rules (`MAX_BODY_BYTES`).
+async fn whole_request(request: Request, rules: BodyRules) -> Result<(Parts, Bytes), ApiError> {
     let (parts, body) = request.into_parts();
-    let rules = parts.extensions.get::<BodyRules>().copied().unwrap_or_default();
     Ok((parts, read_body(body, rules).await?))
 }
 
 /// The request as the proxy service takes it.
-async fn proxy_request(request: Request, request_id: String) -> Result<ProxyRequest, ApiError> {
-    let (parts, body) = whole_request(request).await?;
+async fn proxy_request(request: Request, request_id: String, rules: BodyRules) -> Result<ProxyRequest, ApiError> {
+    let (parts, body) = whole_request(request, rules).await?;
     let query = parts.uri.query().map(str::to_owned).or_else(|| {
         // Lambda events carry the query parameters apart from the URI.
         // Their values are decoded: encode them again, or a value holding `&`, `=`, `+` or `%` would change
@@ -300,7 +341,7 @@ mod tests {
             [("beta".to_owned(), vec!["true".to_owned()]), ("claude-code-user".to_owned(), vec!["a&b=c d+e%f".to_owned()])]
                 .into();
         let request = http::Request::new(axum::body::Body::empty()).with_query_string_parameters(parameters);
-        let proxied = proxy_request(request, "r".into()).await.unwrap();
+        let proxied = proxy_request(request, "r".into(), BodyRules::default()).await.unwrap();
         let query = proxied.query.clone().unwrap_or_default();
         let decoded: Vec<(String, String)> =
             form_urlencoded::parse(query.as_bytes()).map(|(name, value)| (name.into_owned(), value.into_owned())).collect();
@@ -309,6 +350,9 @@ mod tests {
         assert!(decoded.contains(&("claude-code-user".into(), "a&b=c d+e%f".into())), "{query}");
         assert_eq!(proxied.query_parameter("claude-code-user").as_deref(), Some("a&b=c d+e%f"));
         assert_eq!(proxied.upstream_query(), "?beta=true");
-        assert_eq!(proxy_request(http::Request::new(axum::body::Body::empty()), "r".into()).await.unwrap().query, None);
+        assert_eq!(
+            proxy_request(http::Request::new(axum::body::Body::empty()), "r".into(), BodyRules::default()).await.unwrap().query,
+            None
+        );
     }
 }

@@ -166,6 +166,7 @@ async fn a_message_goes_to_anthropic_with_the_providers_key_and_is_metered() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["content"][0]["text"], "Hello, demo tenant!");
     assert_eq!(headers["x-request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbee0", "API Gateway's request id");
+    assert_eq!(headers["request-id"], "c6af9ac6-7b61-11e6-9a41-93e8deadbee0", "Anthropic's answer had none of its own");
     assert_eq!(headers["x-gateway-upstream"], "anthropic");
 
     let seen = h.anthropic.seen.lock().unwrap().clone();
@@ -220,6 +221,10 @@ async fn a_signed_in_user_creates_a_key_for_their_tenant() {
     let h = harness().await;
     let response = call(&h.handler, event("proxy-keys-create")).await;
     assert_eq!(response.headers()["cache-control"], "no-store");
+    for name in ["x-request-id", "request-id"] {
+        assert_eq!(response.headers()[name], "c6af9ac6-7b61-11e6-9a41-93e8deadbee0", "{name}");
+    }
+    assert_eq!(response.headers()["x-gateway-upstream"], "gateway");
     let (status, _, body) = json_of(response).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["tenant_id"], "demo-tenant");
@@ -289,5 +294,24 @@ async fn a_body_over_the_limit_is_anthropics_413_and_nothing_goes_upstream() {
     let (status, _, body) = json_of(call(&h.handler, request("POST", "/v1/messages", &big)).await).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!((body["type"].as_str(), body["error"]["type"].as_str()), (Some("error"), Some("request_too_large")));
+    assert!(h.anthropic.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_route_reads_its_body_under_the_proxys_own_limit() {
+    // GIVEN a proxy whose MAX_BODY_BYTES is 64, well under the gateway's default
+    let h = harness().await;
+    let tenants = Arc::new(metering_core::tenant_registry::InMemoryTenantRegistry::default());
+    let small = ProxyHandler::new(h.handler.service().clone(), 64, tenants);
+    let over = format!("{{\"padding\": \"{}\"}}", "x".repeat(100));
+    // THEN a message and a key creation over it are Anthropic's 413, with the answer headers
+    let mut create = event("proxy-keys-create");
+    *create.body_mut() = lambda_http::Body::from(over.as_str());
+    for request in [request("POST", "/v1/messages", &over), create] {
+        let (status, headers, body) = json_of(call(&small, request).await).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["error"]["type"], "request_too_large");
+        assert_eq!(headers["x-gateway-upstream"], "gateway");
+    }
     assert!(h.anthropic.seen.lock().unwrap().is_empty());
 }
