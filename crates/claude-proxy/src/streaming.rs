@@ -104,9 +104,14 @@ pub async fn peek_first_event(mut chunks: ChunkStream, max_bytes: usize, limit: 
             };
             bytes_read += bytes.len();
             parser.feed(bytes, |event, data| {
-                let before = tap.error.is_none() && !tap.saw_message_start;
+                let undecided = tap.error.is_none() && !tap.saw_message_start;
+                if !undecided {
+                    // Decided: the events after it in this chunk are the stream task's to read (its tap reads
+                    // the whole stream again), not parsed twice here.
+                    return;
+                }
                 tap.observe(event, data);
-                if before && !tap.saw_message_start {
+                if !tap.saw_message_start {
                     if let Some(error_type) = &tap.error {
                         early_error = Some((error_type.clone(), data.to_owned()));
                     }
