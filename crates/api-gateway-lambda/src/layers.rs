@@ -24,8 +24,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How request bodies are read ([`crate::extract::RequestBody`]): at most `max_bytes` (413 past it), whole
-/// within `read_timeout` (408). The default serves every route but the Claude proxy's, which sets its own
-/// ([`with_body_rules`]).
+/// within `read_timeout` (408). The default serves every route but the Claude proxy's, whose handlers read
+/// under their own (`MAX_BODY_BYTES`, passed to [`crate::extract::read_body`]); [`with_body_rules`] gives a
+/// `Router`'s extractors other rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyRules {
     pub max_bytes: usize,
