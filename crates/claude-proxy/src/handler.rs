@@ -268,33 +268,44 @@ async fn created_key(
 async fn list_keys(
     State(handler): State<Arc<ProxyHandler>>,
     headers: AnswerHeaders,
-    GatewayRequestId(request_id): GatewayRequestId,
+    id: GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
 ) -> Response {
-    let listed = async {
-        let identity = handler.identity(claims, &request_id).await?;
-        let keys = handler.service.keys().list(&identity).await.map_err(|error| AnthropicError::new(error, &request_id))?;
-        Ok::<_, AnthropicError>(json_answer(StatusCode::OK, &json!({ "data": keys })))
-    };
-    headers.on(listed.await)
+    headers.on(listed_keys(&handler, id, claims).await)
+}
+
+async fn listed_keys(
+    handler: &ProxyHandler,
+    GatewayRequestId(request_id): GatewayRequestId,
+    claims: Result<VerifiedClaims, JsonError>,
+) -> Answer {
+    let identity = handler.identity(claims, &request_id).await?;
+    let keys = handler.service.keys().list(&identity).await.map_err(|error| AnthropicError::new(error, &request_id))?;
+    Ok(json_answer(StatusCode::OK, &json!({ "data": keys })))
 }
 
 async fn revoke_key(
     State(handler): State<Arc<ProxyHandler>>,
     headers: AnswerHeaders,
-    GatewayRequestId(request_id): GatewayRequestId,
+    id: GatewayRequestId,
     claims: Result<VerifiedClaims, JsonError>,
     uri: Uri,
 ) -> Response {
-    let revoked = async {
-        let identity = handler.identity(claims, &request_id).await?;
-        // The id as sent, as it always was: key ids are hex, and nothing here decodes them.
-        let key_id = raw_last_segment(&uri);
-        let revoked =
-            handler.service.keys().revoke(&identity, key_id).await.map_err(|error| AnthropicError::new(error, &request_id))?;
-        Ok::<_, AnthropicError>(json_answer(StatusCode::OK, &serde_json::to_value(&revoked).unwrap_or_default()))
-    };
-    headers.on(revoked.await)
+    headers.on(revoked_key(&handler, id, claims, &uri).await)
+}
+
+async fn revoked_key(
+    handler: &ProxyHandler,
+    GatewayRequestId(request_id): GatewayRequestId,
+    claims: Result<VerifiedClaims, JsonError>,
+    uri: &Uri,
+) -> Answer {
+    let identity = handler.identity(claims, &request_id).await?;
+    // The id as sent, as it always was: key ids are hex, and nothing here decodes them.
+    let key_id = raw_last_segment(uri);
+    let revoked =
+        handler.service.keys().revoke(&identity, key_id).await.map_err(|error| AnthropicError::new(error, &request_id))?;
+    Ok(json_answer(StatusCode::OK, &serde_json::to_value(&revoked).unwrap_or_default()))
 }
 
 fn json_answer(status: StatusCode, value: &Value) -> Response {
