@@ -164,7 +164,8 @@ pub struct ProxyConfig {
     pub max_body_bytes: usize,
     /// `ON_CLIENT_DISCONNECT`: `finish` (read the stream to its end, exact usage) or `abort` (estimated).
     pub on_client_disconnect: crate::streaming::ClientDisconnect,
-    /// Counter timeout and drain bound of metering (`METERING_COUNTER_TIMEOUT_MS`, `METERING_DRAIN_TIMEOUT_MS`).
+    /// Counter timeout, drain bound and counter interval of metering (`METERING_COUNTER_TIMEOUT_MS`,
+    /// `METERING_DRAIN_TIMEOUT_MS`, `METERING_COUNTER_INTERVAL_MS`).
     pub metering: MeteringConfig,
     /// Prices of `GET /v1/gateway-key/usage/me`'s estimated cost: the usage function's table (`PRICING_JSON`,
     /// `PRICING_FILE`, else the built-in one).

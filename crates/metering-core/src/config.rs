@@ -45,6 +45,11 @@ pub struct MeteringConfig {
     /// How long a flush, and the drain at shutdown, wait for pending counter updates
     /// (`METERING_DRAIN_TIMEOUT_MS`, default 20 s: under Lambda's and the local server's shutdown budgets).
     pub drain_timeout: Duration,
+    /// The least time between the starts of two counter writes of one counter key (tenant, request type,
+    /// model, day) in a long-running process; what arrives in between is coalesced into the next write. A
+    /// key's first write after a quiet interval and every flush go at once (`METERING_COUNTER_INTERVAL_MS`,
+    /// default 250 ms, so counters stay within a second of the requests; 0 = write as soon as a slot is free).
+    pub counter_interval: Duration,
 }
 
 /// Default of [`MeteringConfig::counter_timeout`]; the CDK's timeout budget reads it from here
@@ -52,24 +57,32 @@ pub struct MeteringConfig {
 pub const DEFAULT_COUNTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`MeteringConfig::drain_timeout`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default of [`MeteringConfig::counter_interval`].
+pub const DEFAULT_COUNTER_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Default for MeteringConfig {
     fn default() -> Self {
-        Self { counter_timeout: DEFAULT_COUNTER_TIMEOUT, drain_timeout: DEFAULT_DRAIN_TIMEOUT }
+        Self {
+            counter_timeout: DEFAULT_COUNTER_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            counter_interval: DEFAULT_COUNTER_INTERVAL,
+        }
     }
 }
 
 impl MeteringConfig {
-    /// Reads `METERING_COUNTER_TIMEOUT_MS` and `METERING_DRAIN_TIMEOUT_MS` through `lookup`.
+    /// Reads `METERING_COUNTER_TIMEOUT_MS`, `METERING_DRAIN_TIMEOUT_MS` and `METERING_COUNTER_INTERVAL_MS`
+    /// through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let non_empty = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let defaults = Self::default();
-        let millis = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
-            Ok(Duration::from_millis(whole_number(name, non_empty(name), default.as_millis() as u64, 100..=600_000)?))
+        let millis = |name: &'static str, default: Duration, range| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(whole_number(name, non_empty(name), default.as_millis() as u64, range)?))
         };
         Ok(Self {
-            counter_timeout: millis("METERING_COUNTER_TIMEOUT_MS", defaults.counter_timeout)?,
-            drain_timeout: millis("METERING_DRAIN_TIMEOUT_MS", defaults.drain_timeout)?,
+            counter_timeout: millis("METERING_COUNTER_TIMEOUT_MS", defaults.counter_timeout, 100..=600_000)?,
+            drain_timeout: millis("METERING_DRAIN_TIMEOUT_MS", defaults.drain_timeout, 100..=600_000)?,
+            counter_interval: millis("METERING_COUNTER_INTERVAL_MS", defaults.counter_interval, 0..=60_000)?,
         })
     }
 }
@@ -175,6 +188,7 @@ mod tests {
         assert_eq!(config.daily_ttl, Duration::from_secs(90 * 86_400));
         assert_eq!(config.bedrock_timeout, Duration::from_secs(60));
         assert_eq!(config.metering.drain_timeout, Duration::from_secs(20));
+        assert_eq!(config.metering.counter_interval, Duration::from_millis(250));
     }
 
     #[test]
@@ -183,6 +197,10 @@ mod tests {
         assert_eq!(config.unwrap().metering.drain_timeout, Duration::from_secs(3));
         let zero = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("METERING_COUNTER_TIMEOUT_MS", "0")]));
         assert!(matches!(zero, Err(ConfigError::Invalid { name: "METERING_COUNTER_TIMEOUT_MS", .. })));
+        let no_interval = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("METERING_COUNTER_INTERVAL_MS", "0")]));
+        assert_eq!(no_interval.unwrap().metering.counter_interval, Duration::ZERO);
+        let too_long = ChatConfig::from_lookup(lookup(&[("USAGE_TABLE_NAME", "t"), ("METERING_COUNTER_INTERVAL_MS", "60001")]));
+        assert!(matches!(too_long, Err(ConfigError::Invalid { name: "METERING_COUNTER_INTERVAL_MS", .. })));
     }
 
     #[test]

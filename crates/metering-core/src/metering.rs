@@ -6,6 +6,9 @@
 //!   idempotent write (see `counters`) carries many requests when the table is slower than the traffic. At most
 //!   [`MAX_CONCURRENT_COUNTER_WRITES`] writes are in flight and at most [`MAX_HELD_REQUESTS`] requests wait;
 //!   beyond that a request's counter update is refused at once (`counter_update` line, outcome `failed`).
+//! - A key's writes start at least [`MeteringConfig::counter_interval`] apart: a busy key costs the table a
+//!   few writes a second, not one per request or as many as it can take. A key's first write after a quiet
+//!   interval goes at once, and a flush sends everything at once.
 //! - A batch is retried, with the same batch id, until [`MeteringConfig::counter_timeout`]; an outcome other
 //!   than "applied" becomes one `counter_update` line per request of the batch.
 //! - `flush` waits for pending counter work up to [`MeteringConfig::drain_timeout`] (Lambda calls it after each
@@ -63,6 +66,60 @@ struct Backlog {
     held_requests: usize,
     /// Set by `shutdown`: no more writes start.
     closed: bool,
+    /// When each counter group's last write started, for the groups written within the last interval or so.
+    last_write: HashMap<CounterGroup, Instant>,
+    /// Flushes waiting: while there is one, queued batches start without waiting for their interval.
+    flushes: usize,
+    /// When the wake-up that starts the next batch whose interval ends is due, if one is scheduled.
+    wake_at: Option<Instant>,
+}
+
+impl Backlog {
+    /// Removes and returns the oldest queued group whose write may start now: any when a flush waits or there
+    /// is no interval, else the oldest whose last write started at least `interval` ago (or never).
+    fn take_due(&mut self, now: Instant, interval: Duration) -> Option<CounterGroup> {
+        let position = if self.flushes > 0 || interval.is_zero() {
+            if self.order.is_empty() {
+                return None;
+            }
+            0
+        } else {
+            let last_write = &self.last_write;
+            self.order.iter().position(|group| last_write.get(group).is_none_or(|started| now >= *started + interval))?
+        };
+        self.order.remove(position)
+    }
+
+    /// When the first queued group's interval ends (none queued: `None`).
+    fn next_due(&self, interval: Duration) -> Option<Instant> {
+        self.order.iter().filter_map(|group| self.last_write.get(group)).min().map(|started| *started + interval)
+    }
+
+    /// Notes that `group`'s write starts at `now`, and forgets the groups whose interval has ended.
+    fn note_write(&mut self, group: CounterGroup, now: Instant, interval: Duration) {
+        if interval.is_zero() {
+            return;
+        }
+        self.last_write.retain(|_, started| now < *started + interval);
+        self.last_write.insert(group, now);
+    }
+}
+
+/// Counts one waiting flush for as long as it lives (a flush whose future is dropped stops counting).
+struct FlushWaiting<'a>(&'a Inner);
+
+impl<'a> FlushWaiting<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.lock().flushes += 1;
+        Self(inner)
+    }
+}
+
+impl Drop for FlushWaiting<'_> {
+    fn drop(&mut self) {
+        let mut backlog = self.0.lock();
+        backlog.flushes = backlog.flushes.saturating_sub(1);
+    }
 }
 
 struct Inner {
@@ -98,25 +155,31 @@ impl Metering {
     /// Tokio runtime.
     pub fn record(&self, event: UsageEvent) {
         self.inner.usage_log.write(&UsageLine::Usage(event.to_record(None)));
+        // Some(true): a new batch was queued, which may start now; Some(false): absorbed by a queued batch,
+        // which starts when its turn comes (a free slot, its interval, a flush).
         let accepted = {
             let mut backlog = self.inner.lock();
             if backlog.held_requests >= MAX_HELD_REQUESTS || backlog.closed {
-                false
+                None
             } else {
                 let group = CounterGroup::of(&event);
-                if let Some(batch) = backlog.queued.get_mut(&group) {
+                let queued_new = if let Some(batch) = backlog.queued.get_mut(&group) {
                     batch.absorb(&event);
+                    false
                 } else {
                     backlog.queued.insert(group.clone(), CounterBatch::of_event(&event));
                     backlog.order.push_back(group);
-                }
+                    true
+                };
                 backlog.held_requests += 1;
                 self.inner.outstanding.send_replace(backlog.held_requests);
-                true
+                Some(queued_new)
             }
         };
-        if accepted {
-            self.inner.start_writes();
+        if let Some(queued_new) = accepted {
+            if queued_new {
+                self.inner.start_writes();
+            }
         } else {
             tracing::warn!(tenant_id = %event.tenant_id, request_id = %event.request_id,
                 "counter backlog full or closed; the usage line bills the request, rebuild the day's counters");
@@ -139,7 +202,10 @@ impl Metering {
     }
 
     /// Waits for every pending counter update, at most `bound`; true when none is left.
+    /// Batches waiting for their interval start at once.
     pub async fn flush_within(&self, bound: Duration) -> bool {
+        let _waiting = FlushWaiting::new(&self.inner);
+        self.inner.start_writes();
         let mut outstanding = self.inner.outstanding.subscribe();
         let drained = tokio::time::timeout(bound, outstanding.wait_for(|pending| *pending == 0)).await.is_ok();
         drained
@@ -175,16 +241,28 @@ impl Inner {
         self.backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts writes for the oldest queued batches while fewer than the maximum are in flight.
+    /// Starts writes for the oldest queued batches that are due while fewer than the maximum are in flight;
+    /// when batches wait only for their interval, schedules a wake-up for the first of them.
     fn start_writes(self: &Arc<Self>) {
+        let interval = self.config.counter_interval;
         loop {
             let batch = {
                 let mut backlog = self.lock();
                 if backlog.closed || backlog.in_flight.len() >= MAX_CONCURRENT_COUNTER_WRITES {
                     return;
                 }
-                let Some(group) = backlog.order.pop_front() else { return };
+                let now = Instant::now();
+                let Some(group) = backlog.take_due(now, interval) else {
+                    if let Some(due) = backlog.next_due(interval) {
+                        if backlog.wake_at.is_none_or(|scheduled| due < scheduled) {
+                            backlog.wake_at = Some(due);
+                            self.wake_at(due);
+                        }
+                    }
+                    return;
+                };
                 let Some(batch) = backlog.queued.remove(&group) else { continue };
+                backlog.note_write(group, now, interval);
                 let batch = Arc::new(batch);
                 backlog.in_flight.insert(batch.batch_id.clone(), Arc::clone(&batch));
                 batch
@@ -196,6 +274,22 @@ impl Inner {
                 inner.start_writes();
             });
         }
+    }
+
+    /// Starts the writes that are due at `due` (a wake-up scheduled earlier for a later time is left to find
+    /// nothing, or what is due by then).
+    fn wake_at(self: &Arc<Self>, due: Instant) {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due).await;
+            {
+                let mut backlog = inner.lock();
+                if backlog.wake_at == Some(due) {
+                    backlog.wake_at = None;
+                }
+            }
+            inner.start_writes();
+        });
     }
 
     /// Writes one batch, retrying with the same batch id (so at most once) until the counter timeout.
@@ -278,6 +372,7 @@ mod tests {
         calls: Mutex<Vec<CounterBatch>>,
         in_flight: AtomicUsize,
         peak_in_flight: AtomicUsize,
+        started_at: Mutex<Vec<Instant>>,
     }
 
     #[async_trait]
@@ -286,6 +381,7 @@ mod tests {
             let now = self.in_flight.fetch_add(1, SeqCst) + 1;
             self.peak_in_flight.fetch_max(now, SeqCst);
             self.calls.lock().unwrap().push(batch.clone());
+            self.started_at.lock().unwrap().push(Instant::now());
             tokio::time::sleep(self.delay).await;
             self.in_flight.fetch_sub(1, SeqCst);
             match self.outcomes.lock().unwrap().pop_front() {
@@ -312,8 +408,106 @@ mod tests {
     }
 
     fn metering(counters: Arc<ScriptedCounters>, lines: Arc<RecordedLines>, counter_timeout: Duration) -> Metering {
-        let config = MeteringConfig { counter_timeout, drain_timeout: Duration::from_secs(20) };
+        let config = MeteringConfig { counter_timeout, drain_timeout: Duration::from_secs(20), ..MeteringConfig::default() };
         Metering::with_config(counters, lines, config)
+    }
+
+    fn metering_every(counters: Arc<ScriptedCounters>, lines: Arc<RecordedLines>, interval: Duration) -> Metering {
+        let config = MeteringConfig { counter_interval: interval, ..MeteringConfig::default() };
+        Metering::with_config(counters, lines, config)
+    }
+
+    fn counted_request_ids(counters: &ScriptedCounters) -> Vec<String> {
+        let mut ids: Vec<String> =
+            counters.calls.lock().unwrap().iter().flat_map(|batch| batch.request_ids.iter().cloned()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_key_is_written_at_most_once_per_interval_and_every_request_counts_once() {
+        // GIVEN a fast table and writes at least 100 ms apart per key
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_millis(1), ..Default::default() });
+        let lines = Arc::new(RecordedLines::default());
+        let metering = metering_every(counters.clone(), lines.clone(), Duration::from_millis(100));
+        // WHEN one key gets a request every millisecond for a second
+        for i in 0..1000 {
+            metering.record(event(&format!("r{i:04}"), "t"));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let writes_during_the_load = counters.calls.lock().unwrap().len();
+        metering.flush().await;
+        // THEN about one write per interval was made during the second (not one per request, not none), the
+        // writes started at least the interval apart, and together they count each request once
+        assert!((9..=11).contains(&writes_during_the_load), "{writes_during_the_load} writes in one second");
+        let started = counters.started_at.lock().unwrap().clone();
+        for pair in started[..writes_during_the_load].windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(100), "{:?} apart", pair[1] - pair[0]);
+        }
+        let expected: Vec<String> = (0..1000).map(|i| format!("r{i:04}")).collect();
+        assert_eq!(counted_request_ids(&counters), expected);
+        assert_eq!(lines.usage().len(), 1000);
+        assert!(lines.counter_updates().is_empty());
+        assert_eq!(metering.pending_jobs(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_keys_first_request_is_written_at_once_whatever_other_keys_do() {
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_millis(1), ..Default::default() });
+        let lines = Arc::new(RecordedLines::default());
+        let metering = metering_every(counters.clone(), lines, Duration::from_secs(60));
+        let begin = Instant::now();
+        metering.record(event("a", "first"));
+        metering.record(event("b", "second"));
+        tokio::task::yield_now().await;
+        assert_eq!(counters.calls.lock().unwrap().len(), 2, "each key's first write starts at once");
+        assert!(counters.started_at.lock().unwrap().iter().all(|started| *started == begin));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_sends_a_batch_waiting_for_its_interval_at_once() {
+        // GIVEN a key written a moment ago, and a request of that key waiting for the key's interval to end
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_millis(1), ..Default::default() });
+        let lines = Arc::new(RecordedLines::default());
+        let metering = metering_every(counters.clone(), lines, Duration::from_secs(60));
+        metering.record(event("a", "t"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        metering.record(event("b", "t"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(counters.calls.lock().unwrap().len(), 1, "b waits for the interval");
+        // WHEN the process flushes (Lambda, after each response)
+        let flushed = Instant::now();
+        assert!(metering.flush_within(Duration::from_secs(1)).await);
+        // THEN b was written at once, not a minute later
+        assert!(flushed.elapsed() <= Duration::from_millis(5), "{:?}", flushed.elapsed());
+        assert_eq!(counted_request_ids(&counters), ["a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_batch_starts_when_its_interval_ends_without_a_flush() {
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_millis(1), ..Default::default() });
+        let lines = Arc::new(RecordedLines::default());
+        let metering = metering_every(counters.clone(), lines, Duration::from_millis(100));
+        let begin = Instant::now();
+        metering.record(event("a", "t"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        metering.record(event("b", "t"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(counted_request_ids(&counters), ["a", "b"]);
+        assert_eq!(counters.started_at.lock().unwrap()[1] - begin, Duration::from_millis(100));
+        assert_eq!(metering.pending_jobs(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_interval_a_write_starts_as_soon_as_a_slot_is_free() {
+        let counters = Arc::new(ScriptedCounters { delay: Duration::from_millis(1), ..Default::default() });
+        let lines = Arc::new(RecordedLines::default());
+        let metering = metering_every(counters.clone(), lines, Duration::ZERO);
+        for i in 0..50 {
+            metering.record(event(&format!("r{i:02}"), "t"));
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        assert_eq!(counters.calls.lock().unwrap().len(), 50, "one write per request when the table keeps up");
     }
 
     #[tokio::test(start_paused = true)]
