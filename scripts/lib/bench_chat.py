@@ -115,6 +115,37 @@ def add_binary_options(parser: argparse.ArgumentParser) -> None:
                         help="measure this local-stack binary instead (e.g. target/debug/local-stack; no build)")
 
 
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-workers", type=int, metavar="N",
+                        help="tokio worker threads of the measured servers (the gateway and its floor alike: "
+                             "TOKIO_WORKER_THREADS); default: tokio's, one per core")
+    parser.add_argument("--counter-interval-ms", type=int, metavar="MS",
+                        help="METERING_COUNTER_INTERVAL_MS of the gateway: the least time between two counter writes "
+                             "of one key, so how often moto (on the same cores) works; default: the gateway's (250)")
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment --api-workers and --counter-interval-ms give the measured servers (the floor has no counters
+    and ignores the interval; both get the same worker count, so the floor stays fair)."""
+    env = {} if args.api_workers is None else {"TOKIO_WORKER_THREADS": str(args.api_workers)}
+    if args.counter_interval_ms is not None:
+        env["METERING_COUNTER_INTERVAL_MS"] = str(args.counter_interval_ms)
+    return env
+
+
+def check_server_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.api_workers is not None and args.api_workers < 1:
+        parser.error("--api-workers must be at least 1")
+    if args.counter_interval_ms is not None and not 0 <= args.counter_interval_ms <= 60_000:
+        parser.error("--counter-interval-ms must be from 0 to 60000")
+
+
+def workers_label(args: argparse.Namespace) -> str:
+    label = f"{args.api_workers} tokio worker(s) per server" if args.api_workers else "tokio workers: one per core"
+    interval = "default" if args.counter_interval_ms is None else f"{args.counter_interval_ms} ms"
+    return f"{label}, counter interval {interval}"
+
+
 def stop_and_count(server, count_lines, timeout: float = 120.0) -> tuple[int, float, int | None]:
     """SIGTERM the server (it drains its counters within METERING_DRAIN_TIMEOUT_MS), wait for it to exit, then
     count the usage lines it wrote: (lines, seconds it took to exit, exit code)."""
@@ -160,9 +191,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15, help="duration of each measured run (default 15)")
     parser.add_argument("--delay-ms", type=int, default=50, help="fixed delay of the fake Bedrock (default 50)")
     add_binary_options(parser)
+    add_server_options(parser)
     args = parser.parse_args()
     if args.connections < 1:
         parser.error("--connections must be at least 1")
+    check_server_options(parser, args)
 
     wrk = ensure_wrk()
     os.environ["BM_LOCAL_STACK_BIN"] = str(local_stack_bin(args))
@@ -180,10 +213,11 @@ def main() -> int:
         # Limits off here (LIMITS_ENABLED=false); a second API enforces limits on its own tenant, so the added
         # latency of enforcement (limits cached; reservation and settlement against moto) is measured in the same run.
         api = stack.start_api("api-bench", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url, USAGE_LOG_GROUP=None,
-                              LIMITS_ENABLED="false")
+                              LIMITS_ENABLED="false", **server_env(args))
         # The floor: the same server and the same SDK Converse call, and nothing else (no authorizer, metering,
         # limits or log line). What the gateway adds over it is the gateway's own work.
-        floor = stack.start_floor("chat", "bench-floor-chat", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url)
+        floor = stack.start_floor("chat", "bench-floor-chat", AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url,
+                                  **server_env(args))
         # Its DynamoDB is a moto of its own, holding only its items: moto's TransactWriteItems deep-copies the whole
         # table once per item of the transaction, so in the shared moto (thousands of counter items after the
         # other runs) a reservation would cost hundreds of ms of moto's copying, not of the gateway or DynamoDB.
@@ -197,7 +231,7 @@ def main() -> int:
         # (as in Lambda: one reservation per request, one synchronous round trip to DynamoDB).
         limited_env = dict(AWS_ENDPOINT_URL_BEDROCK_RUNTIME=slow_bedrock.url, AWS_ENDPOINT_URL_DYNAMODB=limits_moto.url,
                            USAGE_TABLE_NAME=limits_resources.usage_table, USAGE_LOG_GROUP=None,
-                           LIMITS_EVENT_BUS_NAME="none", LIMITS_STORE_TIMEOUT_MS="30000")
+                           LIMITS_EVENT_BUS_NAME="none", LIMITS_STORE_TIMEOUT_MS="30000", **server_env(args))
         limited_api = stack.start_api("api-bench-limits", **limited_env)
         unleased_api = stack.start_api("api-bench-limits-no-leases", LIMITS_LEASE_REQUESTS="0", **limited_env)
         stack.extra_apis.append(limits_moto)  # stopped after the API that writes to it
@@ -252,7 +286,7 @@ def main() -> int:
 
     direct, gateway = results["direct to fake Bedrock"], results["through the gateway"]
     print(f"\n/bedrock/chat benchmark: wrk, {args.connections} connections, {args.seconds}s per run, "
-          f"fake Bedrock delay {args.delay_ms} ms, {os.cpu_count()} cores, loopback")
+          f"fake Bedrock delay {args.delay_ms} ms, {os.cpu_count()} cores, {workers_label(args)}, loopback")
     print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
     for name, r in results.items():
         print(f"{name:<26}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>10}")

@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_chat import (  # noqa: E402
-    add_binary_options, billing_line, ensure_wrk, floor_line, local_stack_bin, run_wrk, stop_and_count,
+    add_binary_options, add_server_options, billing_line, check_server_options, ensure_wrk, floor_line,
+    local_stack_bin, run_wrk, server_env, stop_and_count, workers_label,
 )
 from bench_memory import PeakSampler, memory_kib, memory_line  # noqa: E402
 from processes import REPO_ROOT, ManagedProcess, base_env, free_port, spawn, wait_until  # noqa: E402
@@ -136,6 +137,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15, help="duration of each measured run (default 15)")
     parser.add_argument("--delay-ms", type=int, default=50, help="fixed delay of the fake Anthropic (default 50)")
     add_binary_options(parser)
+    add_server_options(parser)
     parser.add_argument("--no-stream", action="store_true", help="only plain (non-streamed) answers")
     parser.add_argument("--no-litellm", action="store_true", help="measure only this proxy (and the direct runs)")
     parser.add_argument("--litellm-workers", type=int, default=os.cpu_count() or 1,
@@ -143,6 +145,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.connections < 1:
         parser.error("--connections must be at least 1")
+    check_server_options(parser, args)
 
     wrk = ensure_wrk()
     litellm = None if args.no_litellm else ensure_litellm()
@@ -158,13 +161,13 @@ def main() -> int:
         fake = start_fake_anthropic(run_dir, "fake-anthropic-delayed", delay_ms=args.delay_ms)
         stack.extra_apis.append(fake)
         key_table, _ = create_proxy_tables(stack.resources, "bench")
-        proxy = stack.start_api("api-proxy-bench", **proxy_bench_env(key_table, fake.url))
+        proxy = stack.start_api("api-proxy-bench", **proxy_bench_env(key_table, fake.url), **server_env(args))
         gateway_key = bench_gateway_key(stack, proxy.url, "proxy")
         common = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
         # The floor: the same server and HTTP client forwarding to the same fake, and nothing else (no key check,
         # metering, limits or log line). What the proxy adds over it is the proxy's own work.
         floor = stack.start_floor("proxy", "bench-floor-proxy", ANTHROPIC_BASE_URL=fake.url,
-                                  ANTHROPIC_API_KEY=UPSTREAM_KEY)
+                                  ANTHROPIC_API_KEY=UPSTREAM_KEY, **server_env(args))
         targets = {
             direct_name: (fake.url, {**common, "x-api-key": UPSTREAM_KEY}),
             floor_name: (floor.url, {**common, "x-api-key": gateway_key}),
@@ -202,7 +205,7 @@ def main() -> int:
         stack.stop()
 
     print(f"\n/v1/messages benchmark: wrk, {args.connections} connections, {args.seconds}s per run (after 3s warm-up), "
-          f"fake Anthropic delay {args.delay_ms} ms, {os.cpu_count()} cores, loopback")
+          f"fake Anthropic delay {args.delay_ms} ms, {os.cpu_count()} cores, {workers_label(args)}, loopback")
     for stream in modes:
         direct = results[(direct_name, stream)]
         print(f"\n{'streamed' if stream else 'plain'} answers")
