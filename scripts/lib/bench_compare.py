@@ -28,17 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_chat import add_binary_options, ensure_wrk, local_stack_bin, run_wrk  # noqa: E402
+from bench_chat import add_binary_options, cpu_seconds, ensure_wrk, local_stack_bin, run_wrk  # noqa: E402
 from bench_proxy import MODEL, PROMPT, bench_gateway_key, lua_script, proxy_bench_env  # noqa: E402
 
 ARMS = ("baseline", "candidate", "baseline again", "candidate again")
 METRICS = ("rps", "p50_ms", "p99_ms", "api_cpu_us")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def arm_order(round_number: int) -> list[str]:

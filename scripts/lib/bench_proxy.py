@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_chat import (  # noqa: E402
     add_binary_options, add_server_options, billing_line, check_server_options, ensure_wrk, floor_line,
-    local_stack_bin, run_wrk, server_env, stop_and_count, workers_label,
+    local_stack_bin, run_wrk, run_wrk_watching, server_env, stop_and_count, workers_label,
 )
 from bench_memory import PeakSampler, memory_kib, memory_line  # noqa: E402
 from processes import REPO_ROOT, ManagedProcess, base_env, free_port, spawn, wait_until  # noqa: E402
@@ -193,7 +193,8 @@ def main() -> int:
                 script = lua_script(run_dir / f"{len(results)}.lua", body, headers)
                 sampler = PeakSampler(pids[name]) if name in pids else None
                 warm_up = run_wrk(wrk, base + "/v1/messages", script, args.connections, 3)
-                results[(name, stream)] = run_wrk(wrk, base + "/v1/messages", script, args.connections, args.seconds)
+                results[(name, stream)] = run_wrk_watching(wrk, base + "/v1/messages", script, args.connections,
+                                                           args.seconds, [stack.moto.pid])
                 if sampler:
                     peaks[(name, stream)] = sampler.stop_sampling()
                 if name == ours_name:
@@ -209,11 +210,13 @@ def main() -> int:
     for stream in modes:
         direct = results[(direct_name, stream)]
         print(f"\n{'streamed' if stream else 'plain'} answers")
-        print(f"{'target':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}")
+        print(f"{'target':<30}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}"
+              f"{'moto CPU':>10}")
         for name in targets:
             r = results[(name, stream)]
             added = "" if name == direct_name else f"{r['p50_ms'] - direct['p50_ms']:>9.2f}{r['p99_ms'] - direct['p99_ms']:>9.2f}"
-            print(f"{name:<30}{r['rps']:>10.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{added or ' ' * 18}{r['errors']:>9}")
+            print(f"{name:<30}{r['rps']:>10.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{added or ' ' * 18}{r['errors']:>9}"
+                  f"{r['table_cpu']:>10.0%}")
         print(floor_line(results[(floor_name, stream)], results[(ours_name, stream)], direct))
         if theirs_name in targets:
             ours, theirs = results[(ours_name, stream)], results[(theirs_name, stream)]
@@ -222,6 +225,7 @@ def main() -> int:
             print(f"ratios claude proxy / LiteLLM: req/s {ours['rps'] / theirs['rps']:.2f}x, "
                   f"added p50 {ours_added / theirs_added:.3f}x, "
                   f"added p99 {max(ours['p99_ms'] - direct['p99_ms'], 0.01) / max(theirs['p99_ms'] - direct['p99_ms'], 0.01):.3f}x")
+    print("(moto CPU: the share of one core the DynamoDB stand-in used during the run, on the cores everything shares)")
     print("\nmemory (RSS of the process tree, MiB; peak sampled every 100 ms during each run)")
     print(f"{'':<30}{'idle':>8}" + "".join(f"{'peak ' + ('streamed' if s else 'plain'):>16}" for s in modes))
     for name in pids:

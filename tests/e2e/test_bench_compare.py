@@ -47,3 +47,30 @@ def test_a_short_run_of_the_same_build_as_baseline_and_candidate_reports_every_a
         assert f"round 1 {arm}" in out, out
     assert "candidate / baseline (pooled medians): req/s " in out, out
     assert "same build twice, req/s: baseline " in out, out
+
+
+def test_the_table_cpu_of_a_bench_run_is_the_share_of_a_core_the_table_process_used(monkeypatch):
+    """scripts/bench chat|proxy report, per run, how much of a core moto (the DynamoDB stand-in on the same cores)
+    used: a process busy for the whole run shows about one core, an idle one about none."""
+    import subprocess
+    import sys
+    import time
+
+    import bench_chat
+
+    def one_second_run(*_args):
+        time.sleep(1.0)
+        return {"rps": 1.0, "p50_ms": 1.0, "p99_ms": 1.0, "requests": 1, "errors": 0}
+
+    monkeypatch.setattr(bench_chat, "run_wrk", one_second_run)
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    try:
+        time.sleep(0.3)
+        busy_run = bench_chat.run_wrk_watching("wrk", "http://127.0.0.1:1", None, 1, 1, [busy.pid])
+        idle_run = bench_chat.run_wrk_watching("wrk", "http://127.0.0.1:1", None, 1, 1, [idle.pid])
+    finally:
+        busy.kill()
+        idle.kill()
+    assert 0.3 <= busy_run["table_cpu"] <= 1.3, busy_run  # a busy machine may give it less than a core
+    assert idle_run["table_cpu"] <= 0.1, idle_run
