@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
 pytest_plugins = ["skip_guard"]  # tests/skip_guard.py: a skip not in tests/skip-allowlist.txt fails the run
 
+from dynamodb_tap import DynamoDbTap  # noqa: E402
 from localstack import LocalStack  # noqa: E402
 from support import UserFactory  # noqa: E402
 
@@ -49,6 +50,15 @@ def api_url(stack: LocalStack) -> str:
 @pytest.fixture(scope="session")
 def user_factory(stack: LocalStack) -> UserFactory:
     return UserFactory(stack.resources)
+
+
+@pytest.fixture(scope="module")
+def dynamodb_tap(stack: LocalStack):
+    """A tap in front of moto's DynamoDB, one per test module (tests/e2e/dynamodb_tap.py): an API started with
+    AWS_ENDPOINT_URL_DYNAMODB=dynamodb_tap.url has every transaction it sends recorded."""
+    tap = DynamoDbTap(stack.resources.endpoint_url)
+    yield tap
+    tap.close()
 
 
 def pytest_sessionfinish(session):

@@ -7,18 +7,10 @@ import time
 
 import pytest
 
-from dynamodb_tap import DynamoDbTap
 from support import chat, counter_sums, new_tenant_id, poll, request_id_of, wait_usage_line
 
 INTERVAL_MS = 700
 BURST_SECONDS = 2.0
-
-
-@pytest.fixture(scope="module")
-def dynamodb_tap(stack):
-    tap = DynamoDbTap(stack.resources.endpoint_url)
-    yield tap
-    tap.close()
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from dynamodb_tap import DynamoDbTap
 from proxy_stack import MODEL, create_proxy_tables, proxy_env, start_fake_anthropic
 from support import chat, counter_items, new_tenant_id, poll, request_id_of, operator_environment, run_script, wait_usage_line
 
@@ -68,13 +67,6 @@ def operator_env(stack, tmp_path_factory) -> dict[str, str]:
     """The environment of an operator whose .local/stack.env points at this session's stack."""
     return operator_environment(stack, tmp_path_factory.mktemp("bm-local-exactly-once"))
 
-
-
-@pytest.fixture(scope="module")
-def dynamodb_tap(stack):
-    tap = DynamoDbTap(stack.resources.endpoint_url)
-    yield tap
-    tap.close()
 
 
 @pytest.fixture(scope="module")

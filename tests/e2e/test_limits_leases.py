@@ -25,10 +25,9 @@ def lease_env(tap: DynamoDbTap, **overrides: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tap(stack):
-    tap = DynamoDbTap(stack.resources.endpoint_url)
-    yield tap
-    tap.close()
+def tap(dynamodb_tap):
+    """This module's name for its DynamoDB tap (the `dynamodb_tap` fixture of tests/conftest.py)."""
+    return dynamodb_tap
 
 
 @pytest.fixture(scope="module")
