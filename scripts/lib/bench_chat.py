@@ -98,6 +98,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+TABLE_CPU_NOTE = "(moto CPU: the share of one core the DynamoDB stand-in used during the run, on the cores everything shares)"
+
+
 def run_wrk_watching(wrk: str, url: str, script: Path, connections: int, seconds: int, table_pids: list[int]) -> dict:
     """run_wrk, plus `table_cpu`: the share of one core the DynamoDB stand-in (moto, on the same cores) used during
     the run, which a gateway's p99 shows and its floor's does not."""
@@ -155,7 +158,7 @@ def check_server_options(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error("--counter-interval-ms must be from 0 to 60000")
 
 
-def workers_label(args: argparse.Namespace) -> str:
+def server_label(args: argparse.Namespace) -> str:
     label = f"{args.api_workers} tokio worker(s) per server" if args.api_workers else "tokio workers: one per core"
     interval = "default" if args.counter_interval_ms is None else f"{args.counter_interval_ms} ms"
     return f"{label}, counter interval {interval}"
@@ -302,12 +305,12 @@ def main() -> int:
 
     direct, gateway = results["direct to fake Bedrock"], results["through the gateway"]
     print(f"\n/bedrock/chat benchmark: wrk, {args.connections} connections, {args.seconds}s per run, "
-          f"fake Bedrock delay {args.delay_ms} ms, {os.cpu_count()} cores, {workers_label(args)}, loopback")
+          f"fake Bedrock delay {args.delay_ms} ms, {os.cpu_count()} cores, {server_label(args)}, loopback")
     print(f"{'target':<26}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}{'moto CPU':>10}")
     for name, r in results.items():
         print(f"{name:<26}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>10}"
               f"{r['table_cpu']:>10.0%}")
-    print("(moto CPU: the share of one core the DynamoDB stand-in used during the run, on the cores everything shares)")
+    print(TABLE_CPU_NOTE)
     print(f"throughput ratio gateway/direct: {gateway['rps'] / direct['rps']:.3f}")
     for name, what in (("gateway, limits on", "leases: most requests admitted from memory"),
                        ("limits on, no leases", "a reservation in moto per request")):

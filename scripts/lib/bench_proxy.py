@@ -34,8 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_chat import (  # noqa: E402
-    add_binary_options, add_server_options, billing_line, check_server_options, ensure_wrk, floor_line,
-    local_stack_bin, run_wrk, run_wrk_watching, server_env, stop_and_count, workers_label,
+    TABLE_CPU_NOTE, add_binary_options, add_server_options, billing_line, check_server_options, ensure_wrk, floor_line,
+    local_stack_bin, run_wrk, run_wrk_watching, server_env, server_label, stop_and_count,
 )
 from bench_memory import PeakSampler, memory_kib, memory_line  # noqa: E402
 from processes import REPO_ROOT, ManagedProcess, base_env, free_port, spawn, wait_until  # noqa: E402
@@ -206,7 +206,7 @@ def main() -> int:
         stack.stop()
 
     print(f"\n/v1/messages benchmark: wrk, {args.connections} connections, {args.seconds}s per run (after 3s warm-up), "
-          f"fake Anthropic delay {args.delay_ms} ms, {os.cpu_count()} cores, {workers_label(args)}, loopback")
+          f"fake Anthropic delay {args.delay_ms} ms, {os.cpu_count()} cores, {server_label(args)}, loopback")
     for stream in modes:
         direct = results[(direct_name, stream)]
         print(f"\n{'streamed' if stream else 'plain'} answers")
@@ -225,7 +225,7 @@ def main() -> int:
             print(f"ratios claude proxy / LiteLLM: req/s {ours['rps'] / theirs['rps']:.2f}x, "
                   f"added p50 {ours_added / theirs_added:.3f}x, "
                   f"added p99 {max(ours['p99_ms'] - direct['p99_ms'], 0.01) / max(theirs['p99_ms'] - direct['p99_ms'], 0.01):.3f}x")
-    print("(moto CPU: the share of one core the DynamoDB stand-in used during the run, on the cores everything shares)")
+    print(TABLE_CPU_NOTE)
     print("\nmemory (RSS of the process tree, MiB; peak sampled every 100 ms during each run)")
     print(f"{'':<30}{'idle':>8}" + "".join(f"{'peak ' + ('streamed' if s else 'plain'):>16}" for s in modes))
     for name in pids:

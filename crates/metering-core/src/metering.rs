@@ -79,9 +79,6 @@ impl Backlog {
     /// is no interval, else the oldest whose last write started at least `interval` ago (or never).
     fn take_due(&mut self, now: Instant, interval: Duration) -> Option<CounterGroup> {
         let position = if self.flushes > 0 || interval.is_zero() {
-            if self.order.is_empty() {
-                return None;
-            }
             0
         } else {
             let last_write = &self.last_write;
