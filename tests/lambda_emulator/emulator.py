@@ -87,6 +87,8 @@ class Invocation:
     timed_out: bool = False
     started: float = 0.0
     finished: float = 0.0
+    # A streamed response: when each of its chunks had arrived (the last: the terminator), time.monotonic().
+    chunk_times: list[float] = field(default_factory=list)
 
     @property
     def streaming(self) -> bool:
@@ -291,6 +293,7 @@ class LambdaEmulator:
         if invocation is None or invocation.request_id != request_id:
             return _reply(handler, 400, {"errorMessage": f"unknown request id {request_id}"})
         invocation.headers = {k.lower(): v for k, v in handler.headers.items()}
+        invocation.chunk_times = list(getattr(handler, "chunk_times", []))
         if outcome == "response":
             invocation.response = body
             trailer_error = getattr(handler, "trailers", {}).get("lambda-runtime-function-error-type")
@@ -345,8 +348,11 @@ class InitFailed(AssertionError):
 
 
 def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The body, chunked or not. For a chunked body, also `handler.chunk_times`: when each chunk (and last, the
+    terminator) had arrived, so a test can see how long the sender took between its writes."""
     if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
         chunks, trailers = [], {}
+        handler.chunk_times = []
         while True:
             size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:
@@ -354,9 +360,11 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
                     name, _, value = line.decode().partition(":")
                     trailers[name.strip().lower()] = value.strip()
                 handler.trailers = trailers
+                handler.chunk_times.append(time.monotonic())
                 return b"".join(chunks)
             chunks.append(handler.rfile.read(size))
             handler.rfile.readline()
+            handler.chunk_times.append(time.monotonic())
     return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
 
 

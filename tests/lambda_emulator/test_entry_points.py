@@ -317,6 +317,31 @@ def test_the_proxy_streams_with_the_prelude_and_meters_before_release(make_lambd
     assert proxy.shutdown() == 0
 
 
+def test_the_proxy_writes_its_answers_to_the_runtime_api_without_waiting_for_acks(make_lambda):
+    """The proxy's answers go to the Runtime API as a chunked stream (prelude, separator, body: each its own
+    write). With Nagle's algorithm on that connection each write after the first waits for the ACK of the one
+    before, and the Runtime API, with nothing to send until the body ends, may delay that ACK (Linux: 40 ms or
+    more), so an answer reached Lambda 40 ms late: every first answer of a cold start did. An answer whose body
+    is ready (not streamed) takes the function's own time from its first chunk to its end, never that timer."""
+    proxy = make_lambda("claude-proxy", FUNCTION_TIMEOUT_SECONDS="80", ANTHROPIC_TIMEOUT_MS="30000", BEDROCK_TIMEOUT_MS="30000")
+    proxy.start()
+    created = proxy.invoke(api_event("proxy-keys-create.json", str(uuid.uuid4()), {"name": "nagle"}), timeout_s=20)
+    answer, body = created.http()
+    assert answer["statusCode"] == 201, body
+    key = json.loads(body)["key"]
+    answers = [created]
+    for _ in range(3):
+        message = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
+        answers.append(proxy.invoke(api_event("proxy-messages.json", str(uuid.uuid4()), message, {"x-api-key": key}), timeout_s=30))
+    spans_ms = []
+    for invocation in answers:
+        prelude, _ = invocation.http()
+        assert prelude["statusCode"] in (200, 201) and len(invocation.chunk_times) >= 3, invocation.chunk_times
+        spans_ms.append(round((invocation.chunk_times[-1] - invocation.chunk_times[0]) * 1000, 2))
+    assert max(spans_ms) < 30, f"first chunk to end of each answer (ms): {spans_ms}"
+    assert proxy.shutdown() == 0
+
+
 def test_the_usage_function_answers_refuses_an_unparseable_event_and_stops_on_sigterm(make_lambda):
     usage = make_lambda("usage-api")
     usage.start()
