@@ -14,6 +14,8 @@ import os
 import signal
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -353,22 +355,58 @@ def test_the_usage_function_answers_refuses_an_unparseable_event_and_stops_on_si
     assert usage.shutdown() is not None
 
 
+def provider_key_seen_upstream(stack, marker: str) -> list[str | None]:
+    """The `x-api-key` of each request the fake Anthropic received with `marker` in it."""
+    query = urllib.parse.urlencode({"contains": marker})
+    with urllib.request.urlopen(f"{stack.fake_anthropic.url}/fake/requests?{query}", timeout=10) as answer:
+        return [request["x-api-key"] for request in json.load(answer)["requests"]]
+
+
+def ask_proxy(proxy: LambdaEmulator, key: str, prompt: str) -> tuple[dict, bytes]:
+    body = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": prompt}]}
+    return proxy.invoke(api_event("proxy-messages.json", str(uuid.uuid4()), body, {"x-api-key": key}), timeout_s=30).http()
+
+
 @pytest.mark.parametrize("secret", ['{"api_key": "  "}', '{"other_field": "sk-ant-not-here"}', "   "])
-def test_the_proxy_refuses_to_start_when_its_secret_holds_no_key(make_lambda, lambda_stack, secret):
+def test_a_secret_without_a_key_is_overloaded_until_the_operator_puts_the_key_in(make_lambda, lambda_stack, secret):
     # GIVEN managed mode and a Secrets Manager secret with no usable key (README: "the secret holds no key")
+    stack = lambda_stack[0]
+    secrets = stack.resources.client("secretsmanager")
     name = f"provider-key-{uuid.uuid4().hex[:8]}"
-    lambda_stack[0].resources.client("secretsmanager").create_secret(Name=name, SecretString=secret)
+    secrets.create_secret(Name=name, SecretString=secret)
     proxy = make_lambda("claude-proxy", ANTHROPIC_API_KEY="", ANTHROPIC_API_KEY_SECRET_ID=name)
-    # WHEN the function starts THEN its init fails, and says why
-    with pytest.raises(InitFailed) as failed:
-        proxy.start()
-    assert "the secret holds no key" in failed.value.stderr, failed.value.stderr[-2000:]
-    assert name in failed.value.stderr
+    # WHEN the function starts THEN its init does not wait for the secret, and /v1/keys needs no provider key
+    proxy.start()
+    key = proxy_key(proxy)
+    # WHEN a message comes THEN it is Anthropic's "try again" (529 overloaded_error, Retry-After 1), nothing goes
+    # upstream, and the log names the secret and why
+    marker = f"nokey{uuid.uuid4().hex[:8]}"
+    answer, body = ask_proxy(proxy, key, f"Hello {marker}")
+    assert answer["statusCode"] == 529 and answer["headers"].get("retry-after") == "1", (answer, body)
+    error = json.loads(body)["error"]
+    assert error["type"] == "overloaded_error" and "Anthropic key is not available" in error["message"], error
+    assert name not in body.decode(), "the secret's id is for the operator's log, not for the client"
+    assert provider_key_seen_upstream(stack, marker) == []
+    log = proxy.stderr_text()
+    assert "the secret holds no key" in log and name in log, log[-2000:]
+    # WHEN the operator puts the key in THEN after the retry interval (1 s) the same instance uses it
+    secrets.put_secret_value(SecretId=name, SecretString='{"api_key": "sk-ant-put-later"}')
+    time.sleep(1.2)
+    answer, body = ask_proxy(proxy, key, f"Hello again {marker}")
+    assert answer["statusCode"] == 200, body
+    assert provider_key_seen_upstream(stack, marker) == ["sk-ant-put-later"]
+    assert proxy.shutdown() == 0
 
 
-def test_the_proxy_starts_with_the_key_of_its_secret(make_lambda, lambda_stack):
+def test_the_proxy_sends_the_key_of_its_secret(make_lambda, lambda_stack):
+    stack = lambda_stack[0]
     name = f"provider-key-{uuid.uuid4().hex[:8]}"
-    lambda_stack[0].resources.client("secretsmanager").create_secret(Name=name, SecretString='{"api_key": "sk-ant-from-secret"}')
+    stack.resources.client("secretsmanager").create_secret(Name=name, SecretString='{"api_key": "sk-ant-from-secret"}')
     proxy = make_lambda("claude-proxy", ANTHROPIC_API_KEY="", ANTHROPIC_API_KEY_SECRET_ID=name)
     proxy.start()
-    assert "secret holds no key" not in proxy.stderr_text()
+    marker = f"secret{uuid.uuid4().hex[:8]}"
+    answer, body = ask_proxy(proxy, proxy_key(proxy), f"Hello {marker}")
+    assert answer["statusCode"] == 200, body
+    assert provider_key_seen_upstream(stack, marker) == ["sk-ant-from-secret"]
+    assert "could not be read" not in proxy.stderr_text()
+    assert proxy.shutdown() == 0

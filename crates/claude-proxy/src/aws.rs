@@ -6,6 +6,8 @@
 use secrecy::SecretString;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use metering_core::counters::{dynamodb_client, DynamoUsageCounters, UsageCounters};
 use metering_core::error::Detail;
@@ -18,17 +20,12 @@ use crate::api_keys::{ApiKeys, DynamoKeyStore};
 use crate::bedrock::{SdkBedrock, SdkInferenceProfiles};
 use crate::config::{ProviderKeySource, ProxyConfig};
 use crate::model_resolution::ModelResolver;
+use crate::provider_key::{ProviderKey, SecretKeySource};
 use crate::proxy::{ProxyService, ProxySettings};
 use crate::rate_limits::{DynamoRateLimitStore, RateLimitMemory};
 
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("the provider's Anthropic key could not be read from Secrets Manager secret {secret_id}: {detail}")]
-    Secret {
-        secret_id: String,
-        #[source]
-        detail: Detail,
-    },
     #[error("the HTTP client for the Anthropic API could not be built: {0}")]
     HttpClient(#[source] Detail),
 }
@@ -49,38 +46,54 @@ pub fn key_from_secret(secret: &str) -> Option<String> {
     }
 }
 
-pub async fn provider_key(config: &ProxyConfig, sdk_config: &aws_config::SdkConfig) -> Result<Option<SecretString>, StartError> {
+/// The provider key of `config`: from a secret, read by [`ProviderKey::read_now`] once started, not at start.
+pub fn provider_key(config: &ProxyConfig, sdk_config: &aws_config::SdkConfig) -> ProviderKey {
     match &config.provider_key {
-        None => Ok(None),
-        Some(ProviderKeySource::Environment(key)) => Ok(Some(key.clone())),
-        Some(ProviderKeySource::SecretsManager(secret_id)) => {
-            let client = aws_sdk_secretsmanager::Client::new(sdk_config);
-            let failed = |detail: Detail| StartError::Secret { secret_id: secret_id.clone(), detail };
-            let output = client
-                .get_secret_value()
-                .secret_id(secret_id)
-                .send()
-                .await
-                .map_err(|error| failed(Detail::caused_by(DisplayErrorContext(&error).to_string(), error)))?;
-            let secret = output.secret_string().ok_or_else(|| failed(Detail::new("the secret has no string value")))?;
-            key_from_secret(secret)
-                .map(|key| Some(SecretString::from(key)))
-                .ok_or_else(|| failed(Detail::new("the secret holds no key")))
-        }
+        None => ProviderKey::None,
+        Some(ProviderKeySource::Environment(key)) => ProviderKey::Ready(key.clone()),
+        Some(ProviderKeySource::SecretsManager(secret_id)) => ProviderKey::from_secret(Arc::new(SecretsManagerKey {
+            client: aws_sdk_secretsmanager::Client::new(sdk_config),
+            secret_id: secret_id.clone(),
+        })),
     }
 }
 
-pub async fn proxy_service_on_aws(
+/// The key in a Secrets Manager secret (its string, or the `api_key` field of its JSON: [`key_from_secret`]).
+struct SecretsManagerKey {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+}
+
+#[async_trait]
+impl SecretKeySource for SecretsManagerKey {
+    fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    async fn read(&self) -> Result<SecretString, Detail> {
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|error| Detail::caused_by(DisplayErrorContext(&error).to_string(), error))?;
+        let secret = output.secret_string().ok_or_else(|| Detail::new("the secret has no string value"))?;
+        key_from_secret(secret).map(SecretString::from).ok_or_else(|| Detail::new("the secret holds no key"))
+    }
+}
+
+pub fn proxy_service_on_aws(
     config: &ProxyConfig,
     sdk_config: &aws_config::SdkConfig,
     usage_log: Arc<dyn UsageLog>,
 ) -> Result<ProxyService, StartError> {
-    proxy_service_on_aws_with_counters(config, sdk_config, usage_log, |counters| counters).await
+    proxy_service_on_aws_with_counters(config, sdk_config, usage_log, |counters| counters)
 }
 
 /// As [`proxy_service_on_aws`], with the usage counters wrapped by `wrap_counters` (the Lambda entry point
 /// puts them behind its shutdown cutoff).
-pub async fn proxy_service_on_aws_with_counters(
+pub fn proxy_service_on_aws_with_counters(
     config: &ProxyConfig,
     sdk_config: &aws_config::SdkConfig,
     usage_log: Arc<dyn UsageLog>,
@@ -100,7 +113,9 @@ pub async fn proxy_service_on_aws_with_counters(
     if let Some(discovery) = &config.model_discovery {
         models = models.with_discovery(discovery.clone(), Arc::new(SdkInferenceProfiles::new(sdk_config)));
     }
-    let settings = ProxySettings::from_config(config, provider_key(config, sdk_config).await?, models);
+    let provider_key = provider_key(config, sdk_config);
+    provider_key.read_now();
+    let settings = ProxySettings::from_config(config, provider_key, models);
     Ok(ProxyService::new(
         settings,
         keys,

@@ -17,6 +17,7 @@ mod json_visit;
 pub mod key_holder;
 pub(crate) mod limits;
 pub mod model_resolution;
+pub mod provider_key;
 pub mod proxy;
 pub mod rate_limits;
 pub mod request;

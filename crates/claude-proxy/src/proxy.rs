@@ -2,7 +2,7 @@
 //! Anthropic answers 429 — or is known to, or is forced to), forward the answer as it comes, and meter it.
 //! Knows nothing of Lambda or axum: requests arrive as `ProxyRequest`, answers leave as `http::Response`.
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use crate::body::{full, ProxyBody};
 use crate::config::{CredentialMode, FallbackPolicy, ProxyConfig};
 use crate::in_flight::InFlight;
 use crate::model_resolution::{BedrockModel, ModelResolver};
+use crate::provider_key::ProviderKey;
 use crate::rate_limits::{RateLimitEntry, RateLimitMemory};
 use crate::request::{client_user, MessagesBody, ProxyRequest};
 use crate::sse::usage_of_message_json;
@@ -43,8 +44,8 @@ const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Clone)]
 pub struct ProxySettings {
     pub credential_mode: CredentialMode,
-    /// Redacted in `Debug`, zeroed when dropped.
-    pub provider_key: Option<SecretString>,
+    /// Redacted in `Debug`, zeroed when dropped; from a secret, read after start (`provider_key`).
+    pub provider_key: ProviderKey,
     pub fallback: FallbackPolicy,
     /// Which Bedrock model serves a fallback (map, discovery, family fallback).
     pub models: ModelResolver,
@@ -58,7 +59,7 @@ pub struct ProxySettings {
 }
 
 impl ProxySettings {
-    pub fn from_config(config: &ProxyConfig, provider_key: Option<SecretString>, models: ModelResolver) -> Self {
+    pub fn from_config(config: &ProxyConfig, provider_key: ProviderKey, models: ModelResolver) -> Self {
         Self {
             credential_mode: config.credential_mode,
             provider_key,
@@ -496,6 +497,7 @@ impl ProxyService {
                 }
             }
         }
+        let provider_key = settings.provider_key.get().await?;
         let upstream = self
             .anthropic
             .send(UpstreamRequest {
@@ -503,7 +505,7 @@ impl ProxyService {
                 headers: upstream_headers(
                     &call.request.headers,
                     settings.credential_mode,
-                    settings.provider_key.as_ref().map(ExposeSecret::expose_secret),
+                    provider_key.map(ExposeSecret::expose_secret),
                 ),
                 body: call.request.body.clone(),
             })

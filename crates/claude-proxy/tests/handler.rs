@@ -14,6 +14,7 @@ use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, StoredKe
 use claude_proxy::bedrock::{BedrockApi, EventStream};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
+use claude_proxy::provider_key::ProviderKey;
 use claude_proxy::proxy::{ProxyService, ProxySettings};
 use claude_proxy::streaming::ClientDisconnect;
 use claude_proxy::test_util::MemoryKeyStore;
@@ -116,7 +117,7 @@ async fn harness() -> Harness {
     let metering = Metering::new(Arc::new(NoCounters), lines.clone());
     let settings = ProxySettings {
         credential_mode: CredentialMode::Managed,
-        provider_key: Some("sk-ant-provider".into()),
+        provider_key: ProviderKey::Ready("sk-ant-provider".into()),
         fallback: FallbackPolicy { enabled: true, on_overloaded: false, on_server_error: false },
         models: ModelResolver::new(
             DEFAULT_MODEL_MAP.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),

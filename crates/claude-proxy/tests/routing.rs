@@ -17,6 +17,7 @@ use claude_proxy::api_keys::{hash_key, ApiKeyRecord, ApiKeys, KeyStore, StoredKe
 use claude_proxy::bedrock::{BedrockApi, EventStream};
 use claude_proxy::config::{CredentialMode, FallbackPolicy, DEFAULT_MODEL_MAP};
 use claude_proxy::model_resolution::ModelResolver;
+use claude_proxy::provider_key::ProviderKey;
 use claude_proxy::proxy::{Endpoint, ProxyService, ProxySettings};
 use claude_proxy::rate_limits::{RateLimitEntry, RateLimitMemory, RateLimitScope};
 use claude_proxy::request::ProxyRequest;
@@ -248,7 +249,7 @@ async fn run(case: Case, endpoint: Endpoint) -> Outcome {
     let metering = Metering::new(Arc::new(NoCounters), lines.clone());
     let settings = ProxySettings {
         credential_mode: CredentialMode::Managed,
-        provider_key: Some("sk-ant-provider".into()),
+        provider_key: ProviderKey::Ready("sk-ant-provider".into()),
         fallback: case.fallback,
         models: ModelResolver::new(
             DEFAULT_MODEL_MAP.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),

@@ -196,7 +196,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let cache_ttl = Duration::from_secs(token_cache_ttl_seconds);
             let authorizer = Arc::new(CognitoAuthorizer::new(CognitoSettings { jwks_url, issuer, client_id, cache_ttl }));
             // The Claude proxy (/v1/messages, /v1/keys) when API_KEY_TABLE_NAME is set.
-            let proxy = LocalProxy::from_env(&sdk_config, usage_log, limits.clone()).await?;
+            let proxy = LocalProxy::from_env(&sdk_config, usage_log, limits.clone())?;
             let state =
                 ApiState { authorizer, chat: chat.clone(), usage, proxy: proxy.as_ref().map(|proxy| proxy.handler().clone()) };
             let router = api_server::router(state);

@@ -88,8 +88,8 @@ export class ClaudeProxy extends Construct {
       const named = config.anthropicApiKeySecretName;
       if (named === undefined) {
         // No key in the repo or the template: CloudFormation fills the secret with a JSON object whose
-        // `api_key` is empty (plus a random filler it insists on), which the function refuses at start
-        // ("the secret holds no key") until the operator puts the real key in (see the README).
+        // `api_key` is empty (plus a random filler it insists on): the function answers its messages with
+        // 529s and logs "the secret holds no key" until the operator puts the real key in (see the README).
         const secret = new secretsmanager.Secret(this, 'AnthropicApiKey', {
           description: 'Provider Anthropic API key of the Claude proxy (managed mode): {"api_key": "sk-ant-..."}',
           generateSecretString: {
