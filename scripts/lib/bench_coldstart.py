@@ -2,7 +2,8 @@
 """Cold start of each Lambda binary (release build), against a minimal local Lambda Runtime API and Extensions
 API (scripts/lib/lambda_runtime_api.py) and the local stack (moto, the fake Bedrock, the fake Anthropic).
 
-For each binary, --runs times, a fresh process (a new execution environment) gets one API Gateway event:
+Four cases: the three functions, and the proxy again with its provider key in a Secrets Manager secret (moto's),
+as it is deployed in managed mode. For each, --runs times, a fresh process (a new execution environment) gets one API Gateway event:
 - init: process start -> the runtime's first `GET /runtime/invocation/next`, and (chat-api, claude-proxy) the
   metering-flush extension's first `event/next` — Lambda's init ends at the later of the two;
 - first response: process start -> the first response posted (the whole body), answered by the local stack;
@@ -91,7 +92,10 @@ def one_cold_start(server: RuntimeApiServer, binary: Path, env: dict[str, str], 
                             or process.poll() is not None)
         if not done or run.error is not None or run.invocation_done_ns() is None:
             tail = (log_dir / f"{binary.name}.stderr.log").read_text(errors="replace")[-1500:]
-            sys.exit(f"{binary.name}: no complete invocation (error {run.error!r}, exit {process.poll()}).\n{tail}")
+            reached = {name: round((value - started_ns) / 1e6, 1) for name, value in vars(run).items()
+                       if name.endswith("_ns") and isinstance(value, int)}
+            sys.exit(f"{binary.name}: no complete invocation (error {run.error!r}, exit {process.poll()}, "
+                     f"ms reached {reached}).\n{tail}")
     finally:
         server.end_process()
         process.send_signal(signal.SIGTERM)
@@ -142,23 +146,30 @@ def main() -> int:
         if status != 201 and status != 200:
             sys.exit(f"could not create a gateway key: {status} {body[:300]!r}")
         gateway_key = json.loads(body)["key"]
+        # The proxy as deployed in managed mode: its provider key in a Secrets Manager secret (moto's).
+        secret_id = f"coldstart-provider-key-{os.getpid()}"
+        stack.resources.client("secretsmanager").create_secret(Name=secret_id,
+                                                               SecretString=json.dumps({"api_key": LOCAL_PROVIDER_KEY}))
+        proxy_secret = {**proxy_base, "ANTHROPIC_API_KEY": "", "ANTHROPIC_API_KEY_SECRET_ID": secret_id}
+        proxy_request = event("proxy-messages", **{"x-api-key": gateway_key})
         cases = {
-            "chat-api": (base, event("chat"), b'"response"'),
-            "usage-api": (base, event("usage-me"), b'"tenant_id"'),
-            "claude-proxy": (proxy_base, event("proxy-messages", **{"x-api-key": gateway_key}), b"fake-anthropic says"),
+            "chat-api": ("chat-api", base, event("chat"), b'"response"'),
+            "usage-api": ("usage-api", base, event("usage-me"), b'"tenant_id"'),
+            "claude-proxy": ("claude-proxy", proxy_base, proxy_request, b"fake-anthropic says"),
+            "claude-proxy, key in Secrets Manager": ("claude-proxy", proxy_secret, proxy_request, b"fake-anthropic says"),
         }
-        for function, (env, request, expected) in cases.items():
+        for label, (function, env, request, expected) in cases.items():
             binary = bin_dir / function
-            results[function] = []
+            results[label] = []
             for index in range(args.runs):
                 run, started = one_cold_start(server, binary, lambda_env(env, server.address, function),
-                                              copy.deepcopy(request), run_dir / f"{function}-{index}")
+                                              copy.deepcopy(request), run_dir / f"{function}-{len(results)}-{index}")
                 status, body = gateway_status(function, run.response_body)
                 if status != 200 or expected not in body:
-                    sys.exit(f"{function}: unexpected first response {status}: {body[:300]!r}")
+                    sys.exit(f"{label}: unexpected first response {status}: {body[:300]!r}")
                 ms = lambda ns: (ns - started) / 1e6  # noqa: E731
-                results[function].append((ms(run.init_done_ns()), ms(run.response_ns), ms(run.invocation_done_ns()),
-                                          run.extension_registered_ns is not None))
+                results[label].append((ms(run.init_done_ns()), ms(run.response_ns), ms(run.invocation_done_ns()),
+                                       run.extension_registered_ns is not None))
     finally:
         server.close()
         stack.stop()
