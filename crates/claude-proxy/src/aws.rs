@@ -7,7 +7,6 @@ use secrecy::SecretString;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use metering_core::counters::{dynamodb_client, DynamoUsageCounters, UsageCounters};
 use metering_core::error::Detail;
