@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, BoxStream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use metering_core::ApiError;
@@ -161,20 +162,41 @@ pub fn client_response_headers(upstream: &HeaderMap, mode: CredentialMode) -> He
 }
 
 /// The Anthropic API over HTTPS.
-#[derive(Debug, Clone)]
+///
+/// Its HTTP client is built on a blocking thread from [`HttpAnthropic::new`] on: building it loads the system's
+/// root certificates (`scripts/bench coldstart`: about 3 ms on the development machine), which would
+/// otherwise lengthen every cold start's init. The first request waits for it if it is not built yet; by then
+/// it usually is, the gateway key's lookup having come first.
+#[derive(Clone)]
 pub struct HttpAnthropic {
-    client: reqwest::Client,
+    client: Shared<BoxFuture<'static, Result<reqwest::Client, String>>>,
     base_url: String,
 }
 
+impl std::fmt::Debug for HttpAnthropic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAnthropic").field("base_url", &self.base_url).finish_non_exhaustive()
+    }
+}
+
 impl HttpAnthropic {
-    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Self { client, base_url: base_url.trim_end_matches('/').to_owned() })
+    /// Starts building the client; must be called inside the Tokio runtime.
+    pub fn new(base_url: &str, timeout: Duration) -> Self {
+        let building = tokio::task::spawn_blocking(move || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+        });
+        let client = async move {
+            match building.await {
+                Ok(Ok(client)) => Ok(client),
+                Ok(Err(error)) => Err(format!("the HTTP client for the Anthropic API could not be built: {error}")),
+                Err(error) => Err(format!("the HTTP client for the Anthropic API was not built: {error}")),
+            }
+        };
+        Self { client: client.boxed().shared(), base_url: base_url.trim_end_matches('/').to_owned() }
     }
 }
 
@@ -195,8 +217,12 @@ fn chunks_of(response: reqwest::Response) -> ChunkStream {
 #[async_trait]
 impl AnthropicApi for HttpAnthropic {
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        let client = self.client.clone().await.map_err(|error| {
+            tracing::error!(%error, "no HTTP client for the Anthropic API");
+            UpstreamError::Unreachable(error)
+        })?;
         let url = format!("{}{}", self.base_url, request.path_and_query);
-        let response = self.client.post(url).headers(request.headers).body(request.body).send().await.map_err(|error| {
+        let response = client.post(url).headers(request.headers).body(request.body).send().await.map_err(|error| {
             // Without the URL: it is ours, but the message must stay short and free of anything sensitive.
             let error = error.without_url();
             if error.is_timeout() {
@@ -240,6 +266,26 @@ mod tests {
         assert!(answer_of(&[&a, &b, &c]).read_all(6).await.is_err(), "7 bytes over a limit of 6");
         assert!(answer_of(&[&a]).read_all(4).await.is_err(), "one chunk over the limit");
         assert_eq!(answer_of(&[]).read_all(4).await.unwrap().2.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_at_once_waits_for_the_client_being_built_then_goes_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let upstream = std::thread::spawn(move || {
+            let (mut connection, _) = listener.accept().unwrap();
+            let mut request = [0_u8; 4096];
+            let read = std::io::Read::read(&mut connection, &mut request).unwrap();
+            std::io::Write::write_all(&mut connection, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+            String::from_utf8_lossy(&request[..read]).into_owned()
+        });
+        let anthropic = HttpAnthropic::new(&format!("http://{address}/"), Duration::from_secs(10));
+        let request =
+            UpstreamRequest { path_and_query: "/v1/messages".into(), headers: HeaderMap::new(), body: Bytes::from_static(b"{}") };
+        let answer = anthropic.send(request).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(&answer.read_all(100).await.unwrap().2[..], b"{}");
+        assert!(upstream.join().unwrap().starts_with("POST /v1/messages HTTP/1.1"));
     }
 
     #[test]

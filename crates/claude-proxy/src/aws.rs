@@ -12,7 +12,6 @@ use metering_core::counters::{dynamodb_client, DynamoUsageCounters, UsageCounter
 use metering_core::error::Detail;
 use metering_core::metering::Metering;
 use metering_core::usage::UsageLog;
-use thiserror::Error;
 
 use crate::anthropic::HttpAnthropic;
 use crate::api_keys::{ApiKeys, DynamoKeyStore};
@@ -22,12 +21,6 @@ use crate::model_resolution::ModelResolver;
 use crate::provider_key::{ProviderKey, SecretKeySource};
 use crate::proxy::{ProxyService, ProxySettings};
 use crate::rate_limits::{DynamoRateLimitStore, RateLimitMemory};
-
-#[derive(Debug, Error)]
-pub enum StartError {
-    #[error("the HTTP client for the Anthropic API could not be built: {0}")]
-    HttpClient(#[source] Detail),
-}
 
 /// The key inside a secret string: the string itself, or the `api_key` (or `ANTHROPIC_API_KEY`) field of a
 /// JSON object.
@@ -86,7 +79,7 @@ pub fn proxy_service_on_aws(
     config: &ProxyConfig,
     sdk_config: &aws_config::SdkConfig,
     usage_log: Arc<dyn UsageLog>,
-) -> Result<ProxyService, StartError> {
+) -> ProxyService {
     proxy_service_on_aws_with_counters(config, sdk_config, usage_log, |counters| counters)
 }
 
@@ -97,7 +90,7 @@ pub fn proxy_service_on_aws_with_counters(
     sdk_config: &aws_config::SdkConfig,
     usage_log: Arc<dyn UsageLog>,
     wrap_counters: impl FnOnce(Arc<dyn UsageCounters>) -> Arc<dyn UsageCounters>,
-) -> Result<ProxyService, StartError> {
+) -> ProxyService {
     let dynamodb = dynamodb_client(sdk_config);
     let keys =
         ApiKeys::new(Arc::new(DynamoKeyStore::new(dynamodb.clone(), config.api_key_table_name.clone())), config.api_key_cache);
@@ -105,8 +98,7 @@ pub fn proxy_service_on_aws_with_counters(
         RateLimitMemory::new(Arc::new(DynamoRateLimitStore::new(dynamodb.clone(), table.clone())), config.rate_limit_scope)
     });
     let counters = DynamoUsageCounters::new(dynamodb, config.usage_table_name.clone(), config.daily_ttl, config.weekly_ttl);
-    let anthropic = HttpAnthropic::new(&config.anthropic_base_url, config.anthropic_timeout)
-        .map_err(|error| StartError::HttpClient(Detail::caused_by(error.to_string(), error)))?;
+    let anthropic = HttpAnthropic::new(&config.anthropic_base_url, config.anthropic_timeout);
     let bedrock = SdkBedrock::new(sdk_config, config.bedrock_timeout, config.default_retry_after_seconds);
     let mut models = ModelResolver::new(config.model_map.clone(), config.family_fallback.clone());
     if let Some(discovery) = &config.model_discovery {
@@ -115,14 +107,14 @@ pub fn proxy_service_on_aws_with_counters(
     let provider_key = provider_key(config, sdk_config);
     provider_key.read_now();
     let settings = ProxySettings::from_config(config, provider_key, models);
-    Ok(ProxyService::new(
+    ProxyService::new(
         settings,
         keys,
         rate_limits,
         Arc::new(anthropic),
         Arc::new(bedrock),
         Metering::with_config(wrap_counters(Arc::new(counters)), usage_log, config.metering),
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ async fn main() -> Result<(), Error> {
         Arc::new(StdoutUsageLog),
     );
     let service =
-        proxy_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))?
+        proxy_service_on_aws_with_counters(&config, &sdk_config, Arc::new(StdoutUsageLog), |counters| cutoff.guard(counters))
             .with_limits(limits.clone());
     let tenants = tenant_registry_on_aws(&sdk_config, config.usage_table_name.clone());
     let handler = ProxyHandler::new(service.clone(), config.max_body_bytes, tenants)

@@ -265,7 +265,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     bench_floor::chat_router(model, config.model_id)
                 }
                 FloorRoute::Proxy => {
-                    let anthropic = HttpAnthropic::new(&anthropic_base_url, Duration::from_secs(600))?;
+                    let anthropic = HttpAnthropic::new(&anthropic_base_url, Duration::from_secs(600));
                     bench_floor::proxy_router(anthropic, anthropic_api_key)
                 }
             };

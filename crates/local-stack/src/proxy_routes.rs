@@ -28,7 +28,7 @@ impl LocalProxy {
         }
         let config = ProxyConfig::from_env()?;
         config.log_start();
-        let service = claude_proxy::aws::proxy_service_on_aws(&config, sdk_config, usage_log)?.with_limits(limits);
+        let service = claude_proxy::aws::proxy_service_on_aws(&config, sdk_config, usage_log).with_limits(limits);
         let tenants = metering_core::tenant_registry::tenant_registry_on_aws(sdk_config, config.usage_table_name.clone());
         let handler = ProxyHandler::new(service, config.max_body_bytes, tenants)
             .with_key_holder_reports(claude_proxy::key_holder::key_holder_reports_on_aws(&config, sdk_config));
