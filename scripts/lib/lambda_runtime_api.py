@@ -81,6 +81,10 @@ class RuntimeApiServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.run: ProcessRun | None = None
+        # The run of the process that opened each connection, taken when it is accepted: a request of a stopped
+        # process that a handler thread reads late (its `next` after its response) must not count for the next
+        # process's run, whose own `next` it would otherwise take.
+        self.run_of_connection: dict[int, ProcessRun | None] = {}
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -100,6 +104,17 @@ class RuntimeApiServer(ThreadingHTTPServer):
             self.run.stopping.set()
             with self.run.changed:
                 self.run.changed.notify_all()
+
+    def process_request(self, request, client_address) -> None:
+        self.run_of_connection[id(request)] = self.run
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        self.run_of_connection.pop(id(request), None)
+        super().shutdown_request(request)
+
+    def run_of(self, connection) -> ProcessRun | None:
+        return self.run_of_connection.get(id(connection), self.run)
 
     def handle_error(self, request, client_address) -> None:
         """A stopped process drops its held connections: expected, not worth a traceback."""
@@ -150,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         now = time.monotonic_ns()
         body = self._read_body()
-        run = self.server.run
+        run = self.server.run_of(self.connection)
         if run is None:
             self._answer(500)
             return
@@ -169,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         now = time.monotonic_ns()
-        run = self.server.run
+        run = self.server.run_of(self.connection)
         if run is None:
             self._answer(500)
             return
