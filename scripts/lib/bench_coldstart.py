@@ -80,9 +80,11 @@ def lambda_env(base: dict[str, str], runtime_api: str, function: str) -> dict[st
     return env
 
 
-def one_cold_start(server: RuntimeApiServer, binary: Path, env: dict[str, str], request: dict,
+def one_cold_start(binary: Path, function: str, env: dict[str, str], request: dict,
                    log_dir: Path) -> tuple[ProcessRun, int]:
-    run = server.expect_process(request)
+    server = RuntimeApiServer(request)
+    run = server.run
+    env = lambda_env(env, server.address, function)
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{binary.name}.stdout.log", "ab") as out, open(log_dir / f"{binary.name}.stderr.log", "ab") as err:
         started_ns = time.monotonic_ns()
@@ -97,7 +99,7 @@ def one_cold_start(server: RuntimeApiServer, binary: Path, env: dict[str, str], 
             sys.exit(f"{binary.name}: no complete invocation (error {run.error!r}, exit {process.poll()}, "
                      f"ms reached {reached}).\n{tail}")
     finally:
-        server.end_process()
+        server.close()
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=5)
@@ -132,7 +134,6 @@ def main() -> int:
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-coldstart-"))
     stack = LocalStack.start(run_dir, with_proxy=True)
-    server = RuntimeApiServer()
     results: dict[str, list[tuple[float, float, float, bool]]] = {}
     try:
         base = api_env(stack.resources, stack.fake_bedrock.url, USAGE_LOG_GROUP=None, RUST_BACKTRACE=None)
@@ -140,8 +141,8 @@ def main() -> int:
         proxy_base = {**base, **proxy_env(stack.proxy_tables[0], None, stack.fake_anthropic.url,
                                           ANTHROPIC_API_KEY=LOCAL_PROVIDER_KEY, RUST_LOG=None)}
         # A gateway key for the proxy's runs, made by the proxy binary itself (POST /v1/keys, Cognito claims).
-        setup, _ = one_cold_start(server, bin_dir / "claude-proxy", lambda_env(proxy_base, server.address, "claude-proxy"),
-                                  event("proxy-keys-create"), run_dir / "setup")
+        setup, _ = one_cold_start(bin_dir / "claude-proxy", "claude-proxy", proxy_base, event("proxy-keys-create"),
+                                  run_dir / "setup")
         status, body = gateway_status("claude-proxy", setup.response_body)
         if status != 201 and status != 200:
             sys.exit(f"could not create a gateway key: {status} {body[:300]!r}")
@@ -162,8 +163,8 @@ def main() -> int:
             binary = bin_dir / function
             results[label] = []
             for index in range(args.runs):
-                run, started = one_cold_start(server, binary, lambda_env(env, server.address, function),
-                                              copy.deepcopy(request), run_dir / f"{function}-{len(results)}-{index}")
+                run, started = one_cold_start(binary, function, env, copy.deepcopy(request),
+                                              run_dir / f"{function}-{len(results)}-{index}")
                 status, body = gateway_status(function, run.response_body)
                 if status != 200 or expected not in body:
                     sys.exit(f"{label}: unexpected first response {status}: {body[:300]!r}")
@@ -171,7 +172,6 @@ def main() -> int:
                 results[label].append((ms(run.init_done_ns()), ms(run.response_ns), ms(run.invocation_done_ns()),
                                        run.extension_registered_ns is not None))
     finally:
-        server.close()
         stack.stop()
 
     print(f"\nLambda cold start: {args.runs} fresh processes per binary, local Runtime and Extensions API, "

@@ -1,6 +1,8 @@
 """A minimal local AWS Lambda Runtime API and Extensions API, for timing a Lambda binary's cold start.
 
-One server serves one process at a time (`expect_process`), like a fresh Lambda execution environment:
+One server serves one process, like a fresh Lambda execution environment, on a port of its own: a request that a
+stopped process sent late (its `next` after its response) can reach only its own, closed, server, never the next
+process's.
 - Extensions API: `POST /2020-01-01/extension/register`, `GET /2020-01-01/extension/event/next`. The first
   `event/next` says the extension has finished its init; it gets the INVOKE event when the function does; its
   next `event/next` says it is done with that invocation (Lambda ends the invocation only then).
@@ -78,13 +80,10 @@ class RuntimeApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self) -> None:
+    def __init__(self, event: dict) -> None:
+        """A fresh environment, on a port of its own, that hands `event` to its process's first `next`."""
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.run: ProcessRun | None = None
-        # The run of the process that opened each connection, taken when it is accepted: a request of a stopped
-        # process that a handler thread reads late (its `next` after its response) must not count for the next
-        # process's run, whose own `next` it would otherwise take.
-        self.run_of_connection: dict[int, ProcessRun | None] = {}
+        self.run = ProcessRun(event=json.dumps(event).encode())
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -93,34 +92,14 @@ class RuntimeApiServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"{host}:{port}"
 
-    def expect_process(self, event: dict) -> ProcessRun:
-        """Starts a fresh environment that will hand `event` to the next process's first `next`."""
-        self.end_process()
-        self.run = ProcessRun(event=json.dumps(event).encode())
-        return self.run
-
-    def end_process(self) -> None:
-        if self.run is not None:
-            self.run.stopping.set()
-            with self.run.changed:
-                self.run.changed.notify_all()
-
-    def process_request(self, request, client_address) -> None:
-        self.run_of_connection[id(request)] = self.run
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        self.run_of_connection.pop(id(request), None)
-        super().shutdown_request(request)
-
-    def run_of(self, connection) -> ProcessRun | None:
-        return self.run_of_connection.get(id(connection), self.run)
-
     def handle_error(self, request, client_address) -> None:
         """A stopped process drops its held connections: expected, not worth a traceback."""
 
     def close(self) -> None:
-        self.end_process()
+        """Ends the environment: held requests return, the port is closed."""
+        self.run.stopping.set()
+        with self.run.changed:
+            self.run.changed.notify_all()
         self.shutdown()
         self.server_close()
 
@@ -165,10 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         now = time.monotonic_ns()
         body = self._read_body()
-        run = self.server.run_of(self.connection)
-        if run is None:
-            self._answer(500)
-            return
+        run = self.server.run
         if self.path == f"{EXTENSION_PREFIX}/register":
             run.note(extension_registered_ns=now, extension_id=str(uuid.uuid4()))
             answer = {"functionName": "coldstart-bench", "functionVersion": "$LATEST", "handler": "bootstrap"}
@@ -184,10 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         now = time.monotonic_ns()
-        run = self.server.run_of(self.connection)
-        if run is None:
-            self._answer(500)
-            return
+        run = self.server.run
         if self.path == f"{EXTENSION_PREFIX}/event/next":
             if run.extension_ready_ns is None:
                 run.note(extension_ready_ns=now)
