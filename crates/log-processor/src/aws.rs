@@ -214,10 +214,9 @@ impl ObjectStore for S3ObjectStore {
     }
 }
 
-/// The SDK configuration from the standard chain (region, credentials, AWS_ENDPOINT_URL).
-pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
-}
+/// The SDK configuration from the standard chain (region, credentials, AWS_ENDPOINT_URL), with the process's
+/// one SDK HTTP client, as every function loads it.
+pub use metering_core::chat::load_sdk_config;
 
 /// The exporter on CloudWatch Logs and S3, with the settings of `config`.
 pub fn exporter_on_aws(config: &ExportConfig, sdk_config: &aws_config::SdkConfig) -> Exporter {

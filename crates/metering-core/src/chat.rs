@@ -213,9 +213,10 @@ pub fn limits_service_on_aws(
     LimitsService::new(Arc::new(store), config.clone(), pricing, usage_log, alerts)
 }
 
-/// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain.
+/// Loads the shared AWS SDK configuration (region, credentials, endpoints) from the standard chain, with the
+/// process's one SDK HTTP client ([`crate::sdk_http::process_http_client`]).
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(crate::sdk_http::process_http_client()).load().await
 }
 
 #[cfg(test)]

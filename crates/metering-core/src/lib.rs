@@ -12,6 +12,7 @@ pub mod limits;
 pub mod metering;
 pub mod model;
 pub mod pricing;
+pub mod sdk_http;
 pub mod telemetry;
 pub mod tenant_registry;
 #[cfg(any(test, feature = "test-util"))]

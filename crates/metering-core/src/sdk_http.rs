@@ -1,0 +1,186 @@
+//! The one HTTP client of every AWS SDK client of a process, which builds its TLS connector when the first
+//! request needs it instead of when each SDK client is constructed.
+//!
+//! The SDK's default HTTPS client builds a throwaway TLS connector in `validate_base_client_config`, which runs
+//! in every service client's `Client::new`, "so that native certs load at client initialization time": the
+//! system's root certificates are read and parsed during the function's init, and a trust store is parsed again
+//! for every service client (chat-api builds three, the proxy up to six). A Lambda function builds its clients
+//! in init, so that is all init time, before the runtime asks for its first event. [`DeferredTlsHttpClient`]
+//! leaves that validation out: the connector is built (roots read and parsed once) by the first request, in a
+//! client shared by all the SDK clients of the process, which also share its connection pool.
+//! [`DeferredTlsHttpClient::prepare_in_background`] reads the roots on a thread of their own meanwhile, so most
+//! of that work overlaps the rest of init and the wait for the first event.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::Provider;
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
+use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, RuntimeComponentsBuilder};
+use aws_smithy_runtime_api::shared::IntoShared;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// The process's SDK HTTP client: [`DeferredTlsHttpClient::sdk_default`], made and prepared in the background by
+/// the first call, shared by every later one (so by every SDK configuration of the process).
+pub fn process_http_client() -> DeferredTlsHttpClient {
+    static CLIENT: OnceLock<DeferredTlsHttpClient> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let client = DeferredTlsHttpClient::sdk_default();
+            client.prepare_in_background();
+            client
+        })
+        .clone()
+}
+
+/// An [`HttpClient`] that passes everything to `inner` but the validation at SDK client construction.
+#[derive(Clone)]
+pub struct DeferredTlsHttpClient {
+    inner: SharedHttpClient,
+}
+
+impl fmt::Debug for DeferredTlsHttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredTlsHttpClient").finish_non_exhaustive()
+    }
+}
+
+impl DeferredTlsHttpClient {
+    /// The SDK's default HTTPS client (hyper 1, rustls with aws-lc, the system's roots, `HTTPS_PROXY` and
+    /// `NO_PROXY` from the environment), as `BehaviorVersion::latest()` builds it, deferred.
+    pub fn sdk_default() -> Self {
+        let inner = Builder::new().build_with_connector_fn(|settings, runtime_components| {
+            let mut connector = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = runtime_components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        });
+        Self::wrapping(inner)
+    }
+
+    /// `inner`, deferred.
+    pub fn wrapping(inner: impl HttpClient + 'static) -> Self {
+        Self { inner: inner.into_shared() }
+    }
+
+    /// Starts building a connector on a thread of its own (a throwaway one: what stays is the system's roots,
+    /// read and decoded once per process by the SDK), so the first request finds them read.
+    pub fn prepare_in_background(&self) {
+        let inner = self.inner.clone();
+        let spawned = std::thread::Builder::new().name("tls-roots".into()).spawn(move || {
+            if let Err(error) = inner.validate_base_client_config(&RuntimeComponentsBuilder::new("tls-roots"), &ConfigBag::base())
+            {
+                tracing::warn!(error = %error, "could not prepare the AWS SDK's TLS connector; the first request will");
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(error = %error, "could not start a thread to prepare the AWS SDK's TLS connector");
+        }
+    }
+}
+
+impl HttpClient for DeferredTlsHttpClient {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        self.inner.http_connector(settings, components)
+    }
+
+    // `validate_base_client_config` is left as the trait's no-op: that is the point of this type.
+
+    fn validate_final_config(&self, runtime_components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
+        self.inner.validate_final_config(runtime_components, cfg)
+    }
+
+    fn connector_metadata(&self) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.inner.connector_metadata()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture};
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_types::body::SdkBody;
+
+    /// What the SDK asked of a [`CountingClient`].
+    #[derive(Debug, Default)]
+    struct Counts {
+        validations: AtomicUsize,
+        connectors: AtomicUsize,
+    }
+
+    /// A client that counts what the SDK asks of it and answers every request with an empty DynamoDB table list.
+    #[derive(Debug)]
+    struct CountingClient(Arc<Counts>);
+
+    #[derive(Debug)]
+    struct EmptyTableList;
+
+    impl HttpConnector for EmptyTableList {
+        fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+            HttpConnectorFuture::ready(Ok(HttpResponse::new(200.try_into().unwrap(), SdkBody::from(r#"{"TableNames":[]}"#))))
+        }
+    }
+
+    impl HttpClient for CountingClient {
+        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+            self.0.connectors.fetch_add(1, Ordering::SeqCst);
+            SharedHttpConnector::new(EmptyTableList)
+        }
+
+        fn validate_base_client_config(&self, _: &RuntimeComponentsBuilder, _: &ConfigBag) -> Result<(), BoxError> {
+            self.0.validations.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn sdk_config(http_client: DeferredTlsHttpClient) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                aws_sdk_dynamodb::config::Credentials::new("AKIDTEST", "secret", None, None, "test"),
+            ))
+            .http_client(http_client)
+            .build()
+    }
+
+    #[tokio::test]
+    async fn sdk_clients_are_built_without_a_connector_and_their_first_request_builds_it() {
+        let counting = Arc::new(Counts::default());
+        let config = sdk_config(DeferredTlsHttpClient::wrapping(CountingClient(Arc::clone(&counting))));
+
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let _bedrock = aws_sdk_bedrockruntime::Client::new(&config);
+        let _logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+        assert_eq!(counting.validations.load(Ordering::SeqCst), 0, "client construction built a connector");
+        assert_eq!(counting.connectors.load(Ordering::SeqCst), 0);
+
+        let tables = dynamodb.list_tables().send().await.expect("the request goes through the inner client");
+        assert!(tables.table_names().is_empty());
+        assert_eq!(counting.connectors.load(Ordering::SeqCst), 1);
+        assert_eq!(counting.validations.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn preparing_in_background_builds_one_throwaway_connector() {
+        let counting = Arc::new(Counts::default());
+        DeferredTlsHttpClient::wrapping(CountingClient(Arc::clone(&counting))).prepare_in_background();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while counting.validations.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(counting.validations.load(Ordering::SeqCst), 1);
+        assert_eq!(counting.connectors.load(Ordering::SeqCst), 0);
+    }
+}
