@@ -25,6 +25,7 @@ from emulator import STREAMING_CONTENT_TYPE, DynamoRecorder, InitFailed, LambdaE
 from localstack import LocalStack, api_env
 from processes import REPO_ROOT
 from proxy_stack import MODEL, proxy_env
+from tls_front import CertificateAuthority, TlsFront
 
 EVENTS = REPO_ROOT / "events"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target")) / "debug"
@@ -54,11 +55,14 @@ def make_lambda(lambda_stack):
     stack, recorder, current, run_dir = lambda_stack
     started: list[LambdaEmulator] = []
 
-    def make(name: str, **overrides: str) -> LambdaEmulator:
+    def make(name: str, **overrides: str | None) -> LambdaEmulator:
+        """The function `name` on the local stack; an override of None removes the variable."""
         env = api_env(stack.resources, stack.fake_bedrock.url, AWS_ENDPOINT_URL=recorder.url, BEDROCK_TIMEOUT_MS="25000")
         if name == "claude-proxy":
             env.update({k: v for k, v in proxy_env(*stack.proxy_tables, stack.fake_anthropic.url).items() if v is not None})
-        env.update(overrides)
+        env.update({k: v for k, v in overrides.items() if v is not None})
+        for removed in [k for k, v in overrides.items() if v is None]:
+            env.pop(removed, None)
         emulator = LambdaEmulator(binary(name), env, run_dir, f"{name}-{len(started)}-{uuid.uuid4().hex[:6]}")
         current["timeline"] = emulator.timeline
         started.append(emulator)
@@ -409,4 +413,66 @@ def test_the_proxy_sends_the_key_of_its_secret(make_lambda, lambda_stack):
     assert answer["statusCode"] == 200, body
     assert provider_key_seen_upstream(stack, marker) == ["sk-ant-from-secret"]
     assert "could not be read" not in proxy.stderr_text()
+    assert proxy.shutdown() == 0
+
+
+@pytest.fixture(scope="module")
+def tls_fronts(lambda_stack, tmp_path_factory):
+    """HTTPS in front of DynamoDB (moto, through the recorder) and of the fake Anthropic, with a certificate
+    authority of the test's own, and a second authority that signed nothing they serve."""
+    stack, recorder, _, _ = lambda_stack
+    directory = tmp_path_factory.mktemp("tls")
+    authority, stranger = CertificateAuthority(directory, "gateway"), CertificateAuthority(directory, "stranger")
+    dynamodb, anthropic = TlsFront(recorder.url, authority, "dynamodb"), TlsFront(stack.fake_anthropic.url, authority, "anthropic")
+    yield {"authority": authority, "stranger": stranger, "dynamodb": dynamodb, "anthropic": anthropic}
+    dynamodb.close()
+    anthropic.close()
+
+
+def proxy_over_tls(make_lambda, fronts, trusted: CertificateAuthority, dynamodb_over_tls: bool = True) -> LambdaEmulator:
+    """The proxy with its AWS calls (DynamoDB) and its Anthropic calls over HTTPS, trusting `trusted` alone:
+    the system's roots as `SSL_CERT_FILE` names them, which is how rustls-native-certs reads them."""
+    overrides = {"ANTHROPIC_BASE_URL": fronts["anthropic"].url, "SSL_CERT_FILE": str(trusted.pem_file), "SSL_CERT_DIR": None}
+    if dynamodb_over_tls:
+        overrides["AWS_ENDPOINT_URL"] = fronts["dynamodb"].url
+    return make_lambda("claude-proxy", FUNCTION_TIMEOUT_SECONDS="80", ANTHROPIC_TIMEOUT_MS="10000",
+                       BEDROCK_TIMEOUT_MS="10000", **overrides)
+
+
+def test_the_sdk_and_the_anthropic_client_trust_the_system_roots(make_lambda, lambda_stack, tls_fronts):
+    # GIVEN DynamoDB and Anthropic behind HTTPS whose authority is the one root the system holds
+    proxy = proxy_over_tls(make_lambda, tls_fronts, tls_fronts["authority"])
+    proxy.start()
+    # WHEN a key is made (DynamoDB through the AWS SDK) and a message sent (Anthropic through reqwest)
+    key = proxy_key(proxy)
+    marker = f"tls{uuid.uuid4().hex[:8]}"
+    answer, body = ask_proxy(proxy, key, f"Hello {marker}")
+    # THEN both went over TLS, verified with the roots read once for both
+    assert answer["statusCode"] == 200, body
+    assert answer["headers"].get("x-gateway-upstream") == "anthropic", answer
+    assert len(provider_key_seen_upstream(lambda_stack[0], marker)) == 1
+    assert proxy.shutdown() == 0
+
+
+def test_a_server_whose_authority_the_system_does_not_hold_is_refused(make_lambda, lambda_stack, tls_fronts):
+    # GIVEN roots that hold another authority than the one that signed DynamoDB's and Anthropic's certificates
+    stranger = tls_fronts["stranger"]
+    proxy = proxy_over_tls(make_lambda, tls_fronts, stranger)
+    proxy.start()
+    failed_before = tls_fronts["dynamodb"].handshakes_failed
+    # WHEN a key is to be made THEN DynamoDB is not trusted: no key, and the handshake was refused
+    created = proxy.invoke(api_event("proxy-keys-create.json", str(uuid.uuid4()), {"name": "stranger"}), timeout_s=30)
+    answer, body = created.http()
+    assert answer["statusCode"] >= 500, body
+    assert tls_fronts["dynamodb"].handshakes_failed > failed_before
+    assert proxy.shutdown() == 0
+    # GIVEN DynamoDB in plain HTTP (so a key can be made) and Anthropic still behind the untrusted authority
+    proxy = proxy_over_tls(make_lambda, tls_fronts, stranger, dynamodb_over_tls=False)
+    proxy.start()
+    key = proxy_key(proxy)
+    marker = f"untrusted{uuid.uuid4().hex[:8]}"
+    # WHEN a message is sent THEN nothing reaches Anthropic
+    answer, body = ask_proxy(proxy, key, f"Hello {marker}")
+    assert answer["headers"].get("x-gateway-upstream") != "anthropic" or answer["statusCode"] >= 500, (answer, body)
+    assert provider_key_seen_upstream(lambda_stack[0], marker) == []
     assert proxy.shutdown() == 0

@@ -163,10 +163,10 @@ pub fn client_response_headers(upstream: &HeaderMap, mode: CredentialMode) -> He
 
 /// The Anthropic API over HTTPS.
 ///
-/// Its HTTP client is built on a blocking thread from [`HttpAnthropic::new`] on: building it loads the system's
-/// root certificates (`scripts/bench coldstart`: about 3 ms on the development machine), which would
-/// otherwise lengthen every cold start's init. The first request waits for it if it is not built yet; by then
-/// it usually is, the gateway key's lookup having come first.
+/// It trusts the process's root certificates ([`crate::https::client_builder`], read once for it and the AWS SDK).
+/// Its HTTP client is built on a blocking thread from [`HttpAnthropic::new`] on: building it parses those roots
+/// into a trust store, which would otherwise lengthen every cold start's init. The first request waits for it
+/// if it is not built yet; by then it usually is, the gateway key's lookup having come first.
 #[derive(Clone)]
 pub struct HttpAnthropic {
     client: Shared<BoxFuture<'static, Result<reqwest::Client, String>>>,
@@ -183,7 +183,7 @@ impl HttpAnthropic {
     /// Starts building the client; must be called inside the Tokio runtime.
     pub fn new(base_url: &str, timeout: Duration) -> Self {
         let building = tokio::task::spawn_blocking(move || {
-            reqwest::Client::builder()
+            crate::https::client_builder()?
                 .connect_timeout(Duration::from_secs(10))
                 .timeout(timeout)
                 .pool_idle_timeout(Duration::from_secs(60))

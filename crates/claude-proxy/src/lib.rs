@@ -12,6 +12,7 @@ pub(crate) mod bedrock_body;
 pub mod body;
 pub mod config;
 pub mod handler;
+pub mod https;
 pub(crate) mod in_flight;
 mod json_visit;
 pub mod key_holder;

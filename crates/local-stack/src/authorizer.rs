@@ -107,7 +107,9 @@ pub struct CognitoAuthorizer {
 
 impl CognitoAuthorizer {
     pub fn new(settings: CognitoSettings) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        let http = claude_proxy::https::client_builder()
+            .and_then(|builder| builder.timeout(Duration::from_secs(5)).build())
+            .unwrap_or_default();
         let verified = VerifiedTokens::new(CACHED_TOKENS, settings.cache_ttl);
         Self { settings, http, cache: RwLock::new(None), verified }
     }

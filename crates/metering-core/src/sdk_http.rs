@@ -1,28 +1,98 @@
-//! The one HTTP client of every AWS SDK client of a process, which builds its TLS connector when the first
-//! request needs it instead of when each SDK client is constructed.
+//! The TLS side of a process's HTTP clients: the system's root certificates, read once per process
+//! ([`process_root_certificates`]), and the one HTTP client of every AWS SDK client of the process, which builds
+//! its TLS connector when the first request needs it instead of when each SDK client is constructed.
 //!
 //! The SDK's default HTTPS client builds a throwaway TLS connector in `validate_base_client_config`, which runs
 //! in every service client's `Client::new`, "so that native certs load at client initialization time": the
 //! system's root certificates are read and parsed during the function's init, and a trust store is parsed again
 //! for every service client (chat-api builds three, the proxy up to six). A Lambda function builds its clients
 //! in init, so that is all init time, before the runtime asks for its first event. [`DeferredTlsHttpClient`]
-//! leaves that validation out: the connector is built (roots read and parsed once) by the first request, in a
-//! client shared by all the SDK clients of the process, which also share its connection pool.
-//! [`DeferredTlsHttpClient::prepare_in_background`] reads the roots on a thread of their own meanwhile, so most
-//! of that work overlaps the rest of init and the wait for the first event.
+//! leaves that validation out: the connector is built by the first request, in a client shared by all the SDK
+//! clients of the process, which also share its connection pool.
+//! [`DeferredTlsHttpClient::prepare_in_background`] reads the roots and builds a connector on a thread of its
+//! own meanwhile, so most of that work overlaps the rest of init and the wait for the first event. The proxy's
+//! HTTPS client to Anthropic trusts the same roots, read once for both.
 
 use std::fmt;
 use std::sync::OnceLock;
 
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
-use aws_smithy_http_client::tls::Provider;
+use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
 use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, RuntimeComponentsBuilder};
 use aws_smithy_runtime_api::shared::IntoShared;
 use aws_smithy_types::config_bag::ConfigBag;
+use base64::Engine;
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
+
+/// The system's trusted root certificates, as rustls-native-certs finds them (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` when set, else the platform's bundle and directories), keeping those a rustls trust store
+/// accepts.
+pub struct RootCertificates {
+    certificates: Vec<CertificateDer<'static>>,
+    pem: Vec<u8>,
+}
+
+impl fmt::Debug for RootCertificates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootCertificates").field("count", &self.certificates.len()).finish_non_exhaustive()
+    }
+}
+
+impl RootCertificates {
+    /// Those of `found` that a rustls trust store accepts (the others are left out, as the SDK and reqwest
+    /// leave them out of theirs), each once.
+    pub fn accepted_of(found: Vec<CertificateDer<'static>>) -> Self {
+        let mut certificates: Vec<CertificateDer<'static>> = Vec::with_capacity(found.len());
+        for certificate in found {
+            let accepted = RootCertStore::empty().add(certificate.clone()).is_ok();
+            if accepted && !certificates.contains(&certificate) {
+                certificates.push(certificate);
+            }
+        }
+        let mut pem = Vec::new();
+        for certificate in &certificates {
+            pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(certificate.as_ref());
+            for line in encoded.as_bytes().chunks(64) {
+                pem.extend_from_slice(line);
+                pem.push(b'\n');
+            }
+            pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+        }
+        Self { certificates, pem }
+    }
+
+    /// The certificates, DER-encoded.
+    pub fn certificates(&self) -> &[CertificateDer<'static>] {
+        &self.certificates
+    }
+
+    /// The certificates, PEM-encoded one after the other.
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+}
+
+/// The process's root certificates: read by the first call (the others wait for it), then kept.
+pub fn process_root_certificates() -> &'static RootCertificates {
+    static ROOTS: OnceLock<RootCertificates> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        if !found.errors.is_empty() {
+            tracing::warn!(errors = ?found.errors, "some of the system's root certificates could not be read");
+        }
+        let roots = RootCertificates::accepted_of(found.certs);
+        if roots.certificates.is_empty() {
+            tracing::warn!("no root certificate found: no TLS connection can be verified");
+        }
+        roots
+    })
+}
 
 /// The process's SDK HTTP client: [`DeferredTlsHttpClient::sdk_default`], made and prepared in the background by
 /// the first call, shared by every later one (so by every SDK configuration of the process).
@@ -50,11 +120,20 @@ impl fmt::Debug for DeferredTlsHttpClient {
 }
 
 impl DeferredTlsHttpClient {
-    /// The SDK's default HTTPS client (hyper 1, rustls with aws-lc, the system's roots, `HTTPS_PROXY` and
-    /// `NO_PROXY` from the environment), as `BehaviorVersion::latest()` builds it, deferred.
+    /// The SDK's default HTTPS client (hyper 1, rustls with aws-lc, `HTTPS_PROXY` and `NO_PROXY` from the
+    /// environment), as `BehaviorVersion::latest()` builds it, deferred, trusting
+    /// [`process_root_certificates`] (the same roots the SDK would read itself).
     pub fn sdk_default() -> Self {
         let inner = Builder::new().build_with_connector_fn(|settings, runtime_components| {
+            let trust_store =
+                TrustStore::empty().with_native_roots(false).with_pem_certificate(process_root_certificates().pem());
             let mut connector = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+            match TlsContext::builder().with_trust_store(trust_store).build() {
+                Ok(context) => {
+                    connector.set_tls_context(context);
+                }
+                Err(error) => tracing::warn!(%error, "the AWS SDK's TLS connector falls back to its own roots"),
+            }
             connector.set_connector_settings(settings.cloned());
             if let Some(components) = runtime_components {
                 connector.set_sleep_impl(components.sleep_impl());
@@ -70,8 +149,8 @@ impl DeferredTlsHttpClient {
         Self { inner: inner.into_shared() }
     }
 
-    /// Starts building a connector on a thread of its own (a throwaway one: what stays is the system's roots,
-    /// read and decoded once per process by the SDK), so the first request finds them read.
+    /// Starts building a connector on a thread of its own (a throwaway one: what stays is
+    /// [`process_root_certificates`], read once per process), so the first request finds them read.
     pub fn prepare_in_background(&self) {
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new().name("tls-roots".into()).spawn(move || {
@@ -111,6 +190,7 @@ mod tests {
     use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture};
     use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
     use aws_smithy_types::body::SdkBody;
+    use rustls::pki_types::pem::PemObject;
 
     /// What the SDK asked of a [`CountingClient`].
     #[derive(Debug, Default)]
@@ -170,6 +250,46 @@ mod tests {
         assert!(tables.table_names().is_empty());
         assert_eq!(counting.connectors.load(Ordering::SeqCst), 1);
         assert_eq!(counting.validations.load(Ordering::SeqCst), 0);
+    }
+
+    /// Two public root certificates (Let's Encrypt's ISRG Root X1 and X2), as a system store holds them.
+    fn public_roots() -> Vec<CertificateDer<'static>> {
+        [&include_bytes!("../tests/fixtures/isrg-root-x1.pem")[..], &include_bytes!("../tests/fixtures/isrg-root-x2.pem")[..]]
+            .iter()
+            .map(|pem| CertificateDer::from_pem_slice(pem).expect("a PEM certificate"))
+            .collect()
+    }
+
+    #[test]
+    fn the_roots_kept_are_those_a_trust_store_accepts_each_once_and_their_pem_holds_them_all() {
+        let [x1, x2] = <[_; 2]>::try_from(public_roots()).unwrap();
+        let not_a_certificate = CertificateDer::from(b"not a certificate".to_vec());
+        let roots = RootCertificates::accepted_of(vec![x1.clone(), not_a_certificate, x2.clone(), x1.clone()]);
+        assert_eq!(roots.certificates(), [x1.clone(), x2.clone()]);
+        let decoded: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(roots.pem()).collect::<Result<_, _>>().expect("valid PEM");
+        assert_eq!(decoded, [x1, x2]);
+        let mut store = RootCertStore::empty();
+        for certificate in decoded {
+            store.add(certificate).expect("what the SDK adds to its trust store, one by one, must be accepted");
+        }
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn no_root_found_gives_an_empty_store() {
+        let roots = RootCertificates::accepted_of(Vec::new());
+        assert!(roots.certificates().is_empty() && roots.pem().is_empty());
+    }
+
+    #[test]
+    fn the_sdk_connector_builds_on_the_process_roots() {
+        // The SDK panics on a PEM certificate its trust store refuses: building the connector on this machine's
+        // roots (through the trust store the SDK is given) must not.
+        DeferredTlsHttpClient::sdk_default()
+            .inner
+            .validate_base_client_config(&RuntimeComponentsBuilder::new("test"), &ConfigBag::base())
+            .expect("a connector");
     }
 
     #[test]
