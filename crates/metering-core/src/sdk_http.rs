@@ -9,9 +9,9 @@
 //! in init, so that is all init time, before the runtime asks for its first event. [`DeferredTlsHttpClient`]
 //! leaves that validation out: the connector is built by the first request, in a client shared by all the SDK
 //! clients of the process, which also share its connection pool.
-//! [`DeferredTlsHttpClient::prepare_in_background`] reads the roots and builds a connector on a thread of its
-//! own meanwhile, so most of that work overlaps the rest of init and the wait for the first event. The proxy's
-//! HTTPS client to Anthropic trusts the same roots, read once for both.
+//! [`process_http_client`] starts reading the roots on a thread of their own meanwhile, so that reading (the
+//! costly part: files, PEM) overlaps the rest of init and the wait for the first event. The proxy's HTTPS client
+//! to Anthropic trusts the same roots, read once for both.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -22,7 +22,7 @@ use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
-use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, RuntimeComponentsBuilder};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::shared::IntoShared;
 use aws_smithy_types::config_bag::ConfigBag;
 use base64::Engine;
@@ -78,10 +78,11 @@ impl RootCertificates {
     }
 }
 
+static PROCESS_ROOTS: OnceLock<RootCertificates> = OnceLock::new();
+
 /// The process's root certificates: read by the first call (the others wait for it), then kept.
 pub fn process_root_certificates() -> &'static RootCertificates {
-    static ROOTS: OnceLock<RootCertificates> = OnceLock::new();
-    ROOTS.get_or_init(|| {
+    PROCESS_ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         if !found.errors.is_empty() {
             tracing::warn!(errors = ?found.errors, "some of the system's root certificates could not be read");
@@ -94,15 +95,31 @@ pub fn process_root_certificates() -> &'static RootCertificates {
     })
 }
 
-/// The process's SDK HTTP client: [`DeferredTlsHttpClient::sdk_default`], made and prepared in the background by
-/// the first call, shared by every later one (so by every SDK configuration of the process).
+/// Whether the process's root certificates have been read.
+pub fn process_root_certificates_are_read() -> bool {
+    PROCESS_ROOTS.get().is_some()
+}
+
+/// Starts reading the process's root certificates on a thread of its own, so that the first TLS client to need
+/// them finds them read, or waits for that one reading.
+pub fn read_process_root_certificates_in_background() {
+    let spawned = std::thread::Builder::new().name("tls-roots".into()).spawn(|| {
+        process_root_certificates();
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(error = %error, "could not start a thread to read the root certificates; the first TLS client will");
+    }
+}
+
+/// The process's SDK HTTP client: [`DeferredTlsHttpClient::sdk_default`], made by the first call, which also
+/// starts reading the roots in the background, and shared by every later one (so by every SDK configuration of
+/// the process).
 pub fn process_http_client() -> DeferredTlsHttpClient {
     static CLIENT: OnceLock<DeferredTlsHttpClient> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            let client = DeferredTlsHttpClient::sdk_default();
-            client.prepare_in_background();
-            client
+            read_process_root_certificates_in_background();
+            DeferredTlsHttpClient::sdk_default()
         })
         .clone()
 }
@@ -148,21 +165,6 @@ impl DeferredTlsHttpClient {
     pub fn wrapping(inner: impl HttpClient + 'static) -> Self {
         Self { inner: inner.into_shared() }
     }
-
-    /// Starts building a connector on a thread of its own (a throwaway one: what stays is
-    /// [`process_root_certificates`], read once per process), so the first request finds them read.
-    pub fn prepare_in_background(&self) {
-        let inner = self.inner.clone();
-        let spawned = std::thread::Builder::new().name("tls-roots".into()).spawn(move || {
-            if let Err(error) = inner.validate_base_client_config(&RuntimeComponentsBuilder::new("tls-roots"), &ConfigBag::base())
-            {
-                tracing::warn!(error = %error, "could not prepare the AWS SDK's TLS connector; the first request will");
-            }
-        });
-        if let Err(error) = spawned {
-            tracing::warn!(error = %error, "could not start a thread to prepare the AWS SDK's TLS connector");
-        }
-    }
 }
 
 impl HttpClient for DeferredTlsHttpClient {
@@ -189,6 +191,7 @@ mod tests {
 
     use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture};
     use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
     use aws_smithy_types::body::SdkBody;
     use rustls::pki_types::pem::PemObject;
 
@@ -290,17 +293,5 @@ mod tests {
             .inner
             .validate_base_client_config(&RuntimeComponentsBuilder::new("test"), &ConfigBag::base())
             .expect("a connector");
-    }
-
-    #[test]
-    fn preparing_in_background_builds_one_throwaway_connector() {
-        let counting = Arc::new(Counts::default());
-        DeferredTlsHttpClient::wrapping(CountingClient(Arc::clone(&counting))).prepare_in_background();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while counting.validations.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert_eq!(counting.validations.load(Ordering::SeqCst), 1);
-        assert_eq!(counting.connectors.load(Ordering::SeqCst), 0);
     }
 }
