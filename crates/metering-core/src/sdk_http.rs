@@ -5,7 +5,7 @@
 //! The SDK's default HTTPS client builds a throwaway TLS connector in `validate_base_client_config`, which runs
 //! in every service client's `Client::new`, "so that native certs load at client initialization time": the
 //! system's root certificates are read and parsed during the function's init, and a trust store is parsed again
-//! for every service client (chat-api builds three, the proxy up to six). A Lambda function builds its clients
+//! for every service client. A Lambda function builds its clients
 //! in init, so that is all init time, before the runtime asks for its first event. [`DeferredTlsHttpClient`]
 //! leaves that validation out: the connector is built by the first request, in a client shared by all the SDK
 //! clients of the process, which also share its connection pool.
