@@ -164,9 +164,10 @@ pub fn client_response_headers(upstream: &HeaderMap, mode: CredentialMode) -> He
 /// The Anthropic API over HTTPS.
 ///
 /// It trusts the process's root certificates ([`crate::https::client_builder`], read once for it and the AWS SDK).
-/// Its HTTP client is built on a blocking thread from [`HttpAnthropic::new`] on: building it parses those roots
-/// into a trust store, which would otherwise lengthen every cold start's init. The first request waits for it
-/// if it is not built yet; by then it usually is, the gateway key's lookup having come first.
+/// Its HTTP client is built on a blocking thread from [`HttpAnthropic::new`] on: building it waits for those roots
+/// to be read (on their own thread, from the process's start) and parses them into a trust store, neither of
+/// which may hold up a cold start's init or a runtime thread. The first request waits for it if it is not built
+/// yet; by then it usually is, the gateway key's lookup having come first.
 #[derive(Clone)]
 pub struct HttpAnthropic {
     client: Shared<BoxFuture<'static, Result<reqwest::Client, String>>>,
